@@ -1,0 +1,21 @@
+"""mlp: a multilayer perceptron written from scratch, trained by explicit backpropagation.
+
+The pieces, one module each:
+
+* :mod:`mlp.data` — MNIST (IDX files, checksums, downloader) and scikit-learn's digits
+* :mod:`mlp.activations` — sigmoid, tanh, relu, identity and their derivatives
+* :mod:`mlp.losses` — output layers with their losses (ce, mse, bce)
+* :mod:`mlp.network` — the network and its forward and backward passes (the reference)
+* :mod:`mlp.optimizers` — SGD with momentum, Nesterov and weight decay
+* :mod:`mlp.backends` — the NumPy reference loop and the Numba fast path, one interface
+* :mod:`mlp.trainer` — the training loop; :mod:`mlp.train` its command line
+* :mod:`mlp.io` — model files and atomic writes
+"""
+
+from .errors import DataError, DivergenceError, MLPError, ModelFileError
+from .network import Network
+from .optimizers import SGD
+
+__version__ = "0.1.0"
+
+__all__ = ["Network", "SGD", "MLPError", "DataError", "ModelFileError", "DivergenceError"]

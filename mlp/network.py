@@ -1,0 +1,174 @@
+"""The network: layers of ``z = a·W + b``, ``a = f(z)``, with backpropagation written out.
+
+This is mlp's reference path, written to be read beside the equations (and
+beside Michael Nielsen's network.py). Rows are samples: a batch ``X`` of shape
+``(n, n_in)`` flows through weight matrices ``W`` of shape ``(n_in, n_out)``.
+
+Forward, layer l = 1 … L, with a⁰ = X::
+
+    zˡ = aˡ⁻¹ · Wˡ + bˡ
+    aˡ = f(zˡ)            (hidden layers; the output layer uses the loss's g)
+
+Backward, starting from the loss's error at the output (``ŷ − y`` for the
+canonical pairs, see :mod:`mlp.losses`)::
+
+    δᴸ = ∂L/∂zᴸ
+    ∂L/∂Wˡ = aˡ⁻¹ᵀ · δˡ        ∂L/∂bˡ = Σ_rows δˡ
+    δˡ⁻¹ = (δˡ · Wˡᵀ) ⊙ f'(zˡ⁻¹)
+
+Every fast kernel (see :mod:`mlp.backends`) is tested against these methods.
+"""
+
+import numpy as np
+
+from .activations import ACTIVATIONS, DERIVATIVES, check_activation
+from .losses import get_loss
+
+DTYPES = {"float32": np.float32, "float64": np.float64}
+
+
+def check_dtype(dtype):
+    """Return the NumPy dtype for "float32"/"float64" (or a dtype), else raise ValueError."""
+    name = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
+    if name not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}: choose float32 or float64")
+    return np.dtype(DTYPES[name])
+
+
+class Network:
+    """A fully connected feed-forward network trained by backpropagation.
+
+    Parameters
+    ----------
+    sizes : list of int
+        Units per layer, input first: ``[784, 30, 10]`` is 784-30-10.
+    activation : str
+        Hidden-layer function: "sigmoid" (default), "tanh", "relu", "identity".
+    loss : str
+        "ce" (softmax + cross-entropy, default), "mse" (sigmoid + ½ squared
+        error) or "bce" (sigmoid + binary cross-entropy).
+    output : str, optional
+        Output function, if not the loss's default (e.g. "identity" with "mse").
+    dtype : "float32" (default) or "float64"
+    seed : int
+        Weights are drawn from N(0, 1/fan_in) with this seed; biases start at 0.
+    """
+
+    def __init__(self, sizes, activation="sigmoid", loss="ce", output=None,
+                 dtype="float32", seed=0):
+        sizes = [int(s) for s in sizes]
+        if len(sizes) < 2 or min(sizes) < 1:
+            raise ValueError(f"sizes must list at least two positive layer widths, got {sizes}")
+        self.sizes = sizes
+        self.activation = check_activation(activation)
+        self.loss = get_loss(loss, output)
+        self.dtype = check_dtype(dtype)
+        rng = np.random.default_rng(seed)
+        self.weights = [
+            (rng.standard_normal((n_in, n_out)) / np.sqrt(n_in)).astype(self.dtype)
+            for n_in, n_out in zip(sizes[:-1], sizes[1:])
+        ]
+        self.biases = [np.zeros(n_out, dtype=self.dtype) for n_out in sizes[1:]]
+
+    @property
+    def num_layers(self):
+        """Number of weight layers (hidden layers + the output layer)."""
+        return len(self.weights)
+
+    @property
+    def n_parameters(self):
+        """Total number of weights and biases."""
+        return sum(w.size + b.size for w, b in zip(self.weights, self.biases))
+
+    def params(self):
+        """The parameter arrays in order W¹, b¹, W², b², …; updating them in place updates the network."""
+        out = []
+        for w, b in zip(self.weights, self.biases):
+            out += [w, b]
+        return out
+
+    def copy(self):
+        """An independent copy of this network (same architecture, copied arrays)."""
+        new = object.__new__(Network)
+        new.__dict__.update(self.__dict__)
+        new.weights = [w.copy() for w in self.weights]
+        new.biases = [b.copy() for b in self.biases]
+        return new
+
+    def config(self):
+        """The architecture as plain data (what a saved model's header records)."""
+        return {"sizes": self.sizes, "activation": self.activation,
+                "loss": self.loss.name, "output": self.loss.output,
+                "dtype": self.dtype.name}
+
+    # ----------------------------------------------------------------- forward
+    def forward(self, X):
+        """Run a batch through the network, keeping what backpropagation needs.
+
+        Returns ``(zs, activations)``: ``zs[l]`` is layer l's pre-activation and
+        ``activations[l]`` its input (``activations[0]`` is X and
+        ``activations[-1]`` the output ŷ).
+        """
+        f = ACTIVATIONS[self.activation]
+        a = np.asarray(X, dtype=self.dtype)
+        activations = [a]
+        zs = []
+        for l, (w, b) in enumerate(zip(self.weights, self.biases)):
+            z = a @ w + b
+            a = self.loss.activate(z) if l == self.num_layers - 1 else f(z)
+            zs.append(z)
+            activations.append(a)
+        return zs, activations
+
+    def feedforward(self, X):
+        """The output ŷ for a batch X (no intermediate values kept)."""
+        return self.forward(X)[1][-1]
+
+    # ---------------------------------------------------------------- backward
+    def backward(self, zs, activations, Y):
+        """Backpropagate from the output error to every layer's gradient.
+
+        Returns ``(nabla_w, nabla_b)``, the gradients of the batch-averaged
+        loss with respect to each weight matrix and bias vector.
+        """
+        fprime = DERIVATIVES[self.activation]
+        nabla_w = [None] * self.num_layers
+        nabla_b = [None] * self.num_layers
+        delta = self.loss.delta(zs[-1], activations[-1], Y)       # δᴸ
+        for l in range(self.num_layers - 1, -1, -1):
+            nabla_w[l] = activations[l].T @ delta                  # aˡ⁻¹ᵀ · δˡ
+            nabla_b[l] = delta.sum(axis=0)                         # Σ δˡ
+            if l > 0:
+                upstream = delta @ self.weights[l].T               # δˡ · Wˡᵀ
+                delta = upstream * fprime(zs[l - 1], activations[l])  # ⊙ f'(zˡ⁻¹)
+        return nabla_w, nabla_b
+
+    def loss_and_gradients(self, X, Y, weight_decay=0.0):
+        """Loss and gradients of ``mean-loss + (λ/2) Σ‖W‖²`` on the batch (X, Y).
+
+        ``Y`` holds the targets as a 2-D array (one-hot rows for
+        classification, see :func:`mlp.losses.one_hot`). Biases are not decayed.
+        """
+        zs, activations = self.forward(X)
+        Y = np.asarray(Y, dtype=self.dtype)
+        loss = self.loss.value(zs[-1], activations[-1], Y)
+        nabla_w, nabla_b = self.backward(zs, activations, Y)
+        if weight_decay:
+            loss += l2_penalty(self.weights, weight_decay)
+            nabla_w = [g + self.dtype.type(weight_decay) * w for g, w in zip(nabla_w, self.weights)]
+        return loss, nabla_w, nabla_b
+
+    def cost(self, X, Y, weight_decay=0.0):
+        """The batch-averaged loss, plus the L2 penalty when ``weight_decay`` > 0."""
+        zs, activations = self.forward(X)
+        loss = self.loss.value(zs[-1], activations[-1], np.asarray(Y, dtype=self.dtype))
+        return loss + (l2_penalty(self.weights, weight_decay) if weight_decay else 0.0)
+
+    def predict(self, X):
+        """The most probable class of each row of X."""
+        return self.feedforward(X).argmax(axis=1)
+
+
+def l2_penalty(weights, weight_decay):
+    """(λ/2) Σ ‖W‖² over the weight matrices (biases excluded)."""
+    return 0.5 * weight_decay * sum(float((w.astype(np.float64) ** 2).sum()) for w in weights)

@@ -1,0 +1,187 @@
+"""The training loop: epochs of shuffled minibatches, evaluation, divergence checks.
+
+The loop is shared by the command line (:mod:`mlp.train`) and the Python API.
+It hands the per-batch work to a backend (:mod:`mlp.backends`) a chunk of
+batches at a time, so that a fast backend keeps Python out of the batch loop
+while the trainer can still stop cleanly at a batch boundary, report
+progress, and catch a loss that turns NaN or infinite.
+
+Determinism: the sample order of epoch e is drawn from
+``numpy.random.default_rng([seed, e])``, so it depends on the seed and the
+epoch alone, and a run can be resumed at any batch.
+"""
+
+import math
+import time
+
+import numpy as np
+
+from .errors import DivergenceError
+
+
+def epoch_order(seed, epoch, n):
+    """The shuffled sample order of epoch ``epoch`` (0-based) for ``n`` samples."""
+    return np.random.default_rng([int(seed), int(epoch)]).permutation(n)
+
+
+def evaluate(net, backend, X, y, scale=1.0):
+    """Mean loss and accuracy of ``net`` on (X, y); y holds labels or 2-D targets.
+
+    Accuracy compares the output's argmax with the label (or with the
+    target's argmax); for a one-output network it thresholds ŷ at 0.5.
+    """
+    from .backends import batch_targets
+    yhat = backend.predict_output(net, X, scale)
+    Y = batch_targets(y, slice(None), net.sizes[-1], net.dtype)
+    loss = float(_loss_from_output(net, yhat, Y))
+    if yhat.shape[1] == 1:
+        correct = (yhat[:, 0] > 0.5) == (Y[:, 0] > 0.5)
+    else:
+        correct = yhat.argmax(axis=1) == Y.argmax(axis=1)
+    return loss, float(correct.mean())
+
+
+def _loss_from_output(net, yhat, Y):
+    """The loss from outputs alone (the log-losses clip ŷ away from 0 and 1)."""
+    eps = np.finfo(yhat.dtype).tiny
+    n = yhat.shape[0]
+    if net.loss.name == "ce":
+        return -(Y * np.log(np.maximum(yhat, eps))).sum() / n
+    if net.loss.name == "bce":
+        return -(Y * np.log(np.maximum(yhat, eps))
+                 + (1 - Y) * np.log(np.maximum(1 - yhat, eps))).sum() / n
+    err = yhat - Y
+    return 0.5 * (err * err).sum() / n
+
+
+class Trainer:
+    """Runs epochs of minibatch training of ``net`` with ``optimizer`` on ``backend``.
+
+    State that a checkpoint needs: ``epoch`` (epochs finished), ``position``
+    (batches finished in the current epoch), ``batch_losses`` of the current
+    epoch so far, and ``history`` (one dict per finished epoch).
+    """
+
+    def __init__(self, net, optimizer, backend, batch_size=32, seed=0,
+                 chunk_size=None, progress=False, log=None):
+        if int(batch_size) < 1:
+            raise ValueError(f"batch size must be >= 1, got {batch_size!r}")
+        self.net = net
+        self.optimizer = optimizer
+        self.backend = backend
+        self.batch_size = int(batch_size)
+        self.seed = int(seed)
+        # about 4096 samples per call to the backend: small enough to stop
+        # promptly, large enough that the call overhead is negligible
+        self.chunk_size = chunk_size or max(1, 4096 // self.batch_size)
+        self.progress = progress
+        self.log = log
+        self.epoch = 0
+        self.position = 0
+        self.batch_losses = []
+        self.epoch_seconds = 0.0
+        self.history = []
+        self.compile_seconds = 0.0
+        self.stop_requested = False
+        self.on_chunk = None   # called as on_chunk(trainer) after every chunk of batches
+
+    def request_stop(self):
+        """Ask the loop to stop at the next batch boundary (safe from a signal handler)."""
+        self.stop_requested = True
+
+    def prepare(self, X, y, scale=1.0):
+        """Compile the backend's kernels (timed apart from training)."""
+        self.optimizer.ensure_state(self.net)
+        self.compile_seconds += self.backend.prepare(
+            self.net, self.optimizer, X, y, self.batch_size, scale)
+        return self.compile_seconds
+
+    def fit(self, X, y, epochs, scale=1.0, X_val=None, y_val=None):
+        """Train until ``epochs`` epochs are finished (or a stop is requested).
+
+        Returns True when all epochs finished, False when stopped early.
+        Raises :class:`DivergenceError` when a batch loss is NaN or infinite;
+        the network is then left as it was before the chunk that diverged.
+        """
+        n = X.shape[0]
+        if n == 0:
+            raise ValueError("no training samples: the training set is empty")
+        n_batches = math.ceil(n / self.batch_size)
+        self.prepare(X, y, scale)
+        while self.epoch < epochs:
+            order = epoch_order(self.seed, self.epoch, n)
+            bar = self._progress_bar(n_batches)
+            while self.position < n_batches:
+                if self.stop_requested:
+                    bar and bar.close()
+                    return False
+                start = self.position
+                stop = min(n_batches, start + self.chunk_size)
+                snapshot = [p.copy() for p in self.net.params()]
+                velocities = [v.copy() for v in self.optimizer.velocities]
+                t0 = time.perf_counter()
+                losses = self.backend.train_batches(
+                    self.net, self.optimizer, X, y, order, start, stop, self.batch_size, scale)
+                self.epoch_seconds += time.perf_counter() - t0
+                if not np.all(np.isfinite(losses)):
+                    self._restore(snapshot, velocities)
+                    bad = start + int(np.flatnonzero(~np.isfinite(losses))[0])
+                    step = self.epoch * n_batches + bad + 1
+                    raise DivergenceError(
+                        f"training diverged: the loss became {losses[bad - start]} at step {step} "
+                        f"(epoch {self.epoch + 1}, batch {bad + 1}) with learning rate "
+                        f"{self.optimizer.lr:g}; try a lower rate such as --lr "
+                        f"{self.optimizer.lr / 10:g}. The model before the failing chunk "
+                        f"(step {self.epoch * n_batches + start}) is kept.")
+                self.batch_losses.extend(losses.tolist())
+                self.position = stop
+                if bar:
+                    bar.update(stop - start)
+                if self.on_chunk:
+                    self.on_chunk(self)
+            if bar:
+                bar.close()
+            self._finish_epoch(n, X_val, y_val, scale)
+        return True
+
+    def _finish_epoch(self, n, X_val, y_val, scale):
+        sizes = np.full(len(self.batch_losses), self.batch_size, dtype=np.float64)
+        sizes[-1] = n - self.batch_size * (len(self.batch_losses) - 1)
+        record = {
+            "epoch": self.epoch + 1,
+            "train_loss": float(np.dot(self.batch_losses, sizes) / n),
+            "val_loss": None,
+            "val_accuracy": None,
+            "seconds": self.epoch_seconds,
+        }
+        if X_val is not None and len(X_val):
+            record["val_loss"], record["val_accuracy"] = evaluate(
+                self.net, self.backend, X_val, y_val, scale)
+        self.history.append(record)
+        self.epoch += 1
+        self.position = 0
+        self.batch_losses = []
+        self.epoch_seconds = 0.0
+        if self.log:
+            self.log(format_epoch(record))
+
+    def _restore(self, params, velocities):
+        for p, saved in zip(self.net.params(), params):
+            p[...] = saved
+        for v, saved in zip(self.optimizer.velocities, velocities):
+            v[...] = saved
+
+    def _progress_bar(self, total):
+        if not self.progress:
+            return None
+        from tqdm import tqdm
+        return tqdm(total=total, initial=self.position, desc=f"epoch {self.epoch + 1}",
+                    unit="batch", leave=False, dynamic_ncols=True)
+
+
+def format_epoch(record):
+    """One line per epoch: epoch, train loss, validation loss and accuracy, seconds."""
+    line = f"epoch {record['epoch']:3d}  train loss {record['train_loss']:.4f}"
+    if record.get("val_loss") is not None:
+        line += f"  val loss {record['val_loss']:.4f}  val acc {record['val_accuracy']:.4f}"
+    return line + f"  {record['seconds']:.2f}s"
