@@ -18,4 +18,13 @@ from .optimizers import SGD
 
 __version__ = "0.1.0"
 
-__all__ = ["Network", "SGD", "MLPError", "DataError", "ModelFileError", "DivergenceError"]
+__all__ = ["Network", "SGD", "MLPClassifier", "MLPRegressor",
+           "MLPError", "DataError", "ModelFileError", "DivergenceError"]
+
+
+def __getattr__(name):
+    # the scikit-learn estimators import sklearn: load them only when asked for
+    if name in ("MLPClassifier", "MLPRegressor"):
+        from . import estimators
+        return getattr(estimators, name)
+    raise AttributeError(f"module 'mlp' has no attribute {name!r}")
