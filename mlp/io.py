@@ -136,3 +136,73 @@ def model_from_arrays(arrays, path="<model>"):
                 raise ModelFileError(f"{path}: array {name!r} contains NaN or infinity")
             like[...] = a
     return net, header
+
+
+def _json_array(obj):
+    return np.frombuffer(json.dumps(obj).encode(), dtype=np.uint8)
+
+
+def save_checkpoint(path, net, optimizer, trainer_state, config, meta=None):
+    """Save everything a resumed run needs, atomically (temporary name, fsync, rename).
+
+    The network (as in a model file), the optimizer's velocities ``V0, V1, …``
+    and a JSON document with the optimizer's settings, the trainer's state
+    (epoch, batch position, losses so far, history) and the run's settings.
+    The sample order of an epoch is a function of (seed, epoch) only (see
+    :func:`mlp.trainer.epoch_order`), so the seed and the position are the
+    whole random state.
+    """
+    arrays = model_arrays(net, meta)
+    optimizer.ensure_state(net)
+    for i, v in enumerate(optimizer.velocities):
+        arrays[f"V{i}"] = v
+    arrays["checkpoint"] = _json_array({
+        "format": "mlp-checkpoint", "format_version": FORMAT_VERSION,
+        "optimizer": optimizer.config(), "trainer": trainer_state, "config": config})
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def load_checkpoint(path):
+    """Load a checkpoint: returns dict(net, optimizer, trainer, config, meta).
+
+    Every problem is a ModelFileError naming the file.
+    """
+    from .optimizers import SGD
+    path = Path(path)
+    if path.is_dir():
+        path = path / "checkpoint.npz"
+    if not path.is_file():
+        raise ModelFileError(f"{path}: no checkpoint here; --resume takes the --out folder "
+                             "of a run started with `python -m mlp.train`")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except ValueError as e:
+        raise ModelFileError(f"{path}: refused to load: {e}") from None
+    except Exception as e:
+        raise ModelFileError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from None
+    net, header = model_from_arrays(arrays, path)
+    raw = arrays.get("checkpoint")
+    if raw is None or raw.dtype != np.uint8 or raw.ndim != 1:
+        raise ModelFileError(f"{path}: missing the 'checkpoint' record; not an mlp checkpoint")
+    try:
+        doc = json.loads(raw.tobytes().decode("utf-8"))
+        if doc.get("format") != "mlp-checkpoint":
+            raise ValueError("not an mlp checkpoint")
+        if doc.get("format_version", 0) > FORMAT_VERSION:
+            raise ValueError(f"format version {doc['format_version']} is newer than this "
+                             f"mlp understands ({FORMAT_VERSION}); upgrade mlp")
+        opt = SGD(**doc["optimizer"])
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ModelFileError(f"{path}: bad checkpoint record ({e})") from None
+    velocities = []
+    for i, p in enumerate(net.params()):
+        v = arrays.get(f"V{i}")
+        if v is None or v.shape != p.shape or v.dtype != p.dtype:
+            raise ModelFileError(f"{path}: optimizer state V{i} is missing or has the wrong shape")
+        velocities.append(v.copy())
+    opt.velocities = velocities
+    return {"net": net, "optimizer": opt, "trainer": doc["trainer"], "config": doc["config"],
+            "meta": header.get("meta", {})}

@@ -116,6 +116,11 @@ def build_parser():
     p.add_argument("--limit", type=positive_int, default=None, metavar="N",
                    help="train on the first N training images only")
     p.add_argument("--out", help="output folder (default: a new folder under runs/)")
+    p.add_argument("--checkpoint-every", type=nonnegative_int, default=1, metavar="N",
+                   help="write checkpoint.npz into --out every N epochs (0: only when interrupted)")
+    p.add_argument("--resume", metavar="DIR",
+                   help="continue the run whose --out folder is DIR, with its own settings "
+                        "(only --epochs and --data-dir may be changed)")
     return p
 
 
@@ -146,11 +151,56 @@ def split_train(data, validation, limit):
     return X_tr, y_tr, X_val, y_val
 
 
-def run(args, stdout=sys.stdout):
-    """Train as ``args`` says, write the run's files, and return the history dict."""
+#: settings a resumed run may change; everything else comes from the checkpoint
+RESUME_OVERRIDES = ("epochs", "data_dir")
+
+
+def resume_args(args, parser):
+    """The run's own settings from ``args.resume``'s checkpoint, with the allowed overrides."""
+    from .io import load_checkpoint
+    ckpt = load_checkpoint(Path(args.resume) / "checkpoint.npz")
+    given = {k: v for k, v in vars(args).items() if v != parser.get_default(k)}
+    saved = dict(ckpt["config"]["args"])
+    for key in RESUME_OVERRIDES:
+        if key in given:
+            saved[key] = given[key]
+    ignored = sorted(set(given) - set(RESUME_OVERRIDES) - {"resume"})
+    saved.update(resume=args.resume, out=args.resume)
+    return argparse.Namespace(**saved), ckpt, ignored
+
+
+class StopOnSignal:
+    """While active, SIGINT and SIGTERM ask the trainer to stop at the next batch boundary."""
+
+    def __init__(self, trainer):
+        self.trainer = trainer
+        self.signum = None
+        self.previous = {}
+
+    def _handle(self, signum, frame):
+        if self.signum is not None:          # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self.signum = signum
+        self.trainer.request_stop()
+
+    def __enter__(self):
+        import signal
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        import signal
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        return False
+
+
+def run(args, stdout=sys.stdout, parser=None):
+    """Train as ``args`` says, write the run's files; returns (history dict, exit status)."""
     from .backends import get_backend, set_threads
     from .data import load_dataset
-    from .io import atomic_write_json, save_model
+    from .io import atomic_write_json, save_checkpoint, save_model
     from .network import Network
     from .optimizers import SGD
     from .plots import confusion_matrix, plot_confusion, plot_curves
@@ -159,36 +209,68 @@ def run(args, stdout=sys.stdout):
     def say(line):
         print(line, file=stdout, flush=True)
 
+    ckpt = None
+    if args.resume:
+        args, ckpt, ignored = resume_args(args, parser or build_parser())
+        if ignored:
+            say(f"note: resuming with the run's own settings; ignored: "
+                f"{', '.join('--' + k.replace('_', '-') for k in ignored)}")
     set_threads(args.threads)
     backend = get_backend(args.backend)
     data = load_dataset(args.dataset, data_dir=args.data_dir)
     X_tr, y_tr, X_val, y_val = split_train(data, args.validation, args.limit)
     sizes = [X_tr.shape[1], *args.hidden, data.n_classes]
-    net = Network(sizes, args.activation, args.loss, dtype=args.dtype, seed=args.seed)
-    opt = SGD(args.lr, args.momentum, args.nesterov, args.weight_decay)
+    if ckpt:
+        net, opt = ckpt["net"], ckpt["optimizer"]
+        if net.sizes != sizes:
+            raise MLPError(f"{args.resume}: the checkpoint's network is {net.sizes}, "
+                           f"but the data give {sizes}")
+    else:
+        net = Network(sizes, args.activation, args.loss, dtype=args.dtype, seed=args.seed)
+        opt = SGD(args.lr, args.momentum, args.nesterov, args.weight_decay)
     out = Path(args.out) if args.out else default_out_dir(args.dataset)
     out.mkdir(parents=True, exist_ok=True)
 
     import numba
-    config = {k: v for k, v in vars(args).items()}
+    config = {k: v for k, v in vars(args).items() if k != "resume"}
     config.update(sizes=sizes, threads=numba.get_num_threads(),
                   n_train=int(X_tr.shape[0]), n_validation=int(X_val.shape[0]))
     meta = {"dataset": data.name, "scale": data.scale, "image_shape": list(data.image_shape)}
-    say(f"mlp: {'-'.join(map(str, sizes))} {args.activation}/{args.loss} on {data.name} "
-        f"({X_tr.shape[0]} train, {X_val.shape[0]} validation, {data.X_test.shape[0]} test), "
-        f"backend {backend.name}, {config['threads']} threads, output in {out}")
-
     trainer = Trainer(net, opt, backend, args.batch_size, args.seed,
                       progress=sys.stderr.isatty(), log=say)
+    if ckpt:
+        trainer.load_state(ckpt["trainer"])
+        say(f"mlp: resuming {out} at epoch {trainer.epoch + 1}, batch {trainer.position + 1}")
+    else:
+        say(f"mlp: {'-'.join(map(str, sizes))} {args.activation}/{args.loss} on {data.name} "
+            f"({X_tr.shape[0]} train, {X_val.shape[0]} validation, {data.X_test.shape[0]} test), "
+            f"backend {backend.name}, {config['threads']} threads, output in {out}")
+
+    def checkpoint(tr):
+        save_checkpoint(out / "checkpoint.npz", net, opt, tr.state(), {"args": config}, meta)
+
+    def checkpoint_on_schedule(tr):
+        if args.checkpoint_every and tr.epoch % args.checkpoint_every == 0:
+            checkpoint(tr)
+
+    trainer.on_epoch = checkpoint_on_schedule
+
     history = {"config": config, "epochs": trainer.history, "test_accuracy": None,
                "compile_seconds": 0.0}
     status = 0
-    try:
-        trainer.fit(X_tr, y_tr, args.epochs, data.scale, X_val, y_val)
-    except DivergenceError as e:
-        say(f"error: {e}")
-        history["diverged"] = str(e)
-        status = 1
+    with StopOnSignal(trainer) as stopper:
+        try:
+            finished = trainer.fit(X_tr, y_tr, args.epochs, data.scale, X_val, y_val)
+        except DivergenceError as e:
+            say(f"error: {e}")
+            history["diverged"] = str(e)
+            finished, status = True, 1
+    if not finished:
+        checkpoint(trainer)
+        say(f"interrupted at epoch {trainer.epoch + 1}, batch {trainer.position}: "
+            f"checkpoint saved in {out / 'checkpoint.npz'}")
+        say(f"resume with: python -m mlp.train --resume {out}")
+        return history, 128 + (stopper.signum or 2)
     history["compile_seconds"] = trainer.compile_seconds
     save_model(out / "model.npz", net, meta)
     _, test_acc = evaluate(net, backend, data.X_test, data.y_test, data.scale)
@@ -206,9 +288,10 @@ def run(args, stdout=sys.stdout):
 
 def main(argv=None):
     """Entry point of ``python -m mlp.train``; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     try:
-        _, status = run(args)
+        _, status = run(args, parser=parser)
     except MLPError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -84,6 +84,25 @@ class Trainer:
         self.compile_seconds = 0.0
         self.stop_requested = False
         self.on_chunk = None   # called as on_chunk(trainer) after every chunk of batches
+        self.on_epoch = None   # called as on_epoch(trainer) after every finished epoch
+
+    def state(self):
+        """The loop's position and records as plain data (for a checkpoint)."""
+        return {"epoch": self.epoch, "position": self.position,
+                "batch_losses": list(self.batch_losses), "epoch_seconds": self.epoch_seconds,
+                "history": list(self.history), "compile_seconds": self.compile_seconds,
+                "batch_size": self.batch_size, "seed": self.seed}
+
+    def load_state(self, state):
+        """Restore what :meth:`state` returned (network and optimizer are restored apart)."""
+        if int(state["batch_size"]) != self.batch_size or int(state["seed"]) != self.seed:
+            raise ValueError("checkpoint was written with another batch size or seed")
+        self.epoch = int(state["epoch"])
+        self.position = int(state["position"])
+        self.batch_losses = [float(x) for x in state["batch_losses"]]
+        self.epoch_seconds = float(state["epoch_seconds"])
+        self.history[:] = state["history"]
+        self.compile_seconds = float(state["compile_seconds"])
 
     def request_stop(self):
         """Ask the loop to stop at the next batch boundary (safe from a signal handler)."""
@@ -164,6 +183,8 @@ class Trainer:
         self.epoch_seconds = 0.0
         if self.log:
             self.log(format_epoch(record))
+        if self.on_epoch:
+            self.on_epoch(self)
 
     def _restore(self, params, velocities):
         for p, saved in zip(self.net.params(), params):
