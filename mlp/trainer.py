@@ -18,6 +18,9 @@ import numpy as np
 
 from .errors import DivergenceError
 
+#: a batch loss above this multiple of the run's first batch loss counts as divergence
+DIVERGENCE_FACTOR = 10.0
+
 
 def epoch_order(seed, epoch, n):
     """The shuffled sample order of epoch ``epoch`` (0-based) for ``n`` samples."""
@@ -82,6 +85,7 @@ class Trainer:
         self.epoch_seconds = 0.0
         self.history = []
         self.compile_seconds = 0.0
+        self.initial_loss = None
         self.stop_requested = False
         self.on_chunk = None   # called as on_chunk(trainer) after every chunk of batches
         self.on_epoch = None   # called as on_epoch(trainer) after every finished epoch
@@ -91,7 +95,8 @@ class Trainer:
         return {"epoch": self.epoch, "position": self.position,
                 "batch_losses": list(self.batch_losses), "epoch_seconds": self.epoch_seconds,
                 "history": list(self.history), "compile_seconds": self.compile_seconds,
-                "batch_size": self.batch_size, "seed": self.seed}
+                "batch_size": self.batch_size, "seed": self.seed,
+                "initial_loss": self.initial_loss}
 
     def load_state(self, state):
         """Restore what :meth:`state` returned (network and optimizer are restored apart)."""
@@ -103,6 +108,7 @@ class Trainer:
         self.epoch_seconds = float(state["epoch_seconds"])
         self.history[:] = state["history"]
         self.compile_seconds = float(state["compile_seconds"])
+        self.initial_loss = state.get("initial_loss")
 
     def request_stop(self):
         """Ask the loop to stop at the next batch boundary (safe from a signal handler)."""
@@ -142,16 +148,12 @@ class Trainer:
                 losses = self.backend.train_batches(
                     self.net, self.optimizer, X, y, order, start, stop, self.batch_size, scale)
                 self.epoch_seconds += time.perf_counter() - t0
-                if not np.all(np.isfinite(losses)):
+                if self.initial_loss is None and len(losses):
+                    self.initial_loss = float(losses[0])
+                bad = self._first_diverged(losses)
+                if bad is not None:
                     self._restore(snapshot, velocities)
-                    bad = start + int(np.flatnonzero(~np.isfinite(losses))[0])
-                    step = self.epoch * n_batches + bad + 1
-                    raise DivergenceError(
-                        f"training diverged: the loss became {losses[bad - start]} at step {step} "
-                        f"(epoch {self.epoch + 1}, batch {bad + 1}) with learning rate "
-                        f"{self.optimizer.lr:g}; try a lower rate such as --lr "
-                        f"{self.optimizer.lr / 10:g}. The model before the failing chunk "
-                        f"(step {self.epoch * n_batches + start}) is kept.")
+                    self._diverged(losses[bad], start + bad, start, n_batches)
                 self.batch_losses.extend(losses.tolist())
                 self.position = stop
                 if bar:
@@ -162,6 +164,32 @@ class Trainer:
                 bar.close()
             self._finish_epoch(n, X_val, y_val, scale)
         return True
+
+    def _first_diverged(self, losses):
+        """Index of the first batch whose loss is NaN, infinite or exploding, else None.
+
+        Exploding means more than ``DIVERGENCE_FACTOR`` times the loss of the
+        run's first batch (or times 1, if that was smaller): with bounded
+        gradients (sigmoid and softmax saturate) a too-large learning rate
+        makes the loss huge long before it makes it infinite.
+        """
+        limit = DIVERGENCE_FACTOR * max(self.initial_loss or 0.0, 1.0)
+        bad = ~np.isfinite(losses) | (losses > limit)
+        if not bad.any():
+            if all(np.all(np.isfinite(p)) for p in self.net.params()):
+                return None
+            return len(losses) - 1
+        return int(np.flatnonzero(bad)[0])
+
+    def _diverged(self, loss, batch, chunk_start, n_batches):
+        step = self.epoch * n_batches + batch + 1
+        what = (f"became {loss}" if not np.isfinite(loss) else
+                f"rose to {loss:.4g} (its first value was {self.initial_loss:.4g})")
+        raise DivergenceError(
+            f"training diverged: the loss {what} at step {step} (epoch {self.epoch + 1}, "
+            f"batch {batch + 1}) with learning rate {self.optimizer.lr:g}; try a lower rate "
+            f"such as --lr {self.optimizer.lr / 10:g}. The model as it was after step "
+            f"{self.epoch * n_batches + chunk_start} is kept.")
 
     def _finish_epoch(self, n, X_val, y_val, scale):
         sizes = np.full(len(self.batch_losses), self.batch_size, dtype=np.float64)

@@ -1,0 +1,104 @@
+"""The training loop: shuffling, chunking, divergence, state for resuming."""
+
+import numpy as np
+import pytest
+
+from mlp.backends import NumpyBackend
+from mlp.errors import DivergenceError
+from mlp.network import Network
+from mlp.optimizers import SGD
+from mlp.trainer import Trainer, epoch_order, evaluate
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from mlp.data import load_digits
+    return load_digits()
+
+
+def _trainer(batch_size=16, lr=0.5, momentum=0.9, chunk_size=None, seed=0):
+    net = Network([64, 20, 10], seed=seed)
+    return Trainer(net, SGD(lr, momentum), NumpyBackend(), batch_size, seed, chunk_size)
+
+
+def test_epoch_order_is_a_seeded_permutation():
+    a = epoch_order(3, 0, 100)
+    assert sorted(a) == list(range(100))
+    assert np.array_equal(a, epoch_order(3, 0, 100))
+    assert not np.array_equal(a, epoch_order(3, 1, 100))
+    assert not np.array_equal(a, epoch_order(4, 0, 100))
+
+
+def test_training_learns_digits(digits):
+    t = _trainer()
+    t.fit(digits.X_train, digits.y_train, 5, digits.scale)
+    loss, acc = evaluate(t.net, t.backend, digits.X_test, digits.y_test, digits.scale)
+    assert acc > 0.9
+    losses = [r["train_loss"] for r in t.history]
+    assert losses[-1] < losses[0]
+
+
+def test_chunking_does_not_change_the_result(digits):
+    """One batch per backend call or 1000: the same arithmetic, the same weights."""
+    a, b = _trainer(chunk_size=1), _trainer(chunk_size=1000)
+    for t in (a, b):
+        t.fit(digits.X_train, digits.y_train, 2, digits.scale)
+    for p, q in zip(a.net.params(), b.net.params()):
+        np.testing.assert_array_equal(p, q)
+    assert a.history[-1]["train_loss"] == b.history[-1]["train_loss"]
+
+
+def test_stop_and_continue_from_state_matches_an_uninterrupted_run(digits):
+    full = _trainer(chunk_size=7)
+    full.fit(digits.X_train, digits.y_train, 2, digits.scale)
+
+    first = _trainer(chunk_size=7)
+    calls = []
+
+    def stop_after_three(tr):
+        calls.append(tr.position)
+        if len(calls) == 3:
+            tr.request_stop()
+    first.on_chunk = stop_after_three
+    assert first.fit(digits.X_train, digits.y_train, 2, digits.scale) is False
+    assert (first.epoch, first.position) == (0, 21)
+
+    second = _trainer(chunk_size=5)       # a different chunking after the resume, too
+    for p, q in zip(second.net.params(), first.net.params()):
+        p[...] = q
+    second.optimizer.velocities = [v.copy() for v in first.optimizer.velocities]
+    second.load_state(first.state())
+    assert second.fit(digits.X_train, digits.y_train, 2, digits.scale) is True
+    for p, q in zip(full.net.params(), second.net.params()):
+        np.testing.assert_array_equal(p, q)
+    assert [r["train_loss"] for r in full.history] == [r["train_loss"] for r in second.history]
+
+
+def test_divergence_is_reported_with_the_step_and_restores_the_last_finite_model(digits):
+    t = _trainer(lr=1e4, momentum=0.0, chunk_size=4)
+    seen = []
+    t.on_chunk = lambda tr: seen.append([p.copy() for p in tr.net.params()])
+    with pytest.raises(DivergenceError, match=r"step \d+.*--lr 1000"):
+        t.fit(digits.X_train, digits.y_train, 1, digits.scale)
+    assert all(np.all(np.isfinite(p)) for p in t.net.params())
+    last_good = seen[-1] if seen else Network([64, 20, 10], seed=0).params()
+    for p, q in zip(t.net.params(), last_good):
+        np.testing.assert_array_equal(p, q)
+
+
+def test_evaluate_against_a_direct_computation(digits):
+    net = Network([64, 10, 10], seed=1)
+    loss, acc = evaluate(net, NumpyBackend(), digits.X_test, digits.y_test, digits.scale)
+    X = digits.X_test.astype(np.float32) * np.float32(digits.scale)
+    p = net.feedforward(X).astype(np.float64)
+    assert acc == pytest.approx(np.mean(p.argmax(1) == digits.y_test))
+    direct = -np.mean(np.log(p[np.arange(len(p)), digits.y_test]))
+    assert loss == pytest.approx(direct, rel=1e-5)
+
+
+def test_empty_training_set_and_bad_batch_size():
+    with pytest.raises(ValueError, match="batch size"):
+        Trainer(Network([2, 2]), SGD(), NumpyBackend(), batch_size=0)
+    t = Trainer(Network([2, 2]), SGD(), NumpyBackend(), batch_size=4)
+    with pytest.raises(ValueError, match="empty"):
+        t.fit(np.zeros((0, 2)), np.zeros(0, int), 1)
