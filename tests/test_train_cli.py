@@ -1,0 +1,164 @@
+"""`python -m mlp.train` and `python -m mlp.evaluate` end to end."""
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from mlp.backends import BACKENDS
+from mlp.io import load_model
+from mlp.train import build_parser, run
+
+
+def _cli(*args, env_extra=None, timeout=300):
+    env = dict(os.environ, **(env_extra or {}))
+    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def _run_inprocess(argv):
+    out = io.StringIO()
+    parser = build_parser()
+    history, status = run(parser.parse_args(argv), stdout=out, parser=parser)
+    return history, status, out.getvalue()
+
+
+def test_short_mnist_run_reaches_90_percent(mnist_dir, tmp_path):
+    history, status, text = _run_inprocess([
+        "--data-dir", str(mnist_dir), "--limit", "10000", "--validation", "2000",
+        "--epochs", "2", "--batch-size", "10", "--lr", "0.5", "--hidden", "100",
+        "--backend", "numpy", "--out", str(tmp_path)])
+    assert status == 0
+    assert history["test_accuracy"] >= 0.90            # on all 10,000 test images
+    assert f"test accuracy: {history['test_accuracy']:.4f}" in text
+    saved = json.loads((tmp_path / "history.json").read_text())
+    assert [e["epoch"] for e in saved["epochs"]] == [1, 2]
+    assert set(saved["epochs"][0]) == {"epoch", "train_loss", "val_loss", "val_accuracy", "seconds"}
+    assert saved["config"]["hidden"] == [100] and "compile_seconds" in saved
+    for name in ("model.npz", "curves.png", "confusion.png", "checkpoint.npz"):
+        assert (tmp_path / name).stat().st_size > 0
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_end_to_end_and_evaluate(tmp_path):
+    r = _cli("mlp.train", "--dataset", "digits", "--epochs", "3", "--hidden", "32", "--lr", "0.1",
+             "--momentum", "0.9", "--batch-size", "10",
+             "--backend", "numpy", "--out", str(tmp_path / "run"))
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert sum(line.startswith("epoch") for line in lines) == 3
+    acc = float(lines[-1].removeprefix("test accuracy: "))
+    assert acc > 0.8
+    e = _cli("mlp.evaluate", str(tmp_path / "run"))
+    assert e.returncode == 0, e.stderr
+    assert e.stdout.splitlines()[-1] == f"test accuracy: {acc:.4f}"
+    # the confusion matrix printed sums to the test set size
+    rows = [line.split()[1:] for line in e.stdout.splitlines()[2:-1]]
+    assert sum(int(x) for row in rows for x in row) == 360
+    # the saved model predicts what the run measured
+    from mlp.data import load_digits
+    d = load_digits()
+    net = load_model(tmp_path / "run")
+    pred = net.predict(d.X_test.astype(np.float32) * np.float32(d.scale))
+    assert np.mean(pred == d.y_test) == pytest.approx(acc, abs=1e-4)
+
+
+@pytest.mark.parametrize("argv, word", [
+    (["--batch-size", "0"], "--batch-size"), (["--lr", "-1"], "--lr"),
+    (["--lr", "nan"], "--lr"), (["--activation", "swish"], "--activation"),
+    (["--hidden", "10", "x"], "--hidden"), (["--momentum", "1.5"], "--momentum"),
+    (["--dataset", "cifar"], "--dataset"), (["--epochs", "-2"], "--epochs"),
+])
+def test_nonsense_flags_get_argparse_errors(argv, word):
+    r = _cli("mlp.train", *argv)
+    assert r.returncode == 2
+    assert "usage:" in r.stderr and word in r.stderr and "Traceback" not in r.stderr
+
+
+def test_missing_data_is_a_clear_error(tmp_path):
+    r = _cli("mlp.train", "--data-dir", str(tmp_path), "--out", str(tmp_path / "o"))
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr
+    assert str(tmp_path) in r.stderr and "train-images-idx3-ubyte" in r.stderr
+
+
+def test_corrupt_data_is_a_clear_error(mnist_dir, tmp_path):
+    for name in os.listdir(mnist_dir):
+        (tmp_path / name).symlink_to(mnist_dir / name)
+    bad = next(p for p in tmp_path.iterdir() if p.name.startswith("t10k-labels"))
+    bad.unlink()
+    bad.write_bytes(b"\x1f\x8b\x08\x00garbage")
+    r = _cli("mlp.train", "--data-dir", str(tmp_path), "--out", str(tmp_path / "o"))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert bad.name in r.stderr
+
+
+def test_validation_larger_than_the_training_set(tmp_path):
+    r = _cli("mlp.train", "--dataset", "digits", "--validation", "5000", "--out", str(tmp_path))
+    assert r.returncode == 2 and "--validation" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_divergence_stops_with_advice_and_keeps_a_finite_model(tmp_path):
+    r = _cli("mlp.train", "--dataset", "digits", "--lr", "1e4", "--backend", "numpy",
+             "--out", str(tmp_path))
+    assert r.returncode == 1
+    assert "diverged" in r.stdout and "--lr 1000" in r.stdout and "step" in r.stdout
+    net = load_model(tmp_path)
+    assert all(np.all(np.isfinite(p)) for p in net.params())
+
+
+def _train_args(out, backend, epochs=12):
+    return ["mlp.train", "--dataset", "digits", "--epochs", str(epochs), "--batch-size", "4",
+            "--hidden", "64", "--momentum", "0.9", "--lr", "0.05", "--backend", backend,
+            "--threads", "1", "--seed", "7", "--out", str(out)]
+
+
+def _wait_for(proc, prefix, timeout=120):
+    t0 = time.time()
+    seen = []
+    while time.time() - t0 < timeout:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen.append(line)
+        if line.startswith(prefix):
+            return seen
+    raise AssertionError(f"never saw {prefix!r}: {''.join(seen)}")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_interrupt_and_resume_is_bit_identical(tmp_path, backend, sig):
+    whole = _cli(*_train_args(tmp_path / "whole", backend))
+    assert whole.returncode == 0, whole.stderr
+
+    proc = subprocess.Popen([sys.executable, "-m", *_train_args(tmp_path / "cut", backend)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for(proc, "epoch   2")
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + sig, err
+    assert "resume with: python -m mlp.train --resume" in out
+    assert not (tmp_path / "cut" / "model.npz").exists()
+
+    resumed = _cli("mlp.train", "--resume", str(tmp_path / "cut"))
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming" in resumed.stdout
+    a, b = load_model(tmp_path / "whole"), load_model(tmp_path / "cut")
+    for p, q in zip(a.params(), b.params()):
+        np.testing.assert_array_equal(p, q)
+    ha = json.loads((tmp_path / "whole" / "history.json").read_text())
+    hb = json.loads((tmp_path / "cut" / "history.json").read_text())
+    assert [e["train_loss"] for e in ha["epochs"]] == [e["train_loss"] for e in hb["epochs"]]
+    assert ha["test_accuracy"] == hb["test_accuracy"]
+
+
+def test_resume_without_checkpoint(tmp_path):
+    r = _cli("mlp.train", "--resume", str(tmp_path))
+    assert r.returncode == 2 and "checkpoint" in r.stderr and "Traceback" not in r.stderr
