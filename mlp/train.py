@@ -92,6 +92,8 @@ def build_parser():
     p.add_argument("--dataset", choices=["mnist", "digits"], default=d["dataset"],
                    help="MNIST (needs the four IDX files) or scikit-learn's bundled 8x8 digits")
     p.add_argument("--data-dir", help="folder with the MNIST files (else $MLP_DATA_DIR, else data/mnist)")
+    p.add_argument("--no-download", action="store_true",
+                   help="if MNIST is nowhere to be found, fail instead of downloading it into data/mnist")
     p.add_argument("--hidden", type=positive_int, nargs="+", default=d["hidden"],
                    metavar="N", help="hidden layer widths")
     p.add_argument("--activation", choices=sorted(ACTIVATIONS), default=d["activation"])
@@ -151,8 +153,28 @@ def split_train(data, validation, limit):
     return X_tr, y_tr, X_val, y_val
 
 
+def load_data(args, say):
+    """The dataset ``args`` asks for; MNIST found nowhere is downloaded into data/mnist.
+
+    Only when the user named no folder (no --data-dir, no $MLP_DATA_DIR) and
+    did not pass --no-download; offline, the downloader's error says what to do.
+    """
+    import os
+    from .data import download_mnist, load_dataset
+    from .errors import DataError
+    try:
+        return load_dataset(args.dataset, data_dir=args.data_dir)
+    except DataError:
+        if (args.dataset != "mnist" or args.data_dir or os.environ.get("MLP_DATA_DIR")
+                or getattr(args, "no_download", False)):
+            raise
+    say("MNIST not found: downloading it into data/mnist (pass --no-download to refuse)")
+    download_mnist("data/mnist")
+    return load_dataset(args.dataset, data_dir="data/mnist")
+
+
 #: settings a resumed run may change; everything else comes from the checkpoint
-RESUME_OVERRIDES = ("epochs", "data_dir")
+RESUME_OVERRIDES = ("epochs", "data_dir", "no_download")
 
 
 def resume_args(args, parser):
@@ -199,7 +221,6 @@ class StopOnSignal:
 def run(args, stdout=sys.stdout, parser=None):
     """Train as ``args`` says, write the run's files; returns (history dict, exit status)."""
     from .backends import get_backend, set_threads
-    from .data import load_dataset
     from .io import atomic_write_json, save_checkpoint, save_model
     from .network import Network
     from .optimizers import SGD
@@ -217,7 +238,7 @@ def run(args, stdout=sys.stdout, parser=None):
                 f"{', '.join('--' + k.replace('_', '-') for k in ignored)}")
     set_threads(args.threads)
     backend = get_backend(args.backend)
-    data = load_dataset(args.dataset, data_dir=args.data_dir)
+    data = load_data(args, say)
     X_tr, y_tr, X_val, y_val = split_train(data, args.validation, args.limit)
     sizes = [X_tr.shape[1], *args.hidden, data.n_classes]
     if ckpt:

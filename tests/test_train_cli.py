@@ -162,3 +162,12 @@ def test_interrupt_and_resume_is_bit_identical(tmp_path, backend, sig):
 def test_resume_without_checkpoint(tmp_path):
     r = _cli("mlp.train", "--resume", str(tmp_path))
     assert r.returncode == 2 and "checkpoint" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_no_download_with_no_data_anywhere_says_where_to_put_it(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "MLP_DATA_DIR"}
+    r = subprocess.run([sys.executable, "-m", "mlp.train", "--no-download"], cwd=tmp_path,
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "download" in r.stderr and "digits" in r.stderr
+    assert not (tmp_path / "data").exists()
