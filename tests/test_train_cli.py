@@ -164,10 +164,13 @@ def test_resume_without_checkpoint(tmp_path):
     assert r.returncode == 2 and "checkpoint" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_no_download_with_no_data_anywhere_says_where_to_put_it(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k != "MLP_DATA_DIR"}
-    r = subprocess.run([sys.executable, "-m", "mlp.train", "--no-download"], cwd=tmp_path,
-                       capture_output=True, text=True, env=env, timeout=120)
-    assert r.returncode == 2 and "Traceback" not in r.stderr
-    assert "download" in r.stderr and "digits" in r.stderr
+def test_no_download_with_no_data_anywhere_says_where_to_put_it(tmp_path, monkeypatch, capsys):
+    import mlp.data
+    from mlp.train import main
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLP_DATA_DIR", raising=False)
+    monkeypatch.setattr(mlp.data, "_PROJECT_MNIST_DIR", tmp_path / "nowhere")
+    assert main(["--no-download"]) == 2
+    err = capsys.readouterr().err
+    assert "download" in err and "digits" in err and "Traceback" not in err
     assert not (tmp_path / "data").exists()
