@@ -1,0 +1,575 @@
+"""Datasets for the MLP: MNIST from IDX files, and scikit-learn's 8x8 digits.
+
+Both loaders return a :class:`Dataset` whose pixel arrays stay ``uint8`` in
+memory (47 MB for the MNIST training images instead of 376 MB as float64);
+callers turn a batch into floats in [0, 1] with ``X[idx] * dataset.scale``.
+
+MNIST is read from the four standard IDX files, gzip-compressed or raw, found
+by :func:`find_mnist_dir` (``--data-dir``, then ``$MLP_DATA_DIR``, then
+``data/mnist`` under the current folder, then ``data/mnist`` in the project).
+Their uncompressed content is checked against the canonical SHA-256 values in
+:data:`MNIST_FILES`. Nothing is downloaded implicitly; to fetch the files::
+
+    python -m mlp.data download --dest data/mnist   # fetch and verify
+    python -m mlp.data verify --data-dir data/mnist  # check a folder
+
+The digits set (1,797 images, bundled with scikit-learn) needs no download.
+
+Every problem with a file or folder raises :class:`mlp.errors.DataError` with a
+message naming the file and saying what to do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import http.client
+import math
+import os
+import pathlib
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from mlp.errors import DataError, MLPError
+
+# key -> (file name without ".gz", SHA-256 of the uncompressed file,
+#         SHA-256 of the .gz file as published on the public mirrors)
+MNIST_FILES: dict = {
+    "train_images": (
+        "train-images-idx3-ubyte",
+        "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+        "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+    ),
+    "train_labels": (
+        "train-labels-idx1-ubyte",
+        "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+        "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+    ),
+    "test_images": (
+        "t10k-images-idx3-ubyte",
+        "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+        "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+    ),
+    "test_labels": (
+        "t10k-labels-idx1-ubyte",
+        "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+        "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+    ),
+}
+
+# Base URLs; a file is fetched from base + name + ".gz".
+MIRRORS: list = [
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
+]
+
+DATASETS = ("mnist", "digits")
+
+# Where find_mnist_dir looks last: data/mnist in the folder above the package.
+_PROJECT_MNIST_DIR = pathlib.Path(__file__).resolve().parent.parent / "data" / "mnist"
+
+# IDX type byte -> dtype of the (big-endian) data.
+_IDX_TYPES = {
+    0x08: np.dtype(np.uint8),
+    0x09: np.dtype(np.int8),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+_MAX_ELEMENTS = 2**31
+# Deflate cannot expand data by more than about 1032:1, so a gzip file of n
+# bytes holds at most ~1032 n bytes: a header claiming more is corrupt.
+_MAX_GZIP_RATIO = 1100
+_CHUNK = 1 << 20
+
+
+@dataclass
+class Dataset:
+    """A train/test split of images with integer labels.
+
+    ``X_*`` are C-contiguous ``uint8`` arrays of shape (n, n_features);
+    multiply by ``scale`` to get floats in [0, 1]. ``y_*`` are int64 labels
+    in ``0 .. n_classes - 1``.
+    """
+
+    name: str
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_test: np.ndarray
+    y_test: np.ndarray
+    scale: float
+    n_classes: int
+    image_shape: tuple
+    source: str
+
+
+# --------------------------------------------------------------------- IDX
+
+
+def read_idx(path) -> np.ndarray:
+    """Read an IDX file (raw or gzip-compressed) into a new numpy array.
+
+    Gzip is recognised by its magic bytes, whatever the file is called.
+    Supported types: uint8 (0x08), int8 (0x09) and big-endian int16 (0x0B),
+    int32 (0x0C), float32 (0x0D), float64 (0x0E); the result is in native
+    byte order, writable and owned. The header and the data length are
+    validated before anything large is allocated; any problem raises
+    DataError naming the file.
+    """
+    return _read_idx(path)[0]
+
+
+def _read_idx(path, sha256=False):
+    """Return ``(array, hex SHA-256 of the uncompressed bytes or None)``."""
+    path = pathlib.Path(path)
+    try:
+        size = path.stat().st_size
+        f = open(path, "rb")
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file. Check the path, or download MNIST "
+                        f"with `python -m mlp.data download --dest DIR`.") from None
+    except OSError as e:
+        raise DataError(f"cannot open {path}: {e.strerror or e}.") from None
+    with f:
+        is_gzip = f.read(2) == b"\x1f\x8b"
+        f.seek(0)
+        try:
+            if is_gzip:
+                with gzip.GzipFile(fileobj=f, mode="rb") as stream:
+                    return _parse_idx(stream, path, size, True, sha256)
+            return _parse_idx(f, path, size, False, sha256)
+        except (OSError, EOFError, zlib.error) as e:
+            what = "corrupt or truncated gzip data" if is_gzip else "read error"
+            raise _idx_error(path, f"{what} ({e})") from None
+
+
+def _idx_error(path, problem):
+    return DataError(
+        f"{path}: {problem}. The file is damaged or not an IDX file; replace it "
+        f"(for MNIST, re-download it with `python -m mlp.data download --dest "
+        f"{path.parent}`).")
+
+
+def _read_exact(stream, n):
+    """Read up to n bytes, looping over short reads."""
+    parts, got = [], 0
+    while got < n:
+        part = stream.read(n - got)
+        if not part:
+            break
+        parts.append(part)
+        got += len(part)
+    return b"".join(parts)
+
+
+def _parse_idx(stream, path, file_size, is_gzip, sha256):
+    content = "decompressed content" if is_gzip else "file"
+    head = _read_exact(stream, 4)
+    if not head:
+        raise _idx_error(path, f"the {content} is empty")
+    if len(head) < 4:
+        raise _idx_error(path, f"the {content} ends inside the 4-byte IDX header")
+    if head[0] != 0 or head[1] != 0:
+        raise _idx_error(path, f"bad magic number: the {content} starts with bytes "
+                               f"{head[0]:02x} {head[1]:02x}, an IDX file starts with 00 00")
+    dtype = _IDX_TYPES.get(head[2])
+    if dtype is None:
+        known = ", ".join(f"0x{t:02X}" for t in _IDX_TYPES)
+        raise _idx_error(path, f"unknown IDX data type byte 0x{head[2]:02X} (known: {known})")
+    ndim = head[3]
+    if not 1 <= ndim <= 4:
+        raise _idx_error(path, f"the header gives {ndim} dimensions; this reader accepts 1 to 4")
+    dims_bytes = _read_exact(stream, 4 * ndim)
+    if len(dims_bytes) < 4 * ndim:
+        raise _idx_error(path, f"the {content} ends inside the IDX header "
+                               f"({ndim} dimension sizes expected)")
+    dims = tuple(int.from_bytes(dims_bytes[4 * i:4 * i + 4], "big") for i in range(ndim))
+    if 0 in dims:
+        raise _idx_error(path, f"dimension {dims.index(0)} of {dims} is 0: the file holds no data")
+    count = math.prod(dims)
+    if count > _MAX_ELEMENTS:
+        raise _idx_error(path, f"the header claims dimensions {dims}, {count} elements, more "
+                               f"than the 2**31 this reader accepts")
+    nbytes = count * dtype.itemsize
+    header_len = 4 + 4 * ndim
+    if not is_gzip and nbytes > file_size - header_len:
+        raise _idx_error(path, f"truncated: dimensions {dims} need {nbytes} data bytes but "
+                               f"only {file_size - header_len} follow the header")
+    if is_gzip and nbytes > file_size * _MAX_GZIP_RATIO:
+        raise _idx_error(path, f"the header claims dimensions {dims}, {nbytes} data bytes, "
+                               f"more than a {file_size}-byte gzip file can hold")
+
+    buf = np.empty(nbytes, dtype=np.uint8)
+    view = memoryview(buf)
+    got = 0
+    while got < nbytes:
+        n = stream.readinto(view[got:got + _CHUNK])
+        if not n:
+            break
+        got += n
+    if got < nbytes:
+        raise _idx_error(path, f"truncated: dimensions {dims} need {nbytes} data bytes "
+                               f"but the {content} holds only {got}")
+    if stream.read(1):  # for gzip this also checks the CRC at the end of the stream
+        raise _idx_error(path, f"trailing bytes: the {content} is longer than the "
+                               f"{header_len}-byte header plus {nbytes} data bytes")
+
+    digest = None
+    if sha256:
+        h = hashlib.sha256(head)
+        h.update(dims_bytes)
+        h.update(view)
+        digest = h.hexdigest()
+    array = buf.view(dtype).reshape(dims)
+    if dtype.itemsize > 1:
+        array = array.astype(dtype.newbyteorder("="))
+    return array, digest
+
+
+# ------------------------------------------------------------------- MNIST
+
+
+def _file_names():
+    return [name for name, _, _ in MNIST_FILES.values()]
+
+
+def _mnist_path(folder, name):
+    """The file the loader uses for ``name`` in folder: ``name.gz``, else ``name``, else None."""
+    for candidate in (folder / (name + ".gz"), folder / name):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _missing_files(folder):
+    return [name for name in _file_names() if _mnist_path(folder, name) is None]
+
+
+def find_mnist_dir(data_dir=None) -> pathlib.Path:
+    """Return the folder holding the four MNIST files (each ``name`` or ``name.gz``).
+
+    Lookup order: ``data_dir``, then the ``MLP_DATA_DIR`` environment
+    variable, then ``data/mnist`` under the current folder, then ``data/mnist``
+    under the project root. A folder named by the argument or the variable
+    must hold all four files (no falling through to other places); otherwise
+    the first of the default folders that does is used. Raises DataError
+    saying where it looked and how to get the files.
+    """
+    explicit = [(data_dir, "--data-dir / the data_dir argument"),
+                (os.environ.get("MLP_DATA_DIR") or None, "MLP_DATA_DIR")]
+    for value, origin in explicit:
+        if value is None:
+            continue
+        folder = pathlib.Path(value).expanduser().absolute()
+        if not folder.is_dir():
+            raise DataError(f"MNIST folder {folder} (from {origin}) does not exist. "
+                            f"Fix the path, or fetch the files there with "
+                            f"`python -m mlp.data download --dest {folder}`.")
+        missing = _missing_files(folder)
+        if missing:
+            raise DataError(f"MNIST folder {folder} (from {origin}) lacks "
+                            f"{', '.join(missing)} (raw or .gz). Put the files there, or fetch "
+                            f"them with `python -m mlp.data download --dest {folder}`.")
+        return folder
+
+    looked = []
+    for folder in (pathlib.Path.cwd() / "data" / "mnist", _PROJECT_MNIST_DIR):
+        folder = folder.absolute()
+        if any(folder == seen for seen, _ in looked):
+            continue
+        if not folder.is_dir():
+            looked.append((folder, "does not exist"))
+            continue
+        missing = _missing_files(folder)
+        if not missing:
+            return folder
+        looked.append((folder, "lacks " + ", ".join(missing)))
+    places = "\n".join(f"  {folder} ({why})" for folder, why in looked)
+    raise DataError(
+        "MNIST not found. No --data-dir was given, MLP_DATA_DIR is not set, and these "
+        f"folders do not hold the files:\n{places}\n"
+        f"The four files are {', '.join(_file_names())} (each raw or .gz). Either put "
+        "them in one of those folders (or point MLP_DATA_DIR/--data-dir at them), or run "
+        "`python -m mlp.data download --dest data/mnist`. "
+        "To work offline without MNIST, use `--dataset digits`.")
+
+
+def load_mnist(data_dir=None, verify=True) -> Dataset:
+    """Load MNIST from the folder :func:`find_mnist_dir` finds.
+
+    Images come back as (n, 784) uint8 with ``scale`` 1/255, labels as int64.
+    With ``verify`` the SHA-256 of each file's uncompressed content must equal
+    the canonical value in :data:`MNIST_FILES`. Whether verified or not, the
+    images must be 28x28 uint8, labels 0-9, and each image file must have as
+    many entries as its label file. Raises DataError otherwise.
+    """
+    folder = find_mnist_dir(data_dir)
+    arrays = {}
+    for key, (name, expected, _) in MNIST_FILES.items():
+        path = _mnist_path(folder, name)
+        array, digest = _read_idx(path, sha256=verify)
+        if verify and digest != expected:
+            raise DataError(
+                f"{path}: checksum mismatch: the SHA-256 of its uncompressed content is "
+                f"{digest}, expected {expected}. The file is damaged or not the canonical "
+                f"MNIST; delete it and re-download with "
+                f"`python -m mlp.data download --dest {folder}` (or pass verify=False "
+                f"to load a modified copy on purpose).")
+        arrays[key] = (path, array)
+
+    for part in ("train", "test"):
+        image_path, images = arrays[part + "_images"]
+        label_path, labels = arrays[part + "_labels"]
+        if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (28, 28):
+            raise DataError(f"{image_path}: expected uint8 images of shape (n, 28, 28), "
+                            f"found {images.dtype} with shape {images.shape}. Replace the file "
+                            f"with the MNIST original (`python -m mlp.data download`).")
+        if labels.ndim != 1:
+            raise DataError(f"{label_path}: expected a 1-D label array, found shape "
+                            f"{labels.shape}. Replace the file with the MNIST original.")
+        if len(images) != len(labels):
+            raise DataError(f"{image_path} holds {len(images)} images but {label_path} holds "
+                            f"{len(labels)} labels; the two files do not belong together. "
+                            f"Replace them with the MNIST originals.")
+        bad = (labels < 0) | (labels > 9) | (labels != np.round(labels))
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise DataError(f"{label_path}: label {labels[i].item()} at index {i} is not an "
+                            f"integer 0-9. Replace the file with the MNIST original.")
+
+    def images(key):
+        return arrays[key][1].reshape(len(arrays[key][1]), 28 * 28)
+
+    def labels(key):
+        return arrays[key][1].astype(np.int64)
+
+    return Dataset(name="mnist",
+                   X_train=images("train_images"), y_train=labels("train_labels"),
+                   X_test=images("test_images"), y_test=labels("test_labels"),
+                   scale=1.0 / 255.0, n_classes=10, image_shape=(28, 28),
+                   source=str(folder))
+
+
+# ------------------------------------------------------------------ digits
+
+
+def load_digits(test_size=360) -> Dataset:
+    """Load scikit-learn's bundled 8x8 digits (1,797 images; no download needed).
+
+    Pixels are 0-16, stored as uint8 with ``scale`` 1/16. The split is
+    deterministic and stratified by class: ``sklearn.model_selection.
+    train_test_split(..., test_size=test_size, stratify=y, random_state=0)``.
+    ``test_size`` is a count (default 360, about 20%) or a fraction in (0, 1).
+    """
+    from sklearn.datasets import load_digits as sklearn_load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = sklearn_load_digits()
+    X = bunch.data.astype(np.uint8)
+    y = bunch.target.astype(np.int64)
+    if isinstance(test_size, float) and not 0.0 < test_size < 1.0:
+        raise DataError(f"test_size={test_size!r}: a fraction must lie strictly between 0 and 1.")
+    if isinstance(test_size, (int, np.integer)) and not 10 <= test_size <= len(y) - 10:
+        raise DataError(f"test_size={test_size!r}: a count must lie between 10 and "
+                        f"{len(y) - 10} (the digits set has {len(y)} images, 10 classes).")
+    X_train, X_test, y_train, y_test = train_test_split(
+        X, y, test_size=test_size, stratify=y, random_state=0)
+    return Dataset(name="digits",
+                   X_train=np.ascontiguousarray(X_train), y_train=y_train,
+                   X_test=np.ascontiguousarray(X_test), y_test=y_test,
+                   scale=1.0 / 16.0, n_classes=10, image_shape=(8, 8),
+                   source="scikit-learn's bundled digits (sklearn.datasets.load_digits)")
+
+
+def load_dataset(name, data_dir=None) -> Dataset:
+    """Load ``"mnist"`` (from ``data_dir`` or the usual places) or ``"digits"``."""
+    key = str(name).strip().lower()
+    if key == "mnist":
+        return load_mnist(data_dir)
+    if key == "digits":
+        return load_digits()
+    raise DataError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}.")
+
+
+# ---------------------------------------------------------------- download
+
+
+class _BadContent(Exception):
+    """The server answered, but with the wrong bytes: no point asking it again."""
+
+
+def _fetch(url, out, expected_sha256, timeout):
+    """Stream ``url`` (a .gz file) into the open file ``out`` while checking
+    the SHA-256 of its decompressed content. Returns the compressed size."""
+    request = urllib.request.Request(url, headers={"User-Agent": "mlp-data-downloader"})
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)  # gzip wrapper
+    sha = hashlib.sha256()
+    size = 0
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        while chunk := response.read(1 << 16):
+            out.write(chunk)
+            size += len(chunk)
+            try:
+                sha.update(inflater.decompress(chunk))
+            except zlib.error as e:
+                raise _BadContent(f"not a valid gzip stream ({e})") from None
+    if not inflater.eof:
+        raise ConnectionError(f"the download ended early, after {size} bytes, "
+                              f"inside the gzip stream")
+    if inflater.unused_data.strip(b"\0"):
+        raise _BadContent("extra bytes after the end of the gzip stream")
+    if sha.hexdigest() != expected_sha256:
+        raise _BadContent(f"checksum mismatch: the SHA-256 of the uncompressed content is "
+                          f"{sha.hexdigest()}, expected {expected_sha256}")
+    return size
+
+
+def download_mnist(dest, mirrors=None, retries=3, timeout=30.0, quiet=False) -> pathlib.Path:
+    """Download the four MNIST files into ``dest`` as ``name.gz``; return ``dest``.
+
+    Each file is tried from each mirror in turn (``base + name + ".gz"``), up
+    to ``retries`` times per mirror for network errors (a wrong checksum or a
+    4xx answer moves straight on to the next mirror). The file is streamed to
+    a temporary file in ``dest``, its uncompressed SHA-256 is checked while it
+    arrives, and only then is it renamed to its final name, so a partial or
+    wrong file never sits there. Files already present and verified are
+    skipped. Progress goes to stderr unless ``quiet``. If every mirror fails,
+    raises DataError with the URLs tried and what to do instead.
+    """
+    dest = pathlib.Path(dest).expanduser().absolute()
+    mirrors = list(MIRRORS if mirrors is None else mirrors)
+    if not mirrors:
+        raise DataError("no mirrors given: pass at least one base URL.")
+    if retries < 1:
+        raise DataError(f"retries={retries!r}: must be at least 1.")
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataError(f"cannot create the folder {dest}: {e.strerror or e}.") from None
+
+    def say(message):
+        if not quiet:
+            print(message, file=sys.stderr, flush=True)
+
+    for name, expected, _ in MNIST_FILES.values():
+        present = _mnist_path(dest, name)
+        if present is not None:
+            try:
+                ok = _read_idx(present, sha256=True)[1] == expected
+            except DataError:
+                ok = False
+            if ok:
+                say(f"{present.name}: already present and verified, skipping")
+                continue
+            say(f"{present.name}: present but damaged or not canonical; downloading again")
+
+        final = dest / (name + ".gz")
+        failures = []
+        done = False
+        for base in mirrors:
+            url = base.rstrip("/") + "/" + name + ".gz"
+            for attempt in range(1, retries + 1):
+                again = f" (attempt {attempt}/{retries})" if attempt > 1 else ""
+                say(f"downloading {url}{again}")
+                try:
+                    tmp = tempfile.NamedTemporaryFile(dir=dest, prefix=f".{name}.gz.",
+                                                      suffix=".part", delete=False)
+                except OSError as e:
+                    raise DataError(f"cannot write into {dest}: {e.strerror or e}. "
+                                    f"Choose a writable folder with --dest.") from None
+                try:
+                    with tmp:
+                        size = _fetch(url, tmp, expected, timeout)
+                    os.chmod(tmp.name, 0o644)
+                    os.replace(tmp.name, final)
+                    say(f"  ok, {size / 1e6:.1f} MB, checksum verified -> {final}")
+                    done = True
+                    break
+                except _BadContent as e:
+                    failures.append(f"{url}: {e}")
+                    say(f"  failed: {e}")
+                    break
+                except urllib.error.HTTPError as e:
+                    e.close()
+                    failures.append(f"{url}: HTTP {e.code} {e.reason}")
+                    say(f"  failed: HTTP {e.code} {e.reason}")
+                    if e.code < 500:
+                        break
+                except ValueError as e:  # e.g. a malformed URL
+                    failures.append(f"{url}: {e}")
+                    say(f"  failed: {e}")
+                    break
+                except (OSError, http.client.HTTPException) as e:
+                    reason = getattr(e, "reason", None) or e
+                    failures.append(f"{url}: {type(e).__name__}: {reason}")
+                    say(f"  failed: {reason}")
+                finally:
+                    if os.path.exists(tmp.name):
+                        os.unlink(tmp.name)
+                if attempt < retries:
+                    time.sleep(0.2 * attempt)
+            if done:
+                break
+        if not done:
+            tried = "\n".join("  " + failure for failure in failures)
+            names = ", ".join(n + ".gz" for n in _file_names())
+            raise DataError(
+                f"could not download {name}.gz into {dest}: every mirror failed "
+                f"(is the network reachable?).\nTried:\n{tried}\n"
+                f"Last error: {failures[-1]}\n"
+                f"Download the four files ({names}) by hand into {dest}, "
+                f"or train on the bundled digits data, which needs no download: "
+                f"`--dataset digits`.")
+    return dest
+
+
+# --------------------------------------------------------------------- CLI
+
+
+def main(argv=None) -> int:
+    """Command line: ``python -m mlp.data download|verify``. Returns the exit status."""
+    parser = argparse.ArgumentParser(
+        prog="python -m mlp.data", description="Fetch or check the MNIST files.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    p = commands.add_parser("download", help="download and verify the four MNIST files")
+    p.add_argument("--dest", default="data/mnist",
+                   help="folder to put them in (default: data/mnist)")
+    p.add_argument("--mirror", action="append", metavar="URL",
+                   help="base URL to fetch from (repeatable; default: the built-in mirrors)")
+    p.add_argument("--retries", type=int, default=3, help="attempts per mirror (default: 3)")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds per request (default: 30)")
+    p.add_argument("--quiet", action="store_true", help="no progress messages")
+    p = commands.add_parser("verify", help="check the MNIST files' format and checksums")
+    p.add_argument("--data-dir", default=None,
+                   help="folder to check (default: the usual lookup, see find_mnist_dir)")
+    args = parser.parse_args(argv)
+
+    try:
+        if args.command == "download":
+            folder = download_mnist(args.dest, mirrors=args.mirror, retries=args.retries,
+                                    timeout=args.timeout, quiet=args.quiet)
+            print(f"MNIST is in {folder}")
+        else:
+            data = load_mnist(args.data_dir, verify=True)
+            print(f"ok: {data.source}: {len(data.y_train)} training and {len(data.y_test)} "
+                  f"test images, checksums match")
+    except MLPError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,25 @@
+"""Shared pytest fixtures."""
+
+import pathlib
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def mnist_dir():
+    """Absolute path of the folder holding the real MNIST files, or skip.
+
+    Found like the loader finds it (MLP_DATA_DIR, data/mnist, ...), falling
+    back to the shared copy at ../shared/data/mnist next to the project root.
+    """
+    from mlp.data import _missing_files, find_mnist_dir
+    from mlp.errors import DataError
+
+    try:
+        return find_mnist_dir()
+    except DataError as e:
+        reason = str(e)
+    shared = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+    if shared.is_dir() and not _missing_files(shared):
+        return shared
+    pytest.skip(f"MNIST files not found; set MLP_DATA_DIR to the folder holding them. {reason}")
