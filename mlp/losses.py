@@ -17,6 +17,19 @@ bce    sigmoid           −Σ_k [y_k log ŷ_k + (1 − y_k) log(1 − ŷ_k)]  (
 learning rates carry over; its output may also be ``identity`` (regression)
 or any activation of :mod:`mlp.activations`. The log-losses are computed from
 ``z`` (log-softmax, softplus), so they stay finite for logits of ±1e4.
+
+Sample weights. ``value`` and ``delta`` take an optional ``sample_weight``, one
+weight wᵢ ≥ 0 per row: row i's loss then counts wᵢ times in the batch mean,
+
+    L = (1/n) Σᵢ wᵢ lᵢ            δᵢ = wᵢ (∂lᵢ/∂zᵢ) / n
+
+(so every δ in the table above gets the factor wᵢ). Weights of 1 give the
+plain mean. This is a mean of weighted terms, not ``Σ wᵢ lᵢ / Σ wᵢ``: it is
+linear in w, a batch whose weights are all 0 contributes nothing (no 0/0), and
+a minibatch estimates the full objective without bias. To get the normalised
+mean Σwᵢlᵢ/Σwᵢ of a batch, pass ``w / w.mean()``; the estimators
+(:mod:`mlp.estimators`) divide by the training set's mean weight, which makes
+one epoch of minibatches estimate ``Σ wᵢ lᵢ / Σ wᵢ`` over the whole set.
 """
 
 import numpy as np
@@ -33,6 +46,15 @@ def log_softmax(z):
 def softplus(z):
     """log(1 + e^z) without overflow: max(z, 0) + log1p(e^-|z|)."""
     return np.maximum(z, 0) + np.log1p(np.exp(-np.abs(z)))
+
+
+def row_weights(sample_weight, z):
+    """The per-row weights as a column (n, 1) in z's dtype; a ValueError if their shape is wrong."""
+    w = np.asarray(sample_weight, dtype=z.dtype)
+    if w.shape != (z.shape[0],):
+        raise ValueError(f"sample_weight must hold one weight per row: expected shape "
+                         f"({z.shape[0]},), got {w.shape}")
+    return w[:, None]
 
 
 class Loss:
@@ -55,12 +77,12 @@ class Loss:
         """The network's output ŷ = g(z)."""
         raise NotImplementedError
 
-    def value(self, z, yhat, y):
-        """The loss averaged over the batch (a Python float)."""
+    def value(self, z, yhat, y, sample_weight=None):
+        """The loss averaged over the batch (a Python float); (1/n) Σ wᵢ lᵢ with weights."""
         raise NotImplementedError
 
-    def delta(self, z, yhat, y):
-        """δ = ∂L/∂z at the output for the batch-averaged loss, shape of z."""
+    def delta(self, z, yhat, y, sample_weight=None):
+        """δ = ∂L/∂z at the output for the batch-averaged loss, shape of z (row i times wᵢ)."""
         raise NotImplementedError
 
     def __repr__(self):
@@ -77,11 +99,16 @@ class CrossEntropy(Loss):
     def activate(self, z):
         return softmax(z)
 
-    def value(self, z, yhat, y):
-        return float(-(y * log_softmax(z)).sum() / z.shape[0])
+    def value(self, z, yhat, y, sample_weight=None):
+        if sample_weight is None:
+            return float(-(y * log_softmax(z)).sum() / z.shape[0])
+        w = row_weights(sample_weight, z)
+        return float(-(w * y * log_softmax(z)).sum() / z.shape[0])
 
-    def delta(self, z, yhat, y):
-        return (yhat - y) / z.shape[0]
+    def delta(self, z, yhat, y, sample_weight=None):
+        if sample_weight is None:
+            return (yhat - y) / z.shape[0]
+        return row_weights(sample_weight, z) * (yhat - y) / z.shape[0]
 
 
 class SquaredError(Loss):
@@ -94,12 +121,18 @@ class SquaredError(Loss):
     def activate(self, z):
         return ACTIVATIONS[self.output](z)
 
-    def value(self, z, yhat, y):
+    def value(self, z, yhat, y, sample_weight=None):
         err = yhat - y
-        return float(0.5 * (err * err).sum() / z.shape[0])
+        if sample_weight is None:
+            return float(0.5 * (err * err).sum() / z.shape[0])
+        w = row_weights(sample_weight, z)
+        return float(0.5 * (w * err * err).sum() / z.shape[0])
 
-    def delta(self, z, yhat, y):
-        return (yhat - y) * DERIVATIVES[self.output](z, yhat) / z.shape[0]
+    def delta(self, z, yhat, y, sample_weight=None):
+        if sample_weight is None:
+            return (yhat - y) * DERIVATIVES[self.output](z, yhat) / z.shape[0]
+        w = row_weights(sample_weight, z)
+        return w * (yhat - y) * DERIVATIVES[self.output](z, yhat) / z.shape[0]
 
 
 class BinaryCrossEntropy(Loss):
@@ -112,12 +145,17 @@ class BinaryCrossEntropy(Loss):
     def activate(self, z):
         return ACTIVATIONS["sigmoid"](z)
 
-    def value(self, z, yhat, y):
+    def value(self, z, yhat, y, sample_weight=None):
         # −[y log σ(z) + (1 − y) log(1 − σ(z))] = softplus(z) − y z
-        return float((softplus(z) - y * z).sum() / z.shape[0])
+        if sample_weight is None:
+            return float((softplus(z) - y * z).sum() / z.shape[0])
+        w = row_weights(sample_weight, z)
+        return float((w * (softplus(z) - y * z)).sum() / z.shape[0])
 
-    def delta(self, z, yhat, y):
-        return (yhat - y) / z.shape[0]
+    def delta(self, z, yhat, y, sample_weight=None):
+        if sample_weight is None:
+            return (yhat - y) / z.shape[0]
+        return row_weights(sample_weight, z) * (yhat - y) / z.shape[0]
 
 
 LOSSES = {cls.name: cls for cls in (CrossEntropy, SquaredError, BinaryCrossEntropy)}

@@ -16,6 +16,19 @@ canonical pairs, see :mod:`mlp.losses`)::
     ∂L/∂Wˡ = aˡ⁻¹ᵀ · δˡ        ∂L/∂bˡ = Σ_rows δˡ
     δˡ⁻¹ = (δˡ · Wˡᵀ) ⊙ f'(zˡ⁻¹)
 
+Two optional extras, both off by default (the formulas above are then exact):
+
+* ``sample_weight`` (one wᵢ ≥ 0 per row): the loss is ``(1/n) Σᵢ wᵢ lᵢ``, so
+  δᴸ's row i is multiplied by wᵢ (see :mod:`mlp.losses`); the rest of the
+  backward pass is unchanged.
+* ``dropout_masks`` (inverted dropout): layer l's input is multiplied by a
+  mask mˡ⁻¹ whose entries are 0 with probability p and 1/(1 − p) otherwise,
+  so its expected value is unchanged and prediction needs no mask::
+
+      zˡ = (aˡ⁻¹ ⊙ mˡ⁻¹) · Wˡ + bˡ
+      ∂L/∂Wˡ = (aˡ⁻¹ ⊙ mˡ⁻¹)ᵀ · δˡ
+      δˡ⁻¹ = (δˡ · Wˡᵀ) ⊙ mˡ⁻¹ ⊙ f'(zˡ⁻¹)
+
 Every fast kernel (see :mod:`mlp.backends`) is tested against these methods.
 """
 
@@ -101,20 +114,45 @@ class Network:
                 "loss": self.loss.name, "output": self.loss.output,
                 "dtype": self.dtype.name}
 
+    def dropout_masks(self, n, rates, rng):
+        """Inverted-dropout masks for a batch of ``n`` rows, to pass to :meth:`forward`.
+
+        ``rates[l]`` is the probability of dropping each unit of layer l's
+        input (``rates[0]``: the input features, ``rates[l]``: hidden layer
+        l's outputs), one rate per weight layer. Mask l is an ``(n,
+        sizes[l])`` array of 0 (dropped, probability p) and 1/(1 − p) (kept),
+        drawn from the NumPy Generator ``rng``; it is None where p = 0.
+        """
+        if len(rates) != self.num_layers:
+            raise ValueError(f"dropout needs one rate per weight layer ({self.num_layers}), "
+                             f"got {len(rates)}")
+        masks = []
+        for width, p in zip(self.sizes[:-1], rates):
+            if not 0 <= p < 1:
+                raise ValueError(f"dropout rates must be in [0, 1), got {p!r}")
+            if p == 0:
+                masks.append(None)
+                continue
+            keep = rng.random((n, width)) >= p
+            masks.append(keep.astype(self.dtype) / self.dtype.type(1 - p))
+        return masks
+
     # ----------------------------------------------------------------- forward
-    def forward(self, X):
+    def forward(self, X, dropout_masks=None):
         """Run a batch through the network, keeping what backpropagation needs.
 
         Returns ``(zs, activations)``: ``zs[l]`` is layer l's pre-activation and
         ``activations[l]`` its input (``activations[0]`` is X and
-        ``activations[-1]`` the output ŷ).
+        ``activations[-1]`` the output ŷ). With ``dropout_masks`` (see
+        :meth:`dropout_masks`) layer l computes ``(activations[l] ⊙ mask[l]) · W + b``;
+        ``activations`` keeps the values before masking.
         """
         f = ACTIVATIONS[self.activation]
         a = np.asarray(X, dtype=self.dtype)
         activations = [a]
         zs = []
         for l, (w, b) in enumerate(zip(self.weights, self.biases)):
-            z = a @ w + b
+            z = _masked(a, dropout_masks, l) @ w + b
             a = self.loss.activate(z) if l == self.num_layers - 1 else f(z)
             zs.append(z)
             activations.append(a)
@@ -125,48 +163,66 @@ class Network:
         return self.forward(X)[1][-1]
 
     # ---------------------------------------------------------------- backward
-    def backward(self, zs, activations, Y):
+    def backward(self, zs, activations, Y, sample_weight=None, dropout_masks=None):
         """Backpropagate from the output error to every layer's gradient.
 
         Returns ``(nabla_w, nabla_b)``, the gradients of the batch-averaged
-        loss with respect to each weight matrix and bias vector.
+        loss with respect to each weight matrix and bias vector. Pass the
+        same ``dropout_masks`` as to :meth:`forward`; ``sample_weight``
+        weights the rows of the loss (see :mod:`mlp.losses`).
         """
         fprime = DERIVATIVES[self.activation]
         nabla_w = [None] * self.num_layers
         nabla_b = [None] * self.num_layers
-        delta = self.loss.delta(zs[-1], activations[-1], Y)       # δᴸ
+        delta = self.loss.delta(zs[-1], activations[-1], Y, sample_weight)   # δᴸ
         for l in range(self.num_layers - 1, -1, -1):
-            nabla_w[l] = activations[l].T @ delta                  # aˡ⁻¹ᵀ · δˡ
+            a_in = _masked(activations[l], dropout_masks, l)       # aˡ⁻¹ (⊙ mˡ⁻¹)
+            nabla_w[l] = a_in.T @ delta                            # aˡ⁻¹ᵀ · δˡ
             nabla_b[l] = delta.sum(axis=0)                         # Σ δˡ
             if l > 0:
                 upstream = delta @ self.weights[l].T               # δˡ · Wˡᵀ
+                upstream = _masked(upstream, dropout_masks, l)     # (⊙ mˡ⁻¹)
                 delta = upstream * fprime(zs[l - 1], activations[l])  # ⊙ f'(zˡ⁻¹)
         return nabla_w, nabla_b
 
-    def loss_and_gradients(self, X, Y, weight_decay=0.0):
+    def loss_and_gradients(self, X, Y, weight_decay=0.0, sample_weight=None,
+                           dropout_masks=None):
         """Loss and gradients of ``mean-loss + (λ/2) Σ‖W‖²`` on the batch (X, Y).
 
         ``Y`` holds the targets as a 2-D array (one-hot rows for
         classification, see :func:`mlp.losses.one_hot`). Biases are not decayed.
+        Optional: ``sample_weight`` (one weight per row: the mean loss becomes
+        (1/n) Σ wᵢ lᵢ) and ``dropout_masks`` (from :meth:`dropout_masks`).
         """
-        zs, activations = self.forward(X)
+        zs, activations = self.forward(X, dropout_masks)
         Y = np.asarray(Y, dtype=self.dtype)
-        loss = self.loss.value(zs[-1], activations[-1], Y)
-        nabla_w, nabla_b = self.backward(zs, activations, Y)
+        loss = self.loss.value(zs[-1], activations[-1], Y, sample_weight)
+        nabla_w, nabla_b = self.backward(zs, activations, Y, sample_weight, dropout_masks)
         if weight_decay:
             loss += l2_penalty(self.weights, weight_decay)
             nabla_w = [g + self.dtype.type(weight_decay) * w for g, w in zip(nabla_w, self.weights)]
         return loss, nabla_w, nabla_b
 
-    def cost(self, X, Y, weight_decay=0.0):
-        """The batch-averaged loss, plus the L2 penalty when ``weight_decay`` > 0."""
-        zs, activations = self.forward(X)
-        loss = self.loss.value(zs[-1], activations[-1], np.asarray(Y, dtype=self.dtype))
+    def cost(self, X, Y, weight_decay=0.0, sample_weight=None, dropout_masks=None):
+        """The batch-averaged loss, plus the L2 penalty when ``weight_decay`` > 0.
+
+        ``sample_weight`` and ``dropout_masks`` as in :meth:`loss_and_gradients`.
+        """
+        zs, activations = self.forward(X, dropout_masks)
+        loss = self.loss.value(zs[-1], activations[-1], np.asarray(Y, dtype=self.dtype),
+                               sample_weight)
         return loss + (l2_penalty(self.weights, weight_decay) if weight_decay else 0.0)
 
     def predict(self, X):
         """The most probable class of each row of X."""
         return self.feedforward(X).argmax(axis=1)
+
+
+def _masked(a, dropout_masks, l):
+    """``a ⊙ dropout_masks[l]``, or ``a`` itself when there is no mask for layer l."""
+    if dropout_masks is None or dropout_masks[l] is None:
+        return a
+    return a * dropout_masks[l]
 
 
 def l2_penalty(weights, weight_decay):
