@@ -367,10 +367,10 @@ def format_rows(rows):
     return "\n".join(lines)
 
 
-def run(args, stdout=sys.stdout):
+def run(args, stdout=None):
     """Run the check ``args`` describes, print the report, and return the exit status."""
     def say(text=""):
-        print(text, file=stdout, flush=True)
+        print(text, file=stdout or sys.stdout, flush=True)
 
     if args.output_activation and args.loss != "mse":
         raise MLPError(f"--output-activation applies to --loss mse only; --loss {args.loss} "
@@ -413,7 +413,8 @@ def run(args, stdout=sys.stdout):
                 say(f"FAIL layer {r.layer} {r.name}{list(r.worst)}: backprop {r.analytic:.10g}, "
                     f"finite differences {r.numeric:.10g}")
             else:
-                say(f"FAIL layer {r.layer} {r.name}: no entry could be checked")
+                say(f"FAIL layer {r.layer} {r.name}: nothing checked — the stencil of every "
+                    f"drawn entry crosses a relu kink; try another --seed")
         say(f"{len(failed)} of {len(rows)} tensors FAIL" + ("" if loss_ok else "; loss FAIL"))
         return 1
     say(f"all {len(rows)} tensors PASS")
