@@ -1,0 +1,177 @@
+"""The Numba backend: the reference arithmetic in fused, cached, compiled kernels.
+
+:class:`NumbaBackend` implements the interface of :mod:`mlp.backends` with
+the kernels of :mod:`mlp.kernels`. One call of :func:`mlp.kernels.train_chunk`
+runs a whole chunk of minibatches — gather, forward, loss, backward, SGD
+update — with no Python in the batch loop. Its results equal the NumPy
+reference's up to floating-point round-off (the order of some sums differs).
+
+Choices made per call, from the data and the shapes only (never from the
+chunk boundaries, so a chunked epoch equals one call):
+
+* sparse first layer: when at most half of the input pixels are non-zero
+  (MNIST: 19%), layer 1 reads only the rows of W¹ at non-zero pixels;
+* threads: a batch whose product work exceeds
+  :data:`mlp.kernels.PARALLEL_MIN_FLOPS` multiply-adds is split between
+  Numba's threads; smaller batches run on one thread (waking threads costs
+  more than it saves). BLAS calls inside the kernels use at most Numba's
+  thread count, so ``--threads N`` bounds everything.
+"""
+
+import time
+
+import numpy as np
+
+from . import kernels as K
+from .network import l2_penalty
+
+#: use the sparse first layer when at most this fraction of inputs is non-zero
+SPARSE_MAX_DENSITY = 0.5
+
+
+def _codes(net):
+    """(activation, loss, output) codes of ``net`` for the kernels."""
+    return (K.ACTIVATION_CODES[net.activation], K.LOSS_CODES[net.loss.name],
+            K.ACTIVATION_CODES[net.loss.output])
+
+
+def _contiguous_params(net):
+    """Make every weight and bias C-contiguous (in place in ``net``), so the kernels can update them."""
+    for arrays in (net.weights, net.biases):
+        for l, a in enumerate(arrays):
+            if not a.flags.c_contiguous:
+                arrays[l] = np.ascontiguousarray(a)
+
+
+def input_density(X, sample=2048):
+    """Fraction of non-zero entries in the first ``sample`` rows of X (a cheap, deterministic estimate)."""
+    head = X[:sample]
+    return np.count_nonzero(head) / max(head.size, 1)
+
+
+def use_sparse(X):
+    """Whether the first layer should skip zero inputs for data X."""
+    return X.shape[0] > 0 and input_density(X) <= SPARSE_MAX_DENSITY
+
+
+def use_parallel(net, batch_size):
+    """Whether one batch has enough work to share between threads."""
+    import numba
+    if numba.get_num_threads() < 2:
+        return False
+    sizes = net.sizes
+    work = batch_size * sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+    return work >= K.PARALLEL_MIN_FLOPS
+
+
+def _scale_for(X, scale, dtype):
+    """The per-pixel factor in the net's dtype: ``scale`` for uint8 X, 1 for float X (as the reference)."""
+    return dtype.type(scale) if X.dtype == np.uint8 else dtype.type(1)
+
+
+def _check_X(X, net):
+    X = np.asarray(X)
+    if X.ndim != 2 or X.shape[1] != net.sizes[0]:
+        raise ValueError(f"X must have shape (n, {net.sizes[0]}) for a network with "
+                         f"{net.sizes[0]} inputs, got {X.shape}")
+    if X.dtype != np.uint8 and X.dtype.kind != "f":
+        X = X.astype(net.dtype)
+    return np.ascontiguousarray(X)
+
+
+def _targets(targets, net):
+    """(labels, T) for the kernels: int labels with an empty T, or an empty labels with 2-D T."""
+    targets = np.asarray(targets)
+    n_out = net.sizes[-1]
+    if targets.ndim == 1:
+        if targets.dtype.kind not in "iu":
+            targets = targets.astype(np.int64)
+        if targets.size and (targets.min() < 0 or targets.max() >= n_out):
+            raise ValueError(f"labels must be integers in 0 … {n_out - 1} for a network with "
+                             f"{n_out} outputs; found {targets.min()} … {targets.max()}")
+        return np.ascontiguousarray(targets), np.empty((0, n_out), net.dtype)
+    if targets.ndim != 2 or targets.shape[1] != n_out:
+        raise ValueError(f"targets must be 1-D labels or an (n, {n_out}) array, "
+                         f"got shape {targets.shape}")
+    return np.empty(0, np.int64), np.ascontiguousarray(targets)
+
+
+def _blas_threads_at_most_numba():
+    """Keep BLAS (both NumPy's and the SciPy BLAS Numba calls) at no more threads than Numba uses."""
+    import numba
+    from threadpoolctl import threadpool_info, threadpool_limits
+    import scipy.linalg.cython_blas  # noqa: F401  (the library np.dot inside njit calls)
+    n = numba.get_num_threads()
+    if any(info.get("num_threads", 1) > n for info in threadpool_info()
+           if info.get("user_api") == "blas"):
+        threadpool_limits(limits=n, user_api="blas")
+
+
+class NumbaBackend:
+    """Fused Numba kernels: one compiled call per chunk of batches."""
+
+    name = "numba"
+
+    def loss_and_gradients(self, net, X, Y, weight_decay=0.0):
+        """Loss and gradients of one float batch, as :meth:`Network.loss_and_gradients` returns them."""
+        act, loss, out = _codes(net)
+        _contiguous_params(net)
+        X = np.ascontiguousarray(X, dtype=net.dtype)
+        Y = np.ascontiguousarray(Y, dtype=net.dtype)
+        if Y.ndim != 2 or Y.shape != (X.shape[0], net.sizes[-1]):
+            raise ValueError(f"Y must have shape ({X.shape[0]}, {net.sizes[-1]}), got {Y.shape}")
+        value, grads, gbs = K.loss_and_gradients(
+            _check_X(X, net), Y, tuple(net.weights), tuple(net.biases), act, loss, out,
+            use_sparse(X))
+        nabla_w = [np.array(g) for g in grads]
+        nabla_b = [np.array(g) for g in gbs]
+        if weight_decay:
+            value += l2_penalty(net.weights, weight_decay)
+            nabla_w = [g + net.dtype.type(weight_decay) * w for g, w in zip(nabla_w, net.weights)]
+        return value, nabla_w, nabla_b
+
+    def train_batches(self, net, opt, X, targets, order, start, stop, batch_size, scale=1.0):
+        """Train on batches start … stop-1 of ``order`` in one compiled call; return their losses."""
+        opt.ensure_state(net)
+        _contiguous_params(net)
+        act, loss, out = _codes(net)
+        X = _check_X(X, net)
+        labels, T = _targets(targets, net)
+        dt = net.dtype.type
+        order = np.ascontiguousarray(order, dtype=np.int64)
+        vel = opt.velocities
+        losses = np.empty(stop - start, dtype=np.float64)
+        if stop <= start:
+            return losses
+        K.train_chunk(X, _scale_for(X, scale, net.dtype), labels, T, order, int(start), int(stop),
+                      int(batch_size), tuple(net.weights), tuple(net.biases),
+                      tuple(vel[0::2]), tuple(vel[1::2]), act, loss, out,
+                      dt(opt.lr), dt(opt.momentum), dt(opt.weight_decay), bool(opt.nesterov),
+                      use_sparse(X), use_parallel(net, batch_size), losses)
+        return losses
+
+    def predict_output(self, net, X, scale=1.0):
+        """ŷ for every row of X, computed in chunks of 1024 rows."""
+        act, loss, out_kind = _codes(net)
+        _contiguous_params(net)
+        X = _check_X(X, net)
+        out = np.empty((X.shape[0], net.sizes[-1]), dtype=net.dtype)
+        return K.predict(X, _scale_for(X, scale, net.dtype), tuple(net.weights),
+                         tuple(net.biases), act, loss, out_kind, use_parallel(net, 1024), out)
+
+    def prepare(self, net, opt, X, targets, batch_size, scale=1.0):
+        """Compile (or load from cache) the kernels for these exact types, on copies; return seconds."""
+        t0 = time.perf_counter()
+        _blas_threads_at_most_numba()
+        net2 = net.copy()
+        opt2 = type(opt)(opt.lr, opt.momentum, opt.nesterov, opt.weight_decay)
+        opt2.init_state(net2)
+        X = _check_X(X, net)
+        n = min(X.shape[0], 2 * batch_size)
+        if n > 0:
+            order = np.arange(n, dtype=np.int64)
+            n_batches = -(-n // batch_size)
+            self.train_batches(net2, opt2, X[:n], np.asarray(targets)[:n], order, 0, n_batches,
+                               batch_size, scale)
+            self.predict_output(net2, X[:n], scale)
+        return time.perf_counter() - t0
