@@ -412,6 +412,9 @@ def run(args, stdout=None):
             if r.checked:
                 say(f"FAIL layer {r.layer} {r.name}{list(r.worst)}: backprop {r.analytic:.10g}, "
                     f"finite differences {r.numeric:.10g}")
+            elif not r.skipped:
+                say(f"FAIL layer {r.layer} {r.name}: the backend's gradient does not have "
+                    f"the shape {r.shape} of the parameter")
             else:
                 say(f"FAIL layer {r.layer} {r.name}: nothing checked — the stencil of every "
                     f"drawn entry crosses a relu kink; try another --seed")
