@@ -256,20 +256,25 @@ def check_loss(net, X, Y, weight_decay=0.0, backend="numpy"):
 
 # ------------------------------------------------------------------ the tool
 def random_problem(inputs, hidden, outputs, activation="sigmoid", loss="ce", output=None,
-                   batch_size=7, seed=0):
+                   batch_size=7, seed=0, zero_inputs=0.0):
     """A random float64 network and batch (X, Y) to check.
 
     Weights are initialised as :class:`Network` does; biases, which start at
     zero there, are drawn from N(0, 0.5²) so that they take part too. X is
-    N(0, 1); Y is one-hot for "ce", random 0/1 for "bce", uniform in [0, 1)
-    for "mse" (N(0, 1) with an identity output).
+    N(0, 1) with a fraction ``zero_inputs`` of its entries set to 0 (like the
+    blank pixels of images, for which the numba backend uses a sparse
+    first-layer kernel); Y is one-hot for "ce", random 0/1 for "bce", uniform
+    in [0, 1) for "mse" (N(0, 1) with an identity output).
     """
     from .network import Network
+    if not 0 <= zero_inputs <= 1:
+        raise ValueError(f"zero_inputs must be a fraction in [0, 1], got {zero_inputs!r}")
     rng = np.random.default_rng([int(seed), 1])
     net = Network([inputs, *hidden, outputs], activation, loss, output, "float64", seed)
     for b in net.biases:
         b[...] = 0.5 * rng.standard_normal(b.shape)
     X = rng.standard_normal((batch_size, inputs))
+    X[rng.random(X.shape) < zero_inputs] = 0.0
     if net.loss.name == "ce":
         Y = one_hot(rng.integers(0, outputs, batch_size), outputs, np.float64)
     elif net.loss.name == "bce":
@@ -320,6 +325,14 @@ def _float(minimum_exclusive=None, minimum=None):
     return parse
 
 
+def _fraction(text):
+    """argparse type: a number in [0, 1]."""
+    value = _float(minimum=0.0)(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
+    return value
+
+
 def build_parser():
     """The argument parser of ``python -m mlp.gradcheck``."""
     p = argparse.ArgumentParser(
@@ -341,6 +354,9 @@ def build_parser():
     p.add_argument("--output-activation", choices=sorted(ACTIVATIONS), default=None,
                    help="output function for --loss mse (default sigmoid)")
     p.add_argument("--batch-size", type=_positive_int, default=7)
+    p.add_argument("--zero-inputs", type=_fraction, default=0.0, metavar="F",
+                   help="fraction of input entries set to 0, as blank pixels are (the numba "
+                        "backend switches to its sparse first-layer kernel for mostly-zero inputs)")
     p.add_argument("--weight-decay", type=_float(minimum=0.0), default=0.0,
                    help="λ of the objective loss + (λ/2) Σ‖W‖²")
     p.add_argument("--backend", choices=list(BACKENDS), default="numpy")
@@ -376,7 +392,8 @@ def run(args, stdout=None):
         raise MLPError(f"--output-activation applies to --loss mse only; --loss {args.loss} "
                        f"has a fixed output ({LOSSES[args.loss].default_output})")
     net, X, Y = random_problem(args.inputs, args.hidden, args.outputs, args.activation,
-                               args.loss, args.output_activation, args.batch_size, args.seed)
+                               args.loss, args.output_activation, args.batch_size, args.seed,
+                               args.zero_inputs)
     rows = check_gradients(net, X, Y, args.weight_decay, args.backend, args.max_entries,
                            args.seed, args.eps)
     loss, ref, loss_diff = check_loss(net, X, Y, args.weight_decay, args.backend)
@@ -387,7 +404,8 @@ def run(args, stdout=None):
     hidden = args.activation if args.hidden else "no hidden layer"
     say(f"gradient check: {'-'.join(map(str, net.sizes))} {hidden}/{net.loss.name} "
         f"(output {net.loss.output}), float64, batch of {args.batch_size} random rows, "
-        f"weight decay {args.weight_decay:g}, backend {args.backend}, seed {args.seed}")
+        f"{args.zero_inputs:.0%} zero inputs, weight decay {args.weight_decay:g}, "
+        f"backend {args.backend}, seed {args.seed}")
     say(f"numerical gradient: 5-point central differences of Network.cost, h = {args.eps:g}")
     say(f"relative error |g - ĝ| / max(|g|, |ĝ|, tiny), tiny = {noise / DEFAULT_THRESHOLD:.1e}: "
         f"an entry with |g| < tiny is judged by |g - ĝ| <= {noise:.1e}, the rounding noise of ĝ")

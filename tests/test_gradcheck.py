@@ -58,6 +58,21 @@ def test_gradients_match_finite_differences(activation, loss, depth, batch_size,
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("depth", [1, 3])
+@pytest.mark.parametrize("loss", ["ce", "mse", "bce"])
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh", "relu", "identity"])
+def test_mostly_zero_inputs(activation, loss, depth, backend):
+    """Image-like batches, 80% zeros: the numba backend's sparse first-layer kernel."""
+    net, X, Y = random_problem(INPUTS, [WIDTH] * depth, OUTPUTS, activation, loss,
+                               batch_size=5, seed=depth, zero_inputs=0.8)
+    assert np.count_nonzero(X) <= 0.5 * X.size
+    if backend == "numba":
+        from mlp.numba_backend import use_sparse
+        assert use_sparse(X)
+    assert_all_pass(check_gradients(net, X, Y, 0.01, backend, max_entries=None), net)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("output", ["identity", "tanh", "relu", "sigmoid"])
 def test_squared_error_with_every_output_function(output, backend):
     net, X, Y = problem("tanh", "mse", 2, 5, seed=3, output=output)
@@ -279,6 +294,7 @@ def test_cli_relu_says_which_threshold_applies_at_the_kink():
     (["--weight-decay", "nan"], "must be finite"),
     (["--backend", "cuda"], "invalid choice"),
     (["--batch-size", "two"], "is not an integer"),
+    (["--zero-inputs", "1.5"], "must be in [0, 1]"),
 ])
 def test_cli_rejects_nonsense_flags(args, message):
     result = run_cli(*args)
