@@ -68,6 +68,8 @@ DEFAULT_THRESHOLD = 1e-7
 NOISE_ULPS = 32
 #: default number of entries checked per tensor (all of them if the tensor is smaller)
 DEFAULT_MAX_ENTRIES = 100
+#: largest relative difference between the backend's loss and Network.cost
+LOSS_TOLERANCE = 1e-12
 
 
 def stencil_derivative(f, x, h=DEFAULT_EPS):
@@ -148,6 +150,11 @@ def _backend(backend):
     return get_backend(backend) if isinstance(backend, str) else backend
 
 
+def noise_floor(cost, eps=DEFAULT_EPS):
+    """The rounding noise of ĝ for a loss value ``cost`` and step ``eps``: NOISE_ULPS·ε·max(|L|, 1)/h."""
+    return NOISE_ULPS * np.finfo(np.float64).eps * max(abs(cost), 1.0) / eps
+
+
 def _check_inputs(net, X, Y):
     """X and Y as float64 arrays, after checking that they fit the network."""
     if net.dtype != np.float64:
@@ -201,8 +208,7 @@ def check_gradients(net, X, Y, weight_decay=0.0, backend="numpy",
     work = net.copy()                       # perturbed in place, entry by entry
     kinked = _kinked_layers(work)
     cost0, signs0 = _objective(work, X, Y, weight_decay, kinked)
-    noise = NOISE_ULPS * np.finfo(np.float64).eps * max(abs(cost0), 1.0) / eps
-    tiny = noise / threshold
+    tiny = noise_floor(cost0, eps) / threshold
     rng = np.random.default_rng(seed)
 
     rows = []
@@ -352,14 +358,16 @@ def build_parser():
                    help="ce: softmax + cross-entropy; mse: sigmoid + squared error; "
                         "bce: sigmoid + binary cross-entropy")
     p.add_argument("--output-activation", choices=sorted(ACTIVATIONS), default=None,
-                   help="output function for --loss mse (default sigmoid)")
-    p.add_argument("--batch-size", type=_positive_int, default=7)
+                   help="output function for --loss mse (None: sigmoid)")
+    p.add_argument("--batch-size", type=_positive_int, default=7, metavar="N",
+                   help="rows in the random batch")
     p.add_argument("--zero-inputs", type=_fraction, default=0.0, metavar="F",
                    help="fraction of input entries set to 0, as blank pixels are (the numba "
                         "backend switches to its sparse first-layer kernel for mostly-zero inputs)")
-    p.add_argument("--weight-decay", type=_float(minimum=0.0), default=0.0,
+    p.add_argument("--weight-decay", type=_float(minimum=0.0), default=0.0, metavar="λ",
                    help="λ of the objective loss + (λ/2) Σ‖W‖²")
-    p.add_argument("--backend", choices=list(BACKENDS), default="numpy")
+    p.add_argument("--backend", choices=list(BACKENDS), default="numpy",
+                   help="whose loss_and_gradients is checked")
     p.add_argument("--seed", type=_nonnegative_int, default=0,
                    help="seed of the network, the batch and the checked subset")
     p.add_argument("--max-entries", type=_positive_int, default=DEFAULT_MAX_ENTRIES,
@@ -399,8 +407,7 @@ def run(args, stdout=None):
     loss, ref, loss_diff = check_loss(net, X, Y, args.weight_decay, args.backend)
     loss_ok = loss_diff <= LOSS_TOLERANCE
 
-    cost = abs(ref)
-    noise = NOISE_ULPS * np.finfo(np.float64).eps * max(cost, 1.0) / args.eps
+    noise = noise_floor(ref, args.eps)
     hidden = args.activation if args.hidden else "no hidden layer"
     say(f"gradient check: {'-'.join(map(str, net.sizes))} {hidden}/{net.loss.name} "
         f"(output {net.loss.output}), float64, batch of {args.batch_size} random rows, "
@@ -442,8 +449,6 @@ def run(args, stdout=None):
     return 0
 
 
-#: largest relative difference between the backend's loss and Network.cost
-LOSS_TOLERANCE = 1e-12
 
 
 def main(argv=None):
