@@ -231,33 +231,40 @@ def sigmaprime_network(n_in, n_out, seed=0, hidden=30):
 
 def sigmaprime_train(net, X, y, scale, lr, steps, batch_size=10, seed=0, every=0,
                      callback=None):
-    """Train ``net`` for ``steps`` steps as the tutorial does, calling ``callback(step)`` every ``every``.
+    """Train ``net`` for ``steps`` steps exactly as the tutorial does; ``callback(step)`` every ``every``.
 
-    The backward pass is :meth:`Network.backward` (the tutorial's ``delta_2 =
-    err ⊙ sigmaprime(h_2)``, ``delta_1 = (delta_2 · W_outᵀ) ⊙ sigmaprime(h_1)``).
-    mlp averages the gradients over the batch; the tutorial sums them for
-    the weights (``delta_w = xᵀ · delta``) and averages them for the biases
-    (``tf.reduce_mean(delta)``). So its update with rate η is exactly
-    ``SGD(η).step`` fed ``batch_size × ∂L/∂W`` and ``∂L/∂b``: weights step
-    with η·n on mlp's mean gradient, biases with η.
+    Each line of the tutorial's training graph is a line of mlp::
 
-    Batches are drawn in a shuffled order, reshuffled each epoch
-    (:func:`mlp.trainer.epoch_order`). The callback is called with the number
-    of steps done (0 first); if it returns True, training stops there.
-    Returns the number of steps done.
+        tutorial (TensorFlow)                   mlp
+        y_hat = sigmoid(h_2) ...                Network.forward
+        err = y_hat - y                         SquaredError.delta: (ŷ − y) ⊙ σ'(z) / n,
+        delta_2 = err * sigmaprime(h_2)           σ' = activations.sigmoid_prime
+        delta_w_2 = o_1ᵀ · delta_2              Network.backward: aˡ⁻¹ᵀ · δˡ
+        wtd_error = delta_2 · W_outᵀ            Network.backward: δˡ · Wˡᵀ
+        delta_1 = wtd_error * sigmaprime(h_1)     ⊙ fprime = sigmoid_prime
+        delta_w_1 = x_inᵀ · delta_1             Network.backward: aˡ⁻¹ᵀ · δˡ
+        W -= eta * delta_w                      SGD(eta).step
+        b -= eta * reduce_mean(delta)
+
+    mlp's δ carries the 1/n of the batch average; the tutorial's does not
+    for the weights (``delta_w`` is a sum over the batch) but does for the
+    biases (``reduce_mean``). So its update with rate η is exactly
+    ``SGD(η).step`` fed ``n × ∂L/∂W`` and ``∂L/∂b``.
+
+    Batches of ``batch_size`` are drawn in a shuffled order, reshuffled each
+    epoch (:func:`mlp.trainer.epoch_order`). ``callback`` is called with the
+    number of steps done: 0, ``every``, 2·``every``, … and ``steps``.
     """
     from .backends import batch_inputs, batch_targets
     from .trainer import epoch_order
 
-    opt = SGD(lr)
     n_batches = X.shape[0] // batch_size
-    order = None
-    for step in range(steps + 1):
-        if every and step % every == 0 or step == steps:
-            if callback and callback(step):
-                return step
-        if step == steps:
-            break
+    if n_batches == 0:
+        raise ValueError(f"batch_size {batch_size} exceeds the {X.shape[0]} training samples")
+    opt = SGD(lr)
+    for step in range(steps):
+        if callback and every and step % every == 0:
+            callback(step)
         epoch, b = divmod(step, n_batches)
         if b == 0:
             order = epoch_order(seed, epoch, X.shape[0])
@@ -266,7 +273,8 @@ def sigmaprime_train(net, X, y, scale, lr, steps, batch_size=10, seed=0, every=0
         yb = batch_targets(y, idx, net.sizes[-1], net.dtype)
         _, nabla_w, nabla_b = net.loss_and_gradients(xb, yb)
         opt.step(net, [batch_size * g for g in nabla_w], nabla_b)
-    return steps
+    if callback:
+        callback(steps)
 
 
 def mnist_sigmaprime(seed=0, lr=0.5, steps=10000, batch_size=10, every=1000,
@@ -293,6 +301,7 @@ def mnist_sigmaprime(seed=0, lr=0.5, steps=10000, batch_size=10, every=1000,
 
 
 def _mnist_sigmaprime(data, seed, lr, steps, batch_size, every, say):
+    """The body of :func:`mnist_sigmaprime`, once the data is loaded."""
     from .backends import NumpyBackend
     from .trainer import evaluate
 
