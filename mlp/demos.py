@@ -497,20 +497,23 @@ def trends(rows):
       rates that converged (before that, the spread measures the descent,
       not the noise): positive means larger rates settle less precisely;
     * ``final`` — the same for the final loss;
-    * the fastest and the most precise rate, and the rates that were too slow
-      or diverged.
+    * the fastest and the most precise rate, the rates above the fastest
+      that did not diverge but were slower (``overshooting``: the edge of
+      stability), and the rates that were too slow or diverged.
     """
     stable = [r for r in rows if r["status"] != "diverged"]
     converged = [r for r in rows if r["status"] == "converged"]
     reach = [r["steps_to_threshold"] if r["steps_to_threshold"] is not None else math.inf
              for r in stable]
+    fastest = min(converged, key=lambda r: r["steps_to_threshold"])["lr"] if converged else None
     return {
         "speed": rank_correlation([r["lr"] for r in stable], reach),
         "jitter": rank_correlation([r["lr"] for r in converged], [r["spread"] for r in converged]),
         "final": rank_correlation([r["lr"] for r in converged],
                                   [r["final_loss"] for r in converged]),
-        "fastest": min(converged, key=lambda r: r["steps_to_threshold"])["lr"] if converged else None,
+        "fastest": fastest,
         "most_precise": min(converged, key=lambda r: r["spread"])["lr"] if converged else None,
+        "overshooting": [r["lr"] for r in stable if fastest is not None and r["lr"] > fastest],
         "too_slow": [r["lr"] for r in rows if r["status"] == "too slow"],
         "diverged": [r["lr"] for r in rows if r["status"] == "diverged"],
     }
@@ -529,6 +532,10 @@ def describe(name, t):
             f"{trend(t['final'], 'grows', 'shrinks')}.")
     if t["fastest"] is not None:
         text += f" Fastest: lr {t['fastest']:g}; most precise: lr {t['most_precise']:g}."
+    if t["overshooting"]:
+        text += (f" Above lr {t['fastest']:g} the steps overshoot and convergence slows again "
+                 f"(lr {', '.join(f'{lr:g}' for lr in t['overshooting'])}): the edge of "
+                 f"stability.")
     if t["too_slow"]:
         text += f" Too slow to reach the threshold: lr {', '.join(f'{lr:g}' for lr in t['too_slow'])}."
     if t["diverged"]:
