@@ -9,7 +9,10 @@ The pieces, one module each:
 * :mod:`mlp.optimizers` — SGD with momentum, Nesterov and weight decay
 * :mod:`mlp.backends` — the NumPy reference loop and the Numba fast path, one interface
 * :mod:`mlp.trainer` — the training loop; :mod:`mlp.train` its command line
-* :mod:`mlp.io` — model files and atomic writes
+* :mod:`mlp.io` — model files, checkpoints and atomic writes
+* :mod:`mlp.gradcheck` — analytic gradients against finite differences
+* :mod:`mlp.demos` — the programs of the tutorial mlp grew from
+* :mod:`mlp.estimators` — scikit-learn's MLPClassifier/MLPRegressor interface
 """
 
 from .errors import DataError, DivergenceError, MLPError, ModelFileError
