@@ -709,7 +709,7 @@ def to_json(value):
 
 def build_parser():
     """The argument parser of ``python -m mlp.demos``: one subcommand per demo."""
-    from .train import nonnegative_int, positive_float, positive_int
+    from .cli import nonnegative_int, positive_float, positive_int
 
     p = argparse.ArgumentParser(
         prog="python -m mlp.demos",

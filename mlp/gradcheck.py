@@ -55,6 +55,7 @@ import numpy as np
 from .activations import ACTIVATIONS, SMOOTH
 from .backends import BACKENDS, get_backend
 from .errors import MLPError
+from .cli import nonnegative_float, nonnegative_int, positive_float, positive_int, proportion
 from .losses import LOSSES, one_hot
 
 #: the 5-point stencil: offsets (in units of h) and weights (divided by 12 h)
@@ -292,53 +293,6 @@ def random_problem(inputs, hidden, outputs, activation="sigmoid", loss="ce", out
     return net, X, Y
 
 
-def _positive_int(text):
-    """argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _nonnegative_int(text):
-    """argparse type: an integer >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
-def _float(minimum_exclusive=None, minimum=None):
-    """argparse type: a finite number above a bound."""
-    def parse(text):
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not np.isfinite(value):
-            raise argparse.ArgumentTypeError(f"must be finite, got {text}")
-        if minimum_exclusive is not None and value <= minimum_exclusive:
-            raise argparse.ArgumentTypeError(f"must be > {minimum_exclusive:g}, got {text}")
-        if minimum is not None and value < minimum:
-            raise argparse.ArgumentTypeError(f"must be >= {minimum:g}, got {text}")
-        return value
-    return parse
-
-
-def _fraction(text):
-    """argparse type: a number in [0, 1]."""
-    value = _float(minimum=0.0)(text)
-    if value > 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
-    return value
-
-
 def build_parser():
     """The argument parser of ``python -m mlp.gradcheck``."""
     p = argparse.ArgumentParser(
@@ -347,11 +301,11 @@ def build_parser():
                     "against 5-point central differences of the loss, in float64, on a random "
                     "network and batch. Exit status 0 only if every tensor passes.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--inputs", type=_positive_int, default=20, metavar="N",
+    p.add_argument("--inputs", type=positive_int, default=20, metavar="N",
                    help="input features")
-    p.add_argument("--hidden", type=_positive_int, nargs="*", default=[16], metavar="N",
+    p.add_argument("--hidden", type=positive_int, nargs="*", default=[16], metavar="N",
                    help="hidden layer widths (none: a single layer)")
-    p.add_argument("--outputs", type=_positive_int, default=5, metavar="N", help="output units")
+    p.add_argument("--outputs", type=positive_int, default=5, metavar="N", help="output units")
     p.add_argument("--activation", choices=sorted(ACTIVATIONS), default="sigmoid",
                    help="hidden-layer function")
     p.add_argument("--loss", choices=list(LOSSES), default="ce",
@@ -359,20 +313,20 @@ def build_parser():
                         "bce: sigmoid + binary cross-entropy")
     p.add_argument("--output-activation", choices=sorted(ACTIVATIONS), default=None,
                    help="output function for --loss mse (None: sigmoid)")
-    p.add_argument("--batch-size", type=_positive_int, default=7, metavar="N",
+    p.add_argument("--batch-size", type=positive_int, default=7, metavar="N",
                    help="rows in the random batch")
-    p.add_argument("--zero-inputs", type=_fraction, default=0.0, metavar="F",
+    p.add_argument("--zero-inputs", type=proportion, default=0.0, metavar="F",
                    help="fraction of input entries set to 0, as blank pixels are (the numba "
                         "backend switches to its sparse first-layer kernel for mostly-zero inputs)")
-    p.add_argument("--weight-decay", type=_float(minimum=0.0), default=0.0, metavar="λ",
+    p.add_argument("--weight-decay", type=nonnegative_float, default=0.0, metavar="λ",
                    help="λ of the objective loss + (λ/2) Σ‖W‖²")
     p.add_argument("--backend", choices=list(BACKENDS), default="numpy",
                    help="whose loss_and_gradients is checked")
-    p.add_argument("--seed", type=_nonnegative_int, default=0,
+    p.add_argument("--seed", type=nonnegative_int, default=0,
                    help="seed of the network, the batch and the checked subset")
-    p.add_argument("--max-entries", type=_positive_int, default=DEFAULT_MAX_ENTRIES,
+    p.add_argument("--max-entries", type=positive_int, default=DEFAULT_MAX_ENTRIES,
                    metavar="N", help="check a random subset of N entries of larger tensors")
-    p.add_argument("--eps", type=_float(minimum_exclusive=0.0), default=DEFAULT_EPS,
+    p.add_argument("--eps", type=positive_float, default=DEFAULT_EPS,
                    help="step h of the finite differences")
     return p
 
