@@ -71,6 +71,19 @@ def save_model(path, net, meta=None):
     return atomic_write_bytes(path, buf.getvalue())
 
 
+def read_npz(path, what):
+    """All arrays of an .npz file, refusing pickles; any failure is a ModelFileError."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files}
+    except ValueError as e:   # object arrays need pickle, which is refused
+        raise ModelFileError(f"{path}: refused to load: {e}") from None
+    except (OSError, zipfile.BadZipFile, EOFError, KeyError) as e:
+        raise ModelFileError(f"{path}: not a readable .npz {what} ({e})") from None
+    except Exception as e:  # zip/zlib internals raise many types on corrupt data
+        raise ModelFileError(f"{path}: corrupt {what} ({type(e).__name__}: {e})") from None
+
+
 def load_model(path, with_meta=False):
     """Load a model saved by :func:`save_model`; every problem is a ModelFileError naming the file.
 
@@ -84,16 +97,7 @@ def load_model(path, with_meta=False):
     if not path.is_file():
         raise ModelFileError(f"{path}: no such model file; pass a run folder or a model.npz "
                              "written by `python -m mlp.train`")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except ValueError as e:   # object arrays need pickle, which is refused
-        raise ModelFileError(f"{path}: refused to load: {e}") from None
-    except (OSError, zipfile.BadZipFile, EOFError, KeyError) as e:
-        raise ModelFileError(f"{path}: not a readable .npz model file ({e})") from None
-    except Exception as e:  # zip/zlib internals raise many types on corrupt data
-        raise ModelFileError(f"{path}: corrupt model file ({type(e).__name__}: {e})") from None
-    net, header = model_from_arrays(arrays, path)
+    net, header = model_from_arrays(read_npz(path, "model file"), path)
     return (net, header.get("meta", {})) if with_meta else net
 
 
@@ -179,13 +183,7 @@ def load_checkpoint(path):
     if not path.is_file():
         raise ModelFileError(f"{path}: no checkpoint here; --resume takes the --out folder "
                              "of a run started with `python -m mlp.train`")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except ValueError as e:
-        raise ModelFileError(f"{path}: refused to load: {e}") from None
-    except Exception as e:
-        raise ModelFileError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from None
+    arrays = read_npz(path, "checkpoint")
     net, header = model_from_arrays(arrays, path)
     raw = arrays.get("checkpoint")
     if raw is None or raw.dtype != np.uint8 or raw.ndim != 1:
