@@ -108,6 +108,14 @@ class Network:
         new.biases = [b.copy() for b in self.biases]
         return new
 
+    def astype(self, dtype):
+        """An independent copy of this network whose parameters and arithmetic use ``dtype``."""
+        new = self.copy()
+        new.dtype = check_dtype(dtype)
+        new.weights = [w.astype(new.dtype) for w in self.weights]
+        new.biases = [b.astype(new.dtype) for b in self.biases]
+        return new
+
     def config(self):
         """The architecture as plain data (what a saved model's header records)."""
         return {"sizes": self.sizes, "activation": self.activation,

@@ -201,3 +201,15 @@ def test_dropout_masks_statistics_and_validation():
         net.dropout_masks(4, [0.5], np.random.default_rng(0))
     with pytest.raises(ValueError, match=r"\[0, 1\)"):
         net.dropout_masks(4, [0.0, 1.0], np.random.default_rng(0))
+
+
+def test_astype_is_an_independent_copy_in_another_precision():
+    net = Network([5, 4, 3], seed=1)
+    X, _, _ = make_batch(net)
+    wide = net.astype("float64")
+    assert wide.dtype == np.float64 and all(p.dtype == np.float64 for p in wide.params())
+    for a, b in zip(net.params(), wide.params()):
+        np.testing.assert_array_equal(a.astype(np.float64), b)    # float32 → float64 is exact
+    np.testing.assert_allclose(wide.feedforward(X), net.feedforward(X), rtol=1e-5)
+    wide.weights[0][0, 0] += 1
+    assert net.weights[0][0, 0] != wide.weights[0][0, 0]

@@ -1,0 +1,382 @@
+"""The scikit-learn estimators: scikit-learn's own checks, closed forms, weights, dropout, API.
+
+Independent references: without hidden layers the regressor is ridge
+regression and the classifier multinomial logistic regression, whose optima
+scikit-learn's Ridge and LogisticRegression compute by other means; one epoch
+of SGD is replayed by a hand-written loop.
+"""
+
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits, make_blobs
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from mlp.errors import DivergenceError, MLPError
+from mlp.estimators import MLPClassifier, MLPRegressor
+from mlp.network import Network
+
+try:
+    import mlp.numba_backend  # noqa: F401
+    BACKENDS = ["numpy", "numba"]
+except ImportError:
+    BACKENDS = ["numpy"]
+
+# Optimise to the optimum: full batches, no tolerance-based stop.
+CONVERGE = dict(batch_size=10_000, tol=0.0, n_iter_no_change=10**6, dtype="float64",
+                backend="numpy", random_state=0)
+
+
+def check_instances():
+    """Small, fast instances for scikit-learn's checks: float64 and float32, every backend."""
+    out = []
+    for backend in BACKENDS:
+        for dtype in ("float64", "float32"):
+            common = dict(hidden_layer_sizes=(20,), max_iter=50, backend=backend, dtype=dtype)
+            out += [MLPClassifier(**common), MLPRegressor(**common)]
+    return out
+
+
+def expected_failures(estimator):
+    if estimator.dtype == "float32":
+        return {"check_sample_weight_equivalence_on_dense_data":
+                "compares weighted and repeated fits at rtol=1e-7, finer than float32 "
+                "resolution (eps 1.2e-7); the float64 instances pass it, and "
+                "test_integer_weights_equal_repeated_rows checks float32 at rtol 1e-5"}
+    return {}
+
+
+@parametrize_with_checks(check_instances(), expected_failed_checks=expected_failures)
+def test_sklearn_compatible(estimator, check):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        check(estimator)
+
+
+# ------------------------------------------------------------ closed forms
+def regression_data(n=60, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 4))
+    y = X @ [1.0, -2.0, 0.5, 0.0] + 0.3 + rng.normal(scale=0.1, size=n)
+    return X, y
+
+
+def classification_data(n=60, seed=0):
+    X, _ = regression_data(n, seed)
+    y = (X[:, 0] + X[:, 1] > 0).astype(int) + (X[:, 2] > 0.5)
+    return X, y
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_linear_regressor_reaches_the_ridge_solution(weighted):
+    """No hidden layer, identity output: minimises Σwr²/(2Σw) + (α/2)‖w‖², i.e. Ridge(α·Σw)."""
+    X, y = regression_data()
+    alpha = 0.05
+    w = np.random.default_rng(1).integers(1, 4, len(y)).astype(float) if weighted else None
+    total = len(y) if w is None else w.sum()
+    ours = MLPRegressor((), learning_rate_init=0.1, alpha=alpha, max_iter=1000, **CONVERGE)
+    ours.fit(X, y, sample_weight=w)
+    ridge = Ridge(alpha=alpha * total).fit(X, y, sample_weight=w)
+    np.testing.assert_allclose(ours.coefs_[0].ravel(), ridge.coef_, rtol=1e-7)
+    np.testing.assert_allclose(ours.intercepts_[0], [ridge.intercept_], rtol=1e-7)
+
+
+@pytest.mark.parametrize("class_weight", [None, {0: 3.0, 1: 1.0, 2: 0.5}])
+def test_linear_classifier_reaches_the_logistic_regression_optimum(class_weight):
+    """No hidden layer, softmax + cross-entropy, L2 α: LogisticRegression with C = 1/(α Σs)."""
+    X, y = classification_data()
+    alpha = 0.05
+    s = np.ones(len(y)) if class_weight is None else np.array([class_weight[c] for c in y])
+    ours = MLPClassifier((), learning_rate_init=0.5, alpha=alpha, max_iter=2000,
+                         class_weight=class_weight, **CONVERGE).fit(X, y)
+    ref = LogisticRegression(C=1 / (alpha * s.sum()), class_weight=class_weight, tol=1e-10,
+                             max_iter=10_000).fit(X, y)
+    np.testing.assert_allclose(ours.predict_proba(X), ref.predict_proba(X), atol=1e-6)
+
+
+def test_one_epoch_replays_by_hand():
+    """shuffle=False, momentum 0: W ← W − η(∇J_batch + αW), batches in order, last one short."""
+    X, y = classification_data(n=23)
+    params = dict(hidden_layer_sizes=(5,), learning_rate_init=0.3, momentum=0.0, alpha=0.01,
+                  batch_size=5, shuffle=False, dtype="float64", backend="numpy",
+                  random_state=3, max_iter=1, warm_start=True)
+    est = MLPClassifier(**params)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est.fit(X, y)
+        net = Network([4, 5, 3], dtype="float64")
+        net.weights = [w.copy() for w in est.coefs_]
+        net.biases = [b.copy() for b in est.intercepts_]
+        est.fit(X, y)                         # warm start: one more epoch
+    Y = np.eye(3)[y]
+    for start in range(0, 23, 5):
+        xb, yb = X[start:start + 5], Y[start:start + 5]
+        _, nabla_w, nabla_b = net.loss_and_gradients(xb, yb)
+        for w, g in zip(net.weights, nabla_w):
+            w -= 0.3 * (g + 0.01 * w)
+        for b, g in zip(net.biases, nabla_b):
+            b -= 0.3 * g
+    for ours, ref in zip(est.coefs_ + est.intercepts_, net.weights + net.biases):
+        np.testing.assert_allclose(ours, ref, rtol=1e-12, atol=1e-15)
+
+
+# ------------------------------------------------------------ weights and dropout
+def test_integer_weights_equal_repeated_rows():
+    """One batch per epoch: weight k ≡ the row repeated k times (float32, rtol 1e-5)."""
+    X, y = classification_data(n=30)
+    w = np.random.default_rng(2).integers(0, 4, len(y))
+    params = dict(hidden_layer_sizes=(8,), max_iter=30, random_state=0, backend="numpy")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        a = MLPClassifier(**params).fit(X, y, sample_weight=w)
+        b = MLPClassifier(**params).fit(X.repeat(w, axis=0), y.repeat(w))
+    np.testing.assert_allclose(a.predict_proba(X), b.predict_proba(X), rtol=1e-5)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_equal_weights_change_nothing_and_class_weight_is_sample_weight(backend):
+    X, y = classification_data(n=50)
+    params = dict(hidden_layer_sizes=(6,), max_iter=3, batch_size=8, random_state=0,
+                  backend=backend)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        plain = MLPClassifier(**params).fit(X, y)
+        equal = MLPClassifier(**params).fit(X, y, sample_weight=np.full(len(y), 2.5))
+        by_class = MLPClassifier(class_weight={0: 2.0, 1: 1.0, 2: 0.5}, **params).fit(X, y)
+        by_sample = MLPClassifier(**params).fit(X, y, sample_weight=np.array([2.0, 1.0, 0.5])[y])
+    for a, b in zip(plain.coefs_, equal.coefs_):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(by_class.coefs_, by_sample.coefs_):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(plain.coefs_[0], by_class.coefs_[0])
+
+
+def test_balanced_class_weight_raises_recall_of_the_rare_class():
+    X, y = make_blobs([900, 100], centers=[[0, 0], [1.5, 1.5]], random_state=0)
+    params = dict(hidden_layer_sizes=(8,), max_iter=20, random_state=0, backend="numpy")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        plain = MLPClassifier(**params).fit(X, y)
+        balanced = MLPClassifier(class_weight="balanced", **params).fit(X, y)
+    recall = lambda m: (m.predict(X[y == 1]) == 1).mean()  # noqa: E731
+    assert recall(balanced) > recall(plain) + 0.1
+
+
+def test_dropout_trains_deterministically_and_predicts_without_masks():
+    X, y = make_blobs(200, centers=3, random_state=0)
+    X = StandardScaler().fit_transform(X)
+    params = dict(hidden_layer_sizes=(30, 30), dropout=0.3, max_iter=30, batch_size=20,
+                  random_state=0, learning_rate_init=0.05, backend="numpy")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        a = MLPClassifier(**params).fit(X, y)
+        b = MLPClassifier(**params).fit(X, y)
+        c = MLPClassifier(**{**params, "dropout": 0.0}).fit(X, y)
+        d = MLPClassifier(**{**params, "dropout": (0.3, 0.0)}).fit(X, y)
+    for wa, wb in zip(a.coefs_, b.coefs_):
+        np.testing.assert_array_equal(wa, wb)
+    assert not np.array_equal(a.coefs_[0], c.coefs_[0])
+    assert not np.array_equal(a.coefs_[0], d.coefs_[0])
+    np.testing.assert_array_equal(a.predict_proba(X), a.predict_proba(X))
+    assert a.score(X, y) > 0.9
+
+
+# ------------------------------------------------------------ labels and targets
+@pytest.mark.parametrize("loss", ["ce", "bce", "mse"])
+@pytest.mark.parametrize("labels", [["cat", "dog"], [3, 10], ["a", "b", "c"], [-1, 7, 2, 40]])
+def test_labels_of_any_kind(loss, labels):
+    X, idx = make_blobs(120, centers=len(labels), random_state=1)
+    X = StandardScaler().fit_transform(X)
+    y = np.array(labels, dtype=object if isinstance(labels[0], str) else int)[idx]
+    clf = MLPClassifier((10,), loss=loss, max_iter=40, batch_size=20, random_state=0,
+                        backend="numpy")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(X, y)
+    assert list(clf.classes_) == sorted(labels)
+    proba = clf.predict_proba(X)
+    assert proba.shape == (120, len(labels))
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_array_equal(clf.predict(X), clf.classes_[proba.argmax(axis=1)])
+    np.testing.assert_allclose(clf.predict_log_proba(X), np.log(proba))
+    assert clf.score(X, y) > 0.85
+    assert clf.coefs_[-1].shape[1] == (1 if loss == "bce" and len(labels) == 2 else len(labels))
+
+
+def test_regressor_one_and_several_outputs():
+    rng = np.random.default_rng(0)
+    X = rng.uniform(-2, 2, size=(400, 2))
+    Y = np.column_stack([np.sin(X[:, 0]) + X[:, 1] ** 2 / 4, X[:, 0] * X[:, 1] / 2])
+    for y in (Y[:, 0], Y):
+        reg = MLPRegressor((30,), activation="tanh", learning_rate_init=0.05, max_iter=300,
+                           random_state=0, backend="numpy").fit(X, y)
+        assert reg.predict(X).shape == y.shape
+        assert reg.predict(X).dtype == np.float64
+        assert reg.score(X, y) > 0.9
+
+
+# ------------------------------------------------------------ errors
+@pytest.mark.parametrize("param,value,match", [
+    ("hidden_layer_sizes", (10, 0), "hidden_layer_sizes"),
+    ("activation", "softplus", "activation"),
+    ("solver", "adam", "solver"),
+    ("alpha", -1.0, "alpha"),
+    ("batch_size", 0, "batch_size"),
+    ("learning_rate", "cosine", "learning_rate"),
+    ("learning_rate_init", 0.0, "learning_rate_init"),
+    ("momentum", 1.0, "momentum"),
+    ("max_iter", 0, "max_iter"),
+    ("validation_fraction", 1.0, "validation_fraction"),
+    ("dropout", 1.0, "dropout"),
+    ("dropout", (0.1, 0.2), "one rate per hidden layer"),
+    ("backend", "torch", "backend"),
+    ("dtype", "float16", "float16"),
+    ("loss", "hinge", "loss"),
+    ("class_weight", "auto", "class_weight"),
+])
+def test_bad_parameters_are_value_errors_naming_them(param, value, match):
+    X, y = classification_data(n=20)
+    with pytest.raises(ValueError, match=match):
+        MLPClassifier(**{param: value}).fit(X, y)
+
+
+def test_bad_data_is_a_value_error_saying_what_is_wrong():
+    X, y = classification_data(n=30)
+    clf = MLPClassifier((5,), max_iter=2, backend="numpy")
+    with pytest.raises(NotFittedError):
+        clf.predict(X)
+    bad = X.copy()
+    bad[3, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        clf.fit(bad, y)
+    bad[3, 1] = np.inf
+    with pytest.raises(ValueError, match="infinity"):
+        clf.fit(bad, y)
+    with pytest.raises(ValueError, match="0 sample"):
+        clf.fit(X[:0], y[:0])
+    with pytest.raises(ValueError, match="one class"):
+        clf.fit(X, np.zeros(30))
+    with pytest.raises(ValueError, match="Unknown label type"):
+        clf.fit(X, X[:, 0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(X, y)
+    with pytest.raises(ValueError, match="4 features"):
+        clf.predict(X[:, :3])
+    with pytest.raises(ValueError, match="non-zero"):
+        clf.fit(X, y, sample_weight=np.zeros(30))
+    with pytest.raises(ValueError, match=">= 0"):
+        clf.fit(X, y, sample_weight=-np.ones(30))
+    with pytest.raises(ValueError, match="classes must be passed"):
+        MLPClassifier().partial_fit(X, y)
+    with pytest.raises(ValueError, match="early_stopping"):
+        MLPClassifier(early_stopping=True).partial_fit(X, y, classes=[0, 1, 2])
+    with pytest.raises(ValueError, match="not in classes_"):
+        MLPClassifier(backend="numpy").partial_fit(X, y, classes=[0, 1])
+
+
+def test_divergence_is_an_mlp_error_with_advice():
+    X, y = regression_data()
+    with pytest.raises(DivergenceError, match="learning_rate_init") as info:
+        MLPRegressor((10,), learning_rate_init=50.0, backend="numpy", random_state=0).fit(
+            X, 1000 * y)
+    assert isinstance(info.value, MLPError)
+
+
+# ------------------------------------------------------------ training loop
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_same_random_state_same_coefs(backend):
+    X, y = classification_data(n=80)
+    params = dict(hidden_layer_sizes=(7,), max_iter=5, batch_size=16, backend=backend)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        a = MLPClassifier(random_state=4, **params).fit(X, y)
+        b = MLPClassifier(random_state=4, **params).fit(X, y)
+        c = MLPClassifier(random_state=5, **params).fit(X, y)
+    for wa, wb in zip(a.coefs_ + a.intercepts_, b.coefs_ + b.intercepts_):
+        np.testing.assert_array_equal(wa, wb)
+    assert not np.array_equal(a.coefs_[0], c.coefs_[0])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_partial_fit_and_warm_start_continue_fit_exactly(backend):
+    """Three partial_fit calls, or fit(2) then a warm fit(1), equal fit(3), bit for bit."""
+    X, y = classification_data(n=70)
+    params = dict(hidden_layer_sizes=(6,), batch_size=16, random_state=1, backend=backend,
+                  n_iter_no_change=100)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        whole = MLPClassifier(max_iter=3, **params).fit(X, y)
+        parts = MLPClassifier(**params)
+        for _ in range(3):
+            parts.partial_fit(X, y, classes=[0, 1, 2])
+        warm = MLPClassifier(max_iter=2, warm_start=True, **params).fit(X, y)
+        warm.set_params(max_iter=1).fit(X, y)
+    for other in (parts, warm):
+        for a, b in zip(whole.coefs_ + whole.intercepts_, other.coefs_ + other.intercepts_):
+            np.testing.assert_array_equal(a, b)
+    assert whole.t_ == parts.t_ == warm.t_ == 3 * 70
+    np.testing.assert_allclose(warm.loss_curve_, whole.loss_curve_)
+    assert parts.n_iter_ == 1 and whole.n_iter_ == 3
+
+
+def test_stopping_rules_and_loss_curve():
+    X, y = classification_data(n=120)
+    clf = MLPClassifier((10,), max_iter=500, tol=1e-2, n_iter_no_change=3, random_state=0,
+                        backend="numpy").fit(X, y)
+    assert clf.n_iter_ < 500 and len(clf.loss_curve_) == clf.n_iter_
+    assert clf.best_loss_ == min(clf.loss_curve_)
+    assert clf.validation_scores_ is None and clf.best_validation_score_ is None
+    with pytest.warns(ConvergenceWarning):
+        MLPClassifier((10,), max_iter=2, random_state=0, backend="numpy").fit(X, y)
+
+    es = MLPClassifier((10,), max_iter=500, early_stopping=True, n_iter_no_change=4,
+                       random_state=0, backend="numpy").fit(X, y)
+    assert es.n_iter_ < 500 and len(es.validation_scores_) == es.n_iter_
+    assert es.best_validation_score_ == max(es.validation_scores_)
+    assert es.best_loss_ is None
+
+
+def test_learning_rate_schedules():
+    X, y = classification_data(n=100)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        inv = MLPClassifier((5,), learning_rate="invscaling", learning_rate_init=0.5,
+                            power_t=0.25, max_iter=4, random_state=0, backend="numpy").fit(X, y)
+    assert inv._optimizer.lr == pytest.approx(0.5 / (inv.t_ + 1) ** 0.25)
+    ada = MLPClassifier((5,), learning_rate="adaptive", learning_rate_init=0.5, tol=10.0,
+                        n_iter_no_change=1, max_iter=30, random_state=0,
+                        backend="numpy").fit(X, y)
+    # only epoch 1 improves by tol=10 (on best_loss_ = inf); then every second epoch the
+    # rate is divided by 5 (0.5 / 5⁹ < 1e-6 after epoch 19), and epoch 21 stops
+    assert ada._optimizer.lr == pytest.approx(0.5 / 5**9)
+    assert ada.n_iter_ == 1 + 2 * 10
+
+
+def test_verbose_prints_the_loss(capsys):
+    X, y = classification_data(n=40)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        MLPClassifier((4,), max_iter=2, verbose=True, backend="numpy").fit(X, y)
+    assert capsys.readouterr().out.count("Iteration") == 2
+
+
+def test_pipeline_gridsearch_and_pickle():
+    X, y = load_digits(return_X_y=True)
+    pipe = make_pipeline(StandardScaler(), MLPClassifier(max_iter=20, random_state=0,
+                                                         backend="numpy"))
+    grid = GridSearchCV(pipe, {"mlpclassifier__hidden_layer_sizes": [(16,), (32,)],
+                               "mlpclassifier__alpha": [1e-4, 1e-2]}, cv=2, n_jobs=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        grid.fit(X, y)
+    assert grid.best_score_ > 0.85
+    again = pickle.loads(pickle.dumps(grid.best_estimator_))
+    np.testing.assert_array_equal(again.predict_proba(X), grid.predict_proba(X))
