@@ -12,7 +12,7 @@ chunk boundaries, so a chunked epoch equals one call):
 * sparse first layer: when at most half of the input pixels are non-zero
   (MNIST: 19%), layer 1 reads only the rows of W¹ at non-zero pixels;
 * threads: a batch whose product work exceeds
-  :data:`mlp.kernels.PARALLEL_MIN_FLOPS` multiply-adds is split between
+  :data:`PARALLEL_MIN_WORK` multiply-adds is split between
   Numba's threads; smaller batches run on one thread (waking threads costs
   more than it saves). BLAS calls inside the kernels use at most Numba's
   thread count, so ``--threads N`` bounds everything.
@@ -27,6 +27,9 @@ from .network import l2_penalty
 
 #: use the sparse first layer when at most this fraction of inputs is non-zero
 SPARSE_MAX_DENSITY = 0.5
+#: split a batch between threads when its layers hold at least this many
+#: multiply-adds (dense count): below it, waking the threads costs more than it saves
+PARALLEL_MIN_WORK = 1 << 24
 
 
 def _codes(net):
@@ -54,14 +57,12 @@ def use_sparse(X):
     return X.shape[0] > 0 and input_density(X) <= SPARSE_MAX_DENSITY
 
 
-def use_parallel(net, batch_size):
-    """Whether one batch has enough work to share between threads."""
+def batch_threads(net, batch_size):
+    """Threads to split one batch between: Numba's count if the batch has enough work, else 1."""
     import numba
-    if numba.get_num_threads() < 2:
-        return False
     sizes = net.sizes
     work = batch_size * sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
-    return work >= K.PARALLEL_MIN_FLOPS
+    return numba.get_num_threads() if work >= PARALLEL_MIN_WORK else 1
 
 
 def _scale_for(X, scale, dtype):
@@ -147,7 +148,7 @@ class NumbaBackend:
                       int(batch_size), tuple(net.weights), tuple(net.biases),
                       tuple(vel[0::2]), tuple(vel[1::2]), act, loss, out,
                       dt(opt.lr), dt(opt.momentum), dt(opt.weight_decay), bool(opt.nesterov),
-                      use_sparse(X), use_parallel(net, batch_size), losses)
+                      use_sparse(X), batch_threads(net, batch_size), losses)
         return losses
 
     def predict_output(self, net, X, scale=1.0):
@@ -157,7 +158,7 @@ class NumbaBackend:
         X = _check_X(X, net)
         out = np.empty((X.shape[0], net.sizes[-1]), dtype=net.dtype)
         return K.predict(X, _scale_for(X, scale, net.dtype), tuple(net.weights),
-                         tuple(net.biases), act, loss, out_kind, use_parallel(net, 1024), out)
+                         tuple(net.biases), act, loss, out_kind, batch_threads(net, 1024) > 1, out)
 
     def prepare(self, net, opt, X, targets, batch_size, scale=1.0):
         """Compile (or load from cache) the kernels for these exact types, on copies; return seconds."""
