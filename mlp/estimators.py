@@ -35,8 +35,9 @@ with one batch per epoch (``batch_size >= n``) an integer weight k is exactly
 the row repeated k times. ``class_weight`` multiplies the sample weights.
 
 Dropout is inverted dropout (see :mod:`mlp.network`): during training each
-hidden unit is zeroed with probability ``dropout`` and the survivors are
-scaled by 1/(1 − p); prediction uses the whole network. ``loss_curve_`` then
+hidden unit is zeroed with probability ``dropout`` (each input feature with
+probability ``input_dropout``) and the survivors are scaled by 1/(1 − p);
+prediction uses the whole network. ``loss_curve_`` then
 records the loss of the thinned networks that were trained.
 
 Backends. Sample weights (other than all equal) and dropout are computed by
@@ -156,7 +157,8 @@ class _BaseMLP(BaseEstimator):
                  learning_rate_init=0.1, power_t=0.5, max_iter=200, shuffle=True,
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
-                 n_iter_no_change=10, dropout=0.0, backend="numba", dtype="float32"):
+                 n_iter_no_change=10, dropout=0.0, input_dropout=0.0, backend="numba",
+                 dtype="float32"):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.loss = loss
@@ -178,6 +180,7 @@ class _BaseMLP(BaseEstimator):
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
         self.dropout = dropout
+        self.input_dropout = input_dropout
         self.backend = backend
         self.dtype = dtype
 
@@ -200,7 +203,7 @@ class _BaseMLP(BaseEstimator):
     def _dropout_rates(self, n_hidden):
         """One rate per weight layer for :meth:`Network.dropout_masks`, or None for no dropout.
 
-        The input features are never dropped (rate 0); ``dropout`` gives the
+        ``input_dropout`` is the input features' rate; ``dropout`` gives the
         hidden layers' rate, one number for all or one per hidden layer.
         """
         rates = self.dropout
@@ -213,9 +216,11 @@ class _BaseMLP(BaseEstimator):
                                  f"({n_hidden}), got {self.dropout!r}")
         if not all(0 <= r < 1 for r in rates):
             raise ValueError(f"dropout rates must be in [0, 1), got {self.dropout!r}")
-        if not any(rates):
-            return None
-        return [0.0] + rates
+        first = self.input_dropout
+        if not isinstance(first, numbers.Real) or not 0 <= first < 1:
+            raise ValueError(f"input_dropout must be a number in [0, 1), got {first!r}")
+        rates = [float(first)] + rates
+        return rates if any(rates) else None
 
     def _check_params(self):
         """Raise a ValueError naming the first parameter that has an invalid value."""
@@ -541,6 +546,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     dropout : float or tuple of float, default=0.0
         Probability of dropping each hidden unit during training (one value,
         or one per hidden layer). Trains on the NumPy path.
+    input_dropout : float, default=0.0
+        Probability of dropping each input feature during training.
     backend : {"numba", "numpy"}, default="numba"
         Who runs the batches (see :mod:`mlp.backends`).
     dtype : {"float32", "float64"}, default="float32"
@@ -565,8 +572,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                  learning_rate_init=0.1, power_t=0.5, max_iter=200, shuffle=True,
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
-                 n_iter_no_change=10, class_weight=None, dropout=0.0, backend="numba",
-                 dtype="float32"):
+                 n_iter_no_change=10, class_weight=None, dropout=0.0, input_dropout=0.0,
+                 backend="numba", dtype="float32"):
         super().__init__(
             hidden_layer_sizes, activation, loss=loss, solver=solver, alpha=alpha,
             batch_size=batch_size, learning_rate=learning_rate,
@@ -574,7 +581,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             shuffle=shuffle, random_state=random_state, tol=tol, verbose=verbose,
             warm_start=warm_start, momentum=momentum, nesterovs_momentum=nesterovs_momentum,
             early_stopping=early_stopping, validation_fraction=validation_fraction,
-            n_iter_no_change=n_iter_no_change, dropout=dropout, backend=backend, dtype=dtype)
+            n_iter_no_change=n_iter_no_change, dropout=dropout, input_dropout=input_dropout,
+            backend=backend, dtype=dtype)
         self.class_weight = class_weight
 
     _LOSSES = {"ce": "ce", "log_loss": "ce", "mse": "mse", "bce": "bce"}
@@ -713,7 +721,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                  learning_rate_init=0.01, power_t=0.5, max_iter=200, shuffle=True,
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
-                 n_iter_no_change=10, dropout=0.0, backend="numba", dtype="float32"):
+                 n_iter_no_change=10, dropout=0.0, input_dropout=0.0, backend="numba",
+                 dtype="float32"):
         super().__init__(
             hidden_layer_sizes, activation, loss=loss, solver=solver, alpha=alpha,
             batch_size=batch_size, learning_rate=learning_rate,
@@ -721,7 +730,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
             shuffle=shuffle, random_state=random_state, tol=tol, verbose=verbose,
             warm_start=warm_start, momentum=momentum, nesterovs_momentum=nesterovs_momentum,
             early_stopping=early_stopping, validation_fraction=validation_fraction,
-            n_iter_no_change=n_iter_no_change, dropout=dropout, backend=backend, dtype=dtype)
+            n_iter_no_change=n_iter_no_change, dropout=dropout, input_dropout=input_dropout,
+            backend=backend, dtype=dtype)
 
     def _check_params(self):
         if self.loss not in ("mse", "squared_error"):

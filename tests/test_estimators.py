@@ -180,10 +180,11 @@ def test_dropout_trains_deterministically_and_predicts_without_masks():
         b = MLPClassifier(**params).fit(X, y)
         c = MLPClassifier(**{**params, "dropout": 0.0}).fit(X, y)
         d = MLPClassifier(**{**params, "dropout": (0.3, 0.0)}).fit(X, y)
+        e = MLPClassifier(**{**params, "input_dropout": 0.2}).fit(X, y)
     for wa, wb in zip(a.coefs_, b.coefs_):
         np.testing.assert_array_equal(wa, wb)
-    assert not np.array_equal(a.coefs_[0], c.coefs_[0])
-    assert not np.array_equal(a.coefs_[0], d.coefs_[0])
+    for other in (c, d, e):
+        assert not np.array_equal(a.coefs_[0], other.coefs_[0])
     np.testing.assert_array_equal(a.predict_proba(X), a.predict_proba(X))
     assert a.score(X, y) > 0.9
 
@@ -236,6 +237,7 @@ def test_regressor_one_and_several_outputs():
     ("validation_fraction", 1.0, "validation_fraction"),
     ("dropout", 1.0, "dropout"),
     ("dropout", (0.1, 0.2), "one rate per hidden layer"),
+    ("input_dropout", -0.1, "input_dropout"),
     ("backend", "torch", "backend"),
     ("dtype", "float16", "float16"),
     ("loss", "hinge", "loss"),

@@ -1,0 +1,257 @@
+"""MNIST accuracy beside published results: ``python benchmarks/bench_accuracy.py``.
+
+Split: the first 50,000 MNIST training images train, the last 10,000 are the
+validation set, the 10,000 test images test (Nielsen's split). Pixels are
+scaled to [0, 1] as float32. Every row trains :class:`mlp.MLPClassifier`
+(the scikit-learn estimator, default backend "numba") and reports test
+accuracy and training time (compilation and evaluation excluded):
+
+``nielsen1``  Nielsen, *Neural Networks and Deep Learning*, ch. 1: 784-30-10
+              sigmoid, squared error, SGD η = 3.0, batch 10, 30 epochs.
+              The book: best test accuracy 95.42%.
+``nielsen3``  ch. 3: 784-100-10 sigmoid, cross-entropy, η = 0.5, batch 10,
+              L2 λ = 5.0 with his penalty (λ/2n) Σw², i.e. ``alpha = λ/n =
+              1e-4`` here, 60 epochs. The book: 98.04%.
+``sklearn``   scikit-learn's MLPClassifier and mlp's, same split, same
+              network and hyper-parameters as ``nielsen3`` (sklearn's alpha is
+              per batch: ``alpha_sklearn = alpha · batch``), side by side.
+``best``      mlp's best sigmoid recipe, no data augmentation (see RECIPE).
+
+Nielsen picks the best epoch by its test accuracy, so the nielsen rows print
+that figure (and its epoch) beside the final epoch's; the other rows report
+the final epoch only. His first network started from N(0, 1) weights, mlp's
+from N(0, 1/fan_in) (his chapter-3 initialisation).
+
+Options: ``--only nielsen1,best`` runs a subset, ``--epochs N`` overrides every
+row's epoch count (a quick check), ``--threads N`` limits Numba and BLAS.
+The table is printed as Markdown; everything (per-epoch curves, settings,
+environment) goes to ``benchmarks/results/accuracy-<time>.json``.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from mlp.backends import BACKENDS, set_threads  # noqa: E402
+from mlp.estimators import MLPClassifier  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+CLASSES = np.arange(10)
+
+#: Nielsen's chapter 1 and chapter 3 networks, as estimator parameters
+NIELSEN1 = dict(hidden_layer_sizes=(30,), activation="logistic", loss="mse",
+                learning_rate_init=3.0, momentum=0.0, batch_size=10, alpha=0.0)
+NIELSEN3 = dict(hidden_layer_sizes=(100,), activation="logistic", loss="ce",
+                learning_rate_init=0.5, momentum=0.0, batch_size=10, alpha=5.0 / 50_000)
+
+#: mlp's best sigmoid recipe: its parameters, epochs and learning-rate schedule
+RECIPE = dict(hidden_layer_sizes=(800,), activation="logistic", loss="ce",
+              learning_rate_init=0.1, momentum=0.9, nesterovs_momentum=True,
+              batch_size=100, alpha=5e-5)
+RECIPE_EPOCHS = 40
+
+
+def linear_decay(lr0, epoch, epochs):
+    """η for epoch ``epoch`` (0-based) of ``epochs``: from η₀ down towards 0 in equal steps."""
+    return lr0 * (1 - epoch / epochs)
+
+
+ROWS = {
+    "nielsen1": dict(title="Nielsen ch. 1: 784-30-10, squared error, η=3.0, batch 10",
+                     published=0.9542, params=NIELSEN1, epochs=30, best_epoch=True),
+    "nielsen3": dict(title="Nielsen ch. 3: 784-100-10, cross-entropy, η=0.5, λ=5.0, batch 10",
+                     published=0.9804, params=NIELSEN3, epochs=60, best_epoch=True),
+    "sklearn": dict(title="scikit-learn MLPClassifier vs mlp, nielsen3's settings",
+                    published=None, params=NIELSEN3, epochs=60),
+    "best": dict(title="mlp's best sigmoid recipe (no augmentation)", published=None,
+                 params=RECIPE, epochs=RECIPE_EPOCHS, schedule=linear_decay, best_epoch=False),
+}
+
+
+# ------------------------------------------------------------------------ data
+def load_split(data_dir=None):
+    """(X_train, y_train, X_val, y_val, X_test, y_test): 50,000 / 10,000 / 10,000, floats in [0, 1]."""
+    from mlp.data import load_mnist
+    data = load_mnist(data_dir)
+    scale = np.float32(data.scale)
+    X = data.X_train.astype(np.float32) * scale
+    X_test = data.X_test.astype(np.float32) * scale
+    return X[:50_000], data.y_train[:50_000], X[50_000:], data.y_train[50_000:], X_test, data.y_test
+
+
+# ------------------------------------------------------------------------ rows
+def warm_up(params, X, y, backend):
+    """Compile (or load) the backend's kernels for these types, untimed, on a throwaway model."""
+    t0 = time.perf_counter()
+    MLPClassifier(**params, backend=backend, random_state=0).partial_fit(X[:200], y[:200], CLASSES)
+    return time.perf_counter() - t0
+
+
+def train_by_epochs(params, epochs, data, backend, seed, schedule=None, log=print):
+    """Train one epoch per ``partial_fit`` call, evaluating after each; return the record.
+
+    Only the ``partial_fit`` calls are timed. ``schedule(η₀, epoch, epochs)``
+    sets the learning rate of each epoch (``set_params`` between calls).
+    """
+    X, y, X_val, y_val, X_test, y_test = data
+    compile_seconds = warm_up(params, X, y, backend)
+    clf = MLPClassifier(**params, backend=backend, random_state=seed)
+    seconds, curve = 0.0, []
+    for epoch in range(epochs):
+        if schedule is not None:
+            clf.set_params(learning_rate_init=schedule(params["learning_rate_init"], epoch, epochs))
+        t0 = time.perf_counter()
+        clf.partial_fit(X, y, classes=CLASSES)
+        seconds += time.perf_counter() - t0
+        record = {"epoch": epoch + 1, "loss": clf.loss_, "seconds": seconds,
+                  "val_accuracy": clf.score(X_val, y_val),
+                  "test_accuracy": clf.score(X_test, y_test)}
+        curve.append(record)
+        log(f"  epoch {epoch + 1:3d}  loss {record['loss']:.4f}  val {record['val_accuracy']:.4f}"
+            f"  test {record['test_accuracy']:.4f}  {seconds:7.1f}s")
+    best = max(curve, key=lambda r: r["test_accuracy"])
+    return {"final_test_accuracy": curve[-1]["test_accuracy"],
+            "final_val_accuracy": curve[-1]["val_accuracy"],
+            "best_test_accuracy": best["test_accuracy"], "best_epoch": best["epoch"],
+            "train_seconds": seconds, "compile_seconds": compile_seconds, "curve": curve}
+
+
+def sklearn_side_by_side(params, epochs, data, backend, seed, log=print):
+    """scikit-learn's MLPClassifier and mlp's with the same settings, each by one ``fit``."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPClassifier as SklearnMLP
+    X, y, X_val, y_val, X_test, y_test = data
+    no_stop = dict(max_iter=epochs, tol=0.0, n_iter_no_change=epochs + 1, shuffle=True,
+                   random_state=seed)
+    theirs = SklearnMLP(hidden_layer_sizes=params["hidden_layer_sizes"],
+                        activation=params["activation"], solver="sgd",
+                        learning_rate_init=params["learning_rate_init"],
+                        momentum=params["momentum"], nesterovs_momentum=False,
+                        batch_size=params["batch_size"],
+                        alpha=params["alpha"] * params["batch_size"], **no_stop)
+    compile_seconds = warm_up(params, X, y, backend)
+    ours = MLPClassifier(**params, backend=backend, **no_stop)
+    out = {}
+    for name, model in (("sklearn", theirs), ("mlp", ours)):
+        t0 = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            model.fit(X, y)
+        seconds = time.perf_counter() - t0
+        out[name] = {"test_accuracy": model.score(X_test, y_test),
+                     "val_accuracy": model.score(X_val, y_val),
+                     "train_seconds": seconds, "epochs": model.n_iter_}
+        log(f"  {name:8s} {model.n_iter_} epochs  test {out[name]['test_accuracy']:.4f}  "
+            f"val {out[name]['val_accuracy']:.4f}  {seconds:.1f}s")
+    out["mlp"]["compile_seconds"] = compile_seconds
+    out["speedup"] = out["sklearn"]["train_seconds"] / out["mlp"]["train_seconds"]
+    return out
+
+
+# ------------------------------------------------------------------------ table
+def pct(x):
+    return "—" if x is None else f"{100 * x:.2f}%"
+
+
+def table(results, args):
+    """The Markdown table: row | published | mlp measured | training time."""
+    lines = ["| row | published | mlp measured (test) | training time |",
+             "|---|---|---|---|"]
+    for key, res in results.items():
+        row = ROWS[key]
+        if key == "sklearn":
+            sk, ours = res["sklearn"], res["mlp"]
+            lines.append(f"| {row['title']}: scikit-learn {sk['epochs']} epochs | "
+                         f"{pct(sk['test_accuracy'])} (scikit-learn, measured) | "
+                         f"{pct(ours['test_accuracy'])} | scikit-learn "
+                         f"{sk['train_seconds']:.1f} s, mlp {ours['train_seconds']:.1f} s "
+                         f"({res['speedup']:.1f}× faster) |")
+            continue
+        epochs = len(res["curve"])
+        measured = f"{pct(res['final_test_accuracy'])} final"
+        if row.get("best_epoch"):
+            measured = (f"{pct(res['best_test_accuracy'])} best (epoch {res['best_epoch']}), "
+                        + measured)
+        published = pct(row["published"]) + (" best" if row.get("best_epoch") else "")
+        lines.append(f"| {row['title']}, {epochs} epochs | {published} | {measured} | "
+                     f"{res['train_seconds']:.1f} s |")
+    return "\n".join(lines)
+
+
+def environment(args):
+    """What the timings depend on."""
+    import numba
+    import sklearn
+    return {"python": platform.python_version(), "numpy": np.__version__,
+            "numba": numba.__version__, "scikit-learn": sklearn.__version__,
+            "numba_threads": numba.get_num_threads(), "cpu_count": os.cpu_count(),
+            "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+            "machine": platform.machine(), "backend": args.backend, "seed": args.seed}
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--only", default=",".join(ROWS),
+                   help=f"comma-separated rows to run, of: {', '.join(ROWS)}")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="override every row's epoch count (for a quick check)")
+    p.add_argument("--backend", choices=BACKENDS, default="numba")
+    p.add_argument("--threads", type=int, default=None, help="Numba and BLAS threads")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-dir", default=None, help="MNIST folder (else $MLP_DATA_DIR, ...)")
+    p.add_argument("--out", default=None, help="JSON file (default benchmarks/results/...)")
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    rows = [r.strip() for r in args.only.split(",") if r.strip()]
+    unknown = [r for r in rows if r not in ROWS]
+    if unknown:
+        raise SystemExit(f"unknown row(s) {', '.join(unknown)}: choose from {', '.join(ROWS)}")
+    if args.epochs is not None and args.epochs < 1:
+        raise SystemExit("--epochs must be >= 1")
+    set_threads(args.threads)
+    data = load_split(args.data_dir)
+    results = {}
+    for key in rows:
+        row = ROWS[key]
+        epochs = args.epochs or row["epochs"]
+        print(f"{key}: {row['title']}, {epochs} epochs", flush=True)
+        log = lambda line: print(line, flush=True)  # noqa: E731
+        if key == "sklearn":
+            results[key] = sklearn_side_by_side(row["params"], epochs, data, args.backend,
+                                                args.seed, log)
+        else:
+            results[key] = train_by_epochs(row["params"], epochs, data, args.backend, args.seed,
+                                           row.get("schedule"), log)
+        results[key]["params"] = {k: list(v) if isinstance(v, tuple) else v
+                                  for k, v in row["params"].items()}
+        results[key]["epochs"] = epochs
+    command = "python benchmarks/bench_accuracy.py " + " ".join(argv if argv is not None
+                                                                 else sys.argv[1:])
+    print()
+    print(table(results, args))
+    print(f"\ncommand: {command.strip()}")
+    out = Path(args.out) if args.out else RESULTS / (
+        "accuracy-" + datetime.datetime.now().strftime("%Y%m%d-%H%M%S") + ".json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"command": command.strip(), "environment": environment(args),
+                               "results": results}, indent=2) + "\n")
+    print(f"results: {out}")
+
+
+if __name__ == "__main__":
+    main()
