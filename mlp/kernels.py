@@ -210,58 +210,51 @@ def bias_activation(z, b, kind):
     return z
 
 
-@njit(cache=True, fastmath=_FAST, parallel=True)
-def bias_activation_par(z, b, kind):
-    """:func:`bias_activation` with the rows split between threads."""
-    one = z.dtype.type(1)
-    for s in prange(z.shape[0]):
-        for j in range(z.shape[1]):
-            z[s, j] = _f(z[s, j] + b[j], kind, one)
-    return z
-
-
 def bias_activation_numpy(z, b, kind):
     """NumPy twin of :func:`bias_activation`: f(z + b) with mlp.activations' f."""
     return ACTIVATIONS[ACTIVATION_NAMES[kind]](z + b)
 
 
-@njit(inline="always", fastmath=_FAST)
-def _sparse_row(indptr, cols, vals, W, b, kind, out, s, one):
-    """out[s] = f(b + Σ_p vals[p] · W[cols[p]]) over row s's non-zeros, four rows of W per pass."""
-    n_out = W.shape[1]
-    for j in range(n_out):
-        out[s, j] = b[j]
-    p, end = indptr[s], indptr[s + 1]
-    while p + 4 <= end:
-        x0, x1, x2, x3 = vals[p], vals[p + 1], vals[p + 2], vals[p + 3]
-        i0, i1, i2, i3 = cols[p], cols[p + 1], cols[p + 2], cols[p + 3]
-        for j in range(n_out):
-            out[s, j] += x0 * W[i0, j] + x1 * W[i1, j] + x2 * W[i2, j] + x3 * W[i3, j]
-        p += 4
-    while p < end:
-        x0, i0 = vals[p], cols[p]
-        for j in range(n_out):
-            out[s, j] += x0 * W[i0, j]
-        p += 1
-    for j in range(n_out):
-        out[s, j] = _f(out[s, j], kind, one)
-
-
 @njit(cache=True, fastmath=_FAST)
+def _sparse_forward_rows(indptr, cols, vals, W, b, kind, out, s0, s1):
+    """:func:`sparse_forward` for batch rows s0 … s1-1, four rows of W per pass over out[s]."""
+    one = W.dtype.type(1)
+    n_out = W.shape[1]
+    for s in range(s0, s1):
+        for j in range(n_out):
+            out[s, j] = b[j]
+        p, end = indptr[s], indptr[s + 1]
+        while p + 4 <= end:
+            x0, x1, x2, x3 = vals[p], vals[p + 1], vals[p + 2], vals[p + 3]
+            i0, i1, i2, i3 = cols[p], cols[p + 1], cols[p + 2], cols[p + 3]
+            for j in range(n_out):
+                out[s, j] += x0 * W[i0, j] + x1 * W[i1, j] + x2 * W[i2, j] + x3 * W[i3, j]
+            p += 4
+        while p < end:
+            x0, i0 = vals[p], cols[p]
+            for j in range(n_out):
+                out[s, j] += x0 * W[i0, j]
+            p += 1
+        for j in range(n_out):
+            out[s, j] = _f(out[s, j], kind, one)
+
+
+@njit(cache=True)
 def sparse_forward(indptr, cols, vals, W, b, kind, out):
     """out = f(x · W + b) for a CSR batch x: only the rows of W at non-zero inputs are read."""
-    one = W.dtype.type(1)
-    for s in range(indptr.shape[0] - 1):
-        _sparse_row(indptr, cols, vals, W, b, kind, out, s, one)
+    _sparse_forward_rows(indptr, cols, vals, W, b, kind, out, 0, indptr.shape[0] - 1)
     return out
 
 
-@njit(cache=True, fastmath=_FAST, parallel=True)
+@njit(cache=True, parallel=True)
 def sparse_forward_par(indptr, cols, vals, W, b, kind, out):
-    """:func:`sparse_forward` with the batch's rows split between threads."""
-    one = W.dtype.type(1)
-    for s in prange(indptr.shape[0] - 1):
-        _sparse_row(indptr, cols, vals, W, b, kind, out, s, one)
+    """:func:`sparse_forward` with blocks of the batch's rows split between threads."""
+    n = indptr.shape[0] - 1
+    n_blocks = min(n, 32)
+    step = -(-n // max(n_blocks, 1))
+    for blk in prange(n_blocks):
+        _sparse_forward_rows(indptr, cols, vals, W, b, kind, out, blk * step,
+                             min(n, (blk + 1) * step))
     return out
 
 
@@ -305,19 +298,6 @@ def dense_forward(a, Wt, b, kind, out):
         return bias_activation(out, b, kind)
     one = Wt.dtype.type(1)
     for s in range(n):
-        _dense_row(a, Wt, b, kind, out, s, one)
-    return out
-
-
-@njit(cache=True, fastmath=_FAST_SUM, parallel=True)
-def dense_forward_par(a, Wt, b, kind, out):
-    """:func:`dense_forward` with the rows split between threads (BLAS: its own threads)."""
-    n, n_in = a.shape
-    if n * n_in * Wt.shape[0] >= BLAS_MIN_FLOPS:
-        np.dot(a, Wt.T, out)
-        return bias_activation_par(out, b, kind)
-    one = Wt.dtype.type(1)
-    for s in prange(n):
         _dense_row(a, Wt, b, kind, out, s, one)
     return out
 
@@ -458,23 +438,6 @@ def backprop_delta(d, Wt, a, kind, out):
     return out
 
 
-@njit(cache=True, fastmath=_FAST, parallel=True)
-def backprop_delta_par(d, Wt, a, kind, out):
-    """:func:`backprop_delta` with the rows split between threads (BLAS: its own threads)."""
-    n = d.shape[0]
-    n_out, n_in = Wt.shape
-    one = Wt.dtype.type(1)
-    if n * n_in * n_out >= BLAS_MIN_FLOPS:
-        np.dot(d, Wt, out)
-        for s in prange(n):
-            for i in range(n_in):
-                out[s, i] *= _fprime(a[s, i], kind, one)
-        return out
-    for s in prange(n):
-        _backprop_row(d, Wt, a, kind, out, s, one)
-    return out
-
-
 def backprop_delta_numpy(d, W, a, kind):
     """NumPy twin of :func:`backprop_delta` (which takes Wᵀ): (δ · Wᵀ) ⊙ f'(a)."""
     return (d @ W.T) * DERIVATIVES[ACTIVATION_NAMES[kind]](a, a)
@@ -529,26 +492,32 @@ def dense_gradient(a, d, Gt, gb):
     return Gt
 
 
-@njit(cache=True, fastmath=_FAST, parallel=True)
-def dense_gradient_par(a, d, Gt, gb):
-    """:func:`dense_gradient` with the rows of Gt split between threads (BLAS: its own threads)."""
-    n, n_in = a.shape
-    n_out = d.shape[1]
-    column_sums(d, gb)
-    if n * n_in * n_out >= BLAS_MIN_FLOPS:
-        np.dot(d.T, a, Gt)
-        return Gt
-    for k in prange(n_out):
-        _gradient_row(a, d, Gt, k)
-    return Gt
-
-
 def dense_gradient_numpy(a, d):
     """NumPy twin of :func:`dense_gradient` (which returns W's gradient transposed): (aᵀ · δ, Σ δ)."""
     return a.T @ d, column_sums_numpy(d)
 
 
+@njit(cache=True)
+def _touched_columns(indptr, cols, touched):
+    """touched[i] = 1 if column i of the CSR batch has a non-zero, else 0."""
+    touched[:] = 0
+    for p in range(indptr[indptr.shape[0] - 1]):
+        touched[cols[p]] = 1
+    return touched
+
+
 @njit(cache=True, fastmath=_FAST)
+def _sparse_gradient_cols(indptr, cols, vals, d, G, k0, k1):
+    """G[:, k0:k1] += (xᵀ · δ)[:, k0:k1], summing over the batch in order."""
+    for s in range(indptr.shape[0] - 1):
+        for p in range(indptr[s], indptr[s + 1]):
+            i = cols[p]
+            x = vals[p]
+            for k in range(k0, k1):
+                G[i, k] += x * d[s, k]
+
+
+@njit(cache=True)
 def sparse_gradient(indptr, cols, vals, d, G, gb, touched):
     """G += xᵀ · δ and gb = Σ δ for a CSR batch x; touched[i] = 1 where column i of x has a non-zero.
 
@@ -557,18 +526,12 @@ def sparse_gradient(indptr, cols, vals, d, G, gb, touched):
     non-zero x[s, i] adds x · δ[s] to row i: a fifth of the dense work on MNIST.
     """
     column_sums(d, gb)
-    touched[:] = 0
-    for s in range(indptr.shape[0] - 1):
-        for p in range(indptr[s], indptr[s + 1]):
-            i = cols[p]
-            x = vals[p]
-            touched[i] = 1
-            for k in range(d.shape[1]):
-                G[i, k] += x * d[s, k]
+    _touched_columns(indptr, cols, touched)
+    _sparse_gradient_cols(indptr, cols, vals, d, G, 0, d.shape[1])
     return G
 
 
-@njit(cache=True, fastmath=_FAST, parallel=True)
+@njit(cache=True, parallel=True)
 def sparse_gradient_par(indptr, cols, vals, d, G, gb, touched, n_blocks):
     """:func:`sparse_gradient` with G's columns cut into ``n_blocks`` blocks, one thread each.
 
@@ -577,21 +540,11 @@ def sparse_gradient_par(indptr, cols, vals, d, G, gb, touched, n_blocks):
     """
     n_out = d.shape[1]
     column_sums(d, gb)
-    touched[:] = 0
-    n_rows = indptr.shape[0] - 1
-    for p in range(indptr[n_rows]):
-        touched[cols[p]] = 1
+    _touched_columns(indptr, cols, touched)
     n_blocks = max(1, min(n_out, n_blocks))
     width = -(-n_out // n_blocks)
     for blk in prange(n_blocks):
-        k0 = blk * width
-        k1 = min(n_out, k0 + width)
-        for s in range(n_rows):
-            for p in range(indptr[s], indptr[s + 1]):
-                i = cols[p]
-                x = vals[p]
-                for k in range(k0, k1):
-                    G[i, k] += x * d[s, k]
+        _sparse_gradient_cols(indptr, cols, vals, d, G, blk * width, min(n_out, (blk + 1) * width))
     return G
 
 
@@ -669,7 +622,7 @@ def sgd_update_numpy(p, g, v, lr, mu, wd, nesterov):
     return p
 
 
-@njit(inline="always")
+@njit(cache=True)
 def _sgd_rows(W, G, V, touched, lr, mu, wd, nesterov, i0, i1):
     """:func:`sgd_update_rows` on rows i0 … i1-1 (one flat loop per case: it vectorises)."""
     m = W.shape[1]
@@ -799,10 +752,10 @@ def _batch(X, scale, labels, T, rows, W0, Wts, biases, act, loss, out_kind, spar
     the old W, is computed); else the gradients stay in ``work``.
     """
     acts, deltas, grads, gbs, Ybuf, csr, touched = work
-    indptr, cols, vals = csr
+    nb = rows.shape[0]
+    indptr, cols, vals = csr[0][:nb + 1], csr[1], csr[2]     # this batch's rows only
     par = threads > 1
     nl = len(Wts)
-    nb = rows.shape[0]
     Y = Ybuf[:nb]
     gather_targets(labels, T, rows, Y)
     # forward: layer 1 from the raw rows; the output layer keeps z (identity)
@@ -818,10 +771,7 @@ def _batch(X, scale, labels, T, rows, W0, Wts, biases, act, loss, out_kind, spar
         else:
             if l == 0:
                 gather_dense(X, rows, scale, acts[0][:nb])
-            if par:
-                dense_forward_par(acts[l][:nb], Wts[l], biases[l], kind, out)
-            else:
-                dense_forward(acts[l][:nb], Wts[l], biases[l], kind, out)
+            dense_forward(acts[l][:nb], Wts[l], biases[l], kind, out)
     value = output_delta(acts[nl][:nb], Y, loss, out_kind, deltas[nl][:nb])
     # backward, from the output layer down
     for l in range(nl - 1, -1, -1):
@@ -836,15 +786,9 @@ def _batch(X, scale, labels, T, rows, W0, Wts, biases, act, loss, out_kind, spar
             elif update:
                 sgd_update_rows(W0, grads[0], V0, touched, lr, mu, wd, nesterov)
         else:
-            if par:
-                dense_gradient_par(acts[l][:nb], d, grads[l], gbs[l])
-            else:
-                dense_gradient(acts[l][:nb], d, grads[l], gbs[l])
+            dense_gradient(acts[l][:nb], d, grads[l], gbs[l])
             if l > 0:
-                if par:
-                    backprop_delta_par(d, Wts[l], acts[l][:nb], act, deltas[l][:nb])
-                else:
-                    backprop_delta(d, Wts[l], acts[l][:nb], act, deltas[l][:nb])
+                backprop_delta(d, Wts[l], acts[l][:nb], act, deltas[l][:nb])
             if update:
                 sgd_update(Wts[l], grads[l], Vts[l], lr, mu, wd, nesterov)
         if update:
@@ -916,8 +860,9 @@ def loss_and_gradients(X, Y, weights, biases, act, loss, out_kind, sparse):
     work = _workspace(weights, nb, sparse)
     Wts = _transposed(weights, sparse)
     grads = work[2]
+    zero = X.dtype.type(0)
     value = _batch(X, X.dtype.type(1), np.empty(0, np.int64), Y, np.arange(nb), weights[0], Wts,
-                   biases, act, loss, out_kind, sparse, 1, work, False, 0.0, 0.0, 0.0, False,
+                   biases, act, loss, out_kind, sparse, 1, work, False, zero, zero, zero, False,
                    weights[0], Wts, biases)
     gw = []
     for l in range(len(weights)):
@@ -930,7 +875,7 @@ def loss_and_gradients(X, Y, weights, biases, act, loss, out_kind, sparse):
 
 
 @njit(cache=True)
-def predict(X, scale, weights, biases, act, loss, out_kind, parallel, out):
+def predict(X, scale, weights, biases, act, loss, out_kind, out):
     """out = ŷ for every row of X (uint8 times scale, or float), 1024 rows at a time."""
     n = X.shape[0]
     nl = len(weights)
@@ -944,10 +889,7 @@ def predict(X, scale, weights, biases, act, loss, out_kind, parallel, out):
         gather_dense(X, np.arange(lo, hi), scale, acts[0][:nb])
         for l in range(nl):
             kind = act if l < nl - 1 else IDENTITY
-            if parallel:
-                dense_forward_par(acts[l][:nb], Wts[l], biases[l], kind, acts[l + 1][:nb])
-            else:
-                dense_forward(acts[l][:nb], Wts[l], biases[l], kind, acts[l + 1][:nb])
+            dense_forward(acts[l][:nb], Wts[l], biases[l], kind, acts[l + 1][:nb])
         out[lo:hi] = output_activation(acts[nl][:nb], loss, out_kind)
     return out
 

@@ -158,7 +158,7 @@ class NumbaBackend:
         X = _check_X(X, net)
         out = np.empty((X.shape[0], net.sizes[-1]), dtype=net.dtype)
         return K.predict(X, _scale_for(X, scale, net.dtype), tuple(net.weights),
-                         tuple(net.biases), act, loss, out_kind, batch_threads(net, 1024) > 1, out)
+                         tuple(net.biases), act, loss, out_kind, out)
 
     def prepare(self, net, opt, X, targets, batch_size, scale=1.0):
         """Compile (or load from cache) the kernels for these exact types, on copies; return seconds."""

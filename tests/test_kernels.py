@@ -1,0 +1,330 @@
+"""Every Numba kernel of mlp.kernels against its NumPy twin, on random shapes and values.
+
+Float64 comparisons are tight (1e-12 relative to the largest entry): the
+kernels only reorder sums. Float32 ones allow a few float32 ulps. The SGD
+updates must match bit for bit: they do the reference's arithmetic in its
+order. Shapes include ones large enough for the BLAS branches
+(:data:`mlp.kernels.BLAS_MIN_FLOPS`) and batch sizes of 1.
+"""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mlp import kernels as K
+
+SETTINGS = settings(max_examples=25, deadline=None, derandomize=True)
+KINDS = [K.SIGMOID, K.TANH, K.RELU, K.IDENTITY]
+TOL = {np.float64: 1e-12, np.float32: 2e-6}
+
+
+def close(actual, expected, dtype=np.float64):
+    """Equal within round-off, measured against the largest entry (sums are reordered)."""
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    assert actual.shape == expected.shape
+    scale = max(1.0, float(np.abs(expected).max(initial=0.0)))
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=TOL[dtype] * scale)
+
+
+def sparse_uint8(rng, n, n_in, density=0.2):
+    """Image-like uint8 rows: mostly zeros, the rest 1 … 255."""
+    X = rng.integers(1, 256, (n, n_in)).astype(np.uint8)
+    X[rng.random((n, n_in)) > density] = 0
+    return X
+
+
+def csr(rng, n, n_in, dtype=np.float64, density=0.3):
+    """A random CSR batch built by the (tested) gather_sparse from float rows."""
+    X = rng.standard_normal((n, n_in)).astype(dtype)
+    X[rng.random(X.shape) > density] = 0
+    indptr = np.zeros(n + 1, np.int64)
+    cols = np.empty(n * n_in, np.int32)
+    vals = np.empty(n * n_in, dtype)
+    nnz = K.gather_sparse(X, np.arange(n), dtype(1), indptr, cols, vals)
+    return X, indptr, cols[:nnz], vals[:nnz]
+
+
+shapes = st.tuples(st.integers(1, 9), st.integers(1, 21), st.integers(1, 13), st.integers(0, 2**31))
+
+
+# ------------------------------------------------------------------ gather
+@SETTINGS
+@given(shapes, st.sampled_from([np.uint8, np.float64, np.float32]))
+def test_gather_dense(shape, xdtype):
+    n, n_in, _, seed = shape
+    rng = np.random.default_rng(seed)
+    X = sparse_uint8(rng, 30, n_in).astype(xdtype)
+    rows = rng.integers(0, 30, n)
+    scale = np.float32(1 / 255) if xdtype == np.uint8 else np.float32(1)
+    out = K.gather_dense(X, rows, scale, np.empty((n, n_in), np.float32))
+    np.testing.assert_array_equal(out, K.gather_dense_numpy(X, rows, scale, np.float32))
+
+
+@SETTINGS
+@given(shapes, st.sampled_from([np.uint8, np.float64]), st.floats(0.0, 1.0))
+def test_gather_sparse(shape, xdtype, density):
+    n, n_in, _, seed = shape
+    rng = np.random.default_rng(seed)
+    X = sparse_uint8(rng, 30, n_in, density).astype(xdtype)
+    if xdtype == np.float64:
+        X[X != 0] -= 128.0          # negatives too: the zero-block test must not cancel
+    rows = rng.integers(0, 30, n)
+    scale = np.float32(1 / 255) if xdtype == np.uint8 else np.float32(1)
+    indptr = np.zeros(n + 1, np.int64)
+    cols = np.empty(n * n_in, np.int32)
+    vals = np.empty(n * n_in, np.float32)
+    nnz = K.gather_sparse(X, rows, scale, indptr, cols, vals)
+    ref_indptr, ref_cols, ref_vals = K.gather_sparse_numpy(X, rows, scale, np.float32)
+    assert nnz == ref_indptr[-1]
+    np.testing.assert_array_equal(indptr, ref_indptr)
+    np.testing.assert_array_equal(cols[:nnz], ref_cols)
+    np.testing.assert_array_equal(vals[:nnz], ref_vals)
+
+
+def test_gather_sparse_sees_a_lone_pixel_in_every_position():
+    X = np.zeros((19, 19), np.uint8)
+    X[np.arange(19), np.arange(19)] = 7          # one non-zero per row, at every offset
+    indptr = np.zeros(20, np.int64)
+    cols, vals = np.empty(19 * 19, np.int32), np.empty(19 * 19)
+    assert K.gather_sparse(X, np.arange(19), 1.0, indptr, cols, vals) == 19
+    np.testing.assert_array_equal(cols[:19], np.arange(19))
+
+
+@SETTINGS
+@given(shapes, st.booleans())
+def test_gather_targets(shape, labels_given):
+    n, _, n_out, seed = shape
+    rng = np.random.default_rng(seed)
+    rows = rng.integers(0, 40, n)
+    if labels_given:
+        labels, T = rng.integers(0, n_out, 40), np.empty((0, n_out))
+    else:
+        labels, T = np.empty(0, np.int64), rng.random((40, n_out))
+    Y = K.gather_targets(labels, T, rows, np.empty((n, n_out), np.float32))
+    np.testing.assert_array_equal(Y, K.gather_targets_numpy(labels, T, rows, n_out, np.float32))
+
+
+# ----------------------------------------------------------------- forward
+@SETTINGS
+@given(shapes, st.sampled_from(KINDS), st.sampled_from([np.float64, np.float32]))
+def test_bias_activation(shape, kind, dtype):
+    n, _, n_out, seed = shape
+    rng = np.random.default_rng(seed)
+    z = (3 * rng.standard_normal((n, n_out))).astype(dtype)
+    b = rng.standard_normal(n_out).astype(dtype)
+    expected = K.bias_activation_numpy(z, b, kind)
+    close(K.bias_activation(z.copy(), b, kind), expected, dtype)
+
+
+@SETTINGS
+@given(shapes, st.sampled_from(KINDS), st.sampled_from([np.float64, np.float32]))
+def test_sparse_forward(shape, kind, dtype):
+    n, n_in, n_out, seed = shape
+    rng = np.random.default_rng(seed)
+    X, indptr, cols, vals = csr(rng, n, n_in, dtype)
+    W = rng.standard_normal((n_in, n_out)).astype(dtype)
+    b = rng.standard_normal(n_out).astype(dtype)
+    expected = K.sparse_forward_numpy(indptr, cols, vals, W, b, kind)
+    close(expected, K.dense_forward_numpy(X, W, b, kind), dtype)
+    for kernel in (K.sparse_forward, K.sparse_forward_par):
+        close(kernel(indptr, cols, vals, W, b, kind, np.empty((n, n_out), dtype)), expected, dtype)
+
+
+@pytest.mark.parametrize("n, n_in, n_out", [(3, 7, 5), (1, 1, 1), (64, 300, 120)])   # last: BLAS
+@pytest.mark.parametrize("kind", KINDS)
+def test_dense_forward(n, n_in, n_out, kind):
+    rng = np.random.default_rng(n + n_in)
+    a = rng.standard_normal((n, n_in))
+    W = rng.standard_normal((n_in, n_out)) / np.sqrt(n_in)
+    b = rng.standard_normal(n_out)
+    out = K.dense_forward(a, np.ascontiguousarray(W.T), b, kind, np.empty((n, n_out)))
+    close(out, K.dense_forward_numpy(a, W, b, kind))
+
+
+# ------------------------------------------------------------------ output
+LOSS_PAIRS = [(K.CE, K.SOFTMAX), (K.BCE, K.SIGMOID)] + [(K.MSE, kind) for kind in KINDS]
+
+
+@SETTINGS
+@given(shapes, st.sampled_from(LOSS_PAIRS), st.sampled_from([np.float64, np.float32]))
+def test_output_delta(shape, pair, dtype):
+    n, _, n_out, seed = shape
+    loss, out_kind = pair
+    rng = np.random.default_rng(seed)
+    z = (4 * rng.standard_normal((n, n_out))).astype(dtype)
+    if loss == K.CE:
+        Y = np.eye(n_out, dtype=dtype)[rng.integers(0, n_out, n)]
+    else:
+        Y = rng.random((n, n_out)).astype(dtype)
+    value, yhat, delta = K.output_delta_numpy(z, Y, loss, out_kind)
+    z_inout, d = z.copy(), np.empty_like(z)
+    got = K.output_delta(z_inout, Y, loss, out_kind, d)
+    assert abs(got - value) <= 50 * TOL[dtype] * max(1.0, abs(value))
+    close(z_inout, yhat, dtype)
+    close(d, delta, dtype)
+    close(K.output_activation(z.copy(), loss, out_kind),
+          K.output_activation_numpy(z, loss, out_kind), dtype)
+
+
+def test_output_delta_of_huge_logits_is_finite():
+    z = np.array([[1e4, -1e4, 0.0]])
+    Y = np.array([[0.0, 1.0, 0.0]])
+    for loss, out_kind in [(K.CE, K.SOFTMAX), (K.BCE, K.SIGMOID)]:
+        value, _, delta = K.output_delta_numpy(z, Y, loss, out_kind)
+        got = K.output_delta(z.copy(), Y, loss, out_kind, np.empty_like(z))
+        assert np.isfinite(got) and got == pytest.approx(value, rel=1e-12)
+
+
+def test_output_delta_passes_nan_through():
+    z = np.array([[np.nan, 0.0]])
+    got = K.output_delta(z, np.array([[1.0, 0.0]]), K.CE, K.SOFTMAX, np.empty_like(z))
+    assert np.isnan(got)
+
+
+# ---------------------------------------------------------------- backward
+@pytest.mark.parametrize("n, n_in, n_out", [(4, 9, 3), (1, 2, 1), (7, 5, 11), (128, 200, 100)])
+@pytest.mark.parametrize("kind", KINDS)
+def test_backprop_delta(n, n_in, n_out, kind):
+    rng = np.random.default_rng(n * n_out)
+    d = rng.standard_normal((n, n_out))
+    W = rng.standard_normal((n_in, n_out))
+    a = K.bias_activation_numpy(rng.standard_normal((n, n_in)), np.zeros(n_in), kind)
+    out = K.backprop_delta(d, np.ascontiguousarray(W.T), a, kind, np.empty((n, n_in)))
+    close(out, K.backprop_delta_numpy(d, W, a, kind))
+
+
+@SETTINGS
+@given(shapes, st.sampled_from([np.float64, np.float32]))
+def test_dense_gradient_and_column_sums(shape, dtype):
+    n, n_in, n_out, seed = shape
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((n, n_in)).astype(dtype)
+    d = rng.standard_normal((n, n_out)).astype(dtype)
+    Gt, gb = np.empty((n_out, n_in), dtype), np.empty(n_out, dtype)
+    K.dense_gradient(a, d, Gt, gb)
+    G_ref, gb_ref = K.dense_gradient_numpy(a, d)
+    close(Gt.T, G_ref, dtype)
+    close(gb, gb_ref, dtype)
+    close(K.column_sums(d, np.empty(n_out, dtype)), K.column_sums_numpy(d), dtype)
+
+
+def test_dense_gradient_blas_branch():
+    rng = np.random.default_rng(5)
+    a, d = rng.standard_normal((300, 100)), rng.standard_normal((300, 80))
+    assert 300 * 100 * 80 >= K.BLAS_MIN_FLOPS
+    Gt, gb = np.empty((80, 100)), np.empty(80)
+    K.dense_gradient(a, d, Gt, gb)
+    close(Gt.T, a.T @ d)
+
+
+@SETTINGS
+@given(shapes, st.sampled_from([np.float64, np.float32]), st.integers(1, 4))
+def test_sparse_gradient(shape, dtype, blocks):
+    n, n_in, n_out, seed = shape
+    rng = np.random.default_rng(seed)
+    X, indptr, cols, vals = csr(rng, n, n_in, dtype)
+    d = rng.standard_normal((n, n_out)).astype(dtype)
+    G_ref, gb_ref, touched_ref = K.sparse_gradient_numpy(indptr, cols, vals, d, n_in)
+    close(G_ref, X.T @ d, dtype)
+    for parallel in (False, True):
+        G, gb = np.zeros((n_in, n_out), dtype), np.empty(n_out, dtype)
+        touched = np.full(n_in, 7, np.uint8)
+        if parallel:
+            K.sparse_gradient_par(indptr, cols, vals, d, G, gb, touched, blocks)
+        else:
+            K.sparse_gradient(indptr, cols, vals, d, G, gb, touched)
+        close(G, G_ref, dtype)
+        close(gb, gb_ref, dtype)
+        np.testing.assert_array_equal(touched, touched_ref)
+
+
+# ------------------------------------------------------------------ update
+UPDATES = [(0.0, 0.0, False), (0.0, 0.01, False), (0.9, 0.0, False), (0.9, 0.0, True),
+           (0.9, 0.01, False), (0.5, 0.01, True)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("mu, wd, nesterov", UPDATES)
+def test_sgd_update_is_the_reference_bit_for_bit(mu, wd, nesterov, dtype):
+    rng = np.random.default_rng(int(10 * mu + 100 * wd + nesterov))
+    p, g, v = (rng.standard_normal((6, 5)).astype(dtype) for _ in range(3))
+    lr, mu_, wd_ = dtype(0.3), dtype(mu), dtype(wd)
+    p_ref, v_ref = p.copy(), v.copy()
+    K.sgd_update_numpy(p_ref, g, v_ref, lr, mu_, wd_, nesterov)
+    for shape in [(6, 5), (30,)]:                   # a weight matrix and a bias vector
+        p2, v2 = p.reshape(shape).copy(), v.reshape(shape).copy()
+        K.sgd_update(p2, g.reshape(shape), v2, lr, mu_, wd_, nesterov)
+        np.testing.assert_array_equal(p2.reshape(p.shape), p_ref)
+        if mu:
+            np.testing.assert_array_equal(v2.reshape(v.shape), v_ref)
+
+
+@pytest.mark.parametrize("mu, wd, nesterov", UPDATES)
+@pytest.mark.parametrize("parallel", [False, True])
+def test_sgd_update_rows(mu, wd, nesterov, parallel):
+    rng = np.random.default_rng(3)
+    dtype = np.float32
+    W, V = rng.standard_normal((40, 7)).astype(dtype), rng.standard_normal((40, 7)).astype(dtype)
+    touched = (rng.random(40) < 0.4).astype(np.uint8)
+    G = np.where(touched[:, None] != 0, rng.standard_normal((40, 7)), 0).astype(dtype)
+    lr, mu_, wd_ = dtype(0.2), dtype(mu), dtype(wd)
+    W_ref, V_ref, G_ref = W.copy(), V.copy(), G.copy()
+    K.sgd_update_rows_numpy(W_ref, G_ref, V_ref, touched, lr, mu_, wd_, nesterov)
+    kernel = K.sgd_update_rows_par if parallel else K.sgd_update_rows
+    kernel(W, G, V, touched, lr, mu_, wd_, nesterov)
+    np.testing.assert_array_equal(W, W_ref)
+    np.testing.assert_array_equal(V, V_ref)
+    assert not G.any()                    # left zero for the next sparse_gradient
+    if mu == 0 and wd == 0:               # plain SGD does not touch the untouched rows
+        np.testing.assert_array_equal(W[touched == 0], W_ref[touched == 0])
+
+
+def test_transpose_into():
+    A = np.arange(12.0).reshape(3, 4)
+    np.testing.assert_array_equal(K.transpose_into(A, np.empty((4, 3))), A.T)
+
+
+# --------------------------------------------------------------- whole loop
+CONFIGS = [("sigmoid", K.CE, K.SOFTMAX), ("tanh", K.MSE, K.IDENTITY),
+           ("relu", K.BCE, K.SIGMOID), ("identity", K.MSE, K.TANH)]
+
+
+@pytest.mark.parametrize("act, loss, out_kind", CONFIGS)
+@pytest.mark.parametrize("sparse", [True, False])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_train_chunk_against_its_twin(act, loss, out_kind, sparse, threads):
+    rng = np.random.default_rng(1)
+    sizes = [12, 9, 7, 4]
+    X = sparse_uint8(rng, 50, 12, 0.3)
+    weights = tuple(rng.standard_normal((a, b)) / np.sqrt(a) for a, b in zip(sizes[:-1], sizes[1:]))
+    biases = tuple(0.1 * rng.standard_normal(b) for b in sizes[1:])
+    vw = tuple(np.zeros_like(w) for w in weights)
+    vb = tuple(np.zeros_like(b) for b in biases)
+    if loss == K.CE:
+        labels, T = rng.integers(0, 4, 50), np.empty((0, 4))
+    else:
+        labels, T = np.empty(0, np.int64), rng.random((50, 4))
+    order = rng.permutation(50)
+    code = K.ACTIVATION_CODES[act]
+    args = (0.1, 0.9, 0.01, True)
+    copies = [tuple(a.copy() for a in group) for group in (weights, biases, vw, vb)]
+    losses_ref = K.train_chunk_numpy(X, 1 / 255, labels, T, order, 1, 7, 8, *copies, code, loss,
+                                     out_kind, *args, np.empty(6))
+    losses = K.train_chunk(X, 1 / 255, labels, T, order, 1, 7, 8, weights, biases, vw, vb, code,
+                           loss, out_kind, *args, sparse, threads, np.empty(6))
+    close(losses, losses_ref)
+    for got, ref in zip(weights + biases + vw + vb, sum(copies, ())):
+        close(got, ref)
+
+
+@pytest.mark.parametrize("act, loss, out_kind", CONFIGS)
+def test_predict_against_its_twin(act, loss, out_kind):
+    rng = np.random.default_rng(2)
+    sizes = [12, 8, 3]
+    X = sparse_uint8(rng, 2100, 12, 0.5)            # three chunks of 1024 rows, the last short
+    weights = tuple(rng.standard_normal((a, b)) for a, b in zip(sizes[:-1], sizes[1:]))
+    biases = tuple(rng.standard_normal(b) for b in sizes[1:])
+    code = K.ACTIVATION_CODES[act]
+    out = K.predict(X, 1 / 255, weights, biases, code, loss, out_kind, np.empty((2100, 3)))
+    close(out, K.predict_numpy(X, 1 / 255, weights, biases, code, loss, out_kind))
