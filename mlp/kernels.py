@@ -696,36 +696,12 @@ def transpose_into(A, out):
 
 
 @njit(cache=True)
-def _workspace(weights, batch_size, sparse):
-    """Work arrays for batches of up to ``batch_size`` rows.
-
-    Returns (acts, deltas, grads, gbs, Y, csr, touched): acts[l] holds layer
-    l's input (acts[0] the dense batch, empty when sparse), deltas[l] the
-    error at layer l's output, grads[l] layer l's weight gradient
-    (transposed, except for a sparse first layer, whose G starts at zero)
-    and gbs[l] its bias gradient.
-    """
-    dtype = weights[0].dtype
-    nl = len(weights)
-    n_in = weights[0].shape[0]
-    acts = [np.empty((0 if sparse else batch_size, n_in), dtype)]
-    deltas = [np.empty((0, 0), dtype)]
-    grads = []
-    gbs = []
-    for l in range(nl):
-        n_out = weights[l].shape[1]
-        acts.append(np.empty((batch_size, n_out), dtype))
-        deltas.append(np.empty((batch_size, n_out), dtype))
-        if l == 0 and sparse:
-            grads.append(np.zeros(weights[0].shape, dtype))
-        else:
-            grads.append(np.empty((n_out, weights[l].shape[0]), dtype))
-        gbs.append(np.empty(n_out, dtype))
-    Y = np.empty((batch_size, weights[nl - 1].shape[1]), dtype)
-    cap = batch_size * n_in if sparse else 0
-    csr = (np.zeros(batch_size + 1, np.int64), np.empty(cap, np.int32), np.empty(cap, dtype))
-    touched = np.zeros(n_in if sparse else 0, np.uint8)
-    return acts, deltas, grads, gbs, Y, csr, touched
+def _as_list(arrays):
+    """A tuple of same-typed arrays as a list, so the kernels below compile once for every depth."""
+    out = [arrays[0]]
+    for l in range(1, len(arrays)):
+        out.append(arrays[l])
+    return out
 
 
 @njit(cache=True)
@@ -742,37 +718,77 @@ def _transposed(arrays, skip_first):
 
 
 @njit(cache=True)
-def _batch(X, scale, labels, T, rows, W0, Wts, biases, act, loss, out_kind, sparse, threads,
-           work, update, lr, mu, wd, nesterov, V0, Vts, vb):
-    """Forward and backward pass of one batch; returns its mean loss.
+def _workspace(W0, Wts, batch_size, sparse):
+    """Work arrays for batches of up to ``batch_size`` rows.
 
-    ``W0`` is the first layer's W when ``sparse``; the dense layers come as
-    ``Wts[l]`` = Wᵀ. With ``update`` each layer takes its SGD step as soon
-    as its gradient is known (after the error of the layer below, which needs
-    the old W, is computed); else the gradients stay in ``work``.
+    Returns (acts, deltas, grads, gbs, Y, csr, touched): acts[l] holds layer
+    l's input (acts[0] the dense batch, empty when sparse), deltas[l] the
+    error at layer l's output, grads[l] layer l's weight gradient
+    (transposed, except for a sparse first layer, whose G starts at zero),
+    gbs[l] its bias gradient, Y the targets, csr the sparse batch.
+    """
+    dtype = W0.dtype
+    nl = len(Wts)
+    n_in = W0.shape[0]
+    acts = [np.empty((0 if sparse else batch_size, n_in), dtype)]
+    deltas = [np.empty((0, 0), dtype)]
+    grads = []
+    gbs = []
+    for l in range(nl):
+        n_out = W0.shape[1] if l == 0 else Wts[l].shape[0]
+        acts.append(np.empty((batch_size, n_out), dtype))
+        deltas.append(np.empty((batch_size, n_out), dtype))
+        if l == 0 and sparse:
+            grads.append(np.zeros(W0.shape, dtype))
+        else:
+            grads.append(np.empty(Wts[l].shape, dtype))
+        gbs.append(np.empty(n_out, dtype))
+    Y = np.empty((batch_size, acts[nl].shape[1]), dtype)
+    cap = batch_size * n_in if sparse else 0
+    csr = (np.zeros(batch_size + 1, np.int64), np.empty(cap, np.int32), np.empty(cap, dtype))
+    touched = np.zeros(n_in if sparse else 0, np.uint8)
+    return acts, deltas, grads, gbs, Y, csr, touched
+
+
+@njit(cache=True)
+def _gather(X, scale, labels, T, rows, work, sparse):
+    """Fill the workspace with batch ``rows``: the inputs (CSR or dense) and the targets."""
+    acts, csr, nb = work[0], work[5], rows.shape[0]
+    gather_targets(labels, T, rows, work[4][:nb])
+    if sparse:
+        gather_sparse(X, rows, scale, csr[0][:nb + 1], csr[1], csr[2])
+    else:
+        gather_dense(X, rows, scale, acts[0][:nb])
+
+
+@njit(cache=True)
+def _step(work, nb, W0, Wts, bs, act, loss, out_kind, sparse, threads, update, lr, mu, wd,
+          nesterov, V0, Vts, vbs):
+    """Forward and backward pass of the gathered batch of ``nb`` rows; returns its mean loss.
+
+    ``W0`` is the sparse first layer's W; the dense layers come as ``Wts[l]``
+    = Wᵀ. With ``update`` each layer takes its SGD step as soon as its
+    gradient is known (after the error of the layer below, which needs the
+    old W, is computed); else the gradients stay in the workspace. Arrays
+    come in lists, so this compiles once per dtype, whatever the depth or
+    the type of X and of the targets.
     """
     acts, deltas, grads, gbs, Ybuf, csr, touched = work
-    nb = rows.shape[0]
     indptr, cols, vals = csr[0][:nb + 1], csr[1], csr[2]     # this batch's rows only
     par = threads > 1
     nl = len(Wts)
-    Y = Ybuf[:nb]
-    gather_targets(labels, T, rows, Y)
-    # forward: layer 1 from the raw rows; the output layer keeps z (identity)
+    # forward; the output layer keeps z (identity) for output_delta
     for l in range(nl):
         kind = act if l < nl - 1 else IDENTITY
         out = acts[l + 1][:nb]
         if l == 0 and sparse:
-            gather_sparse(X, rows, scale, indptr, cols, vals)
             if par:
-                sparse_forward_par(indptr, cols, vals, W0, biases[0], kind, out)
+                sparse_forward_par(indptr, cols, vals, W0, bs[0], kind, out)
             else:
-                sparse_forward(indptr, cols, vals, W0, biases[0], kind, out)
+                sparse_forward(indptr, cols, vals, W0, bs[0], kind, out)
         else:
-            if l == 0:
-                gather_dense(X, rows, scale, acts[0][:nb])
-            dense_forward(acts[l][:nb], Wts[l], biases[l], kind, out)
-    value = output_delta(acts[nl][:nb], Y, loss, out_kind, deltas[nl][:nb])
+            dense_forward(acts[l][:nb], Wts[l], bs[l], kind, out)
+    value = output_delta(acts[nl][:nb], Ybuf[:nb], loss, out_kind, deltas[nl][:nb])
     # backward, from the output layer down
     for l in range(nl - 1, -1, -1):
         d = deltas[l + 1][:nb]
@@ -792,7 +808,7 @@ def _batch(X, scale, labels, T, rows, W0, Wts, biases, act, loss, out_kind, spar
             if update:
                 sgd_update(Wts[l], grads[l], Vts[l], lr, mu, wd, nesterov)
         if update:
-            sgd_update(biases[l], gbs[l], vb[l], lr, mu, wd * 0, nesterov)
+            sgd_update(bs[l], gbs[l], vbs[l], lr, mu, wd * 0, nesterov)
     return value
 
 
@@ -806,20 +822,22 @@ def train_chunk(X, scale, labels, T, order, start, stop, batch_size, weights, bi
     one-hot ``labels`` of those rows, or rows of T when labels is empty.
     ``weights``, ``biases`` and the velocities ``vw``, ``vb`` are tuples of
     the network's and optimizer's arrays, updated as
-    :meth:`mlp.optimizers.SGD.step` would (lr, mu, wd in the network's
-    dtype). ``sparse``: the first layer skips zero inputs; ``threads`` > 1:
-    each batch's work is split between threads.
+    :meth:`mlp.optimizers.SGD.step` would (scale, lr, mu, wd in the
+    network's dtype). ``sparse``: the first layer skips zero inputs;
+    ``threads`` > 1: each batch's work is split between threads.
     """
     n = order.shape[0]
-    work = _workspace(weights, batch_size, sparse)
     Wts = _transposed(weights, sparse)
     Vts = _transposed(vw, sparse) if mu != 0 else Wts   # plain SGD reads no velocity
+    work = _workspace(weights[0], Wts, batch_size, sparse)
+    bs, vbs = _as_list(biases), _as_list(vb)
     for b in range(start, stop):
         lo = b * batch_size
         rows = order[lo:min(lo + batch_size, n)]
-        losses[b - start] = _batch(
-            X, scale, labels, T, rows, weights[0], Wts, biases, act, loss, out_kind, sparse,
-            threads, work, True, lr, mu, wd, nesterov, vw[0], Vts, vb)
+        _gather(X, scale, labels, T, rows, work, sparse)
+        losses[b - start] = _step(work, rows.shape[0], weights[0], Wts, bs, act, loss,
+                                  out_kind, sparse, threads, n >= 0, lr, mu, wd, nesterov, vw[0],
+                                  Vts, vbs)
     for l in range(len(weights)):      # the dense layers' W and v back in place
         if l > 0 or not sparse:
             transpose_into(Wts[l], weights[l])
@@ -857,13 +875,15 @@ def loss_and_gradients(X, Y, weights, biases, act, loss, out_kind, sparse):
     Y holds 2-D targets; no weight decay here (the caller adds λW and the penalty).
     """
     nb = X.shape[0]
-    work = _workspace(weights, nb, sparse)
     Wts = _transposed(weights, sparse)
+    work = _workspace(weights[0], Wts, nb, sparse)
+    one, zero = X.dtype.type(1), X.dtype.type(0)
+    _gather(X, one, np.empty(0, np.int64), Y, np.arange(nb), work, sparse)
+    bs = _as_list(biases)
+    no = nb < 0                        # False, typed as a plain bool (a literal would compile anew)
+    value = _step(work, nb, weights[0], Wts, bs, act, loss, out_kind, sparse, nb * 0 + 1, no,
+                  zero, zero, zero, no, weights[0], Wts, bs)
     grads = work[2]
-    zero = X.dtype.type(0)
-    value = _batch(X, X.dtype.type(1), np.empty(0, np.int64), Y, np.arange(nb), weights[0], Wts,
-                   biases, act, loss, out_kind, sparse, 1, work, False, zero, zero, zero, False,
-                   weights[0], Wts, biases)
     gw = []
     for l in range(len(weights)):
         G = grads[l]
@@ -875,22 +895,27 @@ def loss_and_gradients(X, Y, weights, biases, act, loss, out_kind, sparse):
 
 
 @njit(cache=True)
+def _predict_rows(acts, nb, Wts, bs, act, loss, out_kind):
+    """The forward pass of the gathered rows acts[0][:nb]; returns ŷ (a view of the last buffer)."""
+    nl = len(Wts)
+    for l in range(nl):
+        kind = act if l < nl - 1 else IDENTITY
+        dense_forward(acts[l][:nb], Wts[l], bs[l], kind, acts[l + 1][:nb])
+    return output_activation(acts[nl][:nb], loss, out_kind)
+
+
+@njit(cache=True)
 def predict(X, scale, weights, biases, act, loss, out_kind, out):
     """out = ŷ for every row of X (uint8 times scale, or float), 1024 rows at a time."""
     n = X.shape[0]
-    nl = len(weights)
     chunk = 1024
-    work = _workspace(weights, min(chunk, max(n, 1)), False)
-    acts = work[0]
     Wts = _transposed(weights, False)
+    acts = _workspace(weights[0], Wts, min(chunk, max(n, 1)), False)[0]
+    bs = _as_list(biases)
     for lo in range(0, n, chunk):
         hi = min(lo + chunk, n)
-        nb = hi - lo
-        gather_dense(X, np.arange(lo, hi), scale, acts[0][:nb])
-        for l in range(nl):
-            kind = act if l < nl - 1 else IDENTITY
-            dense_forward(acts[l][:nb], Wts[l], biases[l], kind, acts[l + 1][:nb])
-        out[lo:hi] = output_activation(acts[nl][:nb], loss, out_kind)
+        gather_dense(X, np.arange(lo, hi), scale, acts[0][:hi - lo])
+        out[lo:hi] = _predict_rows(acts, hi - lo, Wts, bs, act, loss, out_kind)
     return out
 
 

@@ -1,0 +1,265 @@
+"""The Numba backend against the NumPy reference backend.
+
+Gradients of one step, weights after several steps, accuracy after an epoch,
+predictions, and the backend's promises: determinism, chunking that changes
+nothing, uint8 pixels equal to pre-scaled floats, prepare() leaving the
+state alone, helpful errors. Float64 agrees to ~1e-12 (only sums are
+reordered), float32 to float32 round-off.
+"""
+
+import numpy as np
+import pytest
+
+import mlp.numba_backend as nb
+from mlp.backends import NumpyBackend, get_backend
+from mlp.losses import one_hot
+from mlp.network import Network
+from mlp.optimizers import SGD
+from mlp.trainer import Trainer, epoch_order, evaluate
+
+NUMBA, NUMPY = nb.NumbaBackend(), NumpyBackend()
+TOL = {"float64": 1e-11, "float32": 3e-5}
+ACTIVATIONS = ["sigmoid", "tanh", "relu", "identity"]
+LOSSES = [("ce", None), ("mse", None), ("mse", "identity"), ("mse", "tanh"), ("bce", None)]
+
+
+def assert_close(got, ref, dtype):
+    """Equal within round-off relative to the array's largest entry."""
+    got, ref = np.asarray(got, dtype=np.float64), np.asarray(ref, dtype=np.float64)
+    assert got.shape == ref.shape
+    scale = max(1e-3, float(np.abs(ref).max(initial=0.0)))
+    np.testing.assert_allclose(got, ref, rtol=0, atol=TOL[dtype] * scale)
+
+
+def image_data(n, n_in, n_classes, seed=0, density=0.2):
+    """uint8 'images' (mostly zero), labels, and the scale that maps pixels to [0, 1]."""
+    rng = np.random.default_rng(seed)
+    X = rng.integers(1, 256, (n, n_in)).astype(np.uint8)
+    X[rng.random((n, n_in)) > density] = 0
+    return X, rng.integers(0, n_classes, n), 1 / 255
+
+
+def targets_for(net, y):
+    """2-D float targets that suit the network's loss."""
+    if net.loss.name == "ce":
+        return one_hot(y, net.sizes[-1], np.float64)
+    rng = np.random.default_rng(len(y))
+    return rng.random((len(y), net.sizes[-1]))
+
+
+# ------------------------------------------------------ one step's gradients
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("loss, output", LOSSES)
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_gradients_equal_the_reference(activation, loss, output, dtype):
+    rng = np.random.default_rng(7)
+    for depth, n, zeros, wd in [(1, 1, 0.0, 0.0), (2, 5, 0.8, 0.01), (3, 13, 0.3, 0.0)]:
+        sizes = [11] + [6] * (depth - 1) + [4]
+        net = Network(sizes, activation, loss, output, dtype=dtype, seed=depth)
+        for b in net.biases:
+            b[...] = 0.3 * rng.standard_normal(b.shape)
+        X = rng.standard_normal((n, 11)).astype(dtype)
+        X[rng.random(X.shape) < zeros] = 0      # 0.8: the sparse first-layer path
+        Y = targets_for(net, rng.integers(0, 4, n)).astype(dtype)
+        value, gw, gb = NUMBA.loss_and_gradients(net, X, Y, wd)
+        value_ref, gw_ref, gb_ref = NUMPY.loss_and_gradients(net, X, Y, wd)
+        assert value == pytest.approx(value_ref, rel=TOL[dtype], abs=TOL[dtype])
+        for got, ref in zip(gw + gb, gw_ref + gb_ref):
+            assert got.dtype == net.dtype
+            assert_close(got, ref, dtype)
+
+
+def test_sparse_and_dense_paths_agree():
+    rng = np.random.default_rng(0)
+    net = Network([30, 8, 3], "tanh", "ce", dtype="float64")
+    X = rng.standard_normal((9, 30))
+    X[rng.random(X.shape) < 0.9] = 0
+    Y = one_hot(rng.integers(0, 3, 9), 3, np.float64)
+    assert nb.use_sparse(X) and not nb.use_sparse(X + 1)
+    sparse = NUMBA.loss_and_gradients(net, X, Y)
+    K = nb.K
+    dense = K.loss_and_gradients(X, Y, tuple(net.weights), tuple(net.biases), K.TANH, K.CE,
+                                 K.SOFTMAX, False)
+    assert sparse[0] == pytest.approx(dense[0], rel=1e-13)
+    for got, ref in zip(sparse[1] + sparse[2], list(dense[1]) + list(dense[2])):
+        assert_close(got, ref, "float64")
+
+
+# ------------------------------------------------------- several steps
+def train_both(net, opt_kwargs, X, targets, order, start, stop, batch_size, scale):
+    """Run the same batches on copies with both backends; return (numba, numpy) nets and losses."""
+    out = []
+    for backend in (NUMBA, NUMPY):
+        n, opt = net.copy(), SGD(**opt_kwargs)
+        losses = backend.train_batches(n, opt, X, targets, order, start, stop, batch_size, scale)
+        out.append((n, opt, losses))
+    return out
+
+
+OPTS = [dict(lr=0.5), dict(lr=0.2, momentum=0.9), dict(lr=0.1, momentum=0.8, nesterov=True,
+                                                          weight_decay=0.01),
+        dict(lr=0.3, weight_decay=0.001)]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("opt_kwargs", OPTS)
+@pytest.mark.parametrize("activation, loss, output", [
+    ("sigmoid", "ce", None), ("relu", "bce", None), ("tanh", "mse", "identity"),
+    ("identity", "mse", None)])
+def test_train_batches_equal_the_reference(activation, loss, output, opt_kwargs, dtype):
+    X, y, scale = image_data(203, 40, 5, seed=1)          # 203 = 12 batches of 16 + 11
+    net = Network([40, 12, 9, 5], activation, loss, output, dtype=dtype, seed=3)
+    targets = y if loss == "ce" else targets_for(net, y)
+    order = epoch_order(0, 0, len(X))
+    (a, opt_a, la), (b, opt_b, lb) = train_both(net, opt_kwargs, X, targets, order, 0, 13, 16,
+                                                 scale)
+    assert la.dtype == np.float64 and la.shape == (13,)
+    assert_close(la, lb, dtype)
+    for p, q in zip(a.params() + opt_a.velocities, b.params() + opt_b.velocities):
+        assert p.dtype == q.dtype
+        assert_close(p, q, dtype)
+
+
+def test_float_inputs_and_2d_targets_with_a_dense_first_layer():
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((90, 6))                       # dense floats: no sparse path
+    T = rng.random((90, 3))
+    net = Network([6, 5, 3], "tanh", "mse", "identity", dtype="float64", seed=1)
+    order = rng.permutation(90)
+    (a, _, la), (b, _, lb) = train_both(net, dict(lr=0.1, momentum=0.5), X, T, order, 2, 9, 10,
+                                        1.0)
+    assert_close(la, lb, "float64")
+    for p, q in zip(a.params(), b.params()):
+        assert_close(p, q, "float64")
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_big_batches_take_the_parallel_and_blas_paths(monkeypatch, dtype):
+    import numba
+    monkeypatch.setattr(nb, "PARALLEL_MIN_WORK", 0)
+    X, y, scale = image_data(700, 300, 10, seed=2)
+    net = Network([300, 64, 128, 10], "sigmoid", "ce", dtype=dtype, seed=0)
+    assert nb.batch_threads(net, 350) == numba.get_num_threads()
+    assert 350 * 64 * 128 >= nb.K.BLAS_MIN_FLOPS            # the hidden layer goes to BLAS
+    order = epoch_order(1, 0, 700)
+    (a, _, la), (b, _, lb) = train_both(net, dict(lr=0.3, momentum=0.9), X, y, order, 0, 2, 350,
+                                        scale)
+    assert_close(la, lb, dtype)
+    for p, q in zip(a.params(), b.params()):
+        assert_close(p, q, dtype)
+
+
+def test_one_epoch_accuracy_equals_the_reference_on_mnist(mnist_dir):
+    """10,000 MNIST images, one epoch, batch 32: test accuracies within 0.1 percentage points."""
+    from mlp.data import load_mnist
+    data = load_mnist(mnist_dir)
+    X, y = data.X_train[:10000], data.y_train[:10000]
+    accuracy = {}
+    for backend in (NUMBA, NUMPY):
+        net = Network([784, 100, 10], "sigmoid", "ce", seed=0)
+        Trainer(net, SGD(0.5), backend, batch_size=32, seed=0).fit(X, y, 1, data.scale)
+        accuracy[backend.name] = evaluate(net, NUMPY, data.X_test, data.y_test, data.scale)[1]
+    assert accuracy["numpy"] > 0.85
+    assert abs(accuracy["numba"] - accuracy["numpy"]) <= 0.001, accuracy
+
+
+# --------------------------------------------------------------- promises
+def trained_params(backend, X, y, scale, chunk_size=None, seed=0):
+    net = Network([X.shape[1], 16, 10], "sigmoid", "ce", seed=seed)
+    trainer = Trainer(net, SGD(0.3, momentum=0.9), backend, batch_size=10, seed=seed,
+                      chunk_size=chunk_size)
+    trainer.fit(X, y, 2, scale)
+    return net.params(), trainer
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_same_seed_same_threads_same_bits(monkeypatch, parallel):
+    if parallel:
+        monkeypatch.setattr(nb, "PARALLEL_MIN_WORK", 0)
+    X, y, scale = image_data(300, 64, 10, seed=5)
+    first, _ = trained_params(NUMBA, X, y, scale)
+    second, _ = trained_params(NUMBA, X, y, scale)
+    for p, q in zip(first, second):
+        np.testing.assert_array_equal(p, q)
+    other_seed, _ = trained_params(NUMBA, X, y, scale, seed=1)
+    assert not np.array_equal(first[0], other_seed[0])
+
+
+def test_parallel_kernels_give_the_serial_bits(monkeypatch):
+    X, y, scale = image_data(300, 64, 10, seed=5)
+    serial, _ = trained_params(NUMBA, X, y, scale)
+    monkeypatch.setattr(nb, "PARALLEL_MIN_WORK", 0)
+    parallel, _ = trained_params(NUMBA, X, y, scale)
+    for p, q in zip(serial, parallel):
+        np.testing.assert_array_equal(p, q)
+
+
+def test_chunked_calls_equal_one_call():
+    X, y, scale = image_data(257, 64, 10, seed=6)
+    whole, t1 = trained_params(NUMBA, X, y, scale, chunk_size=10**6)
+    pieces, t2 = trained_params(NUMBA, X, y, scale, chunk_size=3)   # stops mid-epoch
+    for p, q in zip(whole, pieces):
+        np.testing.assert_array_equal(p, q)
+    assert [r["train_loss"] for r in t1.history] == [r["train_loss"] for r in t2.history]
+
+
+def test_uint8_with_scale_equals_prescaled_floats():
+    X, y, _ = image_data(120, 50, 10, seed=8)
+    scale = 1 / 255
+    floats = X.astype(np.float32) * np.float32(scale)      # what the reference does per batch
+    a, _ = trained_params(NUMBA, X, y, scale)
+    b, _ = trained_params(NUMBA, floats, y, 1.0)
+    for p, q in zip(a, b):
+        np.testing.assert_array_equal(p, q)
+
+
+def test_predict_output_equals_the_reference():
+    X, y, scale = image_data(2500, 30, 4, seed=9)
+    for loss, output in [("ce", None), ("bce", None), ("mse", "relu")]:
+        net = Network([30, 7, 4], "tanh", loss, output, dtype="float64", seed=2)
+        got = NUMBA.predict_output(net, X, scale)
+        assert got.shape == (2500, 4) and got.dtype == np.float64
+        assert_close(got, NUMPY.predict_output(net, X, scale), "float64")
+
+
+def test_prepare_compiles_on_copies_and_reports_seconds():
+    X, y, scale = image_data(100, 20, 3, seed=10)
+    net = Network([20, 5, 3], seed=0)
+    opt = SGD(0.1, momentum=0.9)
+    opt.init_state(net)
+    opt.velocities[0][...] = 1.0
+    before = [p.copy() for p in net.params() + opt.velocities]
+    seconds = NUMBA.prepare(net, opt, X, y, 32, scale)
+    assert seconds >= 0
+    for p, q in zip(net.params() + opt.velocities, before):
+        np.testing.assert_array_equal(p, q)
+
+
+def test_get_backend_and_empty_range():
+    backend = get_backend("numba")
+    assert backend.name == "numba"
+    X, y, scale = image_data(10, 4, 2)
+    net = Network([4, 2])
+    losses = backend.train_batches(net, SGD(0.1), X, y, np.arange(10), 3, 3, 5, scale)
+    assert losses.shape == (0,)
+
+
+def test_bad_arguments_raise_value_errors():
+    X, y, scale = image_data(20, 8, 3)
+    net = Network([8, 4, 3])
+    with pytest.raises(ValueError, match="labels must be integers in 0 … 2"):
+        NUMBA.train_batches(net, SGD(0.1), X, y + 5, np.arange(20), 0, 2, 10, scale)
+    with pytest.raises(ValueError, match=r"X must have shape \(n, 8\)"):
+        NUMBA.train_batches(net, SGD(0.1), X[:, :5], y, np.arange(20), 0, 2, 10, scale)
+    with pytest.raises(ValueError, match=r"targets must be 1-D labels or an \(n, 3\) array"):
+        NUMBA.train_batches(net, SGD(0.1), X, np.ones((20, 2)), np.arange(20), 0, 2, 10, scale)
+
+
+def test_blas_threads_follow_numba_threads():
+    import numba
+    from threadpoolctl import threadpool_info, threadpool_limits
+    n = numba.get_num_threads()
+    with threadpool_limits(limits=n + 3, user_api="blas"):
+        nb._blas_threads_at_most_numba()
+        counts = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+        assert counts and max(counts) <= n
