@@ -171,8 +171,15 @@ def get_loss(name, output=None):
 
 
 def one_hot(labels, n_classes, dtype=np.float32):
-    """Targets for classification: row i has a 1 in column labels[i]."""
+    """Targets for classification: row i has a 1 in column labels[i].
+
+    Labels must be integers in 0 … n_classes − 1 (a negative label would
+    otherwise wrap around to the last class).
+    """
     labels = np.asarray(labels)
+    if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
+        raise ValueError(f"labels must be integers in 0 … {n_classes - 1}; "
+                         f"found {labels.min()} … {labels.max()}")
     out = np.zeros((labels.shape[0], n_classes), dtype=dtype)
     out[np.arange(labels.shape[0]), labels] = 1
     return out
