@@ -13,6 +13,7 @@ separate passes::
     dense_gradient, sparse_gradient   ∂L/∂W = aᵀ · δ,  ∂L/∂b = Σ δ
     sgd_update                     v ← μv − η(g + λw);  w ← w + v   (Nesterov, plain SGD)
     sgd_update_rows                the same for the sparse first layer, on its touched rows
+    sparse_gradient_update_par     both for the sparse first layer, rows of W split between threads
 
 and :func:`train_chunk` runs whole minibatches with them — gather, forward,
 loss, backward, update — without returning to Python.
@@ -124,56 +125,89 @@ def gather_dense_numpy(X, rows, scale, dtype):
 
 
 @njit(cache=True)
-def gather_sparse(X, rows, scale, indptr, cols, vals):
-    """The non-zero entries of X[rows] · scale, row by row (CSR); returns their number.
-
-    Row s of the batch has its non-zeros at columns ``cols[indptr[s]:indptr[s+1]]``
-    with values ``vals[...]``; cols and vals need room for ``len(rows) · n_in``
-    entries. Inputs are looked at eight at a time first: most blocks of an
-    MNIST image are blank.
-    """
+def _gather_sparse_rows(X, rows, scale, nnz, cols, vals, s0, s1):
+    """:func:`gather_sparse` for batch rows s0 … s1-1."""
     n_in = X.shape[1]
     n8 = n_in - n_in % 8
-    nnz = 0
-    indptr[0] = 0
-    for s in range(rows.shape[0]):
+    words = X.itemsize == 1 and n_in % 8 == 0     # uint8 pixels: test 8 at a time as one word
+    X64 = X.reshape(X.size).view(np.uint64) if words else np.zeros(1, np.uint64)
+    stride = n_in // 8
+    touch = np.uint64(0)
+    for s in range(s0, s1):
         r = rows[s]
+        if words and s + 2 < s1:      # load the row after next now: its cache misses overlap
+            nxt = rows[s + 2] * stride
+            for w in range(0, stride, 8):
+                touch |= X64[nxt + w]
+        k = 0
         for i0 in range(0, n8, 8):
-            if (abs(X[r, i0]) + abs(X[r, i0 + 1]) + abs(X[r, i0 + 2]) + abs(X[r, i0 + 3])
-                    + abs(X[r, i0 + 4]) + abs(X[r, i0 + 5]) + abs(X[r, i0 + 6])
-                    + abs(X[r, i0 + 7])) == 0:
-                continue          # (a sum of |x| is 0 only if every x is: no cancellation)
+            if words:
+                blank = X64[r * stride + i0 // 8] == 0
+            else:         # a sum of |x| is 0 only if every x is: no cancellation
+                blank = (abs(X[r, i0]) + abs(X[r, i0 + 1]) + abs(X[r, i0 + 2])
+                         + abs(X[r, i0 + 3]) + abs(X[r, i0 + 4]) + abs(X[r, i0 + 5])
+                         + abs(X[r, i0 + 6]) + abs(X[r, i0 + 7])) == 0
+            if blank:
+                continue
             for i in range(i0, i0 + 8):
                 if X[r, i] != 0:
-                    cols[nnz] = i
-                    vals[nnz] = X[r, i]
-                    vals[nnz] *= scale
-                    nnz += 1
+                    cols[s, k] = i
+                    vals[s, k] = X[r, i]
+                    vals[s, k] *= scale
+                    k += 1
         for i in range(n8, n_in):
             if X[r, i] != 0:
-                cols[nnz] = i
-                vals[nnz] = X[r, i]
-                vals[nnz] *= scale
-                nnz += 1
-        indptr[s + 1] = nnz
-    return nnz
+                cols[s, k] = i
+                vals[s, k] = X[r, i]
+                vals[s, k] *= scale
+                k += 1
+        nnz[s] = k
+    return touch
 
 
-def _densify(indptr, cols, vals, n_in):
-    """The dense (n, n_in) matrix of a CSR batch."""
-    x = np.zeros((len(indptr) - 1, n_in), dtype=vals.dtype)
-    for s in range(len(indptr) - 1):
-        x[s, cols[indptr[s]:indptr[s + 1]]] = vals[indptr[s]:indptr[s + 1]]
+@njit(cache=True)
+def gather_sparse(X, rows, scale, nnz, cols, vals):
+    """The non-zero entries of X[rows] · scale, row by row; returns their total number.
+
+    Row s of the batch has ``nnz[s]`` non-zeros, at columns ``cols[s, :nnz[s]]``
+    (increasing) with values ``vals[s, :nnz[s]]``; cols and vals are
+    (batch, n_in) arrays, so rows can be filled independently. uint8 inputs
+    are tested eight pixels (one 64-bit word) at a time: most blocks of an
+    MNIST image are blank.
+    """
+    _gather_sparse_rows(X, rows, scale, nnz, cols, vals, 0, rows.shape[0])
+    return nnz[:rows.shape[0]].sum()
+
+
+@njit(cache=True, parallel=True)
+def gather_sparse_par(X, rows, scale, nnz, cols, vals):
+    """:func:`gather_sparse` with blocks of rows split between threads."""
+    n = rows.shape[0]
+    n_blocks = min(n, 32)
+    step = -(-n // max(n_blocks, 1))
+    for blk in prange(n_blocks):
+        _gather_sparse_rows(X, rows, scale, nnz, cols, vals, blk * step, min(n, (blk + 1) * step))
+    return nnz[:n].sum()
+
+
+def _densify(nnz, cols, vals, n_in):
+    """The dense (n, n_in) matrix of a sparse batch (nnz, cols, vals)."""
+    x = np.zeros((len(nnz), n_in), dtype=vals.dtype)
+    for s in range(len(nnz)):
+        x[s, cols[s, :nnz[s]]] = vals[s, :nnz[s]]
     return x
 
 
 def gather_sparse_numpy(X, rows, scale, dtype):
-    """NumPy twin of :func:`gather_sparse`: (indptr, cols, vals) of the reference's batch."""
+    """NumPy twin of :func:`gather_sparse`: (nnz, cols, vals) of the reference's batch."""
     xb = gather_dense_numpy(X, rows, scale, dtype)
-    r, c = np.nonzero(xb)
-    indptr = np.zeros(len(rows) + 1, dtype=np.int64)
-    np.cumsum(np.bincount(r, minlength=len(rows)), out=indptr[1:])
-    return indptr, c, xb[r, c]
+    nnz = np.count_nonzero(xb, axis=1)
+    cols = np.zeros(xb.shape, np.int32)
+    vals = np.zeros(xb.shape, xb.dtype)
+    for s in range(len(rows)):
+        (c,) = np.nonzero(xb[s])
+        cols[s, :len(c)], vals[s, :len(c)] = c, xb[s, c]
+    return nnz, cols, vals
 
 
 @njit(cache=True)
@@ -216,22 +250,22 @@ def bias_activation_numpy(z, b, kind):
 
 
 @njit(cache=True, fastmath=_FAST)
-def _sparse_forward_rows(indptr, cols, vals, W, b, kind, out, s0, s1):
+def _sparse_forward_rows(nnz, cols, vals, W, b, kind, out, s0, s1):
     """:func:`sparse_forward` for batch rows s0 … s1-1, four rows of W per pass over out[s]."""
     one = W.dtype.type(1)
     n_out = W.shape[1]
     for s in range(s0, s1):
         for j in range(n_out):
             out[s, j] = b[j]
-        p, end = indptr[s], indptr[s + 1]
+        p, end = 0, nnz[s]
         while p + 4 <= end:
-            x0, x1, x2, x3 = vals[p], vals[p + 1], vals[p + 2], vals[p + 3]
-            i0, i1, i2, i3 = cols[p], cols[p + 1], cols[p + 2], cols[p + 3]
+            x0, x1, x2, x3 = vals[s, p], vals[s, p + 1], vals[s, p + 2], vals[s, p + 3]
+            i0, i1, i2, i3 = cols[s, p], cols[s, p + 1], cols[s, p + 2], cols[s, p + 3]
             for j in range(n_out):
                 out[s, j] += x0 * W[i0, j] + x1 * W[i1, j] + x2 * W[i2, j] + x3 * W[i3, j]
             p += 4
         while p < end:
-            x0, i0 = vals[p], cols[p]
+            x0, i0 = vals[s, p], cols[s, p]
             for j in range(n_out):
                 out[s, j] += x0 * W[i0, j]
             p += 1
@@ -240,27 +274,27 @@ def _sparse_forward_rows(indptr, cols, vals, W, b, kind, out, s0, s1):
 
 
 @njit(cache=True)
-def sparse_forward(indptr, cols, vals, W, b, kind, out):
-    """out = f(x · W + b) for a CSR batch x: only the rows of W at non-zero inputs are read."""
-    _sparse_forward_rows(indptr, cols, vals, W, b, kind, out, 0, indptr.shape[0] - 1)
+def sparse_forward(nnz, cols, vals, W, b, kind, out):
+    """out = f(x · W + b) for a sparse batch x: only the rows of W at non-zero inputs are read."""
+    _sparse_forward_rows(nnz, cols, vals, W, b, kind, out, 0, out.shape[0])
     return out
 
 
 @njit(cache=True, parallel=True)
-def sparse_forward_par(indptr, cols, vals, W, b, kind, out):
+def sparse_forward_par(nnz, cols, vals, W, b, kind, out):
     """:func:`sparse_forward` with blocks of the batch's rows split between threads."""
-    n = indptr.shape[0] - 1
+    n = out.shape[0]
     n_blocks = min(n, 32)
     step = -(-n // max(n_blocks, 1))
     for blk in prange(n_blocks):
-        _sparse_forward_rows(indptr, cols, vals, W, b, kind, out, blk * step,
+        _sparse_forward_rows(nnz, cols, vals, W, b, kind, out, blk * step,
                              min(n, (blk + 1) * step))
     return out
 
 
-def sparse_forward_numpy(indptr, cols, vals, W, b, kind):
+def sparse_forward_numpy(nnz, cols, vals, W, b, kind):
     """NumPy twin of :func:`sparse_forward`: densify, then f(x · W + b)."""
-    return dense_forward_numpy(_densify(indptr, cols, vals, W.shape[0]), W, b, kind)
+    return dense_forward_numpy(_densify(nnz, cols, vals, W.shape[0]), W, b, kind)
 
 
 @njit(inline="always", fastmath=_FAST_SUM)
@@ -498,59 +532,86 @@ def dense_gradient_numpy(a, d):
 
 
 @njit(cache=True)
-def _touched_columns(indptr, cols, touched):
-    """touched[i] = 1 if column i of the CSR batch has a non-zero, else 0."""
-    touched[:] = 0
-    for p in range(indptr[indptr.shape[0] - 1]):
-        touched[cols[p]] = 1
-    return touched
+def _column_counts(nnz, cols, n, counts):
+    """counts[i] = the number of rows among the first n with a non-zero in column i."""
+    counts[:] = 0
+    for s in range(n):
+        for p in range(nnz[s]):
+            counts[cols[s, p]] += 1
+    return counts
 
 
 @njit(cache=True, fastmath=_FAST)
-def _sparse_gradient_cols(indptr, cols, vals, d, G, k0, k1):
-    """G[:, k0:k1] += (xᵀ · δ)[:, k0:k1], summing over the batch in order."""
-    for s in range(indptr.shape[0] - 1):
-        for p in range(indptr[s], indptr[s + 1]):
-            i = cols[p]
-            x = vals[p]
-            for k in range(k0, k1):
-                G[i, k] += x * d[s, k]
+def _sparse_gradient_rows(nnz, cols, vals, d, G, i0, i1):
+    """Rows i0 … i1-1 of G += xᵀ · δ: each non-zero x[s, i] adds x · δ[s] to row i, in batch order."""
+    n_out = d.shape[1]
+    for s in range(d.shape[0]):
+        for p in range(nnz[s]):
+            i = cols[s, p]
+            if i >= i1:
+                break                      # columns increase along a row
+            if i >= i0:
+                x = vals[s, p]
+                for k in range(n_out):
+                    G[i, k] += x * d[s, k]
 
 
 @njit(cache=True)
-def sparse_gradient(indptr, cols, vals, d, G, gb, touched):
-    """G += xᵀ · δ and gb = Σ δ for a CSR batch x; touched[i] = 1 where column i of x has a non-zero.
+def sparse_gradient(nnz, cols, vals, d, G, gb, touched):
+    """G += xᵀ · δ and gb = Σ δ for a sparse batch x; touched[i] = 1 where column i of x has a non-zero.
 
     G must hold zeros on entry (:func:`sgd_update_rows` leaves it so); it
-    then holds the gradient, exactly zero on the untouched rows. Each
-    non-zero x[s, i] adds x · δ[s] to row i: a fifth of the dense work on MNIST.
+    then holds the gradient, exactly zero on the untouched rows. A fifth of
+    the dense work on MNIST.
     """
     column_sums(d, gb)
-    _touched_columns(indptr, cols, touched)
-    _sparse_gradient_cols(indptr, cols, vals, d, G, 0, d.shape[1])
+    counts = _column_counts(nnz, cols, d.shape[0], np.empty(G.shape[0], np.int64))
+    for i in range(G.shape[0]):
+        touched[i] = counts[i] > 0
+    _sparse_gradient_rows(nnz, cols, vals, d, G, 0, G.shape[0])
     return G
+
+
+@njit(cache=True)
+def _balanced_ranges(counts, n_blocks):
+    """Boundaries of ``n_blocks`` consecutive row ranges holding about equal numbers of non-zeros."""
+    total = counts.sum()
+    bounds = np.empty(n_blocks + 1, np.int64)
+    bounds[0] = 0
+    i, seen = 0, 0
+    for blk in range(1, n_blocks):
+        while i < counts.shape[0] and seen * n_blocks < blk * total:
+            seen += counts[i]
+            i += 1
+        bounds[blk] = i
+    bounds[n_blocks] = counts.shape[0]
+    return bounds
 
 
 @njit(cache=True, parallel=True)
-def sparse_gradient_par(indptr, cols, vals, d, G, gb, touched, n_blocks):
-    """:func:`sparse_gradient` with G's columns cut into ``n_blocks`` blocks, one thread each.
+def sparse_gradient_update_par(nnz, cols, vals, d, G, gb, touched, W, V, lr, mu, wd, nesterov,
+                               n_blocks):
+    """:func:`sparse_gradient` then :func:`sgd_update_rows`, with the rows of W split between threads.
 
-    Every thread runs over the whole batch in the same order for its own
-    columns: no sum is shared, so each entry of G is summed as in the serial kernel.
+    Each thread owns a range of input pixels (rows of G and W, balanced by
+    their non-zeros) and sums their gradient over the whole batch in batch
+    order, then updates them: nothing is shared, every row is computed
+    exactly as by the serial kernels, whatever the number of threads.
     """
-    n_out = d.shape[1]
     column_sums(d, gb)
-    _touched_columns(indptr, cols, touched)
-    n_blocks = max(1, min(n_out, n_blocks))
-    width = -(-n_out // n_blocks)
-    for blk in prange(n_blocks):
-        _sparse_gradient_cols(indptr, cols, vals, d, G, blk * width, min(n_out, (blk + 1) * width))
-    return G
+    counts = _column_counts(nnz, cols, d.shape[0], np.empty(G.shape[0], np.int64))
+    for i in range(G.shape[0]):
+        touched[i] = counts[i] > 0
+    bounds = _balanced_ranges(counts, max(1, n_blocks))
+    for blk in prange(bounds.shape[0] - 1):
+        _sparse_gradient_rows(nnz, cols, vals, d, G, bounds[blk], bounds[blk + 1])
+        _sgd_rows(W, G, V, touched, lr, mu, wd, nesterov, bounds[blk], bounds[blk + 1])
+    return W
 
 
-def sparse_gradient_numpy(indptr, cols, vals, d, n_in):
+def sparse_gradient_numpy(nnz, cols, vals, d, n_in):
     """NumPy twin of :func:`sparse_gradient`: (xᵀ · δ, Σ δ, touched) with x densified."""
-    x = _densify(indptr, cols, vals, n_in)
+    x = _densify(nnz, cols, vals, n_in)
     G, gb = dense_gradient_numpy(x, d)
     return G, gb, (x != 0).any(axis=0).astype(np.uint8)
 
@@ -664,17 +725,6 @@ def sgd_update_rows(W, G, V, touched, lr, mu, wd, nesterov):
     return W
 
 
-@njit(cache=True, parallel=True)
-def sgd_update_rows_par(W, G, V, touched, lr, mu, wd, nesterov):
-    """:func:`sgd_update_rows` with blocks of rows split between threads."""
-    n = W.shape[0]
-    n_blocks = min(n, 16)
-    step = -(-n // n_blocks)
-    for blk in prange(n_blocks):
-        _sgd_rows(W, G, V, touched, lr, mu, wd, nesterov, blk * step, min(n, (blk + 1) * step))
-    return W
-
-
 def sgd_update_rows_numpy(W, G, V, touched, lr, mu, wd, nesterov):
     """NumPy twin of :func:`sgd_update_rows`: the full update, G zeroed off the touched rows, then all of G."""
     g = np.where(touched[:, None] != 0, G, 0).astype(W.dtype)
@@ -721,11 +771,12 @@ def _transposed(arrays, skip_first):
 def _workspace(W0, Wts, batch_size, sparse):
     """Work arrays for batches of up to ``batch_size`` rows.
 
-    Returns (acts, deltas, grads, gbs, Y, csr, touched): acts[l] holds layer
-    l's input (acts[0] the dense batch, empty when sparse), deltas[l] the
-    error at layer l's output, grads[l] layer l's weight gradient
-    (transposed, except for a sparse first layer, whose G starts at zero),
-    gbs[l] its bias gradient, Y the targets, csr the sparse batch.
+    Returns (acts, deltas, grads, gbs, Y, sparse_batch, touched): acts[l]
+    holds layer l's input (acts[0] the dense batch, empty when sparse),
+    deltas[l] the error at layer l's output, grads[l] layer l's weight
+    gradient (transposed, except for a sparse first layer, whose G starts at
+    zero), gbs[l] its bias gradient, Y the targets, sparse_batch the
+    (nnz, cols, vals) of :func:`gather_sparse`.
     """
     dtype = W0.dtype
     nl = len(Wts)
@@ -744,19 +795,22 @@ def _workspace(W0, Wts, batch_size, sparse):
             grads.append(np.empty(Wts[l].shape, dtype))
         gbs.append(np.empty(n_out, dtype))
     Y = np.empty((batch_size, acts[nl].shape[1]), dtype)
-    cap = batch_size * n_in if sparse else 0
-    csr = (np.zeros(batch_size + 1, np.int64), np.empty(cap, np.int32), np.empty(cap, dtype))
+    m = batch_size if sparse else 0
+    sparse_batch = (np.zeros(m, np.int64), np.empty((m, n_in), np.int32),
+                    np.empty((m, n_in), dtype))
     touched = np.zeros(n_in if sparse else 0, np.uint8)
-    return acts, deltas, grads, gbs, Y, csr, touched
+    return acts, deltas, grads, gbs, Y, sparse_batch, touched
 
 
 @njit(cache=True)
-def _gather(X, scale, labels, T, rows, work, sparse):
-    """Fill the workspace with batch ``rows``: the inputs (CSR or dense) and the targets."""
-    acts, csr, nb = work[0], work[5], rows.shape[0]
+def _gather(X, scale, labels, T, rows, work, sparse, threads):
+    """Fill the workspace with batch ``rows``: the inputs (sparse or dense) and the targets."""
+    acts, (nnz, cols, vals), nb = work[0], work[5], rows.shape[0]
     gather_targets(labels, T, rows, work[4][:nb])
-    if sparse:
-        gather_sparse(X, rows, scale, csr[0][:nb + 1], csr[1], csr[2])
+    if sparse and threads > 1:
+        gather_sparse_par(X, rows, scale, nnz, cols, vals)
+    elif sparse:
+        gather_sparse(X, rows, scale, nnz, cols, vals)
     else:
         gather_dense(X, rows, scale, acts[0][:nb])
 
@@ -773,8 +827,7 @@ def _step(work, nb, W0, Wts, bs, act, loss, out_kind, sparse, threads, update, l
     come in lists, so this compiles once per dtype, whatever the depth or
     the type of X and of the targets.
     """
-    acts, deltas, grads, gbs, Ybuf, csr, touched = work
-    indptr, cols, vals = csr[0][:nb + 1], csr[1], csr[2]     # this batch's rows only
+    acts, deltas, grads, gbs, Ybuf, (nnz, cols, vals), touched = work
     par = threads > 1
     nl = len(Wts)
     # forward; the output layer keeps z (identity) for output_delta
@@ -783,9 +836,9 @@ def _step(work, nb, W0, Wts, bs, act, loss, out_kind, sparse, threads, update, l
         out = acts[l + 1][:nb]
         if l == 0 and sparse:
             if par:
-                sparse_forward_par(indptr, cols, vals, W0, bs[0], kind, out)
+                sparse_forward_par(nnz, cols, vals, W0, bs[0], kind, out)
             else:
-                sparse_forward(indptr, cols, vals, W0, bs[0], kind, out)
+                sparse_forward(nnz, cols, vals, W0, bs[0], kind, out)
         else:
             dense_forward(acts[l][:nb], Wts[l], bs[l], kind, out)
     value = output_delta(acts[nl][:nb], Ybuf[:nb], loss, out_kind, deltas[nl][:nb])
@@ -793,14 +846,13 @@ def _step(work, nb, W0, Wts, bs, act, loss, out_kind, sparse, threads, update, l
     for l in range(nl - 1, -1, -1):
         d = deltas[l + 1][:nb]
         if l == 0 and sparse:
-            if par:
-                sparse_gradient_par(indptr, cols, vals, d, grads[0], gbs[0], touched, threads)
-            else:
-                sparse_gradient(indptr, cols, vals, d, grads[0], gbs[0], touched)
             if update and par:
-                sgd_update_rows_par(W0, grads[0], V0, touched, lr, mu, wd, nesterov)
-            elif update:
-                sgd_update_rows(W0, grads[0], V0, touched, lr, mu, wd, nesterov)
+                sparse_gradient_update_par(nnz, cols, vals, d, grads[0], gbs[0], touched, W0, V0,
+                                           lr, mu, wd, nesterov, threads)
+            else:
+                sparse_gradient(nnz, cols, vals, d, grads[0], gbs[0], touched)
+                if update:
+                    sgd_update_rows(W0, grads[0], V0, touched, lr, mu, wd, nesterov)
         else:
             dense_gradient(acts[l][:nb], d, grads[l], gbs[l])
             if l > 0:
@@ -834,7 +886,7 @@ def train_chunk(X, scale, labels, T, order, start, stop, batch_size, weights, bi
     for b in range(start, stop):
         lo = b * batch_size
         rows = order[lo:min(lo + batch_size, n)]
-        _gather(X, scale, labels, T, rows, work, sparse)
+        _gather(X, scale, labels, T, rows, work, sparse, threads)
         losses[b - start] = _step(work, rows.shape[0], weights[0], Wts, bs, act, loss,
                                   out_kind, sparse, threads, n >= 0, lr, mu, wd, nesterov, vw[0],
                                   Vts, vbs)
@@ -878,7 +930,7 @@ def loss_and_gradients(X, Y, weights, biases, act, loss, out_kind, sparse):
     Wts = _transposed(weights, sparse)
     work = _workspace(weights[0], Wts, nb, sparse)
     one, zero = X.dtype.type(1), X.dtype.type(0)
-    _gather(X, one, np.empty(0, np.int64), Y, np.arange(nb), work, sparse)
+    _gather(X, one, np.empty(0, np.int64), Y, np.arange(nb), work, sparse, 1)
     bs = _as_list(biases)
     no = nb < 0                        # False, typed as a plain bool (a literal would compile anew)
     value = _step(work, nb, weights[0], Wts, bs, act, loss, out_kind, sparse, nb * 0 + 1, no,

@@ -34,15 +34,14 @@ def sparse_uint8(rng, n, n_in, density=0.2):
     return X
 
 
-def csr(rng, n, n_in, dtype=np.float64, density=0.3):
-    """A random CSR batch built by the (tested) gather_sparse from float rows."""
+def sparse_batch(rng, n, n_in, dtype=np.float64, density=0.3):
+    """A random sparse batch (nnz, cols, vals) built by the (tested) gather_sparse from float rows."""
     X = rng.standard_normal((n, n_in)).astype(dtype)
     X[rng.random(X.shape) > density] = 0
-    indptr = np.zeros(n + 1, np.int64)
-    cols = np.empty(n * n_in, np.int32)
-    vals = np.empty(n * n_in, dtype)
-    nnz = K.gather_sparse(X, np.arange(n), dtype(1), indptr, cols, vals)
-    return X, indptr, cols[:nnz], vals[:nnz]
+    nnz = np.zeros(n, np.int64)
+    cols, vals = np.empty((n, n_in), np.int32), np.empty((n, n_in), dtype)
+    K.gather_sparse(X, np.arange(n), dtype(1), nnz, cols, vals)
+    return X, nnz, cols, vals
 
 
 shapes = st.tuples(st.integers(1, 9), st.integers(1, 21), st.integers(1, 13), st.integers(0, 2**31))
@@ -62,33 +61,37 @@ def test_gather_dense(shape, xdtype):
 
 
 @SETTINGS
-@given(shapes, st.sampled_from([np.uint8, np.float64]), st.floats(0.0, 1.0))
-def test_gather_sparse(shape, xdtype, density):
+@given(shapes, st.sampled_from([np.uint8, np.float64]), st.floats(0.0, 1.0), st.booleans())
+def test_gather_sparse(shape, xdtype, density, parallel):
     n, n_in, _, seed = shape
+    n_in = 8 * n_in if xdtype == np.uint8 and seed % 2 else n_in   # the 64-bit-word path too
     rng = np.random.default_rng(seed)
     X = sparse_uint8(rng, 30, n_in, density).astype(xdtype)
     if xdtype == np.float64:
         X[X != 0] -= 128.0          # negatives too: the zero-block test must not cancel
     rows = rng.integers(0, 30, n)
     scale = np.float32(1 / 255) if xdtype == np.uint8 else np.float32(1)
-    indptr = np.zeros(n + 1, np.int64)
-    cols = np.empty(n * n_in, np.int32)
-    vals = np.empty(n * n_in, np.float32)
-    nnz = K.gather_sparse(X, rows, scale, indptr, cols, vals)
-    ref_indptr, ref_cols, ref_vals = K.gather_sparse_numpy(X, rows, scale, np.float32)
-    assert nnz == ref_indptr[-1]
-    np.testing.assert_array_equal(indptr, ref_indptr)
-    np.testing.assert_array_equal(cols[:nnz], ref_cols)
-    np.testing.assert_array_equal(vals[:nnz], ref_vals)
+    nnz = np.full(n, -1, np.int64)
+    cols, vals = np.empty((n, n_in), np.int32), np.empty((n, n_in), np.float32)
+    kernel = K.gather_sparse_par if parallel else K.gather_sparse
+    total = kernel(X, rows, scale, nnz, cols, vals)
+    ref_nnz, ref_cols, ref_vals = K.gather_sparse_numpy(X, rows, scale, np.float32)
+    assert total == ref_nnz.sum()
+    np.testing.assert_array_equal(nnz, ref_nnz)
+    for s in range(n):
+        np.testing.assert_array_equal(cols[s, :nnz[s]], ref_cols[s, :nnz[s]])
+        np.testing.assert_array_equal(vals[s, :nnz[s]], ref_vals[s, :nnz[s]])
 
 
-def test_gather_sparse_sees_a_lone_pixel_in_every_position():
-    X = np.zeros((19, 19), np.uint8)
-    X[np.arange(19), np.arange(19)] = 7          # one non-zero per row, at every offset
-    indptr = np.zeros(20, np.int64)
-    cols, vals = np.empty(19 * 19, np.int32), np.empty(19 * 19)
-    assert K.gather_sparse(X, np.arange(19), 1.0, indptr, cols, vals) == 19
-    np.testing.assert_array_equal(cols[:19], np.arange(19))
+@pytest.mark.parametrize("n_in", [19, 24])
+def test_gather_sparse_sees_a_lone_pixel_in_every_position(n_in):
+    X = np.zeros((n_in, n_in), np.uint8)
+    X[np.arange(n_in), np.arange(n_in)] = 7      # one non-zero per row, at every offset
+    nnz = np.zeros(n_in, np.int64)
+    cols, vals = np.empty((n_in, n_in), np.int32), np.empty((n_in, n_in))
+    assert K.gather_sparse(X, np.arange(n_in), 1.0, nnz, cols, vals) == n_in
+    np.testing.assert_array_equal(nnz, 1)
+    np.testing.assert_array_equal(cols[:, 0], np.arange(n_in))
 
 
 @SETTINGS
@@ -122,13 +125,13 @@ def test_bias_activation(shape, kind, dtype):
 def test_sparse_forward(shape, kind, dtype):
     n, n_in, n_out, seed = shape
     rng = np.random.default_rng(seed)
-    X, indptr, cols, vals = csr(rng, n, n_in, dtype)
+    X, nnz, cols, vals = sparse_batch(rng, n, n_in, dtype)
     W = rng.standard_normal((n_in, n_out)).astype(dtype)
     b = rng.standard_normal(n_out).astype(dtype)
-    expected = K.sparse_forward_numpy(indptr, cols, vals, W, b, kind)
+    expected = K.sparse_forward_numpy(nnz, cols, vals, W, b, kind)
     close(expected, K.dense_forward_numpy(X, W, b, kind), dtype)
     for kernel in (K.sparse_forward, K.sparse_forward_par):
-        close(kernel(indptr, cols, vals, W, b, kind, np.empty((n, n_out), dtype)), expected, dtype)
+        close(kernel(nnz, cols, vals, W, b, kind, np.empty((n, n_out), dtype)), expected, dtype)
 
 
 @pytest.mark.parametrize("n, n_in, n_out", [(3, 7, 5), (1, 1, 1), (64, 300, 120)])   # last: BLAS
@@ -219,24 +222,45 @@ def test_dense_gradient_blas_branch():
 
 
 @SETTINGS
-@given(shapes, st.sampled_from([np.float64, np.float32]), st.integers(1, 4))
-def test_sparse_gradient(shape, dtype, blocks):
+@given(shapes, st.sampled_from([np.float64, np.float32]))
+def test_sparse_gradient(shape, dtype):
     n, n_in, n_out, seed = shape
     rng = np.random.default_rng(seed)
-    X, indptr, cols, vals = csr(rng, n, n_in, dtype)
+    X, nnz, cols, vals = sparse_batch(rng, n, n_in, dtype)
     d = rng.standard_normal((n, n_out)).astype(dtype)
-    G_ref, gb_ref, touched_ref = K.sparse_gradient_numpy(indptr, cols, vals, d, n_in)
+    G_ref, gb_ref, touched_ref = K.sparse_gradient_numpy(nnz, cols, vals, d, n_in)
     close(G_ref, X.T @ d, dtype)
-    for parallel in (False, True):
-        G, gb = np.zeros((n_in, n_out), dtype), np.empty(n_out, dtype)
-        touched = np.full(n_in, 7, np.uint8)
-        if parallel:
-            K.sparse_gradient_par(indptr, cols, vals, d, G, gb, touched, blocks)
-        else:
-            K.sparse_gradient(indptr, cols, vals, d, G, gb, touched)
-        close(G, G_ref, dtype)
-        close(gb, gb_ref, dtype)
-        np.testing.assert_array_equal(touched, touched_ref)
+    G, gb = np.zeros((n_in, n_out), dtype), np.empty(n_out, dtype)
+    touched = np.full(n_in, 7, np.uint8)
+    K.sparse_gradient(nnz, cols, vals, d, G, gb, touched)
+    close(G, G_ref, dtype)
+    close(gb, gb_ref, dtype)
+    np.testing.assert_array_equal(touched, touched_ref)
+
+
+@SETTINGS
+@given(shapes, st.integers(1, 5), st.sampled_from([(0.0, 0.0, False), (0.9, 0.01, True)]))
+def test_sparse_gradient_update_par_is_the_serial_pair_bit_for_bit(shape, blocks, update):
+    n, n_in, n_out, seed = shape
+    mu, wd, nesterov = update
+    rng = np.random.default_rng(seed)
+    _, nnz, cols, vals = sparse_batch(rng, n, n_in, np.float32)
+    d = rng.standard_normal((n, n_out)).astype(np.float32)
+    W, V = rng.standard_normal((2, n_in, n_out)).astype(np.float32)
+    args = (np.float32(0.1), np.float32(mu), np.float32(wd), nesterov)
+    W1, V1, G1 = W.copy(), V.copy(), np.zeros_like(W)
+    gb1, t1 = np.empty(n_out, np.float32), np.empty(n_in, np.uint8)
+    K.sparse_gradient(nnz, cols, vals, d, G1, gb1, t1)
+    K.sgd_update_rows(W1, G1, V1, t1, *args)
+    W2, V2, G2 = W.copy(), V.copy(), np.zeros_like(W)
+    gb2, t2 = np.empty(n_out, np.float32), np.empty(n_in, np.uint8)
+    K.sparse_gradient_update_par(nnz, cols, vals, d, G2, gb2, t2, W2, V2, *args, blocks)
+    for a, b in [(W1, W2), (V1, V2), (G1, G2), (gb1, gb2), (t1, t2)]:
+        np.testing.assert_array_equal(a, b)
+    G_ref, _, _ = K.sparse_gradient_numpy(nnz, cols, vals, d, n_in)
+    W_ref, V_ref = W.copy(), V.copy()
+    K.sgd_update_numpy(W_ref, G_ref, V_ref, *args)
+    close(W2, W_ref, np.float32)
 
 
 # ------------------------------------------------------------------ update
@@ -261,8 +285,7 @@ def test_sgd_update_is_the_reference_bit_for_bit(mu, wd, nesterov, dtype):
 
 
 @pytest.mark.parametrize("mu, wd, nesterov", UPDATES)
-@pytest.mark.parametrize("parallel", [False, True])
-def test_sgd_update_rows(mu, wd, nesterov, parallel):
+def test_sgd_update_rows(mu, wd, nesterov):
     rng = np.random.default_rng(3)
     dtype = np.float32
     W, V = rng.standard_normal((40, 7)).astype(dtype), rng.standard_normal((40, 7)).astype(dtype)
@@ -271,8 +294,7 @@ def test_sgd_update_rows(mu, wd, nesterov, parallel):
     lr, mu_, wd_ = dtype(0.2), dtype(mu), dtype(wd)
     W_ref, V_ref, G_ref = W.copy(), V.copy(), G.copy()
     K.sgd_update_rows_numpy(W_ref, G_ref, V_ref, touched, lr, mu_, wd_, nesterov)
-    kernel = K.sgd_update_rows_par if parallel else K.sgd_update_rows
-    kernel(W, G, V, touched, lr, mu_, wd_, nesterov)
+    K.sgd_update_rows(W, G, V, touched, lr, mu_, wd_, nesterov)
     np.testing.assert_array_equal(W, W_ref)
     np.testing.assert_array_equal(V, V_ref)
     assert not G.any()                    # left zero for the next sparse_gradient

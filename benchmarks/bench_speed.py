@@ -1,0 +1,194 @@
+"""Seconds per epoch of MNIST training: mlp-numba against mlp-numpy, scikit-learn and PyTorch.
+
+The network is 784-100-10 with a sigmoid hidden layer and softmax
+cross-entropy, trained by plain minibatch SGD (learning rate 0.1, no
+momentum) for one epoch over all 60,000 training images, at each batch size.
+For every framework and batch size the epoch is run ``--runs`` times
+(interleaved, so a busy moment of the machine hits everyone) and the median
+is reported, with the speed-up of mlp-numba over each and the rate it
+achieves in dense GFLOP/s (6 × samples × parameters per epoch) against the
+machine's float32 matrix-multiply peak, measured here with the same threads.
+
+* mlp-numba / mlp-numpy: :class:`mlp.trainer.Trainer` with the backend, the
+  way ``python -m mlp.train`` trains (uint8 pixels, chunks of batches);
+  compilation happens before the clock starts and is reported apart.
+* scikit-learn: ``MLPClassifier(hidden_layer_sizes=(100,), activation="logistic",
+  solver="sgd", momentum=0, alpha=0, max_iter=1)`` fitted on float32 pixels.
+* PyTorch (if installed): ``nn.Sequential(Linear, Sigmoid, Linear)``,
+  ``CrossEntropyLoss``, ``optim.SGD``, eager mode, float32 tensors prepared
+  before the clock starts, ``torch.set_num_threads`` = the thread count.
+
+Usage (from the project root)::
+
+    python benchmarks/bench_speed.py [--batch-sizes 10 32 128 1024] [--runs 3]
+                                     [--threads N] [--skip sklearn torch] [--out FILE]
+"""
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+LR = 0.1
+FRAMEWORKS = ("mlp-numba", "mlp-numpy", "sklearn", "torch")
+
+
+def mlp_epoch(backend_name, data, batch_size, seed):
+    """(training seconds, compile seconds) of one epoch with an mlp backend."""
+    from mlp.backends import get_backend
+    from mlp.network import Network
+    from mlp.optimizers import SGD
+    from mlp.trainer import Trainer
+    net = Network(common.SIZES, "sigmoid", "ce", seed=seed)
+    trainer = Trainer(net, SGD(LR), get_backend(backend_name), batch_size, seed)
+    trainer.fit(data.X_train, data.y_train, 1, data.scale)
+    return trainer.history[0]["seconds"], trainer.compile_seconds
+
+
+def sklearn_epoch(X, y, batch_size, seed):
+    """Seconds of one epoch of scikit-learn's MLPClassifier with the same network and SGD."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPClassifier
+    clf = MLPClassifier(hidden_layer_sizes=(common.SIZES[1],), activation="logistic",
+                        solver="sgd", alpha=0.0, batch_size=batch_size, learning_rate_init=LR,
+                        momentum=0.0, nesterovs_momentum=False, max_iter=1, shuffle=True,
+                        random_state=seed, tol=0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return common.timed(lambda: clf.fit(X, y))
+
+
+def torch_epoch(X, y, batch_size, seed):
+    """Seconds of one epoch of the same network and SGD in eager PyTorch on the CPU."""
+    import torch
+    from torch import nn
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(common.SIZES[0], common.SIZES[1]), nn.Sigmoid(),
+                          nn.Linear(common.SIZES[1], common.SIZES[2]))
+    opt = torch.optim.SGD(model.parameters(), lr=LR)
+    loss_fn = nn.CrossEntropyLoss()
+    n = X.shape[0]
+
+    def epoch(limit):
+        order = torch.randperm(n)
+        for start in range(0, min(n, limit), batch_size):
+            idx = order[start:start + batch_size]
+            opt.zero_grad(set_to_none=True)
+            loss_fn(model(X[idx]), y[idx]).backward()
+            opt.step()
+
+    epoch(20 * batch_size)                 # warm up the allocator and kernels
+    return common.timed(lambda: epoch(n))
+
+
+def run(batch_sizes, runs, threads, skip):
+    """Measure everything; return the result dict (also printed as a table)."""
+    threads = common.set_threads(threads)
+    data = common.load_mnist()
+    frameworks = [f for f in FRAMEWORKS if f not in skip]
+    notes = []
+    X32 = data.X_train.astype(np.float32) * np.float32(data.scale)
+    Xt = yt = None
+    if "torch" in frameworks:
+        try:
+            import torch
+            Xt, yt = torch.from_numpy(X32), torch.from_numpy(data.y_train)
+        except ImportError:
+            frameworks.remove("torch")
+            notes.append("PyTorch is not installed: its column is skipped "
+                         "(pip install torch to include it).")
+    peak_before = common.matmul_peak()
+    print(f"float32 matmul peak with {threads} threads: {peak_before:.1f} GFLOP/s", flush=True)
+
+    results = {}
+    for batch_size in batch_sizes:
+        times = {f: [] for f in frameworks}
+        compile_seconds = None
+        for r in range(runs):
+            for f in frameworks:
+                seed = r
+                if f == "mlp-numba":
+                    seconds, compiled = mlp_epoch("numba", data, batch_size, seed)
+                    compile_seconds = compiled if compile_seconds is None else compile_seconds
+                elif f == "mlp-numpy":
+                    seconds, _ = mlp_epoch("numpy", data, batch_size, seed)
+                elif f == "sklearn":
+                    seconds = sklearn_epoch(X32, data.y_train, batch_size, seed)
+                else:
+                    seconds = torch_epoch(Xt, yt, batch_size, seed)
+                times[f].append(seconds)
+                print(f"  batch {batch_size:5d}  run {r + 1}  {f:10s} {seconds:8.3f} s", flush=True)
+        results[batch_size] = {"seconds": times,
+                               "median": {f: common.median(v) for f, v in times.items()},
+                               "numba_compile_seconds": compile_seconds}
+    peak_after = common.matmul_peak()
+    peak = max(peak_before, peak_after)
+    flops = common.epoch_flops(data.X_train.shape[0])
+    for batch_size, res in results.items():
+        med = res["median"]
+        if "mlp-numba" in med:
+            res["speedup"] = {f: med[f] / med["mlp-numba"] for f in med if f != "mlp-numba"}
+            res["numba_gflops"] = flops / med["mlp-numba"] / 1e9
+            res["numba_fraction_of_peak"] = res["numba_gflops"] / peak
+        res["gflops"] = {f: flops / s / 1e9 for f, s in med.items()}
+    return {"benchmark": "bench_speed", "network": common.SIZES, "activation": "sigmoid",
+            "loss": "ce", "optimizer": f"SGD lr={LR}, no momentum", "samples_per_epoch":
+            int(data.X_train.shape[0]), "dense_flops_per_epoch": flops, "threads": threads,
+            "runs": runs, "matmul_peak_gflops": peak,
+            "matmul_peak_gflops_before_after": [peak_before, peak_after],
+            "machine": common.machine(), "notes": notes, "command": " ".join(sys.argv),
+            "results": {str(k): v for k, v in results.items()}}
+
+
+def table(result):
+    """The markdown table of a result dict."""
+    frameworks = [f for f in FRAMEWORKS
+                  if any(f in r["median"] for r in result["results"].values())]
+    others = [f for f in frameworks if f != "mlp-numba"]
+    header = (["batch"] + [f"{f} s/epoch" for f in frameworks]
+              + [f"speed-up vs {f}" for f in others] + ["mlp-numba GFLOP/s", "% of peak"])
+    rows = []
+    for batch_size, r in result["results"].items():
+        row = [batch_size] + [f"{r['median'][f]:.3f}" for f in frameworks]
+        row += [f"{r['speedup'][f]:.1f}x" for f in others]
+        row += [f"{r['numba_gflops']:.0f}", f"{100 * r['numba_fraction_of_peak']:.0f}%"]
+        rows.append(row)
+    return common.markdown_table(header, rows)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[10, 32, 128, 1024])
+    p.add_argument("--runs", type=int, default=3, help="epochs per framework and batch size")
+    p.add_argument("--threads", type=int, default=None,
+                   help="threads for everyone (default: all cores)")
+    p.add_argument("--skip", nargs="*", default=[], choices=FRAMEWORKS[1:],
+                   help="frameworks to leave out")
+    p.add_argument("--out", help="JSON file (default: benchmarks/results/speed-<time>.json)")
+    args = p.parse_args(argv)
+    if args.runs < 1 or min(args.batch_sizes) < 1:
+        p.error("--runs and --batch-sizes must be positive")
+    result = run(args.batch_sizes, args.runs, args.threads, set(args.skip))
+    print()
+    print(f"MNIST 784-100-10 sigmoid/softmax-CE, plain SGD, one epoch of 60,000 images, "
+          f"{result['threads']} threads; median of {args.runs} runs; float32 matmul peak "
+          f"{result['matmul_peak_gflops']:.0f} GFLOP/s")
+    print()
+    print(table(result))
+    for note in result["notes"]:
+        print(f"\nnote: {note}")
+    compile_s = [r["numba_compile_seconds"] for r in result["results"].values()
+                 if r.get("numba_compile_seconds") is not None]
+    if compile_s:
+        print(f"\nmlp-numba compile (or cache load) before the first epoch: {compile_s[0]:.2f} s, "
+              f"not included above")
+    print(f"\nwritten to {common.write_json(result, args.out, 'speed')}")
+
+
+if __name__ == "__main__":
+    main()
