@@ -25,7 +25,7 @@ from .losses import LOSSES
 #: the default recipe (see README.md for what it reaches and how fast)
 DEFAULTS = dict(dataset="mnist", hidden=[100], activation="sigmoid", loss="ce",
                 epochs=10, batch_size=32, lr=0.5, momentum=0.0, nesterov=False,
-                weight_decay=0.0, seed=0, dtype="float32", backend="numpy")
+                weight_decay=0.0, seed=0, dtype="float32", backend="numba")
 
 
 def build_parser():
