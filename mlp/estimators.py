@@ -40,11 +40,12 @@ probability ``input_dropout``) and the survivors are scaled by 1/(1 − p);
 prediction uses the whole network. ``loss_curve_`` then
 records the loss of the thinned networks that were trained.
 
-Backends. Sample weights (other than all equal) and dropout are computed by
-the NumPy reference (:meth:`Network.loss_and_gradients`): a fit that uses
-them runs on NumPy whatever ``backend`` says. If ``mlp.numba_backend`` cannot
-be imported, ``backend="numba"`` falls back to NumPy with a warning; both
-compute the same arithmetic.
+Backends. Sample weights (other than all equal) and hidden-unit dropout are
+computed by the NumPy reference (:meth:`Network.loss_and_gradients`): a fit
+that uses them runs on NumPy whatever ``backend`` says. Input dropout alone
+runs on the chosen backend (the masked inputs are handed to it). If
+``mlp.numba_backend`` cannot be imported, ``backend="numba"`` falls back to
+NumPy with a warning; both compute the same arithmetic.
 
 Each epoch's sample order is drawn from ``random_state`` (as in
 :func:`mlp.trainer.epoch_order`), so the same ``random_state`` (an int) gives
@@ -84,9 +85,13 @@ class _FitBackend:
 
     * with ``shuffle=False`` it replaces the trainer's shuffled order by
       0, 1, …, n−1 (every epoch visits the rows in the order given);
-    * with sample weights or dropout it runs the batches itself on the NumPy
-      reference, :meth:`Network.loss_and_gradients` with ``sample_weight``
-      and ``dropout_masks`` (the fast backends implement neither).
+    * with sample weights or hidden-unit dropout it runs the batches itself
+      on the NumPy reference, :meth:`Network.loss_and_gradients` with
+      ``sample_weight`` and ``dropout_masks`` (the fast backends implement
+      neither);
+    * with input dropout alone it masks the chunk's rows (X ⊙ m, the same
+      masks :meth:`Network.dropout_masks` draws) and hands them to the chosen
+      backend: dropping inputs changes the data, not the arithmetic.
     """
 
     def __init__(self, backend, shuffle=True, sample_weight=None, dropout_rates=None,
@@ -96,13 +101,22 @@ class _FitBackend:
         self.sample_weight = sample_weight
         self.dropout_rates = dropout_rates
         self.rng = rng
-        self.reference = sample_weight is not None or dropout_rates is not None
+        hidden_dropout = dropout_rates is not None and any(dropout_rates[1:])
+        self.reference = sample_weight is not None or hidden_dropout
+        self.input_dropout = dropout_rates is not None and not hidden_dropout
         self.name = "numpy" if self.reference else backend.name
 
     def train_batches(self, net, opt, X, targets, order, start, stop, batch_size, scale=1.0):
         """Batches start … stop−1 of the epoch; returns their losses (see :mod:`mlp.backends`)."""
         if not self.shuffle:
             order = np.arange(len(order))
+        if self.input_dropout:
+            rows = order[start * batch_size:stop * batch_size]
+            mask = net.dropout_masks(len(rows), self.dropout_rates, self.rng)[0]
+            X_masked = batch_inputs(X, rows, scale, net.dtype) * mask
+            return self.backend.train_batches(net, opt, X_masked, targets[rows],
+                                              np.arange(len(rows)), 0, stop - start,
+                                              batch_size)
         if not self.reference:
             return self.backend.train_batches(net, opt, X, targets, order, start, stop,
                                               batch_size, scale)
@@ -313,9 +327,12 @@ class _BaseMLP(BaseEstimator):
         hidden = self._hidden_sizes()
         if first:
             self._initialize([X.shape[1], *hidden, self._n_network_outputs()], dtype)
-        elif self._net.dtype != dtype or self._net.sizes[1:-1] != hidden:
-            raise ValueError("warm_start and partial_fit need the same hidden_layer_sizes and "
-                             "dtype as the fitted model; set warm_start=False to start over")
+        elif (self._net.dtype != dtype or self._net.sizes[1:-1] != hidden
+              or self._net.activation != ACTIVATION_NAMES[self.activation]
+              or self._net.loss.name != self._network_loss()[0]):
+            raise ValueError("warm_start and partial_fit need the hidden_layer_sizes, "
+                             "activation, loss and dtype of the fitted model; set "
+                             "warm_start=False to start over")
         self._train(X, targets, y, sample_weight, incremental)
         return self
 
@@ -434,13 +451,13 @@ class _BaseMLP(BaseEstimator):
         try:
             trainer.fit(X, targets, start + epochs)
         except DivergenceError as e:
+            targets_too = " and the targets" if isinstance(self, RegressorMixin) else ""
             raise DivergenceError(
-                f"{type(self).__name__} diverged in epoch {self.n_iter_ + 1} with "
-                f"learning_rate_init={self.learning_rate_init:g} ({e}). Lower "
-                f"learning_rate_init (e.g. {self.learning_rate_init / 10:g}) or scale the "
-                "features (e.g. with sklearn.preprocessing.StandardScaler)"
-                + (" and the targets" if isinstance(self, RegressorMixin) else "")
-                + ".") from None
+                f"{type(self).__name__} diverged in epoch {self.n_iter_ + 1}: the training "
+                f"loss became infinite, NaN or exploded with learning rate {opt.lr:g}. Lower "
+                f"learning_rate_init (e.g. to {self.learning_rate_init / 10:g}) or scale the "
+                f"features{targets_too} (e.g. with sklearn.preprocessing.StandardScaler). "
+                "The weights are those before the failing batches.") from e
         if self.early_stopping and best_params is not None:
             for p, best in zip(self._net.params(), best_params):
                 p[...] = best
@@ -547,7 +564,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         Probability of dropping each hidden unit during training (one value,
         or one per hidden layer). Trains on the NumPy path.
     input_dropout : float, default=0.0
-        Probability of dropping each input feature during training.
+        Probability of dropping each input feature during training (on the
+        chosen backend, unless ``dropout`` or sample weights are used too).
     backend : {"numba", "numpy"}, default="numba"
         Who runs the batches (see :mod:`mlp.backends`).
     dtype : {"float32", "float64"}, default="float32"
@@ -625,6 +643,10 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                                  "needs samples of at least two classes")
             self.n_outputs_ = self._n_network_outputs()
             self.out_activation_ = {"ce": "softmax"}.get(self._LOSSES[self.loss], "logistic")
+        elif incremental and classes is not None and not np.array_equal(
+                np.unique(np.asarray(classes)), self.classes_):
+            raise ValueError(f"classes {np.unique(classes).tolist()} differ from those of the "
+                             f"first call to partial_fit, {self.classes_.tolist()}")
         elif self.warm_start and not incremental and not np.array_equal(
                 np.unique(y), self.classes_):
             raise ValueError("warm_start can only be used where y has the same classes as in "

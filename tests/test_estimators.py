@@ -282,6 +282,11 @@ def test_bad_data_is_a_value_error_saying_what_is_wrong():
         MLPClassifier(early_stopping=True).partial_fit(X, y, classes=[0, 1, 2])
     with pytest.raises(ValueError, match="not in classes_"):
         MLPClassifier(backend="numpy").partial_fit(X, y, classes=[0, 1])
+    with pytest.raises(ValueError, match="differ from those of the first call"):
+        MLPClassifier(backend="numpy").partial_fit(X, y, classes=[0, 1, 2]).partial_fit(
+            X, y, classes=[0, 1, 2, 3])
+    with pytest.raises(ValueError, match="same classes"):
+        MLPClassifier(backend="numpy", warm_start=True, max_iter=1).fit(X, y).fit(X, y % 2)
 
 
 def test_divergence_is_an_mlp_error_with_advice():
@@ -382,3 +387,22 @@ def test_pipeline_gridsearch_and_pickle():
     assert grid.best_score_ > 0.85
     again = pickle.loads(pickle.dumps(grid.best_estimator_))
     np.testing.assert_array_equal(again.predict_proba(X), grid.predict_proba(X))
+
+
+def test_input_dropout_on_the_fast_path_equals_the_reference():
+    """Masking the chunk's rows and training on them = the reference's input masks, bit for bit."""
+    from mlp.backends import NumpyBackend
+    from mlp.estimators import _FitBackend
+    from mlp.optimizers import SGD
+    from mlp.trainer import Trainer
+    X, y = classification_data(n=50)
+    nets = []
+    for weights in (None, np.ones(50, np.float64)):     # ones force the reference path
+        net = Network([4, 6, 3], dtype="float64", seed=0)
+        runner = _FitBackend(NumpyBackend(), sample_weight=weights, dropout_rates=[0.3, 0.0],
+                             rng=np.random.default_rng(5))
+        assert runner.reference == (weights is not None)
+        Trainer(net, SGD(0.2, 0.9), runner, batch_size=8, seed=1, chunk_size=3).fit(X, y, 2)
+        nets.append(net)
+    for a, b in zip(nets[0].params(), nets[1].params()):
+        np.testing.assert_array_equal(a, b)
