@@ -49,7 +49,10 @@ deterministic for a fixed number of threads.
 import math
 
 import numpy as np
+from llvmlite import ir
 from numba import njit, prange
+from numba.core import types as nbtypes
+from numba.extending import intrinsic, overload
 
 from .activations import ACTIVATIONS, DERIVATIVES
 from .losses import get_loss
@@ -79,12 +82,55 @@ def _loss_object(loss, out_kind):
 
 # ----------------------------------------------------------------- scalars
 
+# exp in float32 without a library call, so that loops over it vectorise
+# (Cephes' expf: e^x = 2^n · e^r with |r| ≤ ln2/2, a degree-6 polynomial for
+# e^r; error below one ulp). float64 keeps math.exp.
+_F = np.float32
+_LOG2E, _LN2_HI, _LN2_LO = _F(1.4426950408889634), _F(0.693359375), _F(-2.12194440e-4)
+_EXP_P = tuple(_F(c) for c in (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3,
+                                4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1))
+_EXP_LO, _EXP_HI, _ROUND = _F(-87.3), _F(88.3), _F(12582912.0)   # 1.5 · 2²³ rounds to integers
 
-@njit(inline="always", fastmath=_FAST)
+
+@intrinsic
+def _pow2_f32(typingctx, n):
+    """2ⁿ for a float32 n holding an integer in [-126, 127], built from its bits."""
+    if not (isinstance(n, nbtypes.Float) and n.bitwidth == 32):
+        return None
+
+    def codegen(context, builder, signature, args):
+        i32 = ir.IntType(32)
+        k = builder.add(builder.fptosi(args[0], i32), ir.Constant(i32, 127))
+        return builder.bitcast(builder.shl(k, ir.Constant(i32, 23)), ir.FloatType())
+    return nbtypes.float32(nbtypes.float32), codegen
+
+
+def _exp(x):
+    """e^x: a vectorisable polynomial in float32, math.exp otherwise."""
+    return math.exp(x)
+
+
+@overload(_exp, inline="always")
+def _exp_impl(x):
+    if isinstance(x, nbtypes.Float) and x.bitwidth == 32:
+        p0, p1, p2, p3, p4, p5 = _EXP_P
+
+        def exp32(x):
+            x = _EXP_HI if x > _EXP_HI else (_EXP_LO if x < _EXP_LO else x)
+            n = (x * _LOG2E + _ROUND) - _ROUND          # nearest integer, no call
+            r = x - n * _LN2_HI - n * _LN2_LO
+            p = ((((p0 * r + p1) * r + p2) * r + p3) * r + p4) * r + p5
+            return (p * r * r + r + _F(1)) * _pow2_f32(n)
+        return exp32
+    return lambda x: math.exp(x)
+
+
+
+@njit(inline="always", fastmath=_FAST, error_model="numpy")
 def _f(x, kind, one):
     """f(x) for activation ``kind``; ``one`` is 1 in the working dtype."""
     if kind == SIGMOID:
-        return one / (one + math.exp(-x))
+        return one / (one + _exp(-x))
     if kind == TANH:
         return math.tanh(x)
     if kind == RELU:
@@ -92,7 +138,7 @@ def _f(x, kind, one):
     return x
 
 
-@njit(inline="always", fastmath=_FAST)
+@njit(inline="always", fastmath=_FAST, error_model="numpy")
 def _fprime(a, kind, one):
     """f'(z) for activation ``kind``, from the output a = f(z)."""
     if kind == SIGMOID:
@@ -107,7 +153,7 @@ def _fprime(a, kind, one):
 # ------------------------------------------------------------ gather rows
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def gather_dense(X, rows, scale, out):
     """out[s] = X[rows[s]] · scale, in out's dtype (uint8 pixels; float X comes with scale 1)."""
     for s in range(rows.shape[0]):
@@ -124,7 +170,7 @@ def gather_dense_numpy(X, rows, scale, dtype):
     return batch_inputs(X, rows, scale, np.dtype(dtype))
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _gather_sparse_rows(X, rows, scale, nnz, cols, vals, s0, s1):
     """:func:`gather_sparse` for batch rows s0 … s1-1."""
     n_in = X.shape[1]
@@ -165,7 +211,7 @@ def _gather_sparse_rows(X, rows, scale, nnz, cols, vals, s0, s1):
     return touch
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def gather_sparse(X, rows, scale, nnz, cols, vals):
     """The non-zero entries of X[rows] · scale, row by row; returns their total number.
 
@@ -179,7 +225,7 @@ def gather_sparse(X, rows, scale, nnz, cols, vals):
     return nnz[:rows.shape[0]].sum()
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def gather_sparse_par(X, rows, scale, nnz, cols, vals):
     """:func:`gather_sparse` with blocks of rows split between threads."""
     n = rows.shape[0]
@@ -210,7 +256,7 @@ def gather_sparse_numpy(X, rows, scale, dtype):
     return nnz, cols, vals
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def gather_targets(labels, T, rows, Y):
     """Y[s] = the target of sample rows[s]: one-hot of ``labels`` when given, else T[rows[s]]."""
     if labels.shape[0] > 0:
@@ -234,13 +280,34 @@ def gather_targets_numpy(labels, T, rows, n_out, dtype):
 # ----------------------------------------------------------------- forward
 
 
-@njit(cache=True, fastmath=_FAST)
-def bias_activation(z, b, kind):
-    """z ← f(z + b) in place (after a BLAS product)."""
+@njit(cache=True, fastmath=_FAST, error_model="numpy")
+def _bias_activation_rows(z, b, kind, s0, s1):
+    """z[s] ← f(z[s] + b) for rows s0 … s1-1; one loop per function, so that each vectorises."""
     one = z.dtype.type(1)
-    for s in range(z.shape[0]):
-        for j in range(z.shape[1]):
-            z[s, j] = _f(z[s, j] + b[j], kind, one)
+    m = z.shape[1]
+    if kind == SIGMOID:
+        for s in range(s0, s1):
+            for j in range(m):
+                z[s, j] = one / (one + _exp(-(z[s, j] + b[j])))
+    elif kind == TANH:
+        for s in range(s0, s1):
+            for j in range(m):
+                z[s, j] = math.tanh(z[s, j] + b[j])
+    elif kind == RELU:
+        for s in range(s0, s1):
+            for j in range(m):
+                t = z[s, j] + b[j]
+                z[s, j] = t if t > 0 else t * 0
+    else:
+        for s in range(s0, s1):
+            for j in range(m):
+                z[s, j] += b[j]
+
+
+@njit(cache=True, error_model="numpy")
+def bias_activation(z, b, kind):
+    """z ← f(z + b) in place, row by row."""
+    _bias_activation_rows(z, b, kind, 0, z.shape[0])
     return z
 
 
@@ -249,14 +316,13 @@ def bias_activation_numpy(z, b, kind):
     return ACTIVATIONS[ACTIVATION_NAMES[kind]](z + b)
 
 
-@njit(cache=True, fastmath=_FAST)
+@njit(cache=True, fastmath=_FAST, error_model="numpy")
 def _sparse_forward_rows(nnz, cols, vals, W, b, kind, out, s0, s1):
     """:func:`sparse_forward` for batch rows s0 … s1-1, four rows of W per pass over out[s]."""
-    one = W.dtype.type(1)
     n_out = W.shape[1]
     for s in range(s0, s1):
         for j in range(n_out):
-            out[s, j] = b[j]
+            out[s, j] = 0
         p, end = 0, nnz[s]
         while p + 4 <= end:
             x0, x1, x2, x3 = vals[s, p], vals[s, p + 1], vals[s, p + 2], vals[s, p + 3]
@@ -269,18 +335,17 @@ def _sparse_forward_rows(nnz, cols, vals, W, b, kind, out, s0, s1):
             for j in range(n_out):
                 out[s, j] += x0 * W[i0, j]
             p += 1
-        for j in range(n_out):
-            out[s, j] = _f(out[s, j], kind, one)
+    _bias_activation_rows(out, b, kind, s0, s1)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def sparse_forward(nnz, cols, vals, W, b, kind, out):
     """out = f(x · W + b) for a sparse batch x: only the rows of W at non-zero inputs are read."""
     _sparse_forward_rows(nnz, cols, vals, W, b, kind, out, 0, out.shape[0])
     return out
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def sparse_forward_par(nnz, cols, vals, W, b, kind, out):
     """:func:`sparse_forward` with blocks of the batch's rows split between threads."""
     n = out.shape[0]
@@ -297,43 +362,39 @@ def sparse_forward_numpy(nnz, cols, vals, W, b, kind):
     return dense_forward_numpy(_densify(nnz, cols, vals, W.shape[0]), W, b, kind)
 
 
-@njit(inline="always", fastmath=_FAST_SUM)
-def _dense_row(a, Wt, b, kind, out, s, one):
-    """out[s, k] = f(b[k] + a[s] · Wt[k]), four outputs per pass over a[s]."""
+@njit(inline="always", fastmath=_FAST_SUM, error_model="numpy")
+def _dense_row(a, Wt, out, s):
+    """out[s, k] = a[s] · Wt[k], four outputs per pass over a[s]."""
     n_out, n_in = Wt.shape
     k = 0
     while k + 4 <= n_out:
-        t0, t1, t2, t3 = b[k] * 0, b[k] * 0, b[k] * 0, b[k] * 0
+        t0 = t1 = t2 = t3 = Wt.dtype.type(0)
         for i in range(n_in):
             x = a[s, i]
             t0 += x * Wt[k, i]
             t1 += x * Wt[k + 1, i]
             t2 += x * Wt[k + 2, i]
             t3 += x * Wt[k + 3, i]
-        out[s, k] = _f(t0 + b[k], kind, one)
-        out[s, k + 1] = _f(t1 + b[k + 1], kind, one)
-        out[s, k + 2] = _f(t2 + b[k + 2], kind, one)
-        out[s, k + 3] = _f(t3 + b[k + 3], kind, one)
+        out[s, k], out[s, k + 1], out[s, k + 2], out[s, k + 3] = t0, t1, t2, t3
         k += 4
     while k < n_out:
-        t0 = b[k] * 0
+        t0 = Wt.dtype.type(0)
         for i in range(n_in):
             t0 += a[s, i] * Wt[k, i]
-        out[s, k] = _f(t0 + b[k], kind, one)
+        out[s, k] = t0
         k += 1
 
 
-@njit(cache=True, fastmath=_FAST_SUM)
+@njit(cache=True, fastmath=_FAST_SUM, error_model="numpy")
 def dense_forward(a, Wt, b, kind, out):
-    """out = f(a · W + b), given ``Wt`` = Wᵀ: BLAS for large products, else fused loops."""
+    """out = f(a · W + b), given ``Wt`` = Wᵀ: BLAS for large products, else dot products of rows."""
     n, n_in = a.shape
     if n * n_in * Wt.shape[0] >= BLAS_MIN_FLOPS:
         np.dot(a, Wt.T, out)
-        return bias_activation(out, b, kind)
-    one = Wt.dtype.type(1)
-    for s in range(n):
-        _dense_row(a, Wt, b, kind, out, s, one)
-    return out
+    else:
+        for s in range(n):
+            _dense_row(a, Wt, out, s)
+    return bias_activation(out, b, kind)
 
 
 def dense_forward_numpy(a, W, b, kind):
@@ -344,7 +405,7 @@ def dense_forward_numpy(a, W, b, kind):
 # ------------------------------------------------------------------ output
 
 
-@njit(cache=True, fastmath=_FAST)
+@njit(cache=True, fastmath=_FAST, error_model="numpy")
 def output_delta(z, Y, loss, out_kind, delta):
     """ŷ = g(z), the batch-mean loss, and δ = ∂L/∂z, in one pass over each row.
 
@@ -366,13 +427,13 @@ def output_delta(z, Y, loss, out_kind, delta):
                 m = max(m, z[s, k])
             se = zero
             for k in range(n_out):
-                se += math.exp(z[s, k] - m)
+                se += _exp(z[s, k] - m)
             lse = math.log(se)
             for k in range(n_out):
                 y = Y[s, k]
                 shifted = z[s, k] - m
                 row -= y * (shifted - lse)
-                yhat = math.exp(shifted) / se
+                yhat = _exp(shifted) / se
                 z[s, k] = yhat
                 delta[s, k] = (yhat - y) / nf
         elif loss == BCE:
@@ -403,7 +464,7 @@ def output_delta_numpy(z, Y, loss, out_kind):
     return L.value(z, yhat, Y), yhat, L.delta(z, yhat, Y)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def output_activation(z, loss, out_kind):
     """z ← g(z) in place: softmax for ce, sigmoid for bce, the chosen output function for mse."""
     n, n_out = z.shape
@@ -415,7 +476,7 @@ def output_activation(z, loss, out_kind):
                 m = max(m, z[s, k])
             se = z.dtype.type(0)
             for k in range(n_out):
-                z[s, k] = math.exp(z[s, k] - m)
+                z[s, k] = _exp(z[s, k] - m)
                 se += z[s, k]
             for k in range(n_out):
                 z[s, k] /= se
@@ -434,9 +495,34 @@ def output_activation_numpy(z, loss, out_kind):
 # ---------------------------------------------------------------- backward
 
 
-@njit(inline="always", fastmath=_FAST)
-def _backprop_row(d, Wt, a, kind, out, s, one):
-    """out[s] = (Σ_k d[s, k] · Wt[k]) ⊙ f'(a[s]), four rows of Wt per pass."""
+@njit(cache=True, fastmath=_FAST, error_model="numpy")
+def times_fprime(d, a, kind):
+    """d ← d ⊙ f'(a) in place, f' taken from the layer's output a; one loop per function."""
+    one = a.dtype.type(1)
+    n, m = d.shape
+    if kind == SIGMOID:
+        for s in range(n):
+            for i in range(m):
+                d[s, i] *= a[s, i] * (one - a[s, i])
+    elif kind == TANH:
+        for s in range(n):
+            for i in range(m):
+                d[s, i] *= one - a[s, i] * a[s, i]
+    elif kind == RELU:
+        for s in range(n):
+            for i in range(m):
+                d[s, i] = d[s, i] if a[s, i] > 0 else d[s, i] * 0
+    return d
+
+
+def times_fprime_numpy(d, a, kind):
+    """NumPy twin of :func:`times_fprime`: d ⊙ f'(a) with mlp.activations' derivative."""
+    return d * DERIVATIVES[ACTIVATION_NAMES[kind]](a, a)
+
+
+@njit(inline="always", fastmath=_FAST, error_model="numpy")
+def _backprop_row(d, Wt, out, s):
+    """out[s] = Σ_k d[s, k] · Wt[k], four rows of Wt per pass."""
     n_out, n_in = Wt.shape
     for i in range(n_in):
         out[s, i] = 0
@@ -451,25 +537,19 @@ def _backprop_row(d, Wt, a, kind, out, s, one):
         for i in range(n_in):
             out[s, i] += d0 * Wt[k, i]
         k += 1
-    for i in range(n_in):
-        out[s, i] *= _fprime(a[s, i], kind, one)
 
 
-@njit(cache=True, fastmath=_FAST)
+@njit(cache=True, fastmath=_FAST, error_model="numpy")
 def backprop_delta(d, Wt, a, kind, out):
     """out = (δ · Wᵀ) ⊙ f'(a) given ``Wt`` = Wᵀ: the error of the layer below (before W changes)."""
     n = d.shape[0]
     n_out, n_in = Wt.shape
-    one = Wt.dtype.type(1)
     if n * n_in * n_out >= BLAS_MIN_FLOPS:
         np.dot(d, Wt, out)
+    else:
         for s in range(n):
-            for i in range(n_in):
-                out[s, i] *= _fprime(a[s, i], kind, one)
-        return out
-    for s in range(n):
-        _backprop_row(d, Wt, a, kind, out, s, one)
-    return out
+            _backprop_row(d, Wt, out, s)
+    return times_fprime(out, a, kind)
 
 
 def backprop_delta_numpy(d, W, a, kind):
@@ -477,7 +557,7 @@ def backprop_delta_numpy(d, W, a, kind):
     return (d @ W.T) * DERIVATIVES[ACTIVATION_NAMES[kind]](a, a)
 
 
-@njit(cache=True, fastmath=_FAST)
+@njit(cache=True, fastmath=_FAST, error_model="numpy")
 def column_sums(d, gb):
     """gb = Σ_rows d: the bias gradient."""
     for k in range(d.shape[1]):
@@ -493,7 +573,7 @@ def column_sums_numpy(d):
     return d.sum(axis=0)
 
 
-@njit(inline="always", fastmath=_FAST)
+@njit(inline="always", fastmath=_FAST, error_model="numpy")
 def _gradient_row(a, d, Gt, k):
     """Gt[k] = Σ_s d[s, k] · a[s], four rows of a per pass."""
     n, n_in = a.shape
@@ -512,7 +592,7 @@ def _gradient_row(a, d, Gt, k):
         s += 1
 
 
-@njit(cache=True, fastmath=_FAST)
+@njit(cache=True, fastmath=_FAST, error_model="numpy")
 def dense_gradient(a, d, Gt, gb):
     """Gt = (aᵀ · δ)ᵀ = δᵀ · a and gb = Σ_rows δ: a dense layer's gradients, W's transposed."""
     n, n_in = a.shape
@@ -531,7 +611,7 @@ def dense_gradient_numpy(a, d):
     return a.T @ d, column_sums_numpy(d)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _column_counts(nnz, cols, n, counts):
     """counts[i] = the number of rows among the first n with a non-zero in column i."""
     counts[:] = 0
@@ -541,7 +621,7 @@ def _column_counts(nnz, cols, n, counts):
     return counts
 
 
-@njit(cache=True, fastmath=_FAST)
+@njit(cache=True, fastmath=_FAST, error_model="numpy")
 def _sparse_gradient_rows(nnz, cols, vals, d, G, i0, i1):
     """Rows i0 … i1-1 of G += xᵀ · δ: each non-zero x[s, i] adds x · δ[s] to row i, in batch order."""
     n_out = d.shape[1]
@@ -556,7 +636,7 @@ def _sparse_gradient_rows(nnz, cols, vals, d, G, i0, i1):
                     G[i, k] += x * d[s, k]
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def sparse_gradient(nnz, cols, vals, d, G, gb, touched):
     """G += xᵀ · δ and gb = Σ δ for a sparse batch x; touched[i] = 1 where column i of x has a non-zero.
 
@@ -572,7 +652,7 @@ def sparse_gradient(nnz, cols, vals, d, G, gb, touched):
     return G
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _balanced_ranges(counts, n_blocks):
     """Boundaries of ``n_blocks`` consecutive row ranges holding about equal numbers of non-zeros."""
     total = counts.sum()
@@ -588,7 +668,7 @@ def _balanced_ranges(counts, n_blocks):
     return bounds
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def sparse_gradient_update_par(nnz, cols, vals, d, G, gb, touched, W, V, lr, mu, wd, nesterov,
                                n_blocks):
     """:func:`sparse_gradient` then :func:`sgd_update_rows`, with the rows of W split between threads.
@@ -619,7 +699,7 @@ def sparse_gradient_numpy(nnz, cols, vals, d, n_in):
 # ------------------------------------------------------------------ update
 
 
-@njit(inline="always")
+@njit(inline="always", error_model="numpy")
 def _sgd(p, g, v, lr, mu, wd, nesterov):
     """One SGD step on 1-D arrays: the reference's arithmetic, in its order.
 
@@ -654,7 +734,7 @@ def _sgd(p, g, v, lr, mu, wd, nesterov):
             p[j] += v[j]
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def sgd_update(p, g, v, lr, mu, wd, nesterov):
     """In place: g ← g + λp; v ← μv − ηg; p ← p + v (Nesterov: p + μv − ηg); with μ = 0, p ← p − ηg.
 
@@ -683,7 +763,7 @@ def sgd_update_numpy(p, g, v, lr, mu, wd, nesterov):
     return p
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _sgd_rows(W, G, V, touched, lr, mu, wd, nesterov, i0, i1):
     """:func:`sgd_update_rows` on rows i0 … i1-1 (one flat loop per case: it vectorises)."""
     m = W.shape[1]
@@ -714,7 +794,7 @@ def _sgd_rows(W, G, V, touched, lr, mu, wd, nesterov, i0, i1):
                 G[i, j] = 0
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def sgd_update_rows(W, G, V, touched, lr, mu, wd, nesterov):
     """:func:`sgd_update` of the sparse first layer, whose gradient G is zero off the touched rows.
 
@@ -736,7 +816,7 @@ def sgd_update_rows_numpy(W, G, V, touched, lr, mu, wd, nesterov):
 # ------------------------------------------------------------ the batch loop
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def transpose_into(A, out):
     """out = Aᵀ (a contiguous copy)."""
     for i in range(A.shape[0]):
@@ -745,7 +825,7 @@ def transpose_into(A, out):
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _as_list(arrays):
     """A tuple of same-typed arrays as a list, so the kernels below compile once for every depth."""
     out = [arrays[0]]
@@ -754,7 +834,7 @@ def _as_list(arrays):
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _transposed(arrays, skip_first):
     """[Aᵀ for A in arrays] as contiguous copies (an empty array in place of the first if ``skip_first``)."""
     out = []
@@ -767,7 +847,7 @@ def _transposed(arrays, skip_first):
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _workspace(W0, Wts, batch_size, sparse):
     """Work arrays for batches of up to ``batch_size`` rows.
 
@@ -802,7 +882,7 @@ def _workspace(W0, Wts, batch_size, sparse):
     return acts, deltas, grads, gbs, Y, sparse_batch, touched
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _gather(X, scale, labels, T, rows, work, sparse, threads):
     """Fill the workspace with batch ``rows``: the inputs (sparse or dense) and the targets."""
     acts, (nnz, cols, vals), nb = work[0], work[5], rows.shape[0]
@@ -815,7 +895,7 @@ def _gather(X, scale, labels, T, rows, work, sparse, threads):
         gather_dense(X, rows, scale, acts[0][:nb])
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _step(work, nb, W0, Wts, bs, act, loss, out_kind, sparse, threads, update, lr, mu, wd,
           nesterov, V0, Vts, vbs):
     """Forward and backward pass of the gathered batch of ``nb`` rows; returns its mean loss.
@@ -864,7 +944,7 @@ def _step(work, nb, W0, Wts, bs, act, loss, out_kind, sparse, threads, update, l
     return value
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def train_chunk(X, scale, labels, T, order, start, stop, batch_size, weights, biases, vw, vb,
                 act, loss, out_kind, lr, mu, wd, nesterov, sparse, threads, losses):
     """Train on batches start … stop-1 of an epoch in place; losses[k] = loss of batch start+k.
@@ -920,7 +1000,7 @@ def train_chunk_numpy(X, scale, labels, T, order, start, stop, batch_size, weigh
     return losses
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def loss_and_gradients(X, Y, weights, biases, act, loss, out_kind, sparse):
     """Mean loss of the float batch (X, Y) and the gradients: (loss, [∂L/∂W], [∂L/∂b]).
 
@@ -946,7 +1026,7 @@ def loss_and_gradients(X, Y, weights, biases, act, loss, out_kind, sparse):
     return value, gw, work[3]
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _predict_rows(acts, nb, Wts, bs, act, loss, out_kind):
     """The forward pass of the gathered rows acts[0][:nb]; returns ŷ (a view of the last buffer)."""
     nl = len(Wts)
@@ -956,7 +1036,7 @@ def _predict_rows(acts, nb, Wts, bs, act, loss, out_kind):
     return output_activation(acts[nl][:nb], loss, out_kind)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def predict(X, scale, weights, biases, act, loss, out_kind, out):
     """out = ŷ for every row of X (uint8 times scale, or float), 1024 rows at a time."""
     n = X.shape[0]

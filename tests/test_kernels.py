@@ -198,6 +198,31 @@ def test_backprop_delta(n, n_in, n_out, kind):
 
 
 @SETTINGS
+@given(shapes, st.sampled_from(KINDS), st.sampled_from([np.float64, np.float32]))
+def test_times_fprime(shape, kind, dtype):
+    n, _, m, seed = shape
+    rng = np.random.default_rng(seed)
+    a = K.bias_activation_numpy(rng.standard_normal((n, m)), np.zeros(m), kind).astype(dtype)
+    d = rng.standard_normal((n, m)).astype(dtype)
+    close(K.times_fprime(d.copy(), a, kind), K.times_fprime_numpy(d, a, kind), dtype)
+
+
+@pytest.mark.parametrize("dtype, ulps", [(np.float32, 2), (np.float64, 2)])
+def test_sigmoid_is_accurate_to_a_few_ulps_everywhere(dtype, ulps):
+    z = np.concatenate([np.linspace(-120, 120, 20001), [0.0, -0.0, 88.5, -88.5, 1e-30]])
+    z = z.astype(dtype)
+    got = K.bias_activation(z[None, :].copy(), np.zeros(len(z), dtype), K.SIGMOID)[0]
+    exact = 1 / (1 + np.exp(-z.astype(np.longdouble)))
+    err = np.abs(got - exact) / np.maximum(exact, np.finfo(dtype).tiny)
+    big = exact > 1e-30                     # away from underflow, relative error in ulps
+    assert np.max(err[big]) <= ulps * np.finfo(dtype).eps
+    assert np.all(np.abs(got - exact)[~big] < 1e-30)
+    nan = K.bias_activation(np.array([[np.nan, np.inf, -np.inf]], dtype), np.zeros(3, dtype),
+                            K.SIGMOID)[0]
+    assert np.isnan(nan[0]) and nan[1] == 1 and 0 <= nan[2] < 1e-37
+
+
+@SETTINGS
 @given(shapes, st.sampled_from([np.float64, np.float32]))
 def test_dense_gradient_and_column_sums(shape, dtype):
     n, n_in, n_out, seed = shape
