@@ -158,6 +158,12 @@ def _resolve_backend(name):
         return NumpyBackend()
 
 
+def _writeable(a):
+    """``a``, or a copy of it if it is read-only (a memmap, say): Numba compiles its
+    kernels anew for read-only arrays, which is slower than the copy."""
+    return a if a.flags.writeable else a.copy()
+
+
 def _seed(rs):
     """A seed for mlp's NumPy Generators, drawn from a RandomState."""
     return int(rs.randint(np.iinfo(np.int32).max))
@@ -323,7 +329,7 @@ class _BaseMLP(BaseEstimator):
         targets, sample_weight = self._encode_targets(y, sample_weight, first, incremental,
                                                       classes)
         dtype = check_dtype(self.dtype)
-        X = np.ascontiguousarray(X, dtype=dtype)
+        X = _writeable(np.ascontiguousarray(X, dtype=dtype))
         hidden = self._hidden_sizes()
         if first:
             self._initialize([X.shape[1], *hidden, self._n_network_outputs()], dtype)
@@ -779,7 +785,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         elif Y.shape[1] != self.n_outputs_:
             raise ValueError(f"y has {Y.shape[1]} columns but the fitted model has "
                              f"{self.n_outputs_} outputs; set warm_start=False to start over")
-        return np.ascontiguousarray(Y, dtype=check_dtype(self.dtype)), sample_weight
+        return _writeable(np.ascontiguousarray(Y, dtype=check_dtype(self.dtype))), sample_weight
 
     def partial_fit(self, X, y, sample_weight=None):
         """One epoch over (X, y), continuing from the current weights. Returns self."""
