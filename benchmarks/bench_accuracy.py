@@ -44,6 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from mlp.backends import BACKENDS, set_threads  # noqa: E402
+from mlp.errors import MLPError  # noqa: E402
 from mlp.estimators import MLPClassifier  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -55,27 +56,36 @@ NIELSEN1 = dict(hidden_layer_sizes=(30,), activation="logistic", loss="mse",
 NIELSEN3 = dict(hidden_layer_sizes=(100,), activation="logistic", loss="ce",
                 learning_rate_init=0.5, momentum=0.0, batch_size=10, alpha=5.0 / 50_000)
 
-#: mlp's best sigmoid recipe: its parameters, epochs and learning-rate schedule
-RECIPE = dict(hidden_layer_sizes=(800,), activation="logistic", loss="ce",
+#: mlp's best sigmoid recipe: one wide sigmoid layer regularised by dropout (50% of the
+#: hidden units, 20% of the input pixels), Nesterov momentum, and a learning rate that
+#: warms up for one epoch and then falls linearly (see warm_then_linear)
+RECIPE = dict(hidden_layer_sizes=(1024,), activation="logistic", loss="ce",
               learning_rate_init=0.1, momentum=0.9, nesterovs_momentum=True,
-              batch_size=100, alpha=5e-5)
-RECIPE_EPOCHS = 40
+              batch_size=100, alpha=0.0, dropout=0.5, input_dropout=0.2)
+RECIPE_EPOCHS = 150
+RECIPE_SETUP = ("784-1024-10, cross-entropy, dropout 0.5 (inputs 0.2), Nesterov μ=0.9, "
+                "η=0.1 falling linearly, batch 100")
 
 
-def linear_decay(lr0, epoch, epochs):
-    """η for epoch ``epoch`` (0-based) of ``epochs``: from η₀ down towards 0 in equal steps."""
-    return lr0 * (1 - epoch / epochs)
+def warm_then_linear(lr0, epoch, epochs):
+    """η of epoch ``epoch`` (0-based) of ``epochs``: η₀/5 for the first, then η₀(1 − epoch/epochs).
+
+    The gentle first epoch keeps the output layer from overshooting while the
+    1024 sigmoid units (all near ½ at the start) push its logits the same way.
+    """
+    return lr0 / 5 if epoch == 0 else lr0 * (1 - epoch / epochs)
 
 
 ROWS = {
-    "nielsen1": dict(title="Nielsen ch. 1: 784-30-10, squared error, η=3.0, batch 10",
+    "nielsen1": dict(title="Nielsen ch. 1", setup="784-30-10, squared error, η=3.0, batch 10",
                      published=0.9542, params=NIELSEN1, epochs=30, best_epoch=True),
-    "nielsen3": dict(title="Nielsen ch. 3: 784-100-10, cross-entropy, η=0.5, λ=5.0, batch 10",
+    "nielsen3": dict(title="Nielsen ch. 3",
+                     setup="784-100-10, cross-entropy, η=0.5, λ=5.0, batch 10",
                      published=0.9804, params=NIELSEN3, epochs=60, best_epoch=True),
-    "sklearn": dict(title="scikit-learn MLPClassifier vs mlp, nielsen3's settings",
+    "sklearn": dict(title="scikit-learn", setup="nielsen3's network and settings",
                     published=None, params=NIELSEN3, epochs=60),
-    "best": dict(title="mlp's best sigmoid recipe (no augmentation)", published=None,
-                 params=RECIPE, epochs=RECIPE_EPOCHS, schedule=linear_decay, best_epoch=False),
+    "best": dict(title="mlp's best sigmoid recipe", setup=RECIPE_SETUP, published=None,
+                 params=RECIPE, epochs=RECIPE_EPOCHS, schedule=warm_then_linear),
 }
 
 
@@ -164,28 +174,29 @@ def pct(x):
     return "—" if x is None else f"{100 * x:.2f}%"
 
 
-def table(results, args):
-    """The Markdown table: row | published | mlp measured | training time."""
-    lines = ["| row | published | mlp measured (test) | training time |",
+def table(results):
+    """The Markdown table: row | published | measured test accuracy | training time."""
+    lines = ["| row | published | mlp measured (test accuracy) | training time |",
              "|---|---|---|---|"]
     for key, res in results.items():
         row = ROWS[key]
+        epochs = res["epochs"]
         if key == "sklearn":
             sk, ours = res["sklearn"], res["mlp"]
-            lines.append(f"| {row['title']}: scikit-learn {sk['epochs']} epochs | "
-                         f"{pct(sk['test_accuracy'])} (scikit-learn, measured) | "
-                         f"{pct(ours['test_accuracy'])} | scikit-learn "
-                         f"{sk['train_seconds']:.1f} s, mlp {ours['train_seconds']:.1f} s "
+            lines.append(f"| scikit-learn's MLPClassifier, {row['setup']}, {epochs} epochs | — | "
+                         f"{pct(sk['test_accuracy'])} (scikit-learn's) | "
+                         f"{sk['train_seconds']:.1f} s |")
+            lines.append(f"| mlp.MLPClassifier, the same settings | — | "
+                         f"{pct(ours['test_accuracy'])} | {ours['train_seconds']:.1f} s "
                          f"({res['speedup']:.1f}× faster) |")
             continue
-        epochs = len(res["curve"])
         measured = f"{pct(res['final_test_accuracy'])} final"
         if row.get("best_epoch"):
             measured = (f"{pct(res['best_test_accuracy'])} best (epoch {res['best_epoch']}), "
                         + measured)
         published = pct(row["published"]) + (" best" if row.get("best_epoch") else "")
-        lines.append(f"| {row['title']}, {epochs} epochs | {published} | {measured} | "
-                     f"{res['train_seconds']:.1f} s |")
+        lines.append(f"| {row['title']}: {row['setup']}, {epochs} epochs | {published} | "
+                     f"{measured} | {res['train_seconds']:.1f} s |")
     return "\n".join(lines)
 
 
@@ -224,7 +235,10 @@ def main(argv=None):
     if args.epochs is not None and args.epochs < 1:
         raise SystemExit("--epochs must be >= 1")
     set_threads(args.threads)
-    data = load_split(args.data_dir)
+    try:
+        data = load_split(args.data_dir)
+    except MLPError as e:
+        raise SystemExit(f"error: {e}") from None
     results = {}
     for key in rows:
         row = ROWS[key]
@@ -243,7 +257,7 @@ def main(argv=None):
     command = "python benchmarks/bench_accuracy.py " + " ".join(argv if argv is not None
                                                                  else sys.argv[1:])
     print()
-    print(table(results, args))
+    print(table(results))
     print(f"\ncommand: {command.strip()}")
     out = Path(args.out) if args.out else RESULTS / (
         "accuracy-" + datetime.datetime.now().strftime("%Y%m%d-%H%M%S") + ".json")
