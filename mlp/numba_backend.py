@@ -11,11 +11,15 @@ chunk boundaries, so a chunked epoch equals one call):
 
 * sparse first layer: when at most half of the input pixels are non-zero
   (MNIST: 19%), layer 1 reads only the rows of W¹ at non-zero pixels;
-* threads: a batch whose product work exceeds
-  :data:`PARALLEL_MIN_WORK` multiply-adds is split between
-  Numba's threads; smaller batches run on one thread (waking threads costs
-  more than it saves). BLAS calls inside the kernels use at most Numba's
-  thread count, so ``--threads N`` bounds everything.
+* threads: a batch whose product work exceeds :data:`PARALLEL_MIN_WORK`
+  multiply-adds may be split between Numba's threads; smaller batches run
+  on one thread (waking threads costs more than it saves). The parallel
+  kernels compute every number exactly as the serial ones (they split
+  outputs, never a sum), so the choice cannot change a result: by default
+  (``parallel="auto"``) the backend times both now and then and uses the
+  faster, which matters on a machine whose cores are busy with other work.
+  BLAS calls inside the kernels use at most Numba's thread count, so
+  ``--threads N`` bounds everything.
 """
 
 import time
@@ -109,9 +113,40 @@ def _blas_threads_at_most_numba():
 
 
 class NumbaBackend:
-    """Fused Numba kernels: one compiled call per chunk of batches."""
+    """Fused Numba kernels: one compiled call per chunk of batches.
+
+    ``parallel``: "auto" (default) splits big batches between threads when
+    that measures faster, True whenever they are big enough, False never.
+    Results are the same bits in all three cases.
+    """
 
     name = "numba"
+    #: with parallel="auto", time the other way again after this many chunks
+    RETRY_EVERY = 16
+
+    def __init__(self, parallel="auto"):
+        if parallel not in ("auto", True, False):
+            raise ValueError(f"parallel must be 'auto', True or False, got {parallel!r}")
+        self.parallel = parallel
+        self._timings = {}     # per network shape and batch size: seconds per batch, and calls
+
+    def _threads_for(self, net, batch_size):
+        """Threads for the next chunk, and the key its timing is recorded under (or None)."""
+        threads = batch_threads(net, batch_size)
+        if threads == 1 or self.parallel != "auto":
+            return (threads if self.parallel else 1), None
+        key = (tuple(net.sizes), net.dtype.name, batch_size, threads)
+        rec = self._timings.setdefault(key, {"serial": None, "parallel": None, "calls": 0})
+        rec["calls"] += 1
+        if rec["serial"] is None:
+            mode = "serial"
+        elif rec["parallel"] is None:
+            mode = "parallel"
+        else:
+            mode = "parallel" if rec["parallel"] < rec["serial"] else "serial"
+            if rec["calls"] % self.RETRY_EVERY == 0:            # the load may have changed
+                mode = "serial" if mode == "parallel" else "parallel"
+        return (threads if mode == "parallel" else 1), (key, mode)
 
     def loss_and_gradients(self, net, X, Y, weight_decay=0.0):
         """Loss and gradients of one float batch, as :meth:`Network.loss_and_gradients` returns them."""
@@ -144,11 +179,16 @@ class NumbaBackend:
         losses = np.empty(stop - start, dtype=np.float64)
         if stop <= start:
             return losses
+        threads, timing = self._threads_for(net, batch_size)
+        t0 = time.perf_counter()
         K.train_chunk(X, _scale_for(X, scale, net.dtype), labels, T, order, int(start), int(stop),
                       int(batch_size), tuple(net.weights), tuple(net.biases),
                       tuple(vel[0::2]), tuple(vel[1::2]), act, loss, out,
                       dt(opt.lr), dt(opt.momentum), dt(opt.weight_decay), bool(opt.nesterov),
-                      use_sparse(X), batch_threads(net, batch_size), losses)
+                      use_sparse(X), threads, losses)
+        if timing:
+            key, mode = timing
+            self._timings[key][mode] = (time.perf_counter() - t0) / (stop - start)
         return losses
 
     def predict_output(self, net, X, scale=1.0):
@@ -172,7 +212,8 @@ class NumbaBackend:
         if n > 0:
             order = np.arange(n, dtype=np.int64)
             n_batches = -(-n // batch_size)
-            self.train_batches(net2, opt2, X[:n], np.asarray(targets)[:n], order, 0, n_batches,
-                               batch_size, scale)
-            self.predict_output(net2, X[:n], scale)
+            warmup = NumbaBackend(parallel=True)        # its timings are not ours to keep
+            warmup.train_batches(net2, opt2, X[:n], np.asarray(targets)[:n], order, 0, n_batches,
+                                 batch_size, scale)
+            warmup.predict_output(net2, X[:n], scale)
         return time.perf_counter() - t0

@@ -86,10 +86,10 @@ def test_sparse_and_dense_paths_agree():
 
 
 # ------------------------------------------------------- several steps
-def train_both(net, opt_kwargs, X, targets, order, start, stop, batch_size, scale):
+def train_both(net, opt_kwargs, X, targets, order, start, stop, batch_size, scale, numba=NUMBA):
     """Run the same batches on copies with both backends; return (numba, numpy) nets and losses."""
     out = []
-    for backend in (NUMBA, NUMPY):
+    for backend in (numba, NUMPY):
         n, opt = net.copy(), SGD(**opt_kwargs)
         losses = backend.train_batches(n, opt, X, targets, order, start, stop, batch_size, scale)
         out.append((n, opt, losses))
@@ -143,7 +143,7 @@ def test_big_batches_take_the_parallel_and_blas_paths(monkeypatch, dtype):
     assert 350 * 64 * 128 >= nb.K.BLAS_MIN_FLOPS            # the hidden layer goes to BLAS
     order = epoch_order(1, 0, 700)
     (a, _, la), (b, _, lb) = train_both(net, dict(lr=0.3, momentum=0.9), X, y, order, 0, 2, 350,
-                                        scale)
+                                        scale, numba=nb.NumbaBackend(parallel=True))
     assert_close(la, lb, dtype)
     for p, q in zip(a.params(), b.params()):
         assert_close(p, q, dtype)
@@ -165,6 +165,7 @@ def test_one_epoch_accuracy_equals_the_reference_on_mnist(mnist_dir):
 
 # --------------------------------------------------------------- promises
 def trained_params(backend, X, y, scale, chunk_size=None, seed=0):
+    """Parameters of a 2-epoch training run with momentum, batches of 10, via the Trainer."""
     net = Network([X.shape[1], 16, 10], "sigmoid", "ce", seed=seed)
     trainer = Trainer(net, SGD(0.3, momentum=0.9), backend, batch_size=10, seed=seed,
                       chunk_size=chunk_size)
@@ -172,26 +173,37 @@ def trained_params(backend, X, y, scale, chunk_size=None, seed=0):
     return net.params(), trainer
 
 
-@pytest.mark.parametrize("parallel", [False, True])
+@pytest.mark.parametrize("parallel", [False, True, "auto"])
 def test_same_seed_same_threads_same_bits(monkeypatch, parallel):
-    if parallel:
-        monkeypatch.setattr(nb, "PARALLEL_MIN_WORK", 0)
+    monkeypatch.setattr(nb, "PARALLEL_MIN_WORK", 0)
+    backend = nb.NumbaBackend(parallel=parallel)
     X, y, scale = image_data(300, 64, 10, seed=5)
-    first, _ = trained_params(NUMBA, X, y, scale)
-    second, _ = trained_params(NUMBA, X, y, scale)
+    first, _ = trained_params(backend, X, y, scale, chunk_size=4)
+    second, _ = trained_params(backend, X, y, scale, chunk_size=4)
     for p, q in zip(first, second):
         np.testing.assert_array_equal(p, q)
-    other_seed, _ = trained_params(NUMBA, X, y, scale, seed=1)
+    other_seed, _ = trained_params(backend, X, y, scale, seed=1)
     assert not np.array_equal(first[0], other_seed[0])
 
 
 def test_parallel_kernels_give_the_serial_bits(monkeypatch):
-    X, y, scale = image_data(300, 64, 10, seed=5)
-    serial, _ = trained_params(NUMBA, X, y, scale)
     monkeypatch.setattr(nb, "PARALLEL_MIN_WORK", 0)
-    parallel, _ = trained_params(NUMBA, X, y, scale)
+    X, y, scale = image_data(300, 64, 10, seed=5)
+    serial, _ = trained_params(nb.NumbaBackend(parallel=False), X, y, scale)
+    parallel, _ = trained_params(nb.NumbaBackend(parallel=True), X, y, scale)
     for p, q in zip(serial, parallel):
         np.testing.assert_array_equal(p, q)
+
+
+def test_auto_mode_times_both_ways(monkeypatch):
+    monkeypatch.setattr(nb, "PARALLEL_MIN_WORK", 0)
+    backend = nb.NumbaBackend()
+    X, y, scale = image_data(300, 64, 10, seed=5)
+    trained_params(backend, X, y, scale, chunk_size=3)
+    (record,) = backend._timings.values()
+    assert record["serial"] > 0 and record["parallel"] > 0 and record["calls"] > 2
+    with pytest.raises(ValueError, match="parallel must be"):
+        nb.NumbaBackend(parallel="yes")
 
 
 def test_chunked_calls_equal_one_call():
