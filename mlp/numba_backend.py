@@ -33,7 +33,7 @@ from .network import l2_penalty
 SPARSE_MAX_DENSITY = 0.5
 #: split a batch between threads when its layers hold at least this many
 #: multiply-adds (dense count): below it, waking the threads costs more than it saves
-PARALLEL_MIN_WORK = 1 << 24
+PARALLEL_MIN_WORK = 1 << 22
 
 
 def _codes(net):
