@@ -21,11 +21,13 @@ machine's float32 matrix-multiply peak, measured here with the same threads.
 Usage (from the project root)::
 
     python benchmarks/bench_speed.py [--batch-sizes 10 32 128 1024] [--runs 3]
-                                     [--threads N] [--skip sklearn torch] [--out FILE]
+                                     [--threads N] [--skip sklearn torch] [--max-seconds 30]
+                                     [--out FILE]
 """
 
 import argparse
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -38,16 +40,23 @@ LR = 0.1
 FRAMEWORKS = ("mlp-numba", "mlp-numpy", "sklearn", "torch")
 
 
-def mlp_epoch(backend_name, data, batch_size, seed):
-    """(training seconds, compile seconds) of one epoch with an mlp backend."""
+def mlp_epoch(backend_name, data, batch_size, seed, budget):
+    """(seconds per epoch, fraction of the epoch run, compile seconds) with an mlp backend.
+
+    An epoch that would take longer than ``budget`` seconds is stopped at a
+    chunk boundary and its time extrapolated from the fraction done.
+    """
     from mlp.backends import get_backend
     from mlp.network import Network
     from mlp.optimizers import SGD
     from mlp.trainer import Trainer
     net = Network(common.SIZES, "sigmoid", "ce", seed=seed)
     trainer = Trainer(net, SGD(LR), get_backend(backend_name), batch_size, seed)
-    trainer.fit(data.X_train, data.y_train, 1, data.scale)
-    return trainer.history[0]["seconds"], trainer.compile_seconds
+    trainer.on_chunk = lambda tr: tr.epoch_seconds > budget and tr.request_stop()
+    if trainer.fit(data.X_train, data.y_train, 1, data.scale):
+        return trainer.history[0]["seconds"], 1.0, trainer.compile_seconds
+    done = min(1.0, trainer.position * batch_size / data.X_train.shape[0])
+    return trainer.epoch_seconds / done, done, trainer.compile_seconds
 
 
 def sklearn_epoch(X, y, batch_size, seed):
@@ -63,8 +72,12 @@ def sklearn_epoch(X, y, batch_size, seed):
         return common.timed(lambda: clf.fit(X, y))
 
 
-def torch_epoch(X, y, batch_size, seed):
-    """Seconds of one epoch of the same network and SGD in eager PyTorch on the CPU."""
+def torch_epoch(X, y, batch_size, seed, budget):
+    """(seconds per epoch, fraction run) of the same network and SGD in eager PyTorch on the CPU.
+
+    An epoch that would take longer than ``budget`` seconds is stopped and
+    its time extrapolated from the fraction done.
+    """
     import torch
     from torch import nn
     torch.manual_seed(seed)
@@ -74,19 +87,24 @@ def torch_epoch(X, y, batch_size, seed):
     loss_fn = nn.CrossEntropyLoss()
     n = X.shape[0]
 
-    def epoch(limit):
+    def epoch(limit, budget=float("inf")):
         order = torch.randperm(n)
-        for start in range(0, min(n, limit), batch_size):
+        t0 = time.perf_counter()
+        for k, start in enumerate(range(0, min(n, limit), batch_size)):
             idx = order[start:start + batch_size]
             opt.zero_grad(set_to_none=True)
             loss_fn(model(X[idx]), y[idx]).backward()
             opt.step()
+            if k % 50 == 49 and time.perf_counter() - t0 > budget:
+                return time.perf_counter() - t0, (start + batch_size) / n
+        return time.perf_counter() - t0, 1.0
 
     epoch(20 * batch_size)                 # warm up the allocator and kernels
-    return common.timed(lambda: epoch(n))
+    seconds, done = epoch(n, budget)
+    return seconds / done, done
 
 
-def run(batch_sizes, runs, threads, skip):
+def run(batch_sizes, runs, threads, skip, budget):
     """Measure everything; return the result dict (also printed as a table)."""
     threads = common.set_threads(threads)
     data = common.load_mnist()
@@ -108,22 +126,32 @@ def run(batch_sizes, runs, threads, skip):
     results = {}
     for batch_size in batch_sizes:
         times = {f: [] for f in frameworks}
+        fractions = {f: [] for f in frameworks}
         compile_seconds = None
         for r in range(runs):
             for f in frameworks:
-                seed = r
+                seed, done = r, 1.0
+                if f == "sklearn" and times[f] and min(times[f]) > budget:
+                    continue                    # cannot be cut short: one slow run is enough
                 if f == "mlp-numba":
-                    seconds, compiled = mlp_epoch("numba", data, batch_size, seed)
+                    seconds, done, compiled = mlp_epoch("numba", data, batch_size, seed, budget)
                     compile_seconds = compiled if compile_seconds is None else compile_seconds
                 elif f == "mlp-numpy":
-                    seconds, _ = mlp_epoch("numpy", data, batch_size, seed)
+                    seconds, done, _ = mlp_epoch("numpy", data, batch_size, seed, budget)
                 elif f == "sklearn":
                     seconds = sklearn_epoch(X32, data.y_train, batch_size, seed)
                 else:
-                    seconds = torch_epoch(Xt, yt, batch_size, seed)
+                    seconds, done = torch_epoch(Xt, yt, batch_size, seed, budget)
                 times[f].append(seconds)
-                print(f"  batch {batch_size:5d}  run {r + 1}  {f:10s} {seconds:8.3f} s", flush=True)
-        results[batch_size] = {"seconds": times,
+                fractions[f].append(done)
+                part = "" if done == 1.0 else f"  (extrapolated from {done:.0%} of the epoch)"
+                print(f"  batch {batch_size:5d}  run {r + 1}  {f:10s} {seconds:8.3f} s{part}",
+                      flush=True)
+        partial = [f for f in frameworks if any(x < 1.0 for x in fractions[f])]
+        if partial:
+            notes.append(f"batch {batch_size}: {', '.join(partial)} took over {budget:g} s per "
+                         f"epoch; their time is extrapolated from the part of the epoch run.")
+        results[batch_size] = {"seconds": times, "fraction_of_epoch_run": fractions,
                                "median": {f: common.median(v) for f, v in times.items()},
                                "numba_compile_seconds": compile_seconds}
     peak_after = common.matmul_peak()
@@ -169,11 +197,14 @@ def main(argv=None):
                    help="threads for everyone (default: all cores)")
     p.add_argument("--skip", nargs="*", default=[], choices=FRAMEWORKS[1:],
                    help="frameworks to leave out")
+    p.add_argument("--max-seconds", type=float, default=30.0,
+                   help="stop an epoch that takes longer and extrapolate its time "
+                        "(scikit-learn cannot be stopped: it runs once)")
     p.add_argument("--out", help="JSON file (default: benchmarks/results/speed-<time>.json)")
     args = p.parse_args(argv)
     if args.runs < 1 or min(args.batch_sizes) < 1:
         p.error("--runs and --batch-sizes must be positive")
-    result = run(args.batch_sizes, args.runs, args.threads, set(args.skip))
+    result = run(args.batch_sizes, args.runs, args.threads, set(args.skip), args.max_seconds)
     print()
     print(f"MNIST 784-100-10 sigmoid/softmax-CE, plain SGD, one epoch of 60,000 images, "
           f"{result['threads']} threads; median of {args.runs} runs; float32 matmul peak "
