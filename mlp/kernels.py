@@ -13,6 +13,7 @@ separate passes::
     dense_gradient, sparse_gradient   ∂L/∂W = aᵀ · δ,  ∂L/∂b = Σ δ
     sgd_update                     v ← μv − η(g + λw);  w ← w + v   (Nesterov, plain SGD)
     sgd_update_rows                the same for the sparse first layer, on its touched rows
+    sparse_sgd_plain               plain SGD of the sparse first layer, fused with its gradient
     sparse_gradient_update_par     both for the sparse first layer, rows of W split between threads
 
 and :func:`train_chunk` runs whole minibatches with them — gather, forward,
@@ -57,6 +58,7 @@ import math
 import numpy as np
 from llvmlite import ir
 from numba import njit, prange
+from numba.core import cgutils
 from numba.core import types as nbtypes
 from numba.extending import intrinsic, overload
 
@@ -111,12 +113,30 @@ def _pow2_f32(typingctx, n):
     return nbtypes.float32(nbtypes.float32), codegen
 
 
+@intrinsic
+def _prefetch(typingctx, arr, offset):
+    """Ask the CPU to fetch the cache line at byte ``offset`` of arr's data (it does not wait)."""
+    if not isinstance(arr, nbtypes.Array) or not isinstance(offset, nbtypes.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        data = context.make_array(signature.args[0])(context, builder, value=args[0]).data
+        i8p, i32, i64 = ir.IntType(8).as_pointer(), ir.IntType(32), ir.IntType(64)
+        off = args[1] if args[1].type.width == 64 else builder.sext(args[1], i64)
+        addr = builder.gep(builder.bitcast(data, i8p), [off])
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]), "llvm.prefetch.p0")
+        builder.call(fn, [addr, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+    return nbtypes.void(arr, offset), codegen
+
+
 def _exp(x):
     """e^x: a vectorisable polynomial in float32, math.exp otherwise."""
     return math.exp(x)
 
 
-@overload(_exp, inline="always")
+@overload(_exp)
 def _exp_impl(x):
     if isinstance(x, nbtypes.Float) and x.bitwidth == 32:
         p0, p1, p2, p3, p4, p5 = _EXP_P
@@ -275,6 +295,16 @@ def gather_targets(labels, T, rows, Y):
             for k in range(Y.shape[1]):
                 Y[s, k] = T[rows[s], k]
     return Y
+
+
+@njit(cache=True, error_model="numpy")
+def _prefetch_rows(X, rows):
+    """Start fetching rows ``rows`` of X into the cache, so that gathering them later finds them there."""
+    row_bytes = X.shape[1] * X.itemsize
+    for s in range(rows.shape[0]):
+        base = rows[s] * row_bytes
+        for off in range(0, row_bytes, 64):
+            _prefetch(X, base + off)
 
 
 def gather_targets_numpy(labels, T, rows, n_out, dtype):
@@ -695,6 +725,51 @@ def sparse_gradient_update_par(nnz, cols, vals, d, G, gb, touched, W, V, lr, mu,
     return W
 
 
+@njit(cache=True, fastmath=_FAST, error_model="numpy")
+def _sparse_sgd_plain_rows(nnz, cols, vals, d, W, lr, i0, i1):
+    """Rows i0 … i1-1 of W ← W − η xᵀ · δ, each non-zero x[s, i] applied at once, in batch order."""
+    n_out = d.shape[1]
+    for s in range(d.shape[0]):
+        for p in range(nnz[s]):
+            i = cols[s, p]
+            if i >= i1:
+                break                      # columns increase along a row
+            if i >= i0:
+                c = lr * vals[s, p]
+                for k in range(n_out):
+                    W[i, k] -= c * d[s, k]
+
+
+@njit(cache=True, error_model="numpy")
+def sparse_sgd_plain(nnz, cols, vals, d, W, lr):
+    """Plain SGD (no momentum, no decay) of the sparse first layer, fused with its gradient.
+
+    W ← W − η xᵀ · δ, adding −η x[s, i] δ[s] to row i for every non-zero
+    x[s, i]: no gradient array, no second pass over W. The same update as
+    :func:`sparse_gradient` + :func:`sgd_update_rows` up to rounding (η is
+    applied to each term instead of to the sum).
+    """
+    _sparse_sgd_plain_rows(nnz, cols, vals, d, W, lr, 0, W.shape[0])
+    return W
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def sparse_sgd_plain_par(nnz, cols, vals, d, W, lr, n_blocks):
+    """:func:`sparse_sgd_plain` with the rows of W split between threads (same bits as serial)."""
+    counts = _column_counts(nnz, cols, d.shape[0], np.empty(W.shape[0], np.int64))
+    bounds = _balanced_ranges(counts, max(1, n_blocks))
+    for blk in prange(bounds.shape[0] - 1):
+        _sparse_sgd_plain_rows(nnz, cols, vals, d, W, lr, bounds[blk], bounds[blk + 1])
+    return W
+
+
+def sparse_sgd_plain_numpy(nnz, cols, vals, d, W, lr):
+    """NumPy twin of :func:`sparse_sgd_plain`: the gradient, then W − ηG."""
+    G, _, _ = sparse_gradient_numpy(nnz, cols, vals, d, W.shape[0])
+    W -= W.dtype.type(lr) * G
+    return W
+
+
 def sparse_gradient_numpy(nnz, cols, vals, d, n_in):
     """NumPy twin of :func:`sparse_gradient`: (xᵀ · δ, Σ δ, touched) with x densified."""
     x = _densify(nnz, cols, vals, n_in)
@@ -1007,7 +1082,13 @@ def _step(work, nb, W0, Wts, bs, act, loss, out_kind, sparse, threads, update, l
     for l in range(nl - 1, -1, -1):
         d = deltas[l + 1][:nb]
         if l == 0 and sparse:
-            if update and par:
+            if update and mu == 0 and wd == 0:          # plain SGD: no gradient array needed
+                column_sums(d, gbs[0])
+                if par:
+                    sparse_sgd_plain_par(nnz, cols, vals, d, W0, lr, threads)
+                else:
+                    sparse_sgd_plain(nnz, cols, vals, d, W0, lr)
+            elif update and par:
                 sparse_gradient_update_par(nnz, cols, vals, d, grads[0], gbs[0], touched, W0, V0,
                                            lr, mu, wd, nesterov, threads)
             else:
@@ -1046,6 +1127,8 @@ def train_chunk(X, scale, labels, T, order, start, stop, batch_size, weights, bi
         lo = b * batch_size
         rows = order[lo:min(lo + batch_size, n)]
         _gather(X, scale, labels, T, rows, work, sparse, threads)
+        if b + 1 < stop:              # the next batch's rows load while this one computes
+            _prefetch_rows(X, order[lo + batch_size:min(lo + 2 * batch_size, n)])
         losses[b - start] = _step(work, rows.shape[0], W0, Wts, bs, act, loss, out_kind, sparse,
                                   threads, n >= 0, lr, mu, wd, nesterov, V0, Vts, vbs, h)
     _copy_back(weights, biases, vw, vb, W0, V0, Wts, Vts, bs, vbs, sparse, mu)

@@ -112,6 +112,10 @@ def _blas_threads_at_most_numba():
         threadpool_limits(limits=n, user_api="blas")
 
 
+#: seconds per batch, serial and parallel, per network shape, dtype, batch size and threads
+_TIMINGS = {}
+
+
 class NumbaBackend:
     """Fused Numba kernels: one compiled call per chunk of batches.
 
@@ -128,7 +132,7 @@ class NumbaBackend:
         if parallel not in ("auto", True, False):
             raise ValueError(f"parallel must be 'auto', True or False, got {parallel!r}")
         self.parallel = parallel
-        self._timings = {}     # per network shape and batch size: seconds per batch, and calls
+        self._timings = _TIMINGS   # shared by all instances of this process
 
     def _threads_for(self, net, batch_size):
         """Threads for the next chunk, and the key its timing is recorded under (or None)."""

@@ -288,6 +288,30 @@ def test_sparse_gradient_update_par_is_the_serial_pair_bit_for_bit(shape, blocks
     close(W2, W_ref, np.float32)
 
 
+@SETTINGS
+@given(shapes, st.sampled_from([np.float64, np.float32]), st.integers(1, 4))
+def test_sparse_sgd_plain(shape, dtype, blocks):
+    n, n_in, n_out, seed = shape
+    rng = np.random.default_rng(seed)
+    _, nnz, cols, vals = sparse_batch(rng, n, n_in, dtype)
+    d = rng.standard_normal((n, n_out)).astype(dtype)
+    W = rng.standard_normal((n_in, n_out)).astype(dtype)
+    expected = K.sparse_sgd_plain_numpy(nnz, cols, vals, d, W.copy(), 0.3)
+    serial = K.sparse_sgd_plain(nnz, cols, vals, d, W.copy(), dtype(0.3))
+    close(serial, expected, dtype)
+    parallel = K.sparse_sgd_plain_par(nnz, cols, vals, d, W.copy(), dtype(0.3), blocks)
+    np.testing.assert_array_equal(parallel, serial)
+    untouched = ~K.sparse_gradient_numpy(nnz, cols, vals, d, n_in)[2].astype(bool)
+    np.testing.assert_array_equal(serial[untouched], W[untouched])
+
+
+def test_prefetch_rows_changes_nothing():
+    X = np.arange(3 * 200, dtype=np.uint8).reshape(3, 200)
+    before = X.copy()
+    K._prefetch_rows(X, np.array([2, 0]))
+    np.testing.assert_array_equal(X, before)
+
+
 # ------------------------------------------------------------------ update
 UPDATES = [(0.0, 0.0, False), (0.0, 0.01, False), (0.9, 0.0, False), (0.9, 0.0, True),
            (0.9, 0.01, False), (0.5, 0.01, True)]

@@ -197,10 +197,11 @@ def test_parallel_kernels_give_the_serial_bits(monkeypatch):
 
 def test_auto_mode_times_both_ways(monkeypatch):
     monkeypatch.setattr(nb, "PARALLEL_MIN_WORK", 0)
+    monkeypatch.setattr(nb, "_TIMINGS", {})
     backend = nb.NumbaBackend()
     X, y, scale = image_data(300, 64, 10, seed=5)
     trained_params(backend, X, y, scale, chunk_size=3)
-    (record,) = backend._timings.values()
+    (record,) = nb._TIMINGS.values()
     assert record["serial"] > 0 and record["parallel"] > 0 and record["calls"] > 2
     with pytest.raises(ValueError, match="parallel must be"):
         nb.NumbaBackend(parallel="yes")
