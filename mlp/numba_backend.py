@@ -125,8 +125,10 @@ class NumbaBackend:
     """
 
     name = "numba"
-    #: with parallel="auto", time the other way again after this many chunks
+    #: with parallel="auto", time the other way again every this many calls …
     RETRY_EVERY = 16
+    #: … on this many batches
+    TRIAL = 2
 
     def __init__(self, parallel="auto"):
         if parallel not in ("auto", True, False):
@@ -134,23 +136,30 @@ class NumbaBackend:
         self.parallel = parallel
         self._timings = _TIMINGS   # shared by all instances of this process
 
-    def _threads_for(self, net, batch_size):
-        """Threads for the next chunk, and the key its timing is recorded under (or None)."""
+    def _plan(self, net, batch_size, n_batches):
+        """How to run the next ``n_batches``: a list of (threads, batches, timing record or None).
+
+        With parallel="auto", a way not yet timed (or not timed for
+        :attr:`RETRY_EVERY` calls: the machine's load changes) is tried on
+        the first :attr:`TRIAL` batches only, and the rest run the faster way.
+        """
         threads = batch_threads(net, batch_size)
         if threads == 1 or self.parallel != "auto":
-            return (threads if self.parallel else 1), None
+            return [(threads if self.parallel else 1, n_batches, None, None)]
         key = (tuple(net.sizes), net.dtype.name, batch_size, threads)
         rec = self._timings.setdefault(key, {"serial": None, "parallel": None, "calls": 0})
         rec["calls"] += 1
+        ways = {"serial": 1, "parallel": threads}
         if rec["serial"] is None:
-            mode = "serial"
-        elif rec["parallel"] is None:
-            mode = "parallel"
-        else:
-            mode = "parallel" if rec["parallel"] < rec["serial"] else "serial"
-            if rec["calls"] % self.RETRY_EVERY == 0:            # the load may have changed
-                mode = "serial" if mode == "parallel" else "parallel"
-        return (threads if mode == "parallel" else 1), (key, mode)
+            return [(1, n_batches, rec, "serial")]
+        best = "parallel" if rec["parallel"] is not None and rec["parallel"] < rec["serial"] \
+            else "serial"
+        other = "serial" if best == "parallel" else "parallel"
+        if rec[other] is None or rec["calls"] % self.RETRY_EVERY == 0:
+            trial = min(self.TRIAL, n_batches)
+            return [(ways[other], trial, rec, other),
+                    (ways[best], n_batches - trial, rec, best)]
+        return [(ways[best], n_batches, rec, best)]
 
     def loss_and_gradients(self, net, X, Y, weight_decay=0.0):
         """Loss and gradients of one float batch, as :meth:`Network.loss_and_gradients` returns them."""
@@ -183,16 +192,20 @@ class NumbaBackend:
         losses = np.empty(stop - start, dtype=np.float64)
         if stop <= start:
             return losses
-        threads, timing = self._threads_for(net, batch_size)
-        t0 = time.perf_counter()
-        K.train_chunk(X, _scale_for(X, scale, net.dtype), labels, T, order, int(start), int(stop),
-                      int(batch_size), tuple(net.weights), tuple(net.biases),
-                      tuple(vel[0::2]), tuple(vel[1::2]), act, loss, out,
-                      dt(opt.lr), dt(opt.momentum), dt(opt.weight_decay), bool(opt.nesterov),
-                      use_sparse(X), threads, losses)
-        if timing:
-            key, mode = timing
-            self._timings[key][mode] = (time.perf_counter() - t0) / (stop - start)
+        args = (X, _scale_for(X, scale, net.dtype), labels, T, order)
+        params = (tuple(net.weights), tuple(net.biases), tuple(vel[0::2]), tuple(vel[1::2]),
+                  act, loss, out, dt(opt.lr), dt(opt.momentum), dt(opt.weight_decay),
+                  bool(opt.nesterov), use_sparse(X))
+        b = int(start)
+        for threads, count, record, way in self._plan(net, batch_size, stop - start):
+            if count == 0:
+                continue
+            t0 = time.perf_counter()
+            K.train_chunk(*args, b, b + count, int(batch_size), *params, threads,
+                          losses[b - start:b - start + count])
+            if record is not None:
+                record[way] = (time.perf_counter() - t0) / count
+            b += count
         return losses
 
     def predict_output(self, net, X, scale=1.0):
