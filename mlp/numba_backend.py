@@ -17,11 +17,13 @@ chunk boundaries, so a chunked epoch equals one call):
   kernels compute every number exactly as the serial ones (they split
   outputs, never a sum), so the choice cannot change a result: by default
   (``parallel="auto"``) the backend times both now and then and uses the
-  faster, which matters on a machine whose cores are busy with other work.
+  faster, which matters on a machine whose cores are busy with other work
+  (see :meth:`NumbaBackend._plan`).
   BLAS calls inside the kernels use at most Numba's thread count, so
   ``--threads N`` bounds everything.
 """
 
+import os
 import time
 
 import numpy as np
@@ -116,6 +118,14 @@ def _blas_threads_at_most_numba():
 _TIMINGS = {}
 
 
+def _machine_busy(threads):
+    """Whether other programs seem to occupy the cores (1-minute load average, ours included)."""
+    try:
+        return os.getloadavg()[0] > threads - 0.5
+    except OSError:                  # no load average on this platform
+        return False
+
+
 class NumbaBackend:
     """Fused Numba kernels: one compiled call per chunk of batches.
 
@@ -125,9 +135,9 @@ class NumbaBackend:
     """
 
     name = "numba"
-    #: with parallel="auto", time the other way again every this many calls …
+    #: with parallel="auto", calls between trials of the other way (doubling after each loss) …
     RETRY_EVERY = 16
-    #: … on this many batches
+    #: … which run on this many batches
     TRIAL = 2
 
     def __init__(self, parallel="auto"):
@@ -137,29 +147,45 @@ class NumbaBackend:
         self._timings = _TIMINGS   # shared by all instances of this process
 
     def _plan(self, net, batch_size, n_batches):
-        """How to run the next ``n_batches``: a list of (threads, batches, timing record or None).
+        """How to run the next ``n_batches``: a list of (threads, batches, timing record, way).
 
-        With parallel="auto", a way not yet timed (or not timed for
-        :attr:`RETRY_EVERY` calls: the machine's load changes) is tried on
-        the first :attr:`TRIAL` batches only, and the rest run the faster way.
+        With parallel="auto" the first call runs serially (timed); later, the
+        parallel way is tried on the first :attr:`TRIAL` batches of a call,
+        unless the machine looks busy (a parallel batch then waits for a core
+        that another program holds). A trial that loses waits twice as many
+        calls before the next (up to 1024); the faster way runs the rest.
         """
         threads = batch_threads(net, batch_size)
         if threads == 1 or self.parallel != "auto":
             return [(threads if self.parallel else 1, n_batches, None, None)]
         key = (tuple(net.sizes), net.dtype.name, batch_size, threads)
-        rec = self._timings.setdefault(key, {"serial": None, "parallel": None, "calls": 0})
+        rec = self._timings.setdefault(
+            key, {"serial": None, "parallel": None, "calls": 0, "next_trial": 1, "wait": 1})
         rec["calls"] += 1
-        ways = {"serial": 1, "parallel": threads}
         if rec["serial"] is None:
             return [(1, n_batches, rec, "serial")]
         best = "parallel" if rec["parallel"] is not None and rec["parallel"] < rec["serial"] \
             else "serial"
-        other = "serial" if best == "parallel" else "parallel"
-        if rec[other] is None or rec["calls"] % self.RETRY_EVERY == 0:
-            trial = min(self.TRIAL, n_batches)
-            return [(ways[other], trial, rec, other),
-                    (ways[best], n_batches - trial, rec, best)]
-        return [(ways[best], n_batches, rec, best)]
+        if rec["calls"] >= rec["next_trial"] and n_batches > self.TRIAL:
+            other = "serial" if best == "parallel" else "parallel"
+            if other == "parallel" and _machine_busy(threads):
+                rec["next_trial"] = rec["calls"] + self.RETRY_EVERY
+                return [(1, n_batches, rec, "serial")]
+            rec["trial"] = other
+            ways = {"serial": 1, "parallel": threads}
+            return [(ways[other], self.TRIAL, rec, other),
+                    (ways[best], n_batches - self.TRIAL, rec, best)]
+        return [(threads if best == "parallel" else 1, n_batches, rec, best)]
+
+    def _after_trial(self, rec):
+        """Schedule the next trial: soon if the tried way won, twice as late as before if it lost."""
+        tried = rec.pop("trial", None)
+        if tried is None:
+            return
+        other = "serial" if tried == "parallel" else "parallel"
+        won = rec[other] is None or rec[tried] < rec[other]
+        rec["wait"] = self.RETRY_EVERY if won else min(1024, 2 * rec["wait"])
+        rec["next_trial"] = rec["calls"] + rec["wait"]
 
     def loss_and_gradients(self, net, X, Y, weight_decay=0.0):
         """Loss and gradients of one float batch, as :meth:`Network.loss_and_gradients` returns them."""
@@ -197,15 +223,16 @@ class NumbaBackend:
                   act, loss, out, dt(opt.lr), dt(opt.momentum), dt(opt.weight_decay),
                   bool(opt.nesterov), use_sparse(X))
         b = int(start)
+        record = None
         for threads, count, record, way in self._plan(net, batch_size, stop - start):
-            if count == 0:
-                continue
             t0 = time.perf_counter()
             K.train_chunk(*args, b, b + count, int(batch_size), *params, threads,
                           losses[b - start:b - start + count])
             if record is not None:
                 record[way] = (time.perf_counter() - t0) / count
             b += count
+        if record is not None:
+            self._after_trial(record)
         return losses
 
     def predict_output(self, net, X, scale=1.0):

@@ -198,11 +198,13 @@ def test_parallel_kernels_give_the_serial_bits(monkeypatch):
 def test_auto_mode_times_both_ways(monkeypatch):
     monkeypatch.setattr(nb, "PARALLEL_MIN_WORK", 0)
     monkeypatch.setattr(nb, "_TIMINGS", {})
+    monkeypatch.setattr(nb, "_machine_busy", lambda threads: False)
     backend = nb.NumbaBackend()
     X, y, scale = image_data(300, 64, 10, seed=5)
     trained_params(backend, X, y, scale, chunk_size=3)
     (record,) = nb._TIMINGS.values()
     assert record["serial"] > 0 and record["parallel"] > 0 and record["calls"] > 2
+    assert record["next_trial"] > record["calls"]
     with pytest.raises(ValueError, match="parallel must be"):
         nb.NumbaBackend(parallel="yes")
 
@@ -276,3 +278,26 @@ def test_blas_threads_follow_numba_threads():
         nb._blas_threads_at_most_numba()
         counts = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
         assert counts and max(counts) <= n
+
+
+def test_auto_mode_backs_off_from_a_losing_way(monkeypatch):
+    monkeypatch.setattr(nb, "_machine_busy", lambda threads: False)
+    backend = nb.NumbaBackend()
+    rec = {"serial": 1.0, "parallel": None, "calls": 5, "next_trial": 1, "wait": 1}
+    for expected_wait in (2, 4, 8):
+        rec["trial"] = "parallel"
+        rec["parallel"] = 3.0                    # the parallel trial lost
+        backend._after_trial(rec)
+        assert rec["wait"] == expected_wait and rec["next_trial"] == 5 + expected_wait
+    rec["trial"], rec["parallel"] = "parallel", 0.5  # and then won
+    backend._after_trial(rec)
+    assert rec["wait"] == backend.RETRY_EVERY
+    monkeypatch.setattr(nb, "_machine_busy", lambda threads: True)
+    monkeypatch.setattr(nb, "PARALLEL_MIN_WORK", 0)
+    net = Network([8, 4, 2])
+    rec2 = nb._TIMINGS.setdefault((tuple(net.sizes), "float32", 5, nb.batch_threads(net, 5)),
+                                  {"serial": 1.0, "parallel": None, "calls": 0,
+                                   "next_trial": 1, "wait": 1})
+    if nb.batch_threads(net, 5) > 1:             # a busy machine: no parallel trial
+        plan = backend._plan(net, 5, 10)
+        assert plan == [(1, 10, rec2, "serial")]
