@@ -18,7 +18,8 @@ import numpy as np
 
 from .errors import DivergenceError
 
-#: a batch loss above this multiple of the run's first batch loss counts as divergence
+#: a chunk whose mean batch loss is above this multiple of the run's first
+#: batch loss has diverged (see Trainer._first_diverged)
 DIVERGENCE_FACTOR = 10.0
 
 
@@ -66,7 +67,8 @@ class Trainer:
     """
 
     def __init__(self, net, optimizer, backend, batch_size=32, seed=0,
-                 chunk_size=None, progress=False, log=None):
+                 chunk_size=None, progress=False, log=None,
+                 divergence_factor=DIVERGENCE_FACTOR):
         if int(batch_size) < 1:
             raise ValueError(f"batch size must be >= 1, got {batch_size!r}")
         self.net = net
@@ -79,6 +81,8 @@ class Trainer:
         self.chunk_size = chunk_size or max(1, 4096 // self.batch_size)
         self.progress = progress
         self.log = log
+        # None: only NaN and infinity count as divergence
+        self.divergence_factor = divergence_factor
         self.epoch = 0
         self.position = 0
         self.batch_losses = []
@@ -168,13 +172,19 @@ class Trainer:
     def _first_diverged(self, losses):
         """Index of the first batch whose loss is NaN, infinite or exploding, else None.
 
-        Exploding means more than ``DIVERGENCE_FACTOR`` times the loss of the
-        run's first batch (or times 1, if that was smaller): with bounded
-        gradients (sigmoid and softmax saturate) a too-large learning rate
-        makes the loss huge long before it makes it infinite.
+        Exploding means a chunk whose mean batch loss is more than
+        ``divergence_factor`` times the run's first batch loss (or times 1, if
+        that was smaller); the step reported is then the chunk's first batch
+        above that limit. With bounded gradients (sigmoid and softmax
+        saturate) a too-large learning rate makes the loss huge long before
+        it makes it infinite, while a brief overshoot of a few batches that
+        training recovers from is tolerated.
         """
-        limit = DIVERGENCE_FACTOR * max(self.initial_loss or 0.0, 1.0)
-        bad = ~np.isfinite(losses) | (losses > limit)
+        bad = ~np.isfinite(losses)
+        if self.divergence_factor and not bad.any():
+            limit = self.divergence_factor * max(self.initial_loss or 0.0, 1.0)
+            if losses.mean() > limit:
+                bad = losses > limit
         if not bad.any():
             if all(np.all(np.isfinite(p)) for p in self.net.params()):
                 return None

@@ -102,3 +102,16 @@ def test_empty_training_set_and_bad_batch_size():
     t = Trainer(Network([2, 2]), SGD(), NumpyBackend(), batch_size=4)
     with pytest.raises(ValueError, match="empty"):
         t.fit(np.zeros((0, 2)), np.zeros(0, int), 1)
+
+
+def test_a_brief_overshoot_is_tolerated_but_a_sustained_explosion_is_not():
+    t = _trainer()
+    t.initial_loss = 2.0
+    one_spike = np.array([2.0, 30.0, 2.0, 1.5, 1.0, 1.0, 1.0, 1.0])
+    assert t._first_diverged(one_spike) is None
+    exploding = np.array([2.0, 15.0, 40.0, 80.0, 90.0])
+    assert t._first_diverged(exploding) == 2          # the first batch above 10 × 2.0 … of a chunk whose mean is
+    assert t._first_diverged(np.array([1.0, np.nan, 1.0])) == 1
+    t.divergence_factor = None                         # only NaN and infinity then
+    assert t._first_diverged(exploding) is None
+    assert t._first_diverged(np.array([1.0, np.inf])) == 1
