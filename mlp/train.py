@@ -23,8 +23,8 @@ from .errors import DivergenceError, MLPError
 from .losses import LOSSES
 
 #: the default recipe (see README.md for what it reaches and how fast)
-DEFAULTS = dict(dataset="mnist", hidden=[100], activation="sigmoid", loss="ce",
-                epochs=10, batch_size=32, lr=0.5, momentum=0.0, nesterov=False,
+DEFAULTS = dict(dataset="mnist", hidden=[256], activation="sigmoid", loss="ce",
+                epochs=12, batch_size=64, lr=0.2, momentum=0.9, nesterov=False,
                 weight_decay=0.0, seed=0, dtype="float32", backend="numba")
 
 
