@@ -1003,15 +1003,23 @@ def _copy_back(weights, biases, vw, vb, W0, V0, Wts, Vts, bs, vbs, sparse, mu):
 
 
 @njit(cache=True, error_model="numpy")
-def _workspace(W0, Wts, batch_size, sparse):
+def sparse_buffers(batch_size, W):
+    """Empty (nnz, cols, vals) buffers for sparse batches of up to ``batch_size`` rows into W."""
+    n_in = W.shape[0]
+    return (np.zeros(batch_size, np.int64), np.empty((batch_size, n_in), np.int32),
+            np.empty((batch_size, n_in), W.dtype))
+
+
+@njit(cache=True, error_model="numpy")
+def _workspace(W0, Wts, batch_size, sparse, sparse_batch):
     """Work arrays for batches of up to ``batch_size`` rows.
 
     Returns (acts, deltas, grads, gbs, Y, sparse_batch, touched): acts[l]
     holds layer l's input (acts[0] the dense batch, empty when sparse),
     deltas[l] the error at layer l's output, grads[l] layer l's weight
     gradient (transposed, except for a sparse first layer, whose G starts at
-    zero), gbs[l] its bias gradient, Y the targets, sparse_batch the
-    (nnz, cols, vals) of :func:`gather_sparse`.
+    zero), gbs[l] its bias gradient, Y the targets, ``sparse_batch`` the
+    caller's (nnz, cols, vals) arrays for :func:`gather_sparse`.
     """
     dtype = W0.dtype
     nl = len(Wts)
@@ -1030,9 +1038,6 @@ def _workspace(W0, Wts, batch_size, sparse):
             grads.append(np.empty(Wts[l].shape, dtype))
         gbs.append(np.empty(n_out, dtype))
     Y = np.empty((batch_size, acts[nl].shape[1]), dtype)
-    m = batch_size if sparse else 0
-    sparse_batch = (np.zeros(m, np.int64), np.empty((m, n_in), np.int32),
-                    np.empty((m, n_in), dtype))
     touched = np.zeros(n_in if sparse else 0, np.uint8)
     return acts, deltas, grads, gbs, Y, sparse_batch, touched
 
@@ -1108,7 +1113,8 @@ def _step(work, nb, W0, Wts, bs, act, loss, out_kind, sparse, threads, update, l
 
 @njit(cache=True, error_model="numpy")
 def train_chunk(X, scale, labels, T, order, start, stop, batch_size, weights, biases, vw, vb,
-                act, loss, out_kind, lr, mu, wd, nesterov, sparse, threads, losses):
+                act, loss, out_kind, lr, mu, wd, nesterov, sparse, threads, losses,
+                sparse_batch):
     """Train on batches start … stop-1 of an epoch in place; losses[k] = loss of batch start+k.
 
     Batch b is rows ``order[b*batch_size:(b+1)*batch_size]`` of X (uint8
@@ -1119,10 +1125,14 @@ def train_chunk(X, scale, labels, T, order, start, stop, batch_size, weights, bi
     :meth:`mlp.optimizers.SGD.step` would (scale, lr, mu, wd in the
     network's dtype). ``sparse``: the first layer skips zero inputs;
     ``threads`` > 1: each batch's work is split between threads.
+    ``sparse_batch`` = (nnz, cols, vals) of shapes (batch_size,) and
+    (batch_size, n_in), the buffers of :func:`gather_sparse`: passed in, so
+    that calls can reuse them (fresh pages cost a fault each when first
+    written, ~3 ms per call at batch 1024).
     """
     n = order.shape[0]
     W0, V0, Wts, Vts, bs, vbs, h = _working_copies(weights, biases, vw, vb, sparse, mu)
-    work = _workspace(W0 if sparse else weights[0], Wts, batch_size, sparse)
+    work = _workspace(W0 if sparse else weights[0], Wts, batch_size, sparse, sparse_batch)
     for b in range(start, stop):
         lo = b * batch_size
         rows = order[lo:min(lo + batch_size, n)]
@@ -1166,7 +1176,7 @@ def loss_and_gradients(X, Y, weights, biases, act, loss, out_kind, sparse):
     nb = X.shape[0]
     zero = X.dtype.type(0)
     W0, V0, Wts, Vts, bs, vbs, h = _working_copies(weights, biases, weights, biases, sparse, zero)
-    work = _workspace(W0 if sparse else weights[0], Wts, nb, sparse)
+    work = _workspace(W0 if sparse else weights[0], Wts, nb, sparse, sparse_buffers(nb, weights[0]))
     _gather(X, X.dtype.type(1), np.empty(0, np.int64), Y, np.arange(nb), work, sparse, 1)
     no = nb < 0                        # False, typed as a plain bool (a literal would compile anew)
     value = _step(work, nb, W0, Wts, bs, act, loss, out_kind, sparse, nb * 0 + 1, no, zero, zero,
@@ -1199,7 +1209,7 @@ def predict(X, scale, weights, biases, act, loss, out_kind, out):
     n = X.shape[0]
     chunk = 1024
     Wts = _transposed(weights, False)
-    acts = _workspace(weights[0], Wts, min(chunk, max(n, 1)), False)[0]
+    acts = _workspace(weights[0], Wts, min(chunk, max(n, 1)), False, sparse_buffers(0, weights[0]))[0]
     bs = _as_list(biases)
     for lo in range(0, n, chunk):
         hi = min(lo + chunk, n)

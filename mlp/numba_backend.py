@@ -145,6 +145,15 @@ class NumbaBackend:
             raise ValueError(f"parallel must be 'auto', True or False, got {parallel!r}")
         self.parallel = parallel
         self._timings = _TIMINGS   # shared by all instances of this process
+        self._buffers = (None, None)
+
+    def _sparse_buffers(self, batch_size, net, sparse):
+        """The sparse-batch buffers for this batch size, kept from call to call."""
+        rows = batch_size if sparse else 0
+        key = (rows, net.sizes[0], net.dtype.name)
+        if self._buffers[0] != key:
+            self._buffers = (key, K.sparse_buffers(rows, net.weights[0]))
+        return self._buffers[1]
 
     def _plan(self, net, batch_size, n_batches):
         """How to run the next ``n_batches``: a list of (threads, batches, timing record, way).
@@ -222,12 +231,13 @@ class NumbaBackend:
         params = (tuple(net.weights), tuple(net.biases), tuple(vel[0::2]), tuple(vel[1::2]),
                   act, loss, out, dt(opt.lr), dt(opt.momentum), dt(opt.weight_decay),
                   bool(opt.nesterov), use_sparse(X))
+        buffers = self._sparse_buffers(int(batch_size), net, params[-1])
         b = int(start)
         record = None
         for threads, count, record, way in self._plan(net, batch_size, stop - start):
             t0 = time.perf_counter()
             K.train_chunk(*args, b, b + count, int(batch_size), *params, threads,
-                          losses[b - start:b - start + count])
+                          losses[b - start:b - start + count], buffers)
             if record is not None:
                 record[way] = (time.perf_counter() - t0) / count
             b += count

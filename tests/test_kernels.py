@@ -383,7 +383,8 @@ def test_train_chunk_against_its_twin(act, loss, out_kind, sparse, threads):
     losses_ref = K.train_chunk_numpy(X, 1 / 255, labels, T, order, 1, 7, 8, *copies, code, loss,
                                      out_kind, *args, np.empty(6))
     losses = K.train_chunk(X, 1 / 255, labels, T, order, 1, 7, 8, weights, biases, vw, vb, code,
-                           loss, out_kind, *args, sparse, threads, np.empty(6))
+                           loss, out_kind, *args, sparse, threads, np.empty(6),
+                           K.sparse_buffers(8 if sparse else 0, weights[0]))
     close(losses, losses_ref)
     for got, ref in zip(weights + biases + vw + vb, sum(copies, ())):
         close(got, ref)
