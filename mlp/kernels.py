@@ -657,19 +657,31 @@ def _column_counts(nnz, cols, n, counts):
     return counts
 
 
+@njit(cache=True, error_model="numpy")
+def _first_at_least(cols, s, n, i0):
+    """The first position p < n of row s with cols[s, p] >= i0 (columns increase along a row)."""
+    lo, hi = 0, n
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if cols[s, mid] < i0:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
 @njit(cache=True, fastmath=_FAST, error_model="numpy")
 def _sparse_gradient_rows(nnz, cols, vals, d, G, i0, i1):
     """Rows i0 … i1-1 of G += xᵀ · δ: each non-zero x[s, i] adds x · δ[s] to row i, in batch order."""
     n_out = d.shape[1]
     for s in range(d.shape[0]):
-        for p in range(nnz[s]):
+        for p in range(_first_at_least(cols, s, nnz[s], i0), nnz[s]):
             i = cols[s, p]
             if i >= i1:
-                break                      # columns increase along a row
-            if i >= i0:
-                x = vals[s, p]
-                for k in range(n_out):
-                    G[i, k] += x * d[s, k]
+                break
+            x = vals[s, p]
+            for k in range(n_out):
+                G[i, k] += x * d[s, k]
 
 
 @njit(cache=True, error_model="numpy")
@@ -730,14 +742,13 @@ def _sparse_sgd_plain_rows(nnz, cols, vals, d, W, lr, i0, i1):
     """Rows i0 … i1-1 of W ← W − η xᵀ · δ, each non-zero x[s, i] applied at once, in batch order."""
     n_out = d.shape[1]
     for s in range(d.shape[0]):
-        for p in range(nnz[s]):
+        for p in range(_first_at_least(cols, s, nnz[s], i0), nnz[s]):
             i = cols[s, p]
             if i >= i1:
-                break                      # columns increase along a row
-            if i >= i0:
-                c = lr * vals[s, p]
-                for k in range(n_out):
-                    W[i, k] -= c * d[s, k]
+                break
+            c = lr * vals[s, p]
+            for k in range(n_out):
+                W[i, k] -= c * d[s, k]
 
 
 @njit(cache=True, error_model="numpy")
