@@ -13,7 +13,7 @@ separate passes::
     dense_gradient, sparse_gradient   ∂L/∂W = aᵀ · δ,  ∂L/∂b = Σ δ
     sgd_update                     v ← μv − η(g + λw);  w ← w + v   (Nesterov, plain SGD)
     sgd_update_rows                the same for the sparse first layer, on its touched rows
-    sparse_sgd_plain               plain SGD of the sparse first layer, fused with its gradient
+    sparse_sgd_plain, dense_sgd_plain   plain SGD fused with the gradient (no gradient array)
     sparse_gradient_update_par     both for the sparse first layer, rows of W split between threads
 
 and :func:`train_chunk` runs whole minibatches with them — gather, forward,
@@ -642,6 +642,36 @@ def dense_gradient(a, d, Gt, gb):
     return Gt
 
 
+@njit(cache=True, fastmath=_FAST, error_model="numpy")
+def dense_sgd_plain(a, d, Wt, lr):
+    """Plain SGD of a dense layer fused with its gradient: Wt[k] ← Wt[k] − Σ_s (η δ[s, k]) a[s].
+
+    No gradient array and no second pass (what :func:`dense_gradient` +
+    :func:`sgd_update` do, up to rounding: η multiplies each term).
+    """
+    n, n_in = a.shape
+    for k in range(Wt.shape[0]):
+        s = 0
+        while s + 4 <= n:
+            c0, c1, c2, c3 = lr * d[s, k], lr * d[s + 1, k], lr * d[s + 2, k], lr * d[s + 3, k]
+            for i in range(n_in):
+                Wt[k, i] -= c0 * a[s, i] + c1 * a[s + 1, i] + c2 * a[s + 2, i] + c3 * a[s + 3, i]
+            s += 4
+        while s < n:
+            c0 = lr * d[s, k]
+            for i in range(n_in):
+                Wt[k, i] -= c0 * a[s, i]
+            s += 1
+    return Wt
+
+
+def dense_sgd_plain_numpy(a, d, W, lr):
+    """NumPy twin of :func:`dense_sgd_plain` (which updates Wᵀ): W − η aᵀ · δ."""
+    G, _ = dense_gradient_numpy(a, d)
+    W -= W.dtype.type(lr) * G
+    return W
+
+
 def dense_gradient_numpy(a, d):
     """NumPy twin of :func:`dense_gradient` (which returns W's gradient transposed): (aᵀ · δ, Σ δ)."""
     return a.T @ d, column_sums_numpy(d)
@@ -1112,10 +1142,17 @@ def _step(work, nb, W0, Wts, bs, act, loss, out_kind, sparse, threads, update, l
                 if update:
                     sgd_update_rows(W0, grads[0], V0, touched, lr, mu, wd, nesterov)
         else:
-            dense_gradient(acts[l][:nb], d, grads[l], gbs[l])
+            a = acts[l][:nb]
+            plain = update and mu == 0 and wd == 0 and nb * a.shape[1] * d.shape[1] < BLAS_MIN_FLOPS
+            if plain:                               # small layer, plain SGD: fused, no gradient array
+                column_sums(d, gbs[l])
+            else:
+                dense_gradient(a, d, grads[l], gbs[l])
             if l > 0:
-                backprop_delta(d, Wts[l], acts[l][:nb], act, deltas[l][:nb])
-            if update:
+                backprop_delta(d, Wts[l], a, act, deltas[l][:nb])
+            if plain:
+                dense_sgd_plain(a, d, Wts[l], lr)
+            elif update:
                 sgd_update(Wts[l], grads[l], Vts[l], lr, mu, wd, nesterov)
         if update:
             sgd_update(bs[l], gbs[l], vbs[l], lr, mu, wd * 0, nesterov)

@@ -305,6 +305,19 @@ def test_sparse_sgd_plain(shape, dtype, blocks):
     np.testing.assert_array_equal(serial[untouched], W[untouched])
 
 
+@SETTINGS
+@given(shapes, st.sampled_from([np.float64, np.float32]))
+def test_dense_sgd_plain(shape, dtype):
+    n, n_in, n_out, seed = shape
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((n, n_in)).astype(dtype)
+    d = rng.standard_normal((n, n_out)).astype(dtype)
+    W = rng.standard_normal((n_in, n_out)).astype(dtype)
+    expected = K.dense_sgd_plain_numpy(a, d, W.copy(), 0.3)
+    Wt = K.dense_sgd_plain(a, d, np.ascontiguousarray(W.T), dtype(0.3))
+    close(Wt.T, expected, dtype)
+
+
 def test_prefetch_rows_changes_nothing():
     X = np.arange(3 * 200, dtype=np.uint8).reshape(3, 200)
     before = X.copy()
