@@ -32,7 +32,7 @@ def _run_inprocess(argv):
 def test_short_mnist_run_reaches_90_percent(mnist_dir, tmp_path):
     history, status, text = _run_inprocess([
         "--data-dir", str(mnist_dir), "--limit", "10000", "--validation", "2000",
-        "--epochs", "2", "--batch-size", "10", "--lr", "0.5", "--hidden", "100",
+        "--epochs", "2", "--batch-size", "10", "--lr", "0.5", "--momentum", "0", "--hidden", "100",
         "--backend", "numpy", "--out", str(tmp_path)])
     assert status == 0
     assert history["test_accuracy"] >= 0.90            # on all 10,000 test images
