@@ -118,12 +118,46 @@ def _blas_threads_at_most_numba():
 _TIMINGS = {}
 
 
+class _OtherLoad:
+    """How many cores other programs kept busy lately: the machine's busy time minus ours.
+
+    Read from /proc/stat (Linux) and :func:`os.times`, over at least 0.2 s of
+    wall-clock time; 0 where /proc/stat is not available.
+    """
+
+    def __init__(self):
+        self.last = None
+        self.cores = 0.0
+
+    @staticmethod
+    def _sample():
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+        ticks = os.sysconf("SC_CLK_TCK")
+        busy = (sum(fields) - fields[3] - (fields[4] if len(fields) > 4 else 0)) / ticks
+        mine = os.times()
+        return time.monotonic(), busy, mine.user + mine.system
+
+    def __call__(self):
+        try:
+            now = self._sample()
+        except (OSError, ValueError, IndexError):
+            return 0.0
+        if self.last is not None and now[0] - self.last[0] >= 0.2:
+            wall = now[0] - self.last[0]
+            self.cores = max(0.0, (now[1] - self.last[1]) - (now[2] - self.last[2])) / wall
+            self.last = now
+        elif self.last is None:
+            self.last = now
+        return self.cores
+
+
+_other_load = _OtherLoad()
+
+
 def _machine_busy(threads):
-    """Whether other programs seem to occupy the cores (1-minute load average, ours included)."""
-    try:
-        return os.getloadavg()[0] > threads - 0.5
-    except OSError:                  # no load average on this platform
-        return False
+    """Whether other programs keep at least half a core of the ``threads`` we would use busy."""
+    return _other_load() > 0.5 and threads > 1
 
 
 class NumbaBackend:
@@ -160,13 +194,15 @@ class NumbaBackend:
 
         With parallel="auto" the first call runs serially (timed); later, the
         parallel way is tried on the first :attr:`TRIAL` batches of a call,
-        unless the machine looks busy (a parallel batch then waits for a core
-        that another program holds). A trial that loses waits twice as many
-        calls before the next (up to 1024); the faster way runs the rest.
+        unless other programs keep a core busy (a parallel batch then waits
+        for a core another program holds, up to a scheduler time slice per
+        step). A trial that loses waits twice as many calls before the next
+        (up to 1024); the faster way runs the rest.
         """
         threads = batch_threads(net, batch_size)
         if threads == 1 or self.parallel != "auto":
             return [(threads if self.parallel else 1, n_batches, None, None)]
+        _other_load()                 # keep the estimate of the others' load current
         key = (tuple(net.sizes), net.dtype.name, batch_size, threads)
         rec = self._timings.setdefault(
             key, {"serial": None, "parallel": None, "calls": 0, "next_trial": 1, "wait": 1})
