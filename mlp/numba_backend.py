@@ -16,9 +16,8 @@ chunk boundaries, so a chunked epoch equals one call):
   on one thread (waking threads costs more than it saves). The parallel
   kernels compute every number exactly as the serial ones (they split
   outputs, never a sum), so the choice cannot change a result: by default
-  (``parallel="auto"``) the backend times both now and then and uses the
-  faster, which matters on a machine whose cores are busy with other work
-  (see :meth:`NumbaBackend._plan`).
+  (``parallel="auto"``) they run only while no other program keeps a core
+  busy (see :meth:`NumbaBackend.threads_for`).
   BLAS calls inside the kernels use at most Numba's thread count, so
   ``--threads N`` bounds everything.
 """
@@ -114,10 +113,6 @@ def _blas_threads_at_most_numba():
         threadpool_limits(limits=n, user_api="blas")
 
 
-#: seconds per batch, serial and parallel, per network shape, dtype, batch size and threads
-_TIMINGS = {}
-
-
 class _OtherLoad:
     """How many cores other programs kept busy lately: the machine's busy time minus ours.
 
@@ -155,30 +150,21 @@ class _OtherLoad:
 _other_load = _OtherLoad()
 
 
-def _machine_busy(threads):
-    """Whether other programs keep at least half a core of the ``threads`` we would use busy."""
-    return _other_load() > 0.5 and threads > 1
 
 
 class NumbaBackend:
     """Fused Numba kernels: one compiled call per chunk of batches.
 
-    ``parallel``: "auto" (default) splits big batches between threads when
-    that measures faster, True whenever they are big enough, False never.
-    Results are the same bits in all three cases.
+    ``parallel``: "auto" (default) splits big batches between threads while
+    no other program keeps a core busy, True whenever they are big enough,
+    False never. Results are the same bits in all three cases.
     """
 
     name = "numba"
-    #: with parallel="auto", calls between trials of the other way (doubling after each loss) …
-    RETRY_EVERY = 16
-    #: … which run on this many batches
-    TRIAL = 2
-
     def __init__(self, parallel="auto"):
         if parallel not in ("auto", True, False):
             raise ValueError(f"parallel must be 'auto', True or False, got {parallel!r}")
         self.parallel = parallel
-        self._timings = _TIMINGS   # shared by all instances of this process
         self._buffers = (None, None)
 
     def _sparse_buffers(self, batch_size, net, sparse):
@@ -189,48 +175,22 @@ class NumbaBackend:
             self._buffers = (key, K.sparse_buffers(rows, net.weights[0]))
         return self._buffers[1]
 
-    def _plan(self, net, batch_size, n_batches):
-        """How to run the next ``n_batches``: a list of (threads, batches, timing record, way).
+    def threads_for(self, net, batch_size):
+        """Threads for the next call's batches.
 
-        With parallel="auto" the first call runs serially (timed); later, the
-        parallel way is tried on the first :attr:`TRIAL` batches of a call,
-        unless other programs keep a core busy (a parallel batch then waits
-        for a core another program holds, up to a scheduler time slice per
-        step). A trial that loses waits twice as many calls before the next
-        (up to 1024); the faster way runs the rest.
+        1 for batches too small to share (:data:`PARALLEL_MIN_WORK`) or with
+        parallel=False. With parallel="auto", the parallel kernels run only
+        while other programs leave the cores free: a parallel step waits for
+        every thread, and a thread whose core another program holds can wait
+        a scheduler time slice, which made steps 100 times slower in
+        measurements on a shared machine.
         """
         threads = batch_threads(net, batch_size)
-        if threads == 1 or self.parallel != "auto":
-            return [(threads if self.parallel else 1, n_batches, None, None)]
-        _other_load()                 # keep the estimate of the others' load current
-        key = (tuple(net.sizes), net.dtype.name, batch_size, threads)
-        rec = self._timings.setdefault(
-            key, {"serial": None, "parallel": None, "calls": 0, "next_trial": 1, "wait": 1})
-        rec["calls"] += 1
-        if rec["serial"] is None:
-            return [(1, n_batches, rec, "serial")]
-        best = "parallel" if rec["parallel"] is not None and rec["parallel"] < rec["serial"] \
-            else "serial"
-        if rec["calls"] >= rec["next_trial"] and n_batches > self.TRIAL:
-            other = "serial" if best == "parallel" else "parallel"
-            if other == "parallel" and _machine_busy(threads):
-                rec["next_trial"] = rec["calls"] + self.RETRY_EVERY
-                return [(1, n_batches, rec, "serial")]
-            rec["trial"] = other
-            ways = {"serial": 1, "parallel": threads}
-            return [(ways[other], self.TRIAL, rec, other),
-                    (ways[best], n_batches - self.TRIAL, rec, best)]
-        return [(threads if best == "parallel" else 1, n_batches, rec, best)]
-
-    def _after_trial(self, rec):
-        """Schedule the next trial: soon if the tried way won, twice as late as before if it lost."""
-        tried = rec.pop("trial", None)
-        if tried is None:
-            return
-        other = "serial" if tried == "parallel" else "parallel"
-        won = rec[other] is None or rec[tried] < rec[other]
-        rec["wait"] = self.RETRY_EVERY if won else min(1024, 2 * rec["wait"])
-        rec["next_trial"] = rec["calls"] + rec["wait"]
+        if threads == 1 or self.parallel is False:
+            return 1
+        if self.parallel is True:
+            return threads
+        return threads if _other_load() < 0.5 else 1
 
     def loss_and_gradients(self, net, X, Y, weight_decay=0.0):
         """Loss and gradients of one float batch, as :meth:`Network.loss_and_gradients` returns them."""
@@ -268,17 +228,8 @@ class NumbaBackend:
                   act, loss, out, dt(opt.lr), dt(opt.momentum), dt(opt.weight_decay),
                   bool(opt.nesterov), use_sparse(X))
         buffers = self._sparse_buffers(int(batch_size), net, params[-1])
-        b = int(start)
-        record = None
-        for threads, count, record, way in self._plan(net, batch_size, stop - start):
-            t0 = time.perf_counter()
-            K.train_chunk(*args, b, b + count, int(batch_size), *params, threads,
-                          losses[b - start:b - start + count], buffers)
-            if record is not None:
-                record[way] = (time.perf_counter() - t0) / count
-            b += count
-        if record is not None:
-            self._after_trial(record)
+        K.train_chunk(*args, int(start), int(stop), int(batch_size), *params,
+                      self.threads_for(net, batch_size), losses, buffers)
         return losses
 
     def predict_output(self, net, X, scale=1.0):

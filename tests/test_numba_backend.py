@@ -195,18 +195,32 @@ def test_parallel_kernels_give_the_serial_bits(monkeypatch):
         np.testing.assert_array_equal(p, q)
 
 
-def test_auto_mode_times_both_ways(monkeypatch):
+def test_auto_mode_goes_parallel_only_on_free_cores(monkeypatch):
+    import numba
     monkeypatch.setattr(nb, "PARALLEL_MIN_WORK", 0)
-    monkeypatch.setattr(nb, "_TIMINGS", {})
-    monkeypatch.setattr(nb, "_machine_busy", lambda threads: False)
+    net = Network([8, 4, 2])
+    n = numba.get_num_threads()
     backend = nb.NumbaBackend()
-    X, y, scale = image_data(300, 64, 10, seed=5)
-    trained_params(backend, X, y, scale, chunk_size=3)
-    (record,) = nb._TIMINGS.values()
-    assert record["serial"] > 0 and record["parallel"] > 0 and record["calls"] > 2
-    assert record["next_trial"] > record["calls"]
+    monkeypatch.setattr(nb, "_other_load", lambda: 0.0)
+    assert backend.threads_for(net, 5) == n
+    monkeypatch.setattr(nb, "_other_load", lambda: 1.0)
+    assert backend.threads_for(net, 5) == 1
+    assert nb.NumbaBackend(parallel=True).threads_for(net, 5) == n
+    assert nb.NumbaBackend(parallel=False).threads_for(net, 5) == 1
+    monkeypatch.setattr(nb, "PARALLEL_MIN_WORK", 10**9)
+    assert nb.NumbaBackend(parallel=True).threads_for(net, 5) == 1
     with pytest.raises(ValueError, match="parallel must be"):
         nb.NumbaBackend(parallel="yes")
+
+
+def test_other_load_is_machine_busy_time_minus_ours(monkeypatch):
+    samples = iter([(0.0, 10.0, 3.0), (0.1, 10.1, 3.1), (1.0, 11.9, 3.9), (2.0, 12.9, 4.9)])
+    monkeypatch.setattr(nb._OtherLoad, "_sample", staticmethod(lambda: next(samples)))
+    load = nb._OtherLoad()
+    assert load() == 0.0                 # first sample: nothing to compare with
+    assert load() == 0.0                 # 0.1 s later: too short a window, estimate kept
+    assert load() == pytest.approx(1.0)  # 1.9 s busy, 0.9 s of it ours, in 1 s: one core
+    assert load() == pytest.approx(0.0)  # all of the machine's busy time was ours
 
 
 def test_chunked_calls_equal_one_call():
@@ -278,26 +292,3 @@ def test_blas_threads_follow_numba_threads():
         nb._blas_threads_at_most_numba()
         counts = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
         assert counts and max(counts) <= n
-
-
-def test_auto_mode_backs_off_from_a_losing_way(monkeypatch):
-    monkeypatch.setattr(nb, "_machine_busy", lambda threads: False)
-    backend = nb.NumbaBackend()
-    rec = {"serial": 1.0, "parallel": None, "calls": 5, "next_trial": 1, "wait": 1}
-    for expected_wait in (2, 4, 8):
-        rec["trial"] = "parallel"
-        rec["parallel"] = 3.0                    # the parallel trial lost
-        backend._after_trial(rec)
-        assert rec["wait"] == expected_wait and rec["next_trial"] == 5 + expected_wait
-    rec["trial"], rec["parallel"] = "parallel", 0.5  # and then won
-    backend._after_trial(rec)
-    assert rec["wait"] == backend.RETRY_EVERY
-    monkeypatch.setattr(nb, "_machine_busy", lambda threads: True)
-    monkeypatch.setattr(nb, "PARALLEL_MIN_WORK", 0)
-    net = Network([8, 4, 2])
-    rec2 = nb._TIMINGS.setdefault((tuple(net.sizes), "float32", 5, nb.batch_threads(net, 5)),
-                                  {"serial": 1.0, "parallel": None, "calls": 0,
-                                   "next_trial": 1, "wait": 1})
-    if nb.batch_threads(net, 5) > 1:             # a busy machine: no parallel trial
-        plan = backend._plan(net, 5, 10)
-        assert plan == [(1, 10, rec2, "serial")]
