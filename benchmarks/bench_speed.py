@@ -18,6 +18,10 @@ machine's float32 matrix-multiply peak, measured here with the same threads.
   ``CrossEntropyLoss``, ``optim.SGD``, eager mode, float32 tensors prepared
   before the clock starts, ``torch.set_num_threads`` = the thread count.
 
+Each epoch runs in a fresh child process (data loading and compilation or
+cache loading happen before its clock starts), so no framework's thread
+pools or OpenMP runtime (PyTorch brings its own) run beside another's.
+
 Usage (from the project root)::
 
     python benchmarks/bench_speed.py [--batch-sizes 10 32 128 1024] [--runs 3]
@@ -26,6 +30,8 @@ Usage (from the project root)::
 """
 
 import argparse
+import json
+import subprocess
 import sys
 import time
 import warnings
@@ -104,22 +110,57 @@ def torch_epoch(X, y, batch_size, seed, budget):
     return seconds / done, done
 
 
+def worker(framework, batch_size, seed, threads, budget):
+    """One epoch of one framework in this (fresh) process; prints a JSON line with the result.
+
+    Every measurement runs in its own process: OpenMP runtimes (PyTorch
+    brings its own) and BLAS thread pools of one framework then cannot
+    slow down another's threads.
+    """
+    common.set_threads(threads)
+    data = common.load_mnist()
+    done, compiled = 1.0, None
+    if framework == "mlp-numba":
+        seconds, done, compiled = mlp_epoch("numba", data, batch_size, seed, budget)
+    elif framework == "mlp-numpy":
+        seconds, done, _ = mlp_epoch("numpy", data, batch_size, seed, budget)
+    else:
+        X32 = data.X_train.astype(np.float32) * np.float32(data.scale)
+        if framework == "sklearn":
+            seconds = sklearn_epoch(X32, data.y_train, batch_size, seed)
+        else:
+            import torch
+            seconds, done = torch_epoch(torch.from_numpy(X32), torch.from_numpy(data.y_train),
+                                        batch_size, seed, budget)
+    print(json.dumps({"seconds": seconds, "done": done, "compile_seconds": compiled}))
+
+
+def measure(framework, batch_size, seed, threads, budget):
+    """Run :func:`worker` in a child process; return its result dict."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", framework,
+           str(batch_size), str(seed), str(threads), str(budget)]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit(f"error: {framework} at batch {batch_size} failed:\n{out.stderr}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def torch_available():
+    """Whether PyTorch can be imported (checked in a child process, so this one never loads it)."""
+    return subprocess.run([sys.executable, "-c", "import torch"],
+                          capture_output=True).returncode == 0
+
+
 def run(batch_sizes, runs, threads, skip, budget):
     """Measure everything; return the result dict (also printed as a table)."""
     threads = common.set_threads(threads)
     data = common.load_mnist()
     frameworks = [f for f in FRAMEWORKS if f not in skip]
     notes = []
-    X32 = data.X_train.astype(np.float32) * np.float32(data.scale)
-    Xt = yt = None
-    if "torch" in frameworks:
-        try:
-            import torch
-            Xt, yt = torch.from_numpy(X32), torch.from_numpy(data.y_train)
-        except ImportError:
-            frameworks.remove("torch")
-            notes.append("PyTorch is not installed: its column is skipped "
-                         "(pip install torch to include it).")
+    if "torch" in frameworks and not torch_available():
+        frameworks.remove("torch")
+        notes.append("PyTorch is not installed: its column is skipped "
+                     "(pip install torch to include it).")
     peak_before = common.matmul_peak()
     print(f"float32 matmul peak with {threads} threads: {peak_before:.1f} GFLOP/s", flush=True)
 
@@ -130,18 +171,12 @@ def run(batch_sizes, runs, threads, skip, budget):
         compile_seconds = None
         for r in range(runs):
             for f in frameworks:
-                seed, done = r, 1.0
                 if f == "sklearn" and times[f] and min(times[f]) > budget:
                     continue                    # cannot be cut short: one slow run is enough
-                if f == "mlp-numba":
-                    seconds, done, compiled = mlp_epoch("numba", data, batch_size, seed, budget)
-                    compile_seconds = compiled if compile_seconds is None else compile_seconds
-                elif f == "mlp-numpy":
-                    seconds, done, _ = mlp_epoch("numpy", data, batch_size, seed, budget)
-                elif f == "sklearn":
-                    seconds = sklearn_epoch(X32, data.y_train, batch_size, seed)
-                else:
-                    seconds, done = torch_epoch(Xt, yt, batch_size, seed, budget)
+                m = measure(f, batch_size, r, threads, budget)
+                seconds, done = m["seconds"], m["done"]
+                if f == "mlp-numba" and compile_seconds is None:
+                    compile_seconds = m["compile_seconds"]
                 times[f].append(seconds)
                 fractions[f].append(done)
                 part = "" if done == 1.0 else f"  (extrapolated from {done:.0%} of the epoch)"
@@ -201,6 +236,9 @@ def main(argv=None):
                    help="stop an epoch that takes longer and extrapolate its time "
                         "(scikit-learn cannot be stopped: it runs once)")
     p.add_argument("--out", help="JSON file (default: benchmarks/results/speed-<time>.json)")
+    if argv is None and len(sys.argv) > 1 and sys.argv[1] == "--worker":
+        framework, batch_size, seed, threads, budget = sys.argv[2:7]
+        return worker(framework, int(batch_size), int(seed), int(threads), float(budget))
     args = p.parse_args(argv)
     if args.runs < 1 or min(args.batch_sizes) < 1:
         p.error("--runs and --batch-sizes must be positive")
