@@ -76,6 +76,7 @@ def _scale_for(X, scale, dtype):
 
 
 def _check_X(X, net):
+    """X as a C-contiguous uint8 or float array of shape (n, n_in); a ValueError otherwise."""
     X = np.asarray(X)
     if X.ndim != 2 or X.shape[1] != net.sizes[0]:
         raise ValueError(f"X must have shape (n, {net.sizes[0]}) for a network with "
@@ -129,7 +130,8 @@ class _OtherLoad:
         with open("/proc/stat") as f:
             fields = [int(x) for x in f.readline().split()[1:]]
         ticks = os.sysconf("SC_CLK_TCK")
-        busy = (sum(fields) - fields[3] - (fields[4] if len(fields) > 4 else 0)) / ticks
+        # user nice system idle iowait irq softirq steal (guest time is inside user/nice)
+        busy = (sum(fields[:8]) - fields[3] - (fields[4] if len(fields) > 4 else 0)) / ticks
         mine = os.times()
         return time.monotonic(), busy, mine.user + mine.system
 
