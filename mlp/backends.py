@@ -100,6 +100,7 @@ def set_threads(n):
     if n < 1:
         raise ValueError(f"threads must be >= 1, got {n}")
     import numba
+    import scipy.linalg.cython_blas  # noqa: F401  (load the BLAS that np.dot in Numba calls, so the limit reaches it)
     from threadpoolctl import threadpool_limits
     numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
     threadpool_limits(limits=n)
