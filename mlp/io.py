@@ -84,19 +84,24 @@ def read_npz(path, what):
         raise ModelFileError(f"{path}: corrupt {what} ({type(e).__name__}: {e})") from None
 
 
+def _existing_file(path, name_in_folder, missing):
+    """``path``, or ``path/name_in_folder`` for a folder; a ModelFileError if there is no such file."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / name_in_folder
+    if not path.is_file():
+        raise ModelFileError(f"{path}: {missing}")
+    return path
+
+
 def load_model(path, with_meta=False):
     """Load a model saved by :func:`save_model`; every problem is a ModelFileError naming the file.
 
     A directory is taken to hold ``model.npz``. With ``with_meta`` returns
     ``(net, meta)``.
     """
-    from .network import Network
-    path = Path(path)
-    if path.is_dir():
-        path = path / "model.npz"
-    if not path.is_file():
-        raise ModelFileError(f"{path}: no such model file; pass a run folder or a model.npz "
-                             "written by `python -m mlp.train`")
+    path = _existing_file(path, "model.npz", "no such model file; pass a run folder or a "
+                          "model.npz written by `python -m mlp.train`")
     net, header = model_from_arrays(read_npz(path, "model file"), path)
     return (net, header.get("meta", {})) if with_meta else net
 
@@ -177,12 +182,8 @@ def load_checkpoint(path):
     Every problem is a ModelFileError naming the file.
     """
     from .optimizers import SGD
-    path = Path(path)
-    if path.is_dir():
-        path = path / "checkpoint.npz"
-    if not path.is_file():
-        raise ModelFileError(f"{path}: no checkpoint here; --resume takes the --out folder "
-                             "of a run started with `python -m mlp.train`")
+    path = _existing_file(path, "checkpoint.npz", "no checkpoint here; --resume takes the "
+                          "--out folder of a run started with `python -m mlp.train`")
     arrays = read_npz(path, "checkpoint")
     net, header = model_from_arrays(arrays, path)
     raw = arrays.get("checkpoint")
