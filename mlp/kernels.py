@@ -152,6 +152,13 @@ def _exp_impl(x):
 
 
 
+@njit(inline="always", error_model="numpy")
+def _unsigned(i):
+    """i (>= 0) as an unsigned index: Numba then adds no test for negative indices, and the
+    loops it indexes run 10–20% faster (measured on the sparse first-layer kernels)."""
+    return np.uint64(i)
+
+
 @njit(inline="always", fastmath=_FAST, error_model="numpy")
 def _f(x, kind, one):
     """f(x) for activation ``kind``; ``one`` is 1 in the working dtype."""
@@ -355,19 +362,20 @@ def bias_activation_numpy(z, b, kind):
 @njit(cache=True, fastmath=_FAST, error_model="numpy")
 def _sparse_forward_rows(nnz, cols, vals, W, b, kind, out, s0, s1):
     """:func:`sparse_forward` for batch rows s0 … s1-1, four rows of W per pass over out[s]."""
-    n_out = W.shape[1]
+    n_out = _unsigned(W.shape[1])
     for s in range(s0, s1):
         for j in range(n_out):
             out[s, j] = 0
         p, end = 0, nnz[s]
         while p + 4 <= end:
             x0, x1, x2, x3 = vals[s, p], vals[s, p + 1], vals[s, p + 2], vals[s, p + 3]
-            i0, i1, i2, i3 = cols[s, p], cols[s, p + 1], cols[s, p + 2], cols[s, p + 3]
+            i0, i1 = _unsigned(cols[s, p]), _unsigned(cols[s, p + 1])
+            i2, i3 = _unsigned(cols[s, p + 2]), _unsigned(cols[s, p + 3])
             for j in range(n_out):
                 out[s, j] += x0 * W[i0, j] + x1 * W[i1, j] + x2 * W[i2, j] + x3 * W[i3, j]
             p += 4
         while p < end:
-            x0, i0 = vals[s, p], cols[s, p]
+            x0, i0 = vals[s, p], _unsigned(cols[s, p])
             for j in range(n_out):
                 out[s, j] += x0 * W[i0, j]
             p += 1
@@ -703,15 +711,16 @@ def _first_at_least(cols, s, n, i0):
 @njit(cache=True, fastmath=_FAST, error_model="numpy")
 def _sparse_gradient_rows(nnz, cols, vals, d, G, i0, i1):
     """Rows i0 … i1-1 of G += xᵀ · δ: each non-zero x[s, i] adds x · δ[s] to row i, in batch order."""
-    n_out = d.shape[1]
+    n_out = _unsigned(d.shape[1])
     for s in range(d.shape[0]):
+        ds = d[s]
         for p in range(_first_at_least(cols, s, nnz[s], i0), nnz[s]):
-            i = cols[s, p]
-            if i >= i1:
+            if cols[s, p] >= i1:
                 break
+            i = _unsigned(cols[s, p])
             x = vals[s, p]
             for k in range(n_out):
-                G[i, k] += x * d[s, k]
+                G[i, k] += x * ds[k]
 
 
 @njit(cache=True, error_model="numpy")
@@ -770,15 +779,16 @@ def sparse_gradient_update_par(nnz, cols, vals, d, G, gb, touched, W, V, lr, mu,
 @njit(cache=True, fastmath=_FAST, error_model="numpy")
 def _sparse_sgd_plain_rows(nnz, cols, vals, d, W, lr, i0, i1):
     """Rows i0 … i1-1 of W ← W − η xᵀ · δ, each non-zero x[s, i] applied at once, in batch order."""
-    n_out = d.shape[1]
+    n_out = _unsigned(d.shape[1])
     for s in range(d.shape[0]):
+        ds = d[s]
         for p in range(_first_at_least(cols, s, nnz[s], i0), nnz[s]):
-            i = cols[s, p]
-            if i >= i1:
+            if cols[s, p] >= i1:
                 break
+            i = _unsigned(cols[s, p])
             c = lr * vals[s, p]
             for k in range(n_out):
-                W[i, k] -= c * d[s, k]
+                W[i, k] -= c * ds[k]
 
 
 @njit(cache=True, error_model="numpy")
