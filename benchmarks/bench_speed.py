@@ -21,12 +21,19 @@ machine's float32 matrix-multiply peak, measured here with the same threads.
 Each epoch runs in a fresh child process (data loading and compilation or
 cache loading happen before its clock starts), so no framework's thread
 pools or OpenMP runtime (PyTorch brings its own) run beside another's.
+Before its clock starts, every framework also trains a throwaway copy of the
+network for ``--warmup`` seconds (default 0.5) in that process: on the
+machines this was written on, the first ~0.1 s of work after a quiet spell
+ran up to twice as slowly (the cores ramp up), which would otherwise be
+charged to whoever happens to be measured first in a fresh process. The
+table therefore reports steady-state seconds per epoch; a cold first epoch
+of ``python -m mlp.train`` can be that much slower.
 
 Usage (from the project root)::
 
     python benchmarks/bench_speed.py [--batch-sizes 10 32 128 1024] [--runs 3]
                                      [--threads N] [--skip sklearn torch] [--max-seconds 30]
-                                     [--out FILE]
+                                     [--warmup 0.5] [--out FILE]
 """
 
 import argparse
@@ -46,43 +53,63 @@ LR = 0.1
 FRAMEWORKS = ("mlp-numba", "mlp-numpy", "sklearn", "torch")
 
 
-def mlp_epoch(backend_name, data, batch_size, seed, budget):
+def mlp_epoch(backend_name, data, batch_size, seed, budget, warmup):
     """(seconds per epoch, fraction of the epoch run, compile seconds) with an mlp backend.
 
     An epoch that would take longer than ``budget`` seconds is stopped at a
-    chunk boundary and its time extrapolated from the fraction done.
+    chunk boundary and its time extrapolated from the fraction done. First a
+    throwaway network trains for ``warmup`` seconds (compilation included).
     """
     from mlp.backends import get_backend
     from mlp.network import Network
     from mlp.optimizers import SGD
     from mlp.trainer import Trainer
+    backend = get_backend(backend_name)
+
+    def trainer_for(net, limit):
+        trainer = Trainer(net, SGD(LR), backend, batch_size, seed)
+        trainer.on_chunk = lambda tr: tr.epoch_seconds > limit and tr.request_stop()
+        return trainer
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < warmup:
+        trainer_for(Network(common.SIZES, "sigmoid", "ce", seed=seed + 1), warmup).fit(
+            data.X_train, data.y_train, 1, data.scale)
     net = Network(common.SIZES, "sigmoid", "ce", seed=seed)
-    trainer = Trainer(net, SGD(LR), get_backend(backend_name), batch_size, seed)
-    trainer.on_chunk = lambda tr: tr.epoch_seconds > budget and tr.request_stop()
+    trainer = trainer_for(net, budget)
     if trainer.fit(data.X_train, data.y_train, 1, data.scale):
         return trainer.history[0]["seconds"], 1.0, trainer.compile_seconds
     done = min(1.0, trainer.position * batch_size / data.X_train.shape[0])
     return trainer.epoch_seconds / done, done, trainer.compile_seconds
 
 
-def sklearn_epoch(X, y, batch_size, seed):
-    """Seconds of one epoch of scikit-learn's MLPClassifier with the same network and SGD."""
+def sklearn_epoch(X, y, batch_size, seed, warmup):
+    """Seconds of one epoch of scikit-learn's MLPClassifier with the same network and SGD.
+
+    First a throwaway classifier takes ``partial_fit`` steps for ``warmup`` seconds.
+    """
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.neural_network import MLPClassifier
-    clf = MLPClassifier(hidden_layer_sizes=(common.SIZES[1],), activation="logistic",
-                        solver="sgd", alpha=0.0, batch_size=batch_size, learning_rate_init=LR,
-                        momentum=0.0, nesterovs_momentum=False, max_iter=1, shuffle=True,
-                        random_state=seed, tol=0.0)
+
+    def classifier():
+        return MLPClassifier(hidden_layer_sizes=(common.SIZES[1],), activation="logistic",
+                             solver="sgd", alpha=0.0, batch_size=batch_size,
+                             learning_rate_init=LR, momentum=0.0, nesterovs_momentum=False,
+                             max_iter=1, shuffle=True, random_state=seed, tol=0.0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
+        scratch, classes, t0 = classifier(), np.unique(y), time.perf_counter()
+        while time.perf_counter() - t0 < warmup:
+            scratch.partial_fit(X[:4096], y[:4096], classes)
+        clf = classifier()
         return common.timed(lambda: clf.fit(X, y))
 
 
-def torch_epoch(X, y, batch_size, seed, budget):
+def torch_epoch(X, y, batch_size, seed, budget, warmup):
     """(seconds per epoch, fraction run) of the same network and SGD in eager PyTorch on the CPU.
 
     An epoch that would take longer than ``budget`` seconds is stopped and
-    its time extrapolated from the fraction done.
+    its time extrapolated from the fraction done. First the model trains for
+    ``warmup`` seconds on a copy of its weights, which are then put back.
     """
     import torch
     from torch import nn
@@ -105,12 +132,17 @@ def torch_epoch(X, y, batch_size, seed, budget):
                 return time.perf_counter() - t0, (start + batch_size) / n
         return time.perf_counter() - t0, 1.0
 
-    epoch(20 * batch_size)                 # warm up the allocator and kernels
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < warmup:   # warm up the allocator, kernels and cores
+        epoch(n, warmup)
+    model.load_state_dict(initial)
+    opt = torch.optim.SGD(model.parameters(), lr=LR)
     seconds, done = epoch(n, budget)
     return seconds / done, done
 
 
-def worker(framework, batch_size, seed, threads, budget):
+def worker(framework, batch_size, seed, threads, budget, warmup):
     """One epoch of one framework in this (fresh) process; prints a JSON line with the result.
 
     Every measurement runs in its own process: OpenMP runtimes (PyTorch
@@ -121,24 +153,24 @@ def worker(framework, batch_size, seed, threads, budget):
     data = common.load_mnist()
     done, compiled = 1.0, None
     if framework == "mlp-numba":
-        seconds, done, compiled = mlp_epoch("numba", data, batch_size, seed, budget)
+        seconds, done, compiled = mlp_epoch("numba", data, batch_size, seed, budget, warmup)
     elif framework == "mlp-numpy":
-        seconds, done, _ = mlp_epoch("numpy", data, batch_size, seed, budget)
+        seconds, done, _ = mlp_epoch("numpy", data, batch_size, seed, budget, warmup)
     else:
         X32 = data.X_train.astype(np.float32) * np.float32(data.scale)
         if framework == "sklearn":
-            seconds = sklearn_epoch(X32, data.y_train, batch_size, seed)
+            seconds = sklearn_epoch(X32, data.y_train, batch_size, seed, warmup)
         else:
             import torch
             seconds, done = torch_epoch(torch.from_numpy(X32), torch.from_numpy(data.y_train),
-                                        batch_size, seed, budget)
+                                        batch_size, seed, budget, warmup)
     print(json.dumps({"seconds": seconds, "done": done, "compile_seconds": compiled}))
 
 
-def measure(framework, batch_size, seed, threads, budget):
+def measure(framework, batch_size, seed, threads, budget, warmup):
     """Run :func:`worker` in a child process; return its result dict."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", framework,
-           str(batch_size), str(seed), str(threads), str(budget)]
+           str(batch_size), str(seed), str(threads), str(budget), str(warmup)]
     out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode != 0:
         sys.exit(f"error: {framework} at batch {batch_size} failed:\n{out.stderr}")
@@ -151,7 +183,7 @@ def torch_available():
                           capture_output=True).returncode == 0
 
 
-def run(batch_sizes, runs, threads, skip, budget):
+def run(batch_sizes, runs, threads, skip, budget, warmup=0.5):
     """Measure everything; return the result dict (also printed as a table)."""
     threads = common.set_threads(threads)
     data = common.load_mnist()
@@ -173,7 +205,7 @@ def run(batch_sizes, runs, threads, skip, budget):
             for f in frameworks:
                 if f == "sklearn" and times[f] and min(times[f]) > budget:
                     continue                    # cannot be cut short: one slow run is enough
-                m = measure(f, batch_size, r, threads, budget)
+                m = measure(f, batch_size, r, threads, budget, warmup)
                 seconds, done = m["seconds"], m["done"]
                 if f == "mlp-numba" and compile_seconds is None:
                     compile_seconds = m["compile_seconds"]
@@ -202,7 +234,7 @@ def run(batch_sizes, runs, threads, skip, budget):
     return {"benchmark": "bench_speed", "network": common.SIZES, "activation": "sigmoid",
             "loss": "ce", "optimizer": f"SGD lr={LR}, no momentum", "samples_per_epoch":
             int(data.X_train.shape[0]), "dense_flops_per_epoch": flops, "threads": threads,
-            "runs": runs, "matmul_peak_gflops": peak,
+            "runs": runs, "warmup_seconds": warmup, "matmul_peak_gflops": peak,
             "matmul_peak_gflops_before_after": [peak_before, peak_after],
             "machine": common.machine(), "notes": notes, "command": " ".join(sys.argv),
             "results": {str(k): v for k, v in results.items()}}
@@ -235,14 +267,20 @@ def main(argv=None):
     p.add_argument("--max-seconds", type=float, default=30.0,
                    help="stop an epoch that takes longer and extrapolate its time "
                         "(scikit-learn cannot be stopped: it runs once)")
+    p.add_argument("--warmup", type=float, default=0.5,
+                   help="seconds each framework trains a throwaway model before its clock starts")
     p.add_argument("--out", help="JSON file (default: benchmarks/results/speed-<time>.json)")
     if argv is None and len(sys.argv) > 1 and sys.argv[1] == "--worker":
-        framework, batch_size, seed, threads, budget = sys.argv[2:7]
-        return worker(framework, int(batch_size), int(seed), int(threads), float(budget))
+        framework, batch_size, seed, threads, budget, warmup = sys.argv[2:8]
+        return worker(framework, int(batch_size), int(seed), int(threads), float(budget),
+                      float(warmup))
     args = p.parse_args(argv)
     if args.runs < 1 or min(args.batch_sizes) < 1:
         p.error("--runs and --batch-sizes must be positive")
-    result = run(args.batch_sizes, args.runs, args.threads, set(args.skip), args.max_seconds)
+    if args.warmup < 0:
+        p.error("--warmup must be >= 0")
+    result = run(args.batch_sizes, args.runs, args.threads, set(args.skip), args.max_seconds,
+                 args.warmup)
     print()
     print(f"MNIST 784-100-10 sigmoid/softmax-CE, plain SGD, one epoch of 60,000 images, "
           f"{result['threads']} threads; median of {args.runs} runs; float32 matmul peak "

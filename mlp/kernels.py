@@ -1276,6 +1276,20 @@ def predict(X, scale, weights, biases, act, loss, out_kind, out):
     return out
 
 
+@njit(cache=True, parallel=True, error_model="numpy")
+def predict_par(X, scale, weights, biases, act, loss, out_kind, out, n_parts):
+    """:func:`predict` with the rows cut into ``n_parts`` consecutive parts, one per thread.
+
+    Meant to run with BLAS limited to one thread (each part's matrix
+    products then run on the thread that owns the part).
+    """
+    n = X.shape[0]
+    for t in prange(n_parts):
+        lo, hi = n * t // n_parts, n * (t + 1) // n_parts
+        predict(X[lo:hi], scale, weights, biases, act, loss, out_kind, out[lo:hi])
+    return out
+
+
 def predict_numpy(X, scale, weights, biases, act, loss, out_kind):
     """NumPy twin of :func:`predict`: gather, then Network.feedforward."""
     from .network import Network

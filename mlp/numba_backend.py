@@ -114,6 +114,18 @@ def _blas_threads_at_most_numba():
         threadpool_limits(limits=n, user_api="blas")
 
 
+_CONTROLLER = []
+
+
+def _blas_controller():
+    """A threadpoolctl controller of the loaded BLAS libraries (made once: it inspects them all)."""
+    if not _CONTROLLER:
+        from threadpoolctl import ThreadpoolController
+        import scipy.linalg.cython_blas  # noqa: F401  (the library np.dot inside njit calls)
+        _CONTROLLER.append(ThreadpoolController())
+    return _CONTROLLER[0]
+
+
 class _OtherLoad:
     """How many cores other programs kept busy lately: the machine's busy time minus ours.
 
@@ -235,13 +247,26 @@ class NumbaBackend:
         return losses
 
     def predict_output(self, net, X, scale=1.0):
-        """ŷ for every row of X, computed in chunks of 1024 rows."""
+        """ŷ for every row of X, computed in chunks of 1024 rows.
+
+        With several threads the rows are split between Numba's threads and
+        BLAS is held to one thread meanwhile. A multi-threaded BLAS call
+        leaves its threads spinning for a while afterwards, and they took
+        cores from the next training epoch's parallel kernels: evaluating
+        between epochs made the next epoch's start up to 1.5 times slower.
+        """
+        import numba
         act, loss, out_kind = _codes(net)
         _contiguous_params(net)
         X = _check_X(X, net)
         out = np.empty((X.shape[0], net.sizes[-1]), dtype=net.dtype)
-        return K.predict(X, _scale_for(X, scale, net.dtype), tuple(net.weights),
-                         tuple(net.biases), act, loss, out_kind, out)
+        args = (X, _scale_for(X, scale, net.dtype), tuple(net.weights), tuple(net.biases),
+                act, loss, out_kind, out)
+        if numba.get_num_threads() < 2:
+            return K.predict(*args)
+        parts = min(numba.get_num_threads(), X.shape[0] // 1024)
+        with _blas_controller().limit(limits=1, user_api="blas"):
+            return K.predict_par(*args, parts) if parts > 1 else K.predict(*args)
 
     def prepare(self, net, opt, X, targets, batch_size, scale=1.0):
         """Compile (or load from cache) the kernels for these exact types, on copies; return seconds."""
