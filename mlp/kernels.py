@@ -455,7 +455,8 @@ def output_delta(z, Y, loss, out_kind, delta):
 
     ``z`` is the output layer's pre-activation and is overwritten with ŷ.
     Returns the loss (float64). The pairs of :mod:`mlp.losses`: ce (softmax)
-    and bce (sigmoid) give δ = (ŷ − y)/n; mse (any g) gives δ = (ŷ − y) g'(z)/n.
+    gives δ = (ŷ·Σ_k y_k − y)/n, which is (ŷ − y)/n for one-hot rows; bce (sigmoid)
+    gives δ = (ŷ − y)/n; mse (any g) gives δ = (ŷ − y) g'(z)/n.
     """
     n, n_out = z.shape
     one = z.dtype.type(1)
@@ -470,8 +471,10 @@ def output_delta(z, Y, loss, out_kind, delta):
             for k in range(1, n_out):
                 m = max(m, z[s, k])
             se = zero
+            ysum = zero                  # ∂L/∂z = ŷ Σ_k y_k − y (Σ y = 1 for one-hot rows)
             for k in range(n_out):
                 se += _exp(z[s, k] - m)
+                ysum += Y[s, k]
             lse = math.log(se)
             for k in range(n_out):
                 y = Y[s, k]
@@ -479,7 +482,7 @@ def output_delta(z, Y, loss, out_kind, delta):
                 row -= y * (shifted - lse)
                 yhat = _exp(shifted) / se
                 z[s, k] = yhat
-                delta[s, k] = (yhat - y) / nf
+                delta[s, k] = (yhat * ysum - y) / nf
         elif loss == BCE:
             # −[y log σ(z) + (1 − y) log(1 − σ(z))] = softplus(z) − y z
             for k in range(n_out):

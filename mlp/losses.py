@@ -106,9 +106,12 @@ class CrossEntropy(Loss):
         return float(-(w * y * log_softmax(z)).sum() / z.shape[0])
 
     def delta(self, z, yhat, y, sample_weight=None):
+        # ∂/∂z of −Σ_k y_k log softmax(z)_k is ŷ·Σ_k y_k − y: ŷ − y for one-hot rows
+        # (and any row summing to 1), but not for multi-hot or soft targets
+        grad = yhat * y.sum(axis=1, keepdims=True) - y
         if sample_weight is None:
-            return (yhat - y) / z.shape[0]
-        return row_weights(sample_weight, z) * (yhat - y) / z.shape[0]
+            return grad / z.shape[0]
+        return row_weights(sample_weight, z) * grad / z.shape[0]
 
 
 class SquaredError(Loss):

@@ -247,14 +247,14 @@ def test_one_hot_rejects_negative_labels():
         one_hot(np.array([-1, 0]), 3)
 
 
-# ------------------------------------------- known bugs (reported, not yet fixed)
+# ------------------------------- targets that are not one-hot (once a reported bug)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "BUG in mlp/losses.py CrossEntropy.delta: (ŷ − y)/n is ∂L/∂z only when every target "
-    "row sums to 1; for other non-negative targets the gradient is (ŷ·Σ_k y_k − y)/n. "
-    "Fix: use that formula (one row sum), or reject such targets with a ValueError."))
 def test_cross_entropy_delta_for_targets_not_summing_to_one():
+    """ce's δ is (ŷ·Σ_k y_k − y)/n: checked against finite differences on multi-hot and empty rows.
+
+    (It used to be (ŷ − y)/n, right only for rows that sum to 1.)
+    """
     loss = get_loss("ce")
     z = np.array([[0.3, -1.2, 2.0], [1.0, 0.5, -0.5]])
     y = np.array([[1.0, 1.0, 0.0], [0.0, 0.0, 0.0]])       # multi-hot, and an empty row

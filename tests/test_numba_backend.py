@@ -251,6 +251,36 @@ def test_predict_output_equals_the_reference():
         assert_close(got, NUMPY.predict_output(net, X, scale), "float64")
 
 
+def test_parallel_predict_holds_blas_to_one_thread(monkeypatch):
+    """Rows split between threads, BLAS at one thread meanwhile, its limit restored after.
+
+    (A multi-threaded BLAS call leaves its threads spinning; they slowed the
+    next epoch's parallel kernels by up to 1.5 times.)
+    """
+    import numba
+    from threadpoolctl import threadpool_info
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("needs a machine with at least 2 cores")
+    monkeypatch.setattr(numba, "get_num_threads", lambda: 2)
+
+    def blas_threads():
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+    seen, real = [], nb.K.predict_par
+
+    def spy(*args):
+        seen.append((blas_threads(), args[-1]))
+        return real(*args)
+    monkeypatch.setattr(nb.K, "predict_par", spy)
+    before = blas_threads()
+    X, y, scale = image_data(2500, 30, 4, seed=9)
+    net = Network([30, 7, 4], "tanh", "ce", dtype="float64", seed=2)
+    got = NUMBA.predict_output(net, X, scale)
+    assert len(seen) == 1 and seen[0][1] == 2                 # two parts of 1250 rows
+    assert seen[0][0] and all(n == 1 for n in seen[0][0])
+    assert blas_threads() == before
+    assert_close(got, NUMPY.predict_output(net, X, scale), "float64")
+
+
 def test_prepare_compiles_on_copies_and_reports_seconds():
     X, y, scale = image_data(100, 20, 3, seed=10)
     net = Network([20, 5, 3], seed=0)
