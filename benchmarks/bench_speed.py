@@ -99,7 +99,7 @@ def sklearn_epoch(X, y, batch_size, seed, warmup):
         warnings.simplefilter("ignore", ConvergenceWarning)
         scratch, classes, t0 = classifier(), np.unique(y), time.perf_counter()
         while time.perf_counter() - t0 < warmup:
-            scratch.partial_fit(X[:4096], y[:4096], classes)
+            scratch.partial_fit(X[:4096], y[:4096], classes=classes)
         clf = classifier()
         return common.timed(lambda: clf.fit(X, y))
 
