@@ -228,12 +228,11 @@ def _gather_sparse_rows(X, rows, scale, nnz, cols, vals, s0, s1):
                          + abs(X[r, i0 + 6]) + abs(X[r, i0 + 7])) == 0
             if blank:
                 continue
-            for i in range(i0, i0 + 8):
-                if X[r, i] != 0:
-                    cols[s, k] = i
-                    vals[s, k] = X[r, i]
-                    vals[s, k] *= scale
-                    k += 1
+            for i in range(i0, i0 + 8):   # branch-free: write every entry, keep the non-zeros
+                cols[s, k] = i
+                vals[s, k] = X[r, i]
+                vals[s, k] *= scale
+                k += X[r, i] != 0
         for i in range(n8, n_in):
             if X[r, i] != 0:
                 cols[s, k] = i
