@@ -203,30 +203,154 @@ def gather_dense_numpy(X, rows, scale, dtype):
     return batch_inputs(X, rows, scale, np.dtype(dtype))
 
 
+def _host_has_avx512():
+    """Whether Numba compiles for this machine's CPU and it has AVX-512 (for :func:`_compress16`)."""
+    try:
+        import numba
+        from llvmlite import binding
+        if numba.config.CPU_NAME not in (None, "host"):
+            return False                      # e.g. NUMBA_CPU_NAME=generic for portable caches
+        return bool(binding.get_host_cpu_features().get("avx512f", False))
+    except Exception:                         # pragma: no cover - unusual llvmlite builds
+        return False
+
+
+#: gather uint8 rows 16 pixels at a time with AVX-512's compress instruction
+COMPRESS = _host_has_avx512()
+
+
+@intrinsic
+def _compress16(typingctx, Xf, xoff, col0, scale, cols, vals, k):
+    """Append the non-zeros of Xf[xoff:xoff+16] (uint8) to cols/vals from position k; return the new k.
+
+    Their columns are col0 + j and their values x · scale (float32, as
+    ``vals[k] = x; vals[k] *= scale`` computes them). Four vector steps:
+    widen the 16 bytes, compare with 0, compress the kept lanes to the front
+    (in registers: the memory form is microcoded and slower on AMD), store all
+    16 lanes at k (the caller guarantees room for them) and count the kept
+    ones. AVX-512 only (:data:`COMPRESS`).
+    """
+    if not (isinstance(Xf, nbtypes.Array) and Xf.dtype == nbtypes.uint8
+            and isinstance(vals, nbtypes.Array) and vals.dtype == nbtypes.float32
+            and isinstance(cols, nbtypes.Array) and cols.dtype == nbtypes.int32):
+        return None
+
+    def codegen(context, builder, sig, args):
+        xarr, xoff_, col0_, scale_, carr, varr, k_ = args
+        i8, i16, i32, i64 = (ir.IntType(b) for b in (8, 16, 32, 64))
+        f32 = ir.FloatType()
+
+        def vec(t):
+            return ir.VectorType(t, 16)
+
+        def splat(value, t):
+            v = builder.insert_element(ir.Constant(vec(t), ir.Undefined), value,
+                                       ir.Constant(i32, 0))
+            return builder.shuffle_vector(v, v, ir.Constant(vec(i32), [0] * 16))
+
+        def data(i):
+            return context.make_array(sig.args[i])(context, builder, value=args[i]).data
+
+        def fn(name, ret, params):
+            return cgutils.get_or_insert_function(builder.module, ir.FunctionType(ret, params), name)
+        src = builder.bitcast(builder.gep(data(0), [xoff_]), vec(i8).as_pointer())
+        x = builder.zext(builder.load(src, align=1), vec(i32))
+        keep = builder.icmp_unsigned("!=", x, ir.Constant(vec(i32), [0] * 16))
+        values = builder.fmul(builder.uitofp(x, vec(f32)), splat(scale_, f32))
+        columns = builder.add(splat(builder.trunc(col0_, i32), i32),
+                              ir.Constant(vec(i32), list(range(16))))
+        undef_f, undef_i = ir.Constant(vec(f32), ir.Undefined), ir.Constant(vec(i32), ir.Undefined)
+        mask = ir.VectorType(ir.IntType(1), 16)
+        values = builder.call(fn("llvm.x86.avx512.mask.compress.v16f32", vec(f32),
+                                 [vec(f32), vec(f32), mask]), [values, undef_f, keep])
+        columns = builder.call(fn("llvm.x86.avx512.mask.compress.v16i32", vec(i32),
+                                  [vec(i32), vec(i32), mask]), [columns, undef_i, keep])
+        builder.store(values, builder.bitcast(builder.gep(data(5), [k_]), vec(f32).as_pointer()),
+                      align=4)
+        builder.store(columns, builder.bitcast(builder.gep(data(4), [k_]), vec(i32).as_pointer()),
+                      align=4)
+        count = builder.call(fn("llvm.ctpop.i16", i16, [i16]), [builder.bitcast(keep, i16)])
+        return builder.add(k_, builder.zext(count, i64))
+    return nbtypes.int64(Xf, xoff, col0, scale, cols, vals, k), codegen
+
+
+@njit(cache=True, error_model="numpy")
+def _compact_words(Xf, X64, base, n_in, scale, cs, vs):
+    """Write the non-zeros of the uint8 pixels Xf[base:base+n_in] (times scale) to cs, vs; return their number.
+
+    Eight pixels (one 64-bit word of X64) at a time: blank words are skipped,
+    the others written branch-free (every pixel is written, the count moves
+    past the non-zeros only). n_in and base are multiples of 8.
+    """
+    k = 0
+    for w in range(n_in // 8):
+        if X64[base // 8 + w] == 0:
+            continue
+        for i in range(8 * w, 8 * w + 8):
+            cs[k] = i
+            vs[k] = Xf[base + i]
+            vs[k] *= scale
+            k += Xf[base + i] != 0
+    return k
+
+
+@njit(cache=True, error_model="numpy")
+def _compact_compressed(Xf, X64, base, n_in, scale, cs, vs):
+    """:func:`_compact_words` 16 pixels at a time with :func:`_compress16` (AVX-512, float32 values).
+
+    The same output; about twice as fast on MNIST rows.
+    """
+    k = 0
+    n16 = n_in - n_in % 16
+    for c in range(0, n16, 16):
+        w = (base + c) // 8
+        if X64[w] | X64[w + 1]:                          # skip blank blocks of 16 pixels
+            k = _compress16(Xf, base + c, c, scale, cs, vs, k)
+    for i in range(n16, n_in):
+        cs[k] = i
+        vs[k] = Xf[base + i]
+        vs[k] *= scale
+        k += Xf[base + i] != 0
+    return k
+
+
+def _compact_row(Xf, X64, base, n_in, scale, cs, vs):
+    """:func:`_compact_compressed` where the machine and types allow it, else :func:`_compact_words`."""
+
+
+@overload(_compact_row)
+def _compact_row_impl(Xf, X64, base, n_in, scale, cs, vs):
+    if COMPRESS and vs.dtype == nbtypes.float32 and Xf.dtype == nbtypes.uint8:
+        return lambda Xf, X64, base, n_in, scale, cs, vs: _compact_compressed(
+            Xf, X64, base, n_in, scale, cs, vs)
+    return lambda Xf, X64, base, n_in, scale, cs, vs: _compact_words(
+        Xf, X64, base, n_in, scale, cs, vs)
+
+
 @njit(cache=True, error_model="numpy")
 def _gather_sparse_rows(X, rows, scale, nnz, cols, vals, s0, s1):
-    """:func:`gather_sparse` for batch rows s0 … s1-1."""
+    """:func:`gather_sparse` for batch rows s0 … s1-1 (uint8 rows by :func:`_compact_row`)."""
     n_in = X.shape[1]
     n8 = n_in - n_in % 8
     words = X.itemsize == 1 and n_in % 8 == 0     # uint8 pixels: test 8 at a time as one word
     X64 = X.reshape(X.size).view(np.uint64) if words else np.zeros(1, np.uint64)
     stride = n_in // 8
     touch = np.uint64(0)
+    Xf = X.reshape(X.size)
     for s in range(s0, s1):
         r = rows[s]
         if words and s + 2 < s1:      # load the row after next now: its cache misses overlap
             nxt = rows[s + 2] * stride
             for w in range(0, stride, 8):
                 touch |= X64[nxt + w]
-        k = 0
+        if words:
+            nnz[s] = _compact_row(Xf, X64, r * n_in, n_in, scale, cols[s], vals[s])
+            continue
+        k = 0                         # float X: a sum of |x| is 0 only if every x is
         for i0 in range(0, n8, 8):
-            if words:
-                blank = X64[r * stride + i0 // 8] == 0
-            else:         # a sum of |x| is 0 only if every x is: no cancellation
-                blank = (abs(X[r, i0]) + abs(X[r, i0 + 1]) + abs(X[r, i0 + 2])
-                         + abs(X[r, i0 + 3]) + abs(X[r, i0 + 4]) + abs(X[r, i0 + 5])
-                         + abs(X[r, i0 + 6]) + abs(X[r, i0 + 7])) == 0
-            if blank:
+            if (abs(X[r, i0]) + abs(X[r, i0 + 1]) + abs(X[r, i0 + 2]) + abs(X[r, i0 + 3])
+                    + abs(X[r, i0 + 4]) + abs(X[r, i0 + 5]) + abs(X[r, i0 + 6])
+                    + abs(X[r, i0 + 7])) == 0:
                 continue
             for i in range(i0, i0 + 8):   # branch-free: write every entry, keep the non-zeros
                 cols[s, k] = i
