@@ -34,10 +34,10 @@ from .network import l2_penalty
 SPARSE_MAX_DENSITY = 0.5
 #: split a batch between threads when its layers hold at least this many
 #: multiply-adds (dense count): below it, waking the threads costs more than it
-#: saves. For 784-100-10 (79,400 per sample) that is batches of 27 or more;
-#: measured there with 2 threads against 1: 0.87x at batch 10, 1.01x at 16,
-#: 1.14x at 24, 1.15x at 32, 1.34x at 64.
-PARALLEL_MIN_WORK = 1 << 21
+#: saves. For 784-100-10 (79,400 per sample) that is batches of 53 or more;
+#: measured there, epoch time with 1 thread over 2 threads: 0.79 at batch 16,
+#: 0.89 at 24, 0.79 at 32, 0.88 at 48, 1.17 at 64, 1.29 at 128.
+PARALLEL_MIN_WORK = 1 << 22
 
 
 def _codes(net):
