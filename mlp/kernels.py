@@ -1422,7 +1422,7 @@ def _predict_rows(acts, nb, Wts, bs, act, loss, out_kind):
     return output_activation(acts[nl][:nb], loss, out_kind)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def predict(X, scale, weights, biases, act, loss, out_kind, out):
     """out = ŷ for every row of X (uint8 times scale, or float), 1024 rows at a time."""
     n = X.shape[0]
@@ -1434,20 +1434,6 @@ def predict(X, scale, weights, biases, act, loss, out_kind, out):
         hi = min(lo + chunk, n)
         gather_dense(X, np.arange(lo, hi), scale, acts[0][:hi - lo])
         out[lo:hi] = _predict_rows(acts, hi - lo, Wts, bs, act, loss, out_kind)
-    return out
-
-
-@njit(cache=True, parallel=True, error_model="numpy")
-def predict_par(X, scale, weights, biases, act, loss, out_kind, out, n_parts):
-    """:func:`predict` with the rows cut into ``n_parts`` consecutive parts, one per thread.
-
-    Meant to run with BLAS limited to one thread (each part's matrix
-    products then run on the thread that owns the part).
-    """
-    n = X.shape[0]
-    for t in prange(n_parts):
-        lo, hi = n * t // n_parts, n * (t + 1) // n_parts
-        predict(X[lo:hi], scale, weights, biases, act, loss, out_kind, out[lo:hi])
     return out
 
 

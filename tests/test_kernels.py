@@ -437,16 +437,3 @@ def test_predict_against_its_twin(act, loss, out_kind):
     code = K.ACTIVATION_CODES[act]
     out = K.predict(X, 1 / 255, weights, biases, code, loss, out_kind, np.empty((2100, 3)))
     close(out, K.predict_numpy(X, 1 / 255, weights, biases, code, loss, out_kind))
-
-
-@pytest.mark.parametrize("n_parts", [1, 2, 3])
-def test_predict_par_against_its_twin(n_parts):
-    """predict_par cuts the rows into parts (one per thread): the same ŷ as the reference."""
-    rng = np.random.default_rng(n_parts)
-    X = (rng.random((3100, 40)) * 255).astype(np.uint8)
-    weights = (rng.standard_normal((40, 600)) / 6, rng.standard_normal((600, 3)) / 25)
-    biases = (rng.standard_normal(600), rng.standard_normal(3))
-    assert 1024 * 40 * 600 >= K.BLAS_MIN_FLOPS               # the first layer goes to BLAS
-    out = K.predict_par(X, 1 / 255, weights, biases, K.SIGMOID, K.CE, K.SOFTMAX,
-                        np.full((3100, 3), np.nan), n_parts)
-    close(out, K.predict_numpy(X, 1 / 255, weights, biases, K.SIGMOID, K.CE, K.SOFTMAX))

@@ -252,31 +252,31 @@ def test_predict_output_equals_the_reference():
 
 
 def test_parallel_predict_holds_blas_to_one_thread(monkeypatch):
-    """Rows split between threads, BLAS at one thread meanwhile, its limit restored after.
+    """Rows cut into one part per thread, BLAS at one thread meanwhile, its limit restored after.
 
     (A multi-threaded BLAS call leaves its threads spinning; they slowed the
     next epoch's parallel kernels by up to 1.5 times.)
     """
+    import threading
     import numba
     from threadpoolctl import threadpool_info
-    if numba.config.NUMBA_NUM_THREADS < 2:
-        pytest.skip("needs a machine with at least 2 cores")
-    monkeypatch.setattr(numba, "get_num_threads", lambda: 2)
+    monkeypatch.setattr(numba, "get_num_threads", lambda: 3)
 
     def blas_threads():
         return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
-    seen, real = [], nb.K.predict_par
+    calls, real = [], nb.K.predict
 
-    def spy(*args):
-        seen.append((blas_threads(), args[-1]))
-        return real(*args)
-    monkeypatch.setattr(nb.K, "predict_par", spy)
+    def spy(X, *args):
+        calls.append((X.shape[0], threading.get_ident(), blas_threads()))
+        return real(X, *args)
+    monkeypatch.setattr(nb.K, "predict", spy)
     before = blas_threads()
-    X, y, scale = image_data(2500, 30, 4, seed=9)
+    X, y, scale = image_data(3100, 30, 4, seed=9)
     net = Network([30, 7, 4], "tanh", "ce", dtype="float64", seed=2)
     got = NUMBA.predict_output(net, X, scale)
-    assert len(seen) == 1 and seen[0][1] == 2                 # two parts of 1250 rows
-    assert seen[0][0] and all(n == 1 for n in seen[0][0])
+    assert sorted(c[0] for c in calls) == [1033, 1033, 1034]      # three parts of the rows
+    assert len({c[1] for c in calls}) == 3                         # on three threads
+    assert all(c[2] and all(n == 1 for n in c[2]) for c in calls)  # BLAS held to one thread
     assert blas_threads() == before
     assert_close(got, NUMPY.predict_output(net, X, scale), "float64")
 
