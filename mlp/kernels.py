@@ -841,11 +841,13 @@ def _entries_in(cols, s, n, i0, i1):
 
 
 @njit(cache=True, fastmath=_FAST, error_model="numpy")
-def _sparse_gradient_rows(nnz, cols, vals, d, G, i0, i1):
-    """Rows i0 … i1-1 of G += xᵀ · δ: each non-zero x[s, i] adds x · δ[s] to row i, in batch order.
+def _sparse_outer_rows(nnz, cols, vals, d, A, coef, i0, i1):
+    """Rows i0 … i1-1 of A += coef · xᵀ · δ: each x[s, i] ≠ 0 adds (coef · x) δ[s] to row i, in batch order.
 
-    Four non-zeros of a row of x at a time: four rows of G take their share
-    of δ[s] in one pass (each still gets one multiply-add per non-zero).
+    Four non-zeros of a row of x at a time: four rows of A take their share
+    of δ[s] in one pass (each still gets one multiply-add per non-zero; 1.1–1.5
+    times faster than one at a time from batch 32 on). coef = 1 accumulates
+    the gradient; coef = −η applies plain SGD directly.
     """
     n_out = _unsigned(d.shape[1])
     for s in range(d.shape[0]):
@@ -854,19 +856,26 @@ def _sparse_gradient_rows(nnz, cols, vals, d, G, i0, i1):
         while p + 4 <= end:
             a, b = _unsigned(cols[s, p]), _unsigned(cols[s, p + 1])
             c, e = _unsigned(cols[s, p + 2]), _unsigned(cols[s, p + 3])
-            x0, x1, x2, x3 = vals[s, p], vals[s, p + 1], vals[s, p + 2], vals[s, p + 3]
+            c0, c1 = coef * vals[s, p], coef * vals[s, p + 1]
+            c2, c3 = coef * vals[s, p + 2], coef * vals[s, p + 3]
             for k in range(n_out):
                 dk = ds[k]
-                G[a, k] += x0 * dk
-                G[b, k] += x1 * dk
-                G[c, k] += x2 * dk
-                G[e, k] += x3 * dk
+                A[a, k] += c0 * dk
+                A[b, k] += c1 * dk
+                A[c, k] += c2 * dk
+                A[e, k] += c3 * dk
             p += 4
         while p < end:
-            a, x0 = _unsigned(cols[s, p]), vals[s, p]
+            a, c0 = _unsigned(cols[s, p]), coef * vals[s, p]
             for k in range(n_out):
-                G[a, k] += x0 * ds[k]
+                A[a, k] += c0 * ds[k]
             p += 1
+
+
+@njit(cache=True, error_model="numpy")
+def _sparse_gradient_rows(nnz, cols, vals, d, G, i0, i1):
+    """Rows i0 … i1-1 of G += xᵀ · δ (see :func:`_sparse_outer_rows`)."""
+    _sparse_outer_rows(nnz, cols, vals, d, G, G.dtype.type(1), i0, i1)
 
 
 @njit(cache=True, error_model="numpy")
@@ -922,34 +931,10 @@ def sparse_gradient_update_par(nnz, cols, vals, d, G, gb, touched, W, V, lr, mu,
     return W
 
 
-@njit(cache=True, fastmath=_FAST, error_model="numpy")
+@njit(cache=True, error_model="numpy")
 def _sparse_sgd_plain_rows(nnz, cols, vals, d, W, lr, i0, i1):
-    """Rows i0 … i1-1 of W ← W − η xᵀ · δ, each non-zero x[s, i] applied at once, in batch order.
-
-    Four non-zeros of a row of x at a time, as in :func:`_sparse_gradient_rows`
-    (1.1–1.5 times faster than one at a time from batch 32 on, same bits).
-    """
-    n_out = _unsigned(d.shape[1])
-    for s in range(d.shape[0]):
-        ds = d[s]
-        p, end = _entries_in(cols, s, nnz[s], i0, i1)
-        while p + 4 <= end:
-            a, b = _unsigned(cols[s, p]), _unsigned(cols[s, p + 1])
-            c, e = _unsigned(cols[s, p + 2]), _unsigned(cols[s, p + 3])
-            c0, c1 = lr * vals[s, p], lr * vals[s, p + 1]
-            c2, c3 = lr * vals[s, p + 2], lr * vals[s, p + 3]
-            for k in range(n_out):
-                dk = ds[k]
-                W[a, k] -= c0 * dk
-                W[b, k] -= c1 * dk
-                W[c, k] -= c2 * dk
-                W[e, k] -= c3 * dk
-            p += 4
-        while p < end:
-            a, c0 = _unsigned(cols[s, p]), lr * vals[s, p]
-            for k in range(n_out):
-                W[a, k] -= c0 * ds[k]
-            p += 1
+    """Rows i0 … i1-1 of W ← W − η xᵀ · δ, each x[s, i] ≠ 0 applied at once, in batch order."""
+    _sparse_outer_rows(nnz, cols, vals, d, W, -lr, i0, i1)
 
 
 @njit(cache=True, error_model="numpy")
