@@ -333,10 +333,10 @@ def _gather_sparse_rows(X, rows, scale, nnz, cols, vals, s0, s1):
     n_in = X.shape[1]
     n8 = n_in - n_in % 8
     words = X.itemsize == 1 and n_in % 8 == 0     # uint8 pixels: test 8 at a time as one word
-    X64 = X.reshape(X.size).view(np.uint64) if words else np.zeros(1, np.uint64)
+    Xf = X.reshape(X.size)
+    X64 = Xf.view(np.uint64) if words else np.zeros(1, np.uint64)
     stride = n_in // 8
     touch = np.uint64(0)
-    Xf = X.reshape(X.size)
     for s in range(s0, s1):
         r = rows[s]
         if words and s + 2 < s1:      # load the row after next now: its cache misses overlap
@@ -834,7 +834,7 @@ def _first_at_least(cols, s, n, i0):
     return lo
 
 
-@njit(cache=True, error_model="numpy")
+@njit(inline="always", error_model="numpy")
 def _entries_in(cols, s, n, i0, i1):
     """Positions (p, end) of row s's non-zeros whose columns lie in i0 … i1-1 (columns increase)."""
     return _first_at_least(cols, s, n, i0), _first_at_least(cols, s, n, i1)
@@ -873,12 +873,6 @@ def _sparse_outer_rows(nnz, cols, vals, d, A, coef, i0, i1):
 
 
 @njit(cache=True, error_model="numpy")
-def _sparse_gradient_rows(nnz, cols, vals, d, G, i0, i1):
-    """Rows i0 … i1-1 of G += xᵀ · δ (see :func:`_sparse_outer_rows`)."""
-    _sparse_outer_rows(nnz, cols, vals, d, G, G.dtype.type(1), i0, i1)
-
-
-@njit(cache=True, error_model="numpy")
 def sparse_gradient(nnz, cols, vals, d, G, gb, touched):
     """G += xᵀ · δ and gb = Σ δ for a sparse batch x; touched[i] = 1 where column i of x has a non-zero.
 
@@ -890,7 +884,7 @@ def sparse_gradient(nnz, cols, vals, d, G, gb, touched):
     counts = _column_counts(nnz, cols, d.shape[0], np.empty(G.shape[0], np.int64))
     for i in range(G.shape[0]):
         touched[i] = counts[i] > 0
-    _sparse_gradient_rows(nnz, cols, vals, d, G, 0, G.shape[0])
+    _sparse_outer_rows(nnz, cols, vals, d, G, G.dtype.type(1), 0, G.shape[0])
     return G
 
 
@@ -926,15 +920,9 @@ def sparse_gradient_update_par(nnz, cols, vals, d, G, gb, touched, W, V, lr, mu,
         touched[i] = counts[i] > 0
     bounds = _balanced_ranges(counts, max(1, n_blocks))
     for blk in prange(bounds.shape[0] - 1):
-        _sparse_gradient_rows(nnz, cols, vals, d, G, bounds[blk], bounds[blk + 1])
+        _sparse_outer_rows(nnz, cols, vals, d, G, G.dtype.type(1), bounds[blk], bounds[blk + 1])
         _sgd_rows(W, G, V, touched, lr, mu, wd, nesterov, bounds[blk], bounds[blk + 1])
     return W
-
-
-@njit(cache=True, error_model="numpy")
-def _sparse_sgd_plain_rows(nnz, cols, vals, d, W, lr, i0, i1):
-    """Rows i0 … i1-1 of W ← W − η xᵀ · δ, each x[s, i] ≠ 0 applied at once, in batch order."""
-    _sparse_outer_rows(nnz, cols, vals, d, W, -lr, i0, i1)
 
 
 @njit(cache=True, error_model="numpy")
@@ -946,7 +934,7 @@ def sparse_sgd_plain(nnz, cols, vals, d, W, lr):
     :func:`sparse_gradient` + :func:`sgd_update_rows` up to rounding (η is
     applied to each term instead of to the sum).
     """
-    _sparse_sgd_plain_rows(nnz, cols, vals, d, W, lr, 0, W.shape[0])
+    _sparse_outer_rows(nnz, cols, vals, d, W, -lr, 0, W.shape[0])
     return W
 
 
@@ -956,7 +944,7 @@ def sparse_sgd_plain_par(nnz, cols, vals, d, W, lr, n_blocks):
     counts = _column_counts(nnz, cols, d.shape[0], np.empty(W.shape[0], np.int64))
     bounds = _balanced_ranges(counts, max(1, n_blocks))
     for blk in prange(bounds.shape[0] - 1):
-        _sparse_sgd_plain_rows(nnz, cols, vals, d, W, lr, bounds[blk], bounds[blk + 1])
+        _sparse_outer_rows(nnz, cols, vals, d, W, -lr, bounds[blk], bounds[blk + 1])
     return W
 
 

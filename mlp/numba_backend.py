@@ -109,12 +109,11 @@ def _targets(targets, net):
 def _blas_threads_at_most_numba():
     """Keep BLAS (both NumPy's and the SciPy BLAS Numba calls) at no more threads than Numba uses."""
     import numba
-    from threadpoolctl import threadpool_info, threadpool_limits
-    import scipy.linalg.cython_blas  # noqa: F401  (the library np.dot inside njit calls)
+    controller = _blas_controller()
     n = numba.get_num_threads()
-    if any(info.get("num_threads", 1) > n for info in threadpool_info()
+    if any(info.get("num_threads", 1) > n for info in controller.info()
            if info.get("user_api") == "blas"):
-        threadpool_limits(limits=n, user_api="blas")
+        controller.limit(limits=n, user_api="blas")
 
 
 def _predict_in_parts(args, parts):
