@@ -246,13 +246,19 @@ def test_sigmoid_is_accurate_to_a_few_ulps_everywhere(dtype, ulps):
     assert np.isnan(nan[0]) and nan[1] == 1 and 0 <= nan[2] < 1e-37
 
 
-@SETTINGS
-@given(shapes, st.sampled_from([np.float64, np.float32]))
-def test_dense_gradient_and_column_sums(shape, dtype):
+def layer_batch(shape, dtype):
+    """(rng, a, d) for a dense layer's test: inputs a (n, n_in) and output errors d (n, n_out)."""
     n, n_in, n_out, seed = shape
     rng = np.random.default_rng(seed)
     a = rng.standard_normal((n, n_in)).astype(dtype)
-    d = rng.standard_normal((n, n_out)).astype(dtype)
+    return rng, a, rng.standard_normal((n, n_out)).astype(dtype)
+
+
+@SETTINGS
+@given(shapes, st.sampled_from([np.float64, np.float32]))
+def test_dense_gradient_and_column_sums(shape, dtype):
+    _, n_in, n_out, _ = shape
+    rng, a, d = layer_batch(shape, dtype)
     Gt, gb = np.empty((n_out, n_in), dtype), np.empty(n_out, dtype)
     K.dense_gradient(a, d, Gt, gb)
     G_ref, gb_ref = K.dense_gradient_numpy(a, d)
@@ -332,10 +338,8 @@ def test_sparse_sgd_plain(shape, dtype, blocks):
 @SETTINGS
 @given(shapes, st.sampled_from([np.float64, np.float32]))
 def test_dense_sgd_plain(shape, dtype):
-    n, n_in, n_out, seed = shape
-    rng = np.random.default_rng(seed)
-    a = rng.standard_normal((n, n_in)).astype(dtype)
-    d = rng.standard_normal((n, n_out)).astype(dtype)
+    _, n_in, n_out, _ = shape
+    rng, a, d = layer_batch(shape, dtype)
     W = rng.standard_normal((n_in, n_out)).astype(dtype)
     expected = K.dense_sgd_plain_numpy(a, d, W.copy(), 0.3)
     Wt = K.dense_sgd_plain(a, d, np.ascontiguousarray(W.T), dtype(0.3))
