@@ -49,6 +49,17 @@ Threads. The ``_par`` variants split a batch's *outputs* between threads
 computed exactly as by the serial kernel, whatever the thread count.
 Products with at least :data:`BLAS_MIN_FLOPS` multiply-adds go to BLAS
 (``np.dot``), which is deterministic for a fixed number of threads.
+
+Memory. Numba never frees what it compiled (numba/numba#5976, #6707):
+every compiled function keeps megabytes of LLVM state for the life of the
+process, and a cold-cache compile of :func:`train_chunk` and
+:func:`predict` holds ~200 MB. Hence some habits here: copies are plain
+loops (:func:`_copy_into`; ``a[...] = b`` would compile Numba's string
+formatting for its shape-mismatch message, ~40 MB), row kernels are always
+called with a typed ``np.int64(0)`` (a literal 0 compiles a second copy of
+the kernel), no cfunc wrappers (:func:`_kernel`), and the orchestration
+functions are inlined into :func:`train_chunk`. :mod:`mlp.train` compiles
+in a short-lived child process when the cache is cold (see there).
 """
 
 
@@ -81,6 +92,21 @@ BLAS_MIN_FLOPS = 1 << 21
 
 _FAST = {"contract"}                 # FMA only: a round-off-level change
 _FAST_SUM = {"contract", "reassoc"}  # and a reordered (vectorised) sum
+
+
+def _kernel(**options):
+    """``njit`` as every kernel here is compiled: cached on disk, NumPy's error model.
+
+    No cfunc wrapper: nothing passes these functions as first-class values, and
+    the wrappers cost ~25 MB of Numba's never-freed compiler memory on a cold
+    cache (see "Memory" in the module docstring).
+    """
+    return njit(cache=True, no_cfunc_wrapper=True, error_model="numpy", **options)
+
+
+def _inline(**options):
+    """``njit`` for small helpers that Numba inlines into each caller (never compiled alone)."""
+    return njit(inline="always", no_cfunc_wrapper=True, error_model="numpy", **options)
 
 
 def _loss_object(loss, out_kind):
@@ -152,14 +178,14 @@ def _exp_impl(x):
 
 
 
-@njit(inline="always", error_model="numpy")
+@_inline()
 def _unsigned(i):
     """i (>= 0) as an unsigned index: Numba then adds no test for negative indices, and the
     loops it indexes run 10–20% faster (measured on the sparse first-layer kernels)."""
     return np.uint64(i)
 
 
-@njit(inline="always", fastmath=_FAST, error_model="numpy")
+@_inline(fastmath=_FAST)
 def _f(x, kind, one):
     """f(x) for activation ``kind``; ``one`` is 1 in the working dtype."""
     if kind == SIGMOID:
@@ -171,7 +197,7 @@ def _f(x, kind, one):
     return x
 
 
-@njit(inline="always", fastmath=_FAST, error_model="numpy")
+@_inline(fastmath=_FAST)
 def _fprime(a, kind, one):
     """f'(z) for activation ``kind``, from the output a = f(z)."""
     if kind == SIGMOID:
@@ -186,7 +212,7 @@ def _fprime(a, kind, one):
 # ------------------------------------------------------------ gather rows
 
 
-@njit(cache=True, error_model="numpy")
+@_kernel()
 def gather_dense(X, rows, scale, out):
     """out[s] = X[rows[s]] · scale, in out's dtype (uint8 pixels; float X comes with scale 1)."""
     for s in range(rows.shape[0]):
@@ -274,7 +300,7 @@ def _compress16(typingctx, Xf, xoff, col0, scale, cols, vals, k):
     return nbtypes.int64(Xf, xoff, col0, scale, cols, vals, k), codegen
 
 
-@njit(cache=True, error_model="numpy")
+@_kernel()
 def _compact_words(Xf, X64, base, n_in, scale, cs, vs):
     """Write the non-zeros of the uint8 pixels Xf[base:base+n_in] (times scale) to cs, vs; return their number.
 
@@ -294,7 +320,7 @@ def _compact_words(Xf, X64, base, n_in, scale, cs, vs):
     return k
 
 
-@njit(cache=True, error_model="numpy")
+@_kernel()
 def _compact_compressed(Xf, X64, base, n_in, scale, cs, vs):
     """:func:`_compact_words` 16 pixels at a time with :func:`_compress16` (AVX-512, float32 values).
 
@@ -327,7 +353,7 @@ def _compact_row_impl(Xf, X64, base, n_in, scale, cs, vs):
         Xf, X64, base, n_in, scale, cs, vs)
 
 
-@njit(cache=True, error_model="numpy")
+@_kernel()
 def _gather_sparse_rows(X, rows, scale, nnz, cols, vals, s0, s1):
     """:func:`gather_sparse` for batch rows s0 … s1-1 (uint8 rows by :func:`_compact_row`)."""
     n_in = X.shape[1]
@@ -367,7 +393,7 @@ def _gather_sparse_rows(X, rows, scale, nnz, cols, vals, s0, s1):
     return touch
 
 
-@njit(cache=True, error_model="numpy")
+@_kernel()
 def gather_sparse(X, rows, scale, nnz, cols, vals):
     """The non-zero entries of X[rows] · scale, row by row; returns their total number.
 
@@ -377,11 +403,11 @@ def gather_sparse(X, rows, scale, nnz, cols, vals):
     are tested eight pixels (one 64-bit word) at a time: most blocks of an
     MNIST image are blank.
     """
-    _gather_sparse_rows(X, rows, scale, nnz, cols, vals, 0, rows.shape[0])
+    _gather_sparse_rows(X, rows, scale, nnz, cols, vals, np.int64(0), rows.shape[0])
     return nnz[:rows.shape[0]].sum()
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@_kernel(parallel=True)
 def gather_sparse_par(X, rows, scale, nnz, cols, vals):
     """:func:`gather_sparse` with blocks of rows split between threads."""
     n = rows.shape[0]
@@ -412,7 +438,7 @@ def gather_sparse_numpy(X, rows, scale, dtype):
     return nnz, cols, vals
 
 
-@njit(cache=True, error_model="numpy")
+@_kernel()
 def gather_targets(labels, T, rows, Y):
     """Y[s] = the target of sample rows[s]: one-hot of ``labels`` when given, else T[rows[s]]."""
     if labels.shape[0] > 0:
@@ -427,7 +453,7 @@ def gather_targets(labels, T, rows, Y):
     return Y
 
 
-@njit(cache=True, error_model="numpy")
+@_kernel()
 def _prefetch_rows(X, rows):
     """Start fetching rows ``rows`` of X into the cache, so that gathering them later finds them there."""
     row_bytes = X.shape[1] * X.itemsize
@@ -446,7 +472,7 @@ def gather_targets_numpy(labels, T, rows, n_out, dtype):
 # ----------------------------------------------------------------- forward
 
 
-@njit(cache=True, fastmath=_FAST, error_model="numpy")
+@_kernel(fastmath=_FAST)
 def _bias_activation_rows(z, b, kind, s0, s1):
     """z[s] ← f(z[s] + b) for rows s0 … s1-1; one loop per function, so that each vectorises."""
     one = z.dtype.type(1)
@@ -470,10 +496,10 @@ def _bias_activation_rows(z, b, kind, s0, s1):
                 z[s, j] += b[j]
 
 
-@njit(cache=True, error_model="numpy")
+@_kernel()
 def bias_activation(z, b, kind):
     """z ← f(z + b) in place, row by row."""
-    _bias_activation_rows(z, b, kind, 0, z.shape[0])
+    _bias_activation_rows(z, b, kind, np.int64(0), z.shape[0])
     return z
 
 
@@ -482,7 +508,7 @@ def bias_activation_numpy(z, b, kind):
     return ACTIVATIONS[ACTIVATION_NAMES[kind]](z + b)
 
 
-@njit(cache=True, fastmath=_FAST, error_model="numpy")
+@_kernel(fastmath=_FAST)
 def _sparse_forward_rows(nnz, cols, vals, W, b, kind, out, s0, s1):
     """:func:`sparse_forward` for batch rows s0 … s1-1, four rows of W per pass over out[s]."""
     n_out = _unsigned(W.shape[1])
@@ -505,14 +531,14 @@ def _sparse_forward_rows(nnz, cols, vals, W, b, kind, out, s0, s1):
     _bias_activation_rows(out, b, kind, s0, s1)
 
 
-@njit(cache=True, error_model="numpy")
+@_kernel()
 def sparse_forward(nnz, cols, vals, W, b, kind, out):
     """out = f(x · W + b) for a sparse batch x: only the rows of W at non-zero inputs are read."""
-    _sparse_forward_rows(nnz, cols, vals, W, b, kind, out, 0, out.shape[0])
+    _sparse_forward_rows(nnz, cols, vals, W, b, kind, out, np.int64(0), out.shape[0])
     return out
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@_kernel(parallel=True)
 def sparse_forward_par(nnz, cols, vals, W, b, kind, out):
     """:func:`sparse_forward` with blocks of the batch's rows split between threads."""
     n = out.shape[0]
@@ -529,7 +555,7 @@ def sparse_forward_numpy(nnz, cols, vals, W, b, kind):
     return dense_forward_numpy(_densify(nnz, cols, vals, W.shape[0]), W, b, kind)
 
 
-@njit(inline="always", fastmath=_FAST_SUM, error_model="numpy")
+@_inline(fastmath=_FAST_SUM)
 def _dense_row(a, Wt, out, s):
     """out[s, k] = a[s] · Wt[k], four outputs per pass over a[s]."""
     n_out, n_in = Wt.shape
@@ -552,7 +578,7 @@ def _dense_row(a, Wt, out, s):
         k += 1
 
 
-@njit(cache=True, fastmath=_FAST_SUM, error_model="numpy")
+@_kernel(fastmath=_FAST_SUM)
 def dense_forward(a, Wt, b, kind, out):
     """out = f(a · W + b), given ``Wt`` = Wᵀ: BLAS for large products, else dot products of rows."""
     n, n_in = a.shape
@@ -572,7 +598,7 @@ def dense_forward_numpy(a, W, b, kind):
 # ------------------------------------------------------------------ output
 
 
-@njit(cache=True, fastmath=_FAST, error_model="numpy")
+@_kernel(fastmath=_FAST)
 def output_delta(z, Y, loss, out_kind, delta):
     """ŷ = g(z), the batch-mean loss, and δ = ∂L/∂z, in one pass over each row.
 
@@ -634,7 +660,7 @@ def output_delta_numpy(z, Y, loss, out_kind):
     return L.value(z, yhat, Y), yhat, L.delta(z, yhat, Y)
 
 
-@njit(cache=True, error_model="numpy")
+@_kernel()
 def output_activation(z, loss, out_kind):
     """z ← g(z) in place: softmax for ce, sigmoid for bce, the chosen output function for mse."""
     n, n_out = z.shape
@@ -665,7 +691,7 @@ def output_activation_numpy(z, loss, out_kind):
 # ---------------------------------------------------------------- backward
 
 
-@njit(cache=True, fastmath=_FAST, error_model="numpy")
+@_kernel(fastmath=_FAST)
 def times_fprime(d, a, kind):
     """d ← d ⊙ f'(a) in place, f' taken from the layer's output a; one loop per function."""
     one = a.dtype.type(1)
@@ -690,7 +716,7 @@ def times_fprime_numpy(d, a, kind):
     return d * DERIVATIVES[ACTIVATION_NAMES[kind]](a, a)
 
 
-@njit(inline="always", fastmath=_FAST, error_model="numpy")
+@_inline(fastmath=_FAST)
 def _backprop_row(d, Wt, out, s):
     """out[s] = Σ_k d[s, k] · Wt[k], four rows of Wt per pass."""
     n_out, n_in = Wt.shape
@@ -709,7 +735,7 @@ def _backprop_row(d, Wt, out, s):
         k += 1
 
 
-@njit(cache=True, fastmath=_FAST, error_model="numpy")
+@_kernel(fastmath=_FAST)
 def backprop_delta(d, Wt, a, kind, out):
     """out = (δ · Wᵀ) ⊙ f'(a) given ``Wt`` = Wᵀ: the error of the layer below (before W changes)."""
     n = d.shape[0]
@@ -727,7 +753,7 @@ def backprop_delta_numpy(d, W, a, kind):
     return (d @ W.T) * DERIVATIVES[ACTIVATION_NAMES[kind]](a, a)
 
 
-@njit(cache=True, fastmath=_FAST, error_model="numpy")
+@_kernel(fastmath=_FAST)
 def column_sums(d, gb):
     """gb = Σ_rows d: the bias gradient."""
     for k in range(d.shape[1]):
@@ -743,7 +769,7 @@ def column_sums_numpy(d):
     return d.sum(axis=0)
 
 
-@njit(inline="always", fastmath=_FAST, error_model="numpy")
+@_inline(fastmath=_FAST)
 def _gradient_row(a, d, Gt, k):
     """Gt[k] = Σ_s d[s, k] · a[s], four rows of a per pass."""
     n, n_in = a.shape
@@ -762,7 +788,7 @@ def _gradient_row(a, d, Gt, k):
         s += 1
 
 
-@njit(cache=True, fastmath=_FAST, error_model="numpy")
+@_kernel(fastmath=_FAST)
 def dense_gradient(a, d, Gt, gb):
     """Gt = (aᵀ · δ)ᵀ = δᵀ · a and gb = Σ_rows δ: a dense layer's gradients, W's transposed."""
     n, n_in = a.shape
@@ -776,7 +802,7 @@ def dense_gradient(a, d, Gt, gb):
     return Gt
 
 
-@njit(cache=True, fastmath=_FAST, error_model="numpy")
+@_kernel(fastmath=_FAST)
 def dense_sgd_plain(a, d, Wt, lr):
     """Plain SGD of a dense layer fused with its gradient: Wt[k] ← Wt[k] − Σ_s (η δ[s, k]) a[s].
 
@@ -811,7 +837,7 @@ def dense_gradient_numpy(a, d):
     return a.T @ d, column_sums_numpy(d)
 
 
-@njit(cache=True, error_model="numpy")
+@_kernel()
 def _column_counts(nnz, cols, n, counts):
     """counts[i] = the number of rows among the first n with a non-zero in column i."""
     counts[:] = 0
@@ -821,7 +847,7 @@ def _column_counts(nnz, cols, n, counts):
     return counts
 
 
-@njit(cache=True, error_model="numpy")
+@_kernel()
 def _first_at_least(cols, s, n, i0):
     """The first position p < n of row s with cols[s, p] >= i0 (columns increase along a row)."""
     lo, hi = 0, n
@@ -834,13 +860,13 @@ def _first_at_least(cols, s, n, i0):
     return lo
 
 
-@njit(inline="always", error_model="numpy")
+@_inline()
 def _entries_in(cols, s, n, i0, i1):
     """Positions (p, end) of row s's non-zeros whose columns lie in i0 … i1-1 (columns increase)."""
     return _first_at_least(cols, s, n, i0), _first_at_least(cols, s, n, i1)
 
 
-@njit(cache=True, fastmath=_FAST, error_model="numpy")
+@_kernel(fastmath=_FAST)
 def _sparse_outer_rows(nnz, cols, vals, d, A, coef, i0, i1):
     """Rows i0 … i1-1 of A += coef · xᵀ · δ: each x[s, i] ≠ 0 adds (coef · x) δ[s] to row i, in batch order.
 
@@ -872,7 +898,7 @@ def _sparse_outer_rows(nnz, cols, vals, d, A, coef, i0, i1):
             p += 1
 
 
-@njit(cache=True, error_model="numpy")
+@_kernel()
 def sparse_gradient(nnz, cols, vals, d, G, gb, touched):
     """G += xᵀ · δ and gb = Σ δ for a sparse batch x; touched[i] = 1 where column i of x has a non-zero.
 
@@ -888,7 +914,7 @@ def sparse_gradient(nnz, cols, vals, d, G, gb, touched):
     return G
 
 
-@njit(cache=True, error_model="numpy")
+@_kernel()
 def _balanced_ranges(counts, n_blocks):
     """Boundaries of ``n_blocks`` consecutive row ranges holding about equal numbers of non-zeros."""
     total = counts.sum()
@@ -904,7 +930,7 @@ def _balanced_ranges(counts, n_blocks):
     return bounds
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@_kernel(parallel=True)
 def sparse_gradient_update_par(nnz, cols, vals, d, G, gb, touched, W, V, lr, mu, wd, nesterov,
                                n_blocks):
     """:func:`sparse_gradient` then :func:`sgd_update_rows`, with the rows of W split between threads.
@@ -925,7 +951,7 @@ def sparse_gradient_update_par(nnz, cols, vals, d, G, gb, touched, W, V, lr, mu,
     return W
 
 
-@njit(cache=True, error_model="numpy")
+@_kernel()
 def sparse_sgd_plain(nnz, cols, vals, d, W, lr):
     """Plain SGD (no momentum, no decay) of the sparse first layer, fused with its gradient.
 
@@ -934,11 +960,11 @@ def sparse_sgd_plain(nnz, cols, vals, d, W, lr):
     :func:`sparse_gradient` + :func:`sgd_update_rows` up to rounding (η is
     applied to each term instead of to the sum).
     """
-    _sparse_outer_rows(nnz, cols, vals, d, W, -lr, 0, W.shape[0])
+    _sparse_outer_rows(nnz, cols, vals, d, W, -lr, np.int64(0), W.shape[0])
     return W
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@_kernel(parallel=True)
 def sparse_sgd_plain_par(nnz, cols, vals, d, W, lr, n_blocks):
     """:func:`sparse_sgd_plain` with the rows of W split between threads (same bits as serial)."""
     counts = _column_counts(nnz, cols, d.shape[0], np.empty(W.shape[0], np.int64))
@@ -965,7 +991,7 @@ def sparse_gradient_numpy(nnz, cols, vals, d, n_in):
 # ------------------------------------------------------------------ update
 
 
-@njit(inline="always", error_model="numpy")
+@_inline()
 def _sgd(p, g, v, lr, mu, wd, nesterov):
     """One SGD step on 1-D arrays: the reference's arithmetic, in its order.
 
@@ -1000,7 +1026,7 @@ def _sgd(p, g, v, lr, mu, wd, nesterov):
             p[j] += v[j]
 
 
-@njit(cache=True, error_model="numpy")
+@_kernel()
 def sgd_update(p, g, v, lr, mu, wd, nesterov):
     """In place: g ← g + λp; v ← μv − ηg; p ← p + v (Nesterov: p + μv − ηg); with μ = 0, p ← p − ηg.
 
@@ -1029,7 +1055,7 @@ def sgd_update_numpy(p, g, v, lr, mu, wd, nesterov):
     return p
 
 
-@njit(cache=True, error_model="numpy")
+@_kernel()
 def _sgd_rows(W, G, V, touched, lr, mu, wd, nesterov, i0, i1):
     """:func:`sgd_update_rows` on rows i0 … i1-1 (one flat loop per case: it vectorises)."""
     m = W.shape[1]
@@ -1060,14 +1086,14 @@ def _sgd_rows(W, G, V, touched, lr, mu, wd, nesterov, i0, i1):
                 G[i, j] = 0
 
 
-@njit(cache=True, error_model="numpy")
+@_kernel()
 def sgd_update_rows(W, G, V, touched, lr, mu, wd, nesterov):
     """:func:`sgd_update` of the sparse first layer, whose gradient G is zero off the touched rows.
 
     Plain SGD skips the untouched rows; momentum and weight decay still move
     them. G is left all zero, ready for the next :func:`sparse_gradient`.
     """
-    _sgd_rows(W, G, V, touched, lr, mu, wd, nesterov, 0, W.shape[0])
+    _sgd_rows(W, G, V, touched, lr, mu, wd, nesterov, np.int64(0), W.shape[0])
     return W
 
 
@@ -1082,7 +1108,7 @@ def sgd_update_rows_numpy(W, G, V, touched, lr, mu, wd, nesterov):
 # ------------------------------------------------------------ the batch loop
 
 
-@njit(cache=True, error_model="numpy")
+@_kernel()
 def transpose_into(A, out):
     """out = Aᵀ (a contiguous copy)."""
     for i in range(A.shape[0]):
@@ -1091,7 +1117,25 @@ def transpose_into(A, out):
     return out
 
 
-@njit(cache=True, error_model="numpy")
+@_kernel()
+def _copy_into(src, dst):
+    """dst[:] = src for 1-D or 2-D arrays of one shape, as plain loops.
+
+    The kernels copy with this rather than ``dst[...] = src``: Numba's
+    array assignment checks shapes with an error message it formats at run
+    time, and compiling that string code costs ~40 MB of memory on a cold cache.
+    """
+    if src.ndim == 1:
+        for i in range(src.shape[0]):
+            dst[i] = src[i]
+    else:
+        for i in range(src.shape[0]):
+            for j in range(src.shape[1]):
+                dst[i, j] = src[i, j]
+    return dst
+
+
+@_kernel()
 def _as_list(arrays):
     """A tuple of same-typed arrays as a list, so the kernels below compile once for every depth."""
     out = [arrays[0]]
@@ -1100,7 +1144,7 @@ def _as_list(arrays):
     return out
 
 
-@njit(cache=True, error_model="numpy")
+@_kernel()
 def _transposed(arrays, skip_first):
     """[Aᵀ for A in arrays] as contiguous copies (an empty array in place of the first if ``skip_first``)."""
     out = []
@@ -1113,7 +1157,7 @@ def _transposed(arrays, skip_first):
     return out
 
 
-@njit(cache=True, error_model="numpy")
+@_kernel()
 def _aligned_zeros(rows, cols, like):
     """A zeroed (rows, cols) array of like's dtype whose data start on a 64-byte boundary."""
     buf = np.zeros(rows * cols + 64 // like.itemsize, like.dtype)
@@ -1121,7 +1165,7 @@ def _aligned_zeros(rows, cols, like):
     return buf[off:off + rows * cols].reshape((rows, cols))
 
 
-@njit(cache=True, error_model="numpy")
+@_inline()
 def _working_copies(weights, biases, vw, vb, sparse, mu):
     """The arrays the kernels train on: (W0, V0, Wts, Vts, bs, vbs, h).
 
@@ -1141,11 +1185,11 @@ def _working_copies(weights, biases, vw, vb, sparse, mu):
     V0 = _aligned_zeros(n_in if sparse and mu != 0 else 0, hp, W)
     b0, vb0 = np.zeros(hp, W.dtype), np.zeros(hp, W.dtype)
     if sparse:
-        W0[:, :h] = W
-        b0[:h] = biases[0]
+        _copy_into(W, W0[:, :h])
+        _copy_into(biases[0], b0[:h])
         if mu != 0:
-            V0[:, :h] = vw[0]
-            vb0[:h] = vb[0]
+            _copy_into(vw[0], V0[:, :h])
+            _copy_into(vb[0], vb0[:h])
     Wts, Vts = [np.empty((0, 0), W.dtype)], [np.empty((0, 0), W.dtype)]
     bs, vbs = [b0 if sparse else biases[0]], [vb0 if sparse else vb[0]]
     for l in range(len(weights)):
@@ -1170,24 +1214,24 @@ def _working_copies(weights, biases, vw, vb, sparse, mu):
     return W0, V0, Wts, Vts, bs, vbs, h
 
 
-@njit(cache=True, error_model="numpy")
+@_inline()
 def _copy_back(weights, biases, vw, vb, W0, V0, Wts, Vts, bs, vbs, sparse, mu):
     """Write the working copies of :func:`_working_copies` back into the network and optimizer."""
     for l in range(len(weights)):
         n_in_l, n_out_l = weights[l].shape
         if l == 0 and sparse:
-            weights[0][:, :] = W0[:, :n_out_l]
-            biases[0][:] = bs[0][:n_out_l]
+            _copy_into(W0[:, :n_out_l], weights[0])
+            _copy_into(bs[0][:n_out_l], biases[0])
             if mu != 0:
-                vw[0][:, :] = V0[:, :n_out_l]
-                vb[0][:] = vbs[0][:n_out_l]
+                _copy_into(V0[:, :n_out_l], vw[0])
+                _copy_into(vbs[0][:n_out_l], vb[0])
         else:
             transpose_into(Wts[l][:, :n_in_l], weights[l])
             if mu != 0:
                 transpose_into(Vts[l][:, :n_in_l], vw[l])
 
 
-@njit(cache=True, error_model="numpy")
+@_kernel()
 def sparse_buffers(batch_size, W):
     """Empty (nnz, cols, vals) buffers for sparse batches of up to ``batch_size`` rows into W."""
     n_in = W.shape[0]
@@ -1195,7 +1239,7 @@ def sparse_buffers(batch_size, W):
             np.empty((batch_size, n_in), W.dtype))
 
 
-@njit(cache=True, error_model="numpy")
+@_inline()
 def _workspace(W0, Wts, batch_size, sparse, sparse_batch):
     """Work arrays for batches of up to ``batch_size`` rows.
 
@@ -1227,7 +1271,7 @@ def _workspace(W0, Wts, batch_size, sparse, sparse_batch):
     return acts, deltas, grads, gbs, Y, sparse_batch, touched
 
 
-@njit(cache=True, error_model="numpy")
+@_inline()
 def _gather(X, scale, labels, T, rows, work, sparse, threads):
     """Fill the workspace with batch ``rows``: the inputs (sparse or dense) and the targets."""
     acts, (nnz, cols, vals), nb = work[0], work[5], rows.shape[0]
@@ -1240,7 +1284,7 @@ def _gather(X, scale, labels, T, rows, work, sparse, threads):
         gather_dense(X, rows, scale, acts[0][:nb])
 
 
-@njit(cache=True, error_model="numpy")
+@_inline()
 def _step(work, nb, W0, Wts, bs, act, loss, out_kind, sparse, threads, update, lr, mu, wd,
           nesterov, V0, Vts, vbs, h):
     """Forward and backward pass of the gathered batch of ``nb`` rows; returns its mean loss.
@@ -1303,7 +1347,7 @@ def _step(work, nb, W0, Wts, bs, act, loss, out_kind, sparse, threads, update, l
     return value
 
 
-@njit(cache=True, error_model="numpy")
+@_kernel()
 def train_chunk(X, scale, labels, T, order, start, stop, batch_size, weights, biases, vw, vb,
                 act, loss, out_kind, lr, mu, wd, nesterov, sparse, threads, losses,
                 sparse_batch):
@@ -1359,7 +1403,7 @@ def train_chunk_numpy(X, scale, labels, T, order, start, stop, batch_size, weigh
     return losses
 
 
-@njit(cache=True, error_model="numpy")
+@_kernel()
 def loss_and_gradients(X, Y, weights, biases, act, loss, out_kind, sparse):
     """Mean loss of the float batch (X, Y) and the gradients: (loss, [∂L/∂W], [∂L/∂b]).
 
@@ -1385,7 +1429,7 @@ def loss_and_gradients(X, Y, weights, biases, act, loss, out_kind, sparse):
     return value, gw, gb
 
 
-@njit(cache=True, error_model="numpy")
+@_kernel()
 def _predict_rows(acts, nb, Wts, bs, act, loss, out_kind):
     """The forward pass of the gathered rows acts[0][:nb]; returns ŷ (a view of the last buffer)."""
     nl = len(Wts)
@@ -1395,18 +1439,18 @@ def _predict_rows(acts, nb, Wts, bs, act, loss, out_kind):
     return output_activation(acts[nl][:nb], loss, out_kind)
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@_kernel(nogil=True)
 def predict(X, scale, weights, biases, act, loss, out_kind, out):
     """out = ŷ for every row of X (uint8 times scale, or float), 1024 rows at a time."""
     n = X.shape[0]
     chunk = 1024
     Wts = _transposed(weights, False)
-    acts = _workspace(weights[0], Wts, min(chunk, max(n, 1)), False, sparse_buffers(0, weights[0]))[0]
+    acts = _workspace(weights[0], Wts, min(chunk, max(n, 1)), False, sparse_buffers(np.int64(0), weights[0]))[0]
     bs = _as_list(biases)
     for lo in range(0, n, chunk):
         hi = min(lo + chunk, n)
         gather_dense(X, np.arange(lo, hi), scale, acts[0][:hi - lo])
-        out[lo:hi] = _predict_rows(acts, hi - lo, Wts, bs, act, loss, out_kind)
+        _copy_into(_predict_rows(acts, hi - lo, Wts, bs, act, loss, out_kind), out[lo:hi])
     return out
 
 
