@@ -14,7 +14,12 @@ separate passes::
     sgd_update                     v ← μv − η(g + λw);  w ← w + v   (Nesterov, plain SGD)
     sgd_update_rows                the same for the sparse first layer, on its touched rows
     sparse_sgd_plain, dense_sgd_plain   plain SGD fused with the gradient (no gradient array)
-    sparse_gradient_update_par     both for the sparse first layer, rows of W split between threads
+
+and two parallel kernels for the sparse first layer, which split the work between threads::
+
+    sparse_gather_forward_par      gather_sparse, then sparse_forward (blocks of batch rows)
+    sparse_update_par              its SGD step: sparse_sgd_plain, or sparse_gradient and
+                                   sgd_update_rows (blocks of rows of W)
 
 and :func:`train_chunk` runs whole minibatches with them — gather, forward,
 loss, backward, update — without returning to Python.
@@ -44,7 +49,7 @@ accurate to under one ulp that vectorises (:func:`_exp`). The SGD update
 is the reference's arithmetic in the reference's order. Sparse inputs skip
 exact zeros, which changes nothing unless W holds infinities.
 
-Threads. The ``_par`` variants split a batch's *outputs* between threads
+Threads. The ``_par`` kernels split a batch's *outputs* between threads
 (rows of the batch, or rows of W¹) and never share a sum: every number is
 computed exactly as by the serial kernel, whatever the thread count.
 Products with at least :data:`BLAS_MIN_FLOPS` multiply-adds go to BLAS
@@ -407,17 +412,6 @@ def gather_sparse(X, rows, scale, nnz, cols, vals):
     return nnz[:rows.shape[0]].sum()
 
 
-@_kernel(parallel=True)
-def gather_sparse_par(X, rows, scale, nnz, cols, vals):
-    """:func:`gather_sparse` with blocks of rows split between threads."""
-    n = rows.shape[0]
-    n_blocks = min(n, 32)
-    step = -(-n // max(n_blocks, 1))
-    for blk in prange(n_blocks):
-        _gather_sparse_rows(X, rows, scale, nnz, cols, vals, blk * step, min(n, (blk + 1) * step))
-    return nnz[:n].sum()
-
-
 def _densify(nnz, cols, vals, n_in):
     """The dense (n, n_in) matrix of a sparse batch (nnz, cols, vals)."""
     x = np.zeros((len(nnz), n_in), dtype=vals.dtype)
@@ -539,14 +533,20 @@ def sparse_forward(nnz, cols, vals, W, b, kind, out):
 
 
 @_kernel(parallel=True)
-def sparse_forward_par(nnz, cols, vals, W, b, kind, out):
-    """:func:`sparse_forward` with blocks of the batch's rows split between threads."""
-    n = out.shape[0]
+def sparse_gather_forward_par(X, rows, scale, nnz, cols, vals, W, b, kind, out):
+    """:func:`gather_sparse` then :func:`sparse_forward`, blocks of the batch's rows split between threads.
+
+    One parallel region for both: a thread gathers its rows and computes
+    their outputs while they are in its cache. Every row is computed as by
+    the serial pair, so the results are the same bits.
+    """
+    n = rows.shape[0]
     n_blocks = min(n, 32)
     step = -(-n // max(n_blocks, 1))
     for blk in prange(n_blocks):
-        _sparse_forward_rows(nnz, cols, vals, W, b, kind, out, blk * step,
-                             min(n, (blk + 1) * step))
+        lo, hi = blk * step, min(n, (blk + 1) * step)
+        _gather_sparse_rows(X, rows, scale, nnz, cols, vals, lo, hi)
+        _sparse_forward_rows(nnz, cols, vals, W, b, kind, out, lo, hi)
     return out
 
 
@@ -930,27 +930,6 @@ def _balanced_ranges(counts, n_blocks):
     return bounds
 
 
-@_kernel(parallel=True)
-def sparse_gradient_update_par(nnz, cols, vals, d, G, gb, touched, W, V, lr, mu, wd, nesterov,
-                               n_blocks):
-    """:func:`sparse_gradient` then :func:`sgd_update_rows`, with the rows of W split between threads.
-
-    Each thread owns a range of input pixels (rows of G and W, balanced by
-    their non-zeros) and sums their gradient over the whole batch in batch
-    order, then updates them: nothing is shared, every row is computed
-    exactly as by the serial kernels, whatever the number of threads.
-    """
-    column_sums(d, gb)
-    counts = _column_counts(nnz, cols, d.shape[0], np.empty(G.shape[0], np.int64))
-    for i in range(G.shape[0]):
-        touched[i] = counts[i] > 0
-    bounds = _balanced_ranges(counts, max(1, n_blocks))
-    for blk in prange(bounds.shape[0] - 1):
-        _sparse_outer_rows(nnz, cols, vals, d, G, G.dtype.type(1), bounds[blk], bounds[blk + 1])
-        _sgd_rows(W, G, V, touched, lr, mu, wd, nesterov, bounds[blk], bounds[blk + 1])
-    return W
-
-
 @_kernel()
 def sparse_sgd_plain(nnz, cols, vals, d, W, lr):
     """Plain SGD (no momentum, no decay) of the sparse first layer, fused with its gradient.
@@ -965,12 +944,30 @@ def sparse_sgd_plain(nnz, cols, vals, d, W, lr):
 
 
 @_kernel(parallel=True)
-def sparse_sgd_plain_par(nnz, cols, vals, d, W, lr, n_blocks):
-    """:func:`sparse_sgd_plain` with the rows of W split between threads (same bits as serial)."""
+def sparse_update_par(nnz, cols, vals, d, G, gb, touched, W, V, lr, mu, wd, nesterov, n_blocks):
+    """The sparse first layer's SGD step from its δ, with the rows of W split between threads.
+
+    gb = Σ δ; then with mu = wd = 0 plain SGD as :func:`sparse_sgd_plain`
+    (G and touched are not used), else :func:`sparse_gradient` followed by
+    :func:`sgd_update_rows`. Each thread owns a range of input pixels (rows
+    of W, balanced by their non-zeros) and sums their share over the whole
+    batch in batch order: nothing is shared, every row is computed exactly
+    as by the serial kernels, whatever the number of threads.
+    """
+    column_sums(d, gb)
     counts = _column_counts(nnz, cols, d.shape[0], np.empty(W.shape[0], np.int64))
+    plain = mu == 0 and wd == 0
+    if not plain:
+        for i in range(W.shape[0]):
+            touched[i] = counts[i] > 0
     bounds = _balanced_ranges(counts, max(1, n_blocks))
     for blk in prange(bounds.shape[0] - 1):
-        _sparse_outer_rows(nnz, cols, vals, d, W, -lr, bounds[blk], bounds[blk + 1])
+        lo, hi = bounds[blk], bounds[blk + 1]
+        if plain:
+            _sparse_outer_rows(nnz, cols, vals, d, W, -lr, lo, hi)
+        else:
+            _sparse_outer_rows(nnz, cols, vals, d, G, G.dtype.type(1), lo, hi)
+            _sgd_rows(W, G, V, touched, lr, mu, wd, nesterov, lo, hi)
     return W
 
 
@@ -1273,11 +1270,15 @@ def _workspace(W0, Wts, batch_size, sparse, sparse_batch):
 
 @_inline()
 def _gather(X, scale, labels, T, rows, work, sparse, threads):
-    """Fill the workspace with batch ``rows``: the inputs (sparse or dense) and the targets."""
+    """Fill the workspace with batch ``rows``: the targets, and the inputs (sparse or dense).
+
+    With threads, sparse inputs are gathered by :func:`_step`, in one
+    parallel region with the first layer's forward pass.
+    """
     acts, (nnz, cols, vals), nb = work[0], work[5], rows.shape[0]
     gather_targets(labels, T, rows, work[4][:nb])
     if sparse and threads > 1:
-        gather_sparse_par(X, rows, scale, nnz, cols, vals)
+        pass
     elif sparse:
         gather_sparse(X, rows, scale, nnz, cols, vals)
     else:
@@ -1285,9 +1286,9 @@ def _gather(X, scale, labels, T, rows, work, sparse, threads):
 
 
 @_inline()
-def _step(work, nb, W0, Wts, bs, act, loss, out_kind, sparse, threads, update, lr, mu, wd,
-          nesterov, V0, Vts, vbs, h):
-    """Forward and backward pass of the gathered batch of ``nb`` rows; returns its mean loss.
+def _step(work, X, scale, rows, W0, Wts, bs, act, loss, out_kind, sparse, threads, update, lr,
+          mu, wd, nesterov, V0, Vts, vbs, h):
+    """Forward and backward pass of the batch ``rows`` of X, gathered by :func:`_gather`; returns its mean loss.
 
     ``W0`` is the sparse first layer's W (``h`` real columns, the rest
     padding); the dense layers come as ``Wts[l]`` = Wᵀ. With ``update`` each layer takes its SGD step as soon as its
@@ -1297,6 +1298,7 @@ def _step(work, nb, W0, Wts, bs, act, loss, out_kind, sparse, threads, update, l
     the type of X and of the targets.
     """
     acts, deltas, grads, gbs, Ybuf, (nnz, cols, vals), touched = work
+    nb = rows.shape[0]
     par = threads > 1
     nl = len(Wts)
     # forward; the output layer keeps z (identity) for output_delta
@@ -1305,7 +1307,7 @@ def _step(work, nb, W0, Wts, bs, act, loss, out_kind, sparse, threads, update, l
         out = acts[l + 1][:nb]
         if l == 0 and sparse:
             if par:
-                sparse_forward_par(nnz, cols, vals, W0, bs[0], kind, out)
+                sparse_gather_forward_par(X, rows, scale, nnz, cols, vals, W0, bs[0], kind, out)
             else:
                 sparse_forward(nnz, cols, vals, W0, bs[0], kind, out)
             out[:, h:] = 0                 # padding units: f(0) may be ½, their output is 0
@@ -1316,15 +1318,12 @@ def _step(work, nb, W0, Wts, bs, act, loss, out_kind, sparse, threads, update, l
     for l in range(nl - 1, -1, -1):
         d = deltas[l + 1][:nb]
         if l == 0 and sparse:
-            if update and mu == 0 and wd == 0:          # plain SGD: no gradient array needed
+            if update and par:
+                sparse_update_par(nnz, cols, vals, d, grads[0], gbs[0], touched, W0, V0,
+                                  lr, mu, wd, nesterov, threads)
+            elif update and mu == 0 and wd == 0:        # plain SGD: no gradient array needed
                 column_sums(d, gbs[0])
-                if par:
-                    sparse_sgd_plain_par(nnz, cols, vals, d, W0, lr, threads)
-                else:
-                    sparse_sgd_plain(nnz, cols, vals, d, W0, lr)
-            elif update and par:
-                sparse_gradient_update_par(nnz, cols, vals, d, grads[0], gbs[0], touched, W0, V0,
-                                           lr, mu, wd, nesterov, threads)
+                sparse_sgd_plain(nnz, cols, vals, d, W0, lr)
             else:
                 sparse_gradient(nnz, cols, vals, d, grads[0], gbs[0], touched)
                 if update:
@@ -1375,7 +1374,7 @@ def train_chunk(X, scale, labels, T, order, start, stop, batch_size, weights, bi
         _gather(X, scale, labels, T, rows, work, sparse, threads)
         if b + 1 < stop:              # the next batch's rows load while this one computes
             _prefetch_rows(X, order[lo + batch_size:min(lo + 2 * batch_size, n)])
-        losses[b - start] = _step(work, rows.shape[0], W0, Wts, bs, act, loss, out_kind, sparse,
+        losses[b - start] = _step(work, X, scale, rows, W0, Wts, bs, act, loss, out_kind, sparse,
                                   threads, n >= 0, lr, mu, wd, nesterov, V0, Vts, vbs, h)
     _copy_back(weights, biases, vw, vb, W0, V0, Wts, Vts, bs, vbs, sparse, mu)
     return losses
@@ -1413,10 +1412,11 @@ def loss_and_gradients(X, Y, weights, biases, act, loss, out_kind, sparse):
     zero = X.dtype.type(0)
     W0, V0, Wts, Vts, bs, vbs, h = _working_copies(weights, biases, weights, biases, sparse, zero)
     work = _workspace(W0 if sparse else weights[0], Wts, nb, sparse, sparse_buffers(nb, weights[0]))
-    _gather(X, X.dtype.type(1), np.empty(0, np.int64), Y, np.arange(nb), work, sparse, 1)
+    one, rows = X.dtype.type(1), np.arange(nb)
+    _gather(X, one, np.empty(0, np.int64), Y, rows, work, sparse, 1)
     no = nb < 0                        # False, typed as a plain bool (a literal would compile anew)
-    value = _step(work, nb, W0, Wts, bs, act, loss, out_kind, sparse, nb * 0 + 1, no, zero, zero,
-                  zero, no, V0, Vts, vbs, h)
+    value = _step(work, X, one, rows, W0, Wts, bs, act, loss, out_kind, sparse, nb * 0 + 1, no,
+                  zero, zero, zero, no, V0, Vts, vbs, h)
     grads, gbs = work[2], work[3]
     gw, gb = [], []
     for l in range(len(weights)):
