@@ -72,6 +72,8 @@ MIRRORS: list = [
 ]
 
 DATASETS = ("mnist", "digits")
+#: (inputs, classes) of each dataset, known before it is loaded
+SHAPES = {"mnist": (784, 10), "digits": (64, 10)}
 
 # Where find_mnist_dir looks last: data/mnist in the folder above the package.
 _PROJECT_MNIST_DIR = pathlib.Path(__file__).resolve().parent.parent / "data" / "mnist"

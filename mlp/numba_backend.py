@@ -297,8 +297,11 @@ class NumbaBackend:
                 return K.predict(*args)
             return _predict_in_parts(args, parts)
 
-    def prepare(self, net, opt, X, targets, batch_size, scale=1.0):
-        """Compile (or load from cache) the kernels for these exact types, on copies; return seconds."""
+    def prepare(self, net, opt, X, targets, batch_size, scale=1.0, parts=("train", "predict")):
+        """Compile (or load from cache) the kernels for these exact types, on copies; return seconds.
+
+        ``parts``: the kernels of training, of prediction, or both.
+        """
         t0 = time.perf_counter()
         _blas_threads_at_most_numba()
         net2 = net.copy()
@@ -306,11 +309,83 @@ class NumbaBackend:
         opt2.init_state(net2)
         X = _check_X(X, net)
         n = min(X.shape[0], 2 * batch_size)
-        if n > 0:
+        warmup = NumbaBackend(parallel=True)        # its timings are not ours to keep
+        if n > 0 and "train" in parts:
             order = np.arange(n, dtype=np.int64)
             n_batches = -(-n // batch_size)
-            warmup = NumbaBackend(parallel=True)        # its timings are not ours to keep
             warmup.train_batches(net2, opt2, X[:n], np.asarray(targets)[:n], order, 0, n_batches,
                                  batch_size, scale)
+        if n > 0 and "predict" in parts:
             warmup.predict_output(net2, X[:n], scale)
         return time.perf_counter() - t0
+
+    def compile_ahead(self, sizes, activation="sigmoid", loss="ce", output=None, dtype="float32",
+                      lr=0.1, momentum=0.0, nesterov=False, weight_decay=0.0, batch_size=32):
+        """Load every kernel a training run of this network will call, compiling it elsewhere if need be; return seconds.
+
+        For runs on uint8 images (as :class:`mlp.data.Dataset` holds them),
+        before the data are loaded. When Numba's cache holds the kernels for
+        these types, this loads them, as :meth:`prepare` would. When it does
+        not (the first run on a machine, or after an upgrade), child processes
+        compile them into the cache (:mod:`mlp.precompile`), and this then
+        loads them: Numba never gives back the memory it used to compile
+        (~200 MB for these kernels, numba/numba#5976), so compiling in the
+        training process would keep that memory for the whole run. Should a
+        child fail, the kernels are compiled here as usual, and any error
+        shows up here.
+        """
+        from .precompile import PARTS, compile_in_child, make_spec
+        spec = make_spec(sizes, activation, loss, output, dtype, lr, momentum, nesterov,
+                         weight_decay, batch_size)
+        t0 = time.perf_counter()
+        try:
+            with _refuse_compiling(K.__name__):
+                prepare_spec(spec)
+        except CompileRefused:
+            for part in PARTS:           # one child each: neither holds the other's compiler memory
+                compile_in_child(spec, part)
+            prepare_spec(spec)
+        return time.perf_counter() - t0
+
+
+class CompileRefused(RuntimeError):
+    """A function was about to be compiled inside :func:`_refuse_compiling`."""
+
+
+def _refuse_compiling(module):
+    """A context in which compiling any Numba function of ``module`` raises :class:`CompileRefused`.
+
+    Loading from Numba's cache goes on as usual: Numba announces a compilation
+    (the "numba:compile" event) only on a cache miss, before it starts, so
+    nothing is left half done and a later call compiles normally.
+    """
+    from numba.core import event
+
+    class Refuse(event.Listener):
+        def on_start(self, e):
+            fn = e.data["dispatcher"].py_func
+            if fn.__module__ == module:
+                raise CompileRefused(f"{module}.{fn.__name__} is not in Numba's cache")
+
+        def on_end(self, e):
+            pass
+    return event.install_listener("numba:compile", Refuse())
+
+
+def prepare_spec(spec, part=None):
+    """:meth:`NumbaBackend.prepare` for a network, an optimizer and uint8 data as ``spec`` describes them.
+
+    ``spec``: from :func:`mlp.precompile.make_spec`; ``part``:
+    "train" or "predict" for those kernels only, None for both.
+    """
+    from .network import Network
+    from .optimizers import SGD
+    net = Network(spec["sizes"], spec["activation"], spec["loss"], spec["output"],
+                  dtype=spec["dtype"])
+    opt = SGD(spec["lr"], spec["momentum"], spec["nesterov"], spec["weight_decay"])
+    n = 2 * spec["batch_size"]
+    rng = np.random.default_rng(0)
+    X = ((rng.random((n, net.sizes[0])) < 0.2) * 255).astype(np.uint8)   # MNIST-like: sparse
+    y = np.arange(n, dtype=np.int64) % net.sizes[-1]
+    return NumbaBackend().prepare(net, opt, X, y, spec["batch_size"], 1 / 255,
+                                  ("train", "predict") if part is None else (part,))

@@ -1,0 +1,139 @@
+"""Compile the Numba kernels before a training run, in child processes when Numba's cache is cold.
+
+Numba never gives back the memory it used to compile (numba/numba#5976):
+compiling mlp's kernels takes ~200 MB that stay taken until the process
+ends. A process that finds them in Numba's on-disk cache only loads their
+machine code. So when the cache is cold (the first run on a machine, or
+after mlp, Numba or Python changed), ``python -m mlp.train`` first runs two
+short-lived children (``python -m mlp.precompile``), one compiling the
+kernels of training, one those of prediction, each writing them to the
+cache and exiting; the training process then loads them from there.
+
+This module does not import Numba, so that the training process is still
+small while a child compiles: :func:`looks_compiled` checks for Numba's
+index files where Numba keeps them for :mod:`mlp.kernels` (see
+``numba.core.caching``). Both ways of being wrong are safe: a cache taken
+for cold costs the children's start-up (~1 s each: they then only load);
+a cache taken for warm is checked exactly by
+:meth:`mlp.numba_backend.NumbaBackend.compile_ahead`, which runs the
+children itself should anything be missing.
+"""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+#: the kernels of training, and those of prediction (one child each)
+PARTS = ("train", "predict")
+#: the compiled functions that a run calls from Python, one per part
+ENTRY_POINTS = ("train_chunk", "predict")
+
+_KERNELS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels.py")
+
+
+def _numba_cache_dirs(source):
+    """The folders where Numba may keep the cache of functions in ``source``, in its own order.
+
+    NUMBA_CACHE_DIR if set; else ``__pycache__`` beside the file if it is
+    writable, else Numba's user-wide cache folder.
+    """
+    folder = os.path.dirname(os.path.abspath(source))
+    subpath = "_".join([os.path.basename(folder), hashlib.sha1(folder.encode()).hexdigest()])
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        return [os.path.join(os.environ["NUMBA_CACHE_DIR"], subpath)]
+    user = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
+                        "numba", subpath)
+    return [os.path.join(folder, "__pycache__"), user]
+
+
+def _first_line(source, name):
+    """The line number Python gives a decorated function ``name`` of ``source`` (its first decorator)."""
+    with open(source, encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith(f"def {name}("):
+            while i > 0 and lines[i - 1].startswith("@"):
+                i -= 1
+            return i + 1
+    raise LookupError(f"no function {name} in {source}")
+
+
+def _index_name(source, name):
+    """The file name of Numba's cache index for function ``name`` of ``source``."""
+    module = os.path.splitext(os.path.basename(source))[0]
+    return (f"{module}.{name}-{_first_line(source, name)}"
+            f".py{sys.version_info[0]}{sys.version_info[1]}{getattr(sys, 'abiflags', '')}.nbi")
+
+
+def looks_compiled(source=_KERNELS, names=ENTRY_POINTS):
+    """Whether Numba's cache seems to hold the functions ``names`` of ``source`` (without importing Numba).
+
+    True when an index file of each exists in a cache folder and is newer
+    than the source. (Whether it holds the exact types a run needs, only
+    Numba can say.)
+    """
+    stamp = os.stat(source).st_mtime
+    for folder in _numba_cache_dirs(source):
+        paths = [os.path.join(folder, _index_name(source, n)) for n in names]
+        if all(os.path.exists(p) and os.stat(p).st_mtime >= stamp for p in paths):
+            return True
+    return False
+
+
+def make_spec(sizes, activation="sigmoid", loss="ce", output=None, dtype="float32", lr=0.1,
+              momentum=0.0, nesterov=False, weight_decay=0.0, batch_size=32):
+    """A training run as the kernels' types see it (network, optimizer, batch size), in JSON-able values."""
+    import numpy as np
+    return dict(sizes=[int(s) for s in sizes], activation=str(activation), loss=str(loss),
+                output=None if output is None else str(output), dtype=str(np.dtype(dtype)),
+                lr=float(lr), momentum=float(momentum), nesterov=bool(nesterov),
+                weight_decay=float(weight_decay), batch_size=int(batch_size))
+
+
+def compile_in_child(spec, part):
+    """Compile (or load) the kernels of ``part`` for ``spec`` in a child Python; True if it succeeded.
+
+    The child is this interpreter running this ``mlp`` (its folder goes first
+    on PYTHONPATH), with this environment (so the same NUMBA_CACHE_DIR).
+    Its output is discarded: should it fail, the training process compiles
+    the kernels itself, and any error shows up there.
+    """
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in [env.get("PYTHONPATH")] if p])
+    done = subprocess.run([sys.executable, "-m", "mlp.precompile", json.dumps(spec), part],
+                          env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return done.returncode == 0
+
+
+def compile_ahead(spec):
+    """Have the kernels for ``spec`` in Numba's cache and loaded in this process; returns seconds.
+
+    ``spec``: from :func:`make_spec`. On a cache that looks cold, the
+    children compile first, before this process imports Numba.
+    """
+    import time
+    t0 = time.perf_counter()
+    if not looks_compiled():
+        for part in PARTS:
+            compile_in_child(spec, part)
+    from .numba_backend import NumbaBackend
+    NumbaBackend().compile_ahead(**spec)
+    return time.perf_counter() - t0
+
+
+def main(argv=None):
+    """``python -m mlp.precompile SPEC PART``: compile (or load) one part's kernels for a JSON spec."""
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 2 or argv[1] not in PARTS:
+        print(f"usage: python -m mlp.precompile SPEC {{{','.join(PARTS)}}}", file=sys.stderr)
+        return 2
+    from .numba_backend import prepare_spec
+    prepare_spec(json.loads(argv[0]), argv[1])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

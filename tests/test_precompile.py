@@ -1,0 +1,134 @@
+"""Compiling the kernels ahead of a run, in child processes on a cold Numba cache (mlp.precompile)."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from numba import njit
+
+import mlp.kernels as K
+from mlp import precompile
+from mlp.data import SHAPES, load_digits
+from mlp.numba_backend import CompileRefused, _refuse_compiling
+
+SPEC = precompile.make_spec([64, 16, 10], "sigmoid", "ce", dtype="float32", lr=0.1,
+                            momentum=0.9, batch_size=8)
+
+
+def test_refusing_to_compile_leaves_the_function_usable():
+    @njit
+    def plus_one(x):
+        return x + 1
+
+    with pytest.raises(CompileRefused, match="plus_one is not in Numba's cache"):
+        with _refuse_compiling(__name__):
+            plus_one(1)
+    assert plus_one.signatures == []            # nothing half-compiled was kept
+    with _refuse_compiling("some.other.module"):
+        assert plus_one(1) == 2                 # only the named module is refused
+    assert plus_one(2.5) == 3.5
+
+
+def test_looks_compiled_finds_numbas_own_index_files():
+    """The names and folders precompile computes are those Numba writes (checked against Numba itself)."""
+    from mlp.numba_backend import prepare_spec
+    prepare_spec(SPEC)                           # compiles or loads train_chunk and predict
+    assert precompile.looks_compiled()
+    for name in precompile.ENTRY_POINTS:
+        folder = getattr(K, name).stats.cache_path
+        assert folder in precompile._numba_cache_dirs(K.__file__)
+        assert os.path.exists(os.path.join(folder, precompile._index_name(K.__file__, name)))
+
+
+def test_looks_compiled_wants_every_index_and_newer_than_the_source(tmp_path, monkeypatch):
+    source = tmp_path / "pkg" / "kernels.py"
+    source.parent.mkdir()
+    source.write_text("import x\n\n@decorate()\n@twice\ndef train_chunk(a):\n    pass\n\n"
+                      "@decorate()\ndef predict(a):\n    pass\n")
+    assert precompile._first_line(source, "train_chunk") == 3
+    assert precompile._first_line(source, "predict") == 8
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "cache"))
+    (folder,) = precompile._numba_cache_dirs(source)
+    os.makedirs(folder)
+    tag = f"py{sys.version_info[0]}{sys.version_info[1]}{sys.abiflags}"
+    index = {name: os.path.join(folder, f"kernels.{name}-{line}.{tag}.nbi")
+             for name, line in [("train_chunk", 3), ("predict", 8)]}
+    assert not precompile.looks_compiled(source)
+    open(index["train_chunk"], "w").close()
+    assert not precompile.looks_compiled(source)           # predict's is missing
+    open(index["predict"], "w").close()
+    assert precompile.looks_compiled(source)
+    stamp = os.stat(source).st_mtime
+    os.utime(index["predict"], (stamp - 10, stamp - 10))   # older than the source: stale
+    assert not precompile.looks_compiled(source)
+
+
+def test_when_the_children_fail_the_kernels_are_compiled_here(monkeypatch):
+    calls = []
+    monkeypatch.setattr(precompile, "looks_compiled", lambda *a, **k: False)
+    monkeypatch.setattr(precompile, "compile_in_child",
+                        lambda spec, part: calls.append((spec, part)) or False)
+    seconds = precompile.compile_ahead(SPEC)
+    assert seconds > 0
+    assert calls == [(SPEC, "train"), (SPEC, "predict")]
+    json.dumps(SPEC)                                # what the children are given must be JSON
+
+
+def test_the_spec_of_a_dataset_matches_the_data():
+    data = load_digits()
+    assert SHAPES["digits"] == (data.X_train.shape[1], data.n_classes)
+    assert data.X_train.dtype == np.uint8           # the type compile_ahead compiles for
+
+
+def test_mnist_shape(mnist_dir):
+    from mlp.data import load_mnist
+    data = load_mnist(mnist_dir)
+    assert SHAPES["mnist"] == (data.X_train.shape[1], data.n_classes)
+    assert data.X_train.dtype == np.uint8
+
+
+def test_a_cold_cache_is_compiled_in_children_only(tmp_path):
+    """On an empty Numba cache nothing is compiled in the calling process, and a second call loads."""
+    script = textwrap.dedent(f"""
+        import json, resource, sys
+        from numba.core import event
+        compiled = []
+        class Record(event.Listener):
+            def on_start(self, e):
+                compiled.append(e.data["dispatcher"].py_func.__module__)
+            def on_end(self, e):
+                pass
+        event.register("numba:compile", Record())
+        from mlp import precompile
+        spec = json.loads(sys.argv[1])
+        looked = precompile.looks_compiled()
+        precompile.compile_ahead(spec)
+        here = compiled.count("mlp.kernels")
+        import numpy as np
+        from mlp.network import Network
+        from mlp.numba_backend import NumbaBackend
+        net = Network(spec["sizes"], dtype=spec["dtype"])
+        X = (np.arange(40 * 64).reshape(40, 64) % 7 == 0).astype(np.uint8) * 200
+        out = NumbaBackend().predict_output(net, X, 1 / 255)
+        ref = net.feedforward(X * np.float32(1 / 255))
+        print(json.dumps(dict(looked=looked, after_looks=precompile.looks_compiled(),
+                              here=here, after=compiled.count("mlp.kernels"),
+                              error=float(np.abs(out - ref).max()))))
+    """)
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba-cache"))
+    r = subprocess.run([sys.executable, "-c", script, json.dumps(SPEC)], capture_output=True,
+                       text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout.splitlines()[-1])
+    assert result["looked"] is False and result["after_looks"] is True
+    assert result["here"] == 0 and result["after"] == 0       # children compiled everything
+    assert result["error"] < 1e-5
+    again = subprocess.run([sys.executable, "-c", script, json.dumps(SPEC)], capture_output=True,
+                           text=True, env=env, timeout=600)
+    assert again.returncode == 0, again.stderr
+    second = json.loads(again.stdout.splitlines()[-1])
+    assert second["looked"] is True and second["here"] == 0 and second["error"] < 1e-5
