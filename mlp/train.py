@@ -290,6 +290,9 @@ def main(argv=None):
     except MLPError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:       # before training (e.g. compiling), or a second Ctrl-C
+        print("interrupted", file=sys.stderr)
+        return 130
     return status
 
 
