@@ -320,7 +320,8 @@ class NumbaBackend:
         return time.perf_counter() - t0
 
     def compile_ahead(self, sizes, activation="sigmoid", loss="ce", output=None, dtype="float32",
-                      lr=0.1, momentum=0.0, nesterov=False, weight_decay=0.0, batch_size=32):
+                      lr=0.1, momentum=0.0, nesterov=False, weight_decay=0.0, batch_size=32,
+                      threads=None):
         """Load every kernel a training run of this network will call, compiling it elsewhere if need be; return seconds.
 
         For runs on uint8 images (as :class:`mlp.data.Dataset` holds them),
@@ -332,7 +333,7 @@ class NumbaBackend:
         (~200 MB for these kernels, numba/numba#5976), so compiling in the
         training process would keep that memory for the whole run. Should a
         child fail, the kernels are compiled here as usual, and any error
-        shows up here.
+        shows up here. ``threads``: the children's (None: all cores).
         """
         from .precompile import PARTS, compile_in_child, make_spec
         spec = make_spec(sizes, activation, loss, output, dtype, lr, momentum, nesterov,
@@ -343,7 +344,7 @@ class NumbaBackend:
                 prepare_spec(spec)
         except CompileRefused:
             for part in PARTS:           # one child each: neither holds the other's compiler memory
-                compile_in_child(spec, part)
+                compile_in_child(spec, part, threads)
             prepare_spec(spec)
         return time.perf_counter() - t0
 

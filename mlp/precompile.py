@@ -16,7 +16,8 @@ index files where Numba keeps them for :mod:`mlp.kernels` (see
 for cold costs the children's start-up (~1 s each: they then only load);
 a cache taken for warm is checked exactly by
 :meth:`mlp.numba_backend.NumbaBackend.compile_ahead`, which runs the
-children itself should anything be missing.
+children itself should anything be missing (this process then holds Numba
+already, ~65 MB more while they compile).
 """
 
 import hashlib
@@ -36,8 +37,8 @@ _KERNELS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels.py"
 def _numba_cache_dirs(source):
     """The folders where Numba may keep the cache of functions in ``source``, in its own order.
 
-    NUMBA_CACHE_DIR if set; else ``__pycache__`` beside the file if it is
-    writable, else Numba's user-wide cache folder.
+    NUMBA_CACHE_DIR if set; else ``__pycache__`` beside the file or, where
+    that is not writable, Numba's user-wide cache folder (both are listed).
     """
     folder = os.path.dirname(os.path.abspath(source))
     subpath = "_".join([os.path.basename(folder), hashlib.sha1(folder.encode()).hexdigest()])
@@ -92,35 +93,42 @@ def make_spec(sizes, activation="sigmoid", loss="ce", output=None, dtype="float3
                 weight_decay=float(weight_decay), batch_size=int(batch_size))
 
 
-def compile_in_child(spec, part):
+def compile_in_child(spec, part, threads=None):
     """Compile (or load) the kernels of ``part`` for ``spec`` in a child Python; True if it succeeded.
 
     The child is this interpreter running this ``mlp`` (its folder goes first
-    on PYTHONPATH), with this environment (so the same NUMBA_CACHE_DIR).
-    Its output is discarded: should it fail, the training process compiles
-    the kernels itself, and any error shows up there.
+    on PYTHONPATH), with this environment (so the same NUMBA_CACHE_DIR), on
+    at most ``threads`` threads if given. Its output is discarded: should it
+    fail, the training process compiles the kernels itself, and any error
+    shows up there.
     """
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in [env.get("PYTHONPATH")] if p])
+    if threads:
+        for name in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            env[name] = str(int(threads))
     done = subprocess.run([sys.executable, "-m", "mlp.precompile", json.dumps(spec), part],
                           env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return done.returncode == 0
 
 
-def compile_ahead(spec):
+def compile_ahead(spec, threads=None):
     """Have the kernels for ``spec`` in Numba's cache and loaded in this process; returns seconds.
 
-    ``spec``: from :func:`make_spec`. On a cache that looks cold, the
-    children compile first, before this process imports Numba.
+    ``spec``: from :func:`make_spec`; ``threads``: as ``--threads`` (None:
+    all cores). On a cache that looks cold, the children compile first,
+    before this process imports Numba.
     """
     import time
     t0 = time.perf_counter()
     if not looks_compiled():
         for part in PARTS:
-            compile_in_child(spec, part)
+            compile_in_child(spec, part, threads)
+    from .backends import set_threads
     from .numba_backend import NumbaBackend
-    NumbaBackend().compile_ahead(**spec)
+    set_threads(threads)
+    NumbaBackend().compile_ahead(**spec, threads=threads)
     return time.perf_counter() - t0
 
 

@@ -188,7 +188,7 @@ def compile_ahead(args, ckpt=None):
     else:
         return 0.0
     from .precompile import compile_ahead as ahead, make_spec
-    return ahead(make_spec(batch_size=args.batch_size, **spec))
+    return ahead(make_spec(batch_size=args.batch_size, **spec), threads=args.threads)
 
 
 def run(args, stdout=sys.stdout, parser=None):

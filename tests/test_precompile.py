@@ -67,15 +67,44 @@ def test_looks_compiled_wants_every_index_and_newer_than_the_source(tmp_path, mo
     assert not precompile.looks_compiled(source)
 
 
-def test_when_the_children_fail_the_kernels_are_compiled_here(monkeypatch):
+def test_when_kernels_are_missing_children_compile_them_and_else_this_process(monkeypatch):
+    """Looks cold: children first. Then Numba's exact check; a miss there: children again, then here."""
+    import contextlib
+    import mlp.numba_backend as nb
+
+    @contextlib.contextmanager
+    def refuse(module):
+        raise CompileRefused(f"{module}.train_chunk is not in Numba's cache")
+        yield
+
     calls = []
+    monkeypatch.setattr(nb, "_refuse_compiling", refuse)
     monkeypatch.setattr(precompile, "looks_compiled", lambda *a, **k: False)
     monkeypatch.setattr(precompile, "compile_in_child",
-                        lambda spec, part: calls.append((spec, part)) or False)
-    seconds = precompile.compile_ahead(SPEC)
-    assert seconds > 0
-    assert calls == [(SPEC, "train"), (SPEC, "predict")]
-    json.dumps(SPEC)                                # what the children are given must be JSON
+                        lambda spec, part, threads=None: calls.append((spec, part, threads)) or False)
+    assert precompile.compile_ahead(SPEC) > 0          # the children "failed": compiled (or loaded) here
+    assert calls == [(SPEC, "train", None), (SPEC, "predict", None)] * 2
+
+
+def test_a_child_runs_this_mlp_with_the_threads_asked_for(monkeypatch):
+    seen = {}
+
+    def run(argv, env, **kw):
+        seen.update(argv=argv, env=env)
+        return subprocess.CompletedProcess(argv, 3)
+    monkeypatch.setattr(precompile.subprocess, "run", run)
+    monkeypatch.setenv("PYTHONPATH", "elsewhere")
+    assert precompile.compile_in_child(SPEC, "predict", threads=3) is False   # exit status 3
+    assert seen["argv"][:3] == [sys.executable, "-m", "mlp.precompile"]
+    assert json.loads(seen["argv"][3]) == SPEC and seen["argv"][4] == "predict"
+    root = os.path.dirname(os.path.dirname(precompile.__file__))
+    assert seen["env"]["PYTHONPATH"].split(os.pathsep) == [root, "elsewhere"]
+    assert seen["env"]["NUMBA_NUM_THREADS"] == seen["env"]["OPENBLAS_NUM_THREADS"] == "3"
+
+
+def test_the_child_entry_point_refuses_bad_arguments(capsys):
+    assert precompile.main([json.dumps(SPEC), "everything"]) == 2
+    assert "usage: python -m mlp.precompile SPEC {train,predict}" in capsys.readouterr().err
 
 
 def test_the_spec_of_a_dataset_matches_the_data():
