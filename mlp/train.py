@@ -99,24 +99,25 @@ def split_train(data, validation, limit):
     return X_tr, y_tr, X_val, y_val
 
 
-def load_data(args, say):
-    """The dataset ``args`` asks for; MNIST found nowhere is downloaded into data/mnist.
+def find_data(args, say):
+    """The folder to load the dataset from (None: the loader's default); MNIST found nowhere is downloaded into data/mnist.
 
     Only when the user named no folder (no --data-dir, no $MLP_DATA_DIR) and
     did not pass --no-download; offline, the downloader's error says what to do.
     """
     import os
-    from .data import download_mnist, load_dataset
+    from .data import download_mnist, find_mnist_dir
     from .errors import DataError
+    if args.dataset != "mnist":
+        return args.data_dir
     try:
-        return load_dataset(args.dataset, data_dir=args.data_dir)
+        return find_mnist_dir(args.data_dir)
     except DataError:
-        if (args.dataset != "mnist" or args.data_dir or os.environ.get("MLP_DATA_DIR")
-                or getattr(args, "no_download", False)):
+        if args.data_dir or os.environ.get("MLP_DATA_DIR") or getattr(args, "no_download", False):
             raise
     say("MNIST not found: downloading it into data/mnist (pass --no-download to refuse)")
     download_mnist("data/mnist")
-    return load_dataset(args.dataset, data_dir="data/mnist")
+    return "data/mnist"
 
 
 #: settings a resumed run may change; everything else comes from the checkpoint
@@ -194,6 +195,7 @@ def compile_ahead(args, ckpt=None):
 def run(args, stdout=sys.stdout, parser=None):
     """Train as ``args`` says, write the run's files; returns (history dict, exit status)."""
     from .backends import get_backend, set_threads
+    from .data import load_dataset
     from .io import atomic_write_json, save_checkpoint, save_model
     from .network import Network
     from .optimizers import SGD
@@ -209,10 +211,11 @@ def run(args, stdout=sys.stdout, parser=None):
         if ignored:
             say(f"note: resuming with the run's own settings; ignored: "
                 f"{', '.join('--' + k.replace('_', '-') for k in ignored)}")
+    data_dir = find_data(args, say)                 # a missing dataset stops the run before compiling
     compile_seconds = compile_ahead(args, ckpt)      # before Numba is imported: see there
     set_threads(args.threads)
     backend = get_backend(args.backend)
-    data = load_data(args, say)
+    data = load_dataset(args.dataset, data_dir=data_dir)
     X_tr, y_tr, X_val, y_val = split_train(data, args.validation, args.limit)
     sizes = [X_tr.shape[1], *args.hidden, data.n_classes]
     if ckpt:

@@ -166,11 +166,15 @@ def test_resume_without_checkpoint(tmp_path):
 
 def test_no_download_with_no_data_anywhere_says_where_to_put_it(tmp_path, monkeypatch, capsys):
     import mlp.data
+    import mlp.train
     from mlp.train import main
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLP_DATA_DIR", raising=False)
     monkeypatch.setattr(mlp.data, "_PROJECT_MNIST_DIR", tmp_path / "nowhere")
+    compiled = []
+    monkeypatch.setattr(mlp.train, "compile_ahead", lambda *a: compiled.append(a) or 0.0)
     assert main(["--no-download"]) == 2
+    assert compiled == []                      # the missing data stop the run before any compiling
     err = capsys.readouterr().err
     assert "download" in err and "digits" in err and "Traceback" not in err
     assert not (tmp_path / "data").exists()
