@@ -63,8 +63,9 @@ loops (:func:`_copy_into`; ``a[...] = b`` would compile Numba's string
 formatting for its shape-mismatch message, ~40 MB), row kernels are always
 called with a typed ``np.int64(0)`` (a literal 0 compiles a second copy of
 the kernel), no cfunc wrappers (:func:`_kernel`), and the orchestration
-functions are inlined into :func:`train_chunk`. :mod:`mlp.train` compiles
-in a short-lived child process when the cache is cold (see there).
+functions are inlined into :func:`train_chunk`. On a cold cache,
+``python -m mlp.train`` compiles in short-lived child processes
+(:mod:`mlp.precompile`).
 """
 
 
