@@ -135,11 +135,23 @@ def compile_ahead(spec, threads=None):
 def main(argv=None):
     """``python -m mlp.precompile SPEC PART``: compile (or load) one part's kernels for a JSON spec."""
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 2 or argv[1] not in PARTS:
-        print(f"usage: python -m mlp.precompile SPEC {{{','.join(PARTS)}}}", file=sys.stderr)
+    usage = (f"usage: python -m mlp.precompile SPEC {{{','.join(PARTS)}}}\n"
+             f"SPEC: a JSON object with the keys of mlp.precompile.make_spec, e.g.\n"
+             f"{json.dumps(make_spec([784, 256, 10]))}")
+    try:
+        spec = make_spec(**json.loads(argv[0])) if len(argv) == 2 and argv[1] in PARTS else None
+    except (ValueError, TypeError) as e:
+        print(f"error: bad SPEC ({e})", file=sys.stderr)
+        spec = None
+    if spec is None:
+        print(usage, file=sys.stderr)
         return 2
     from .numba_backend import prepare_spec
-    prepare_spec(json.loads(argv[0]), argv[1])
+    try:
+        prepare_spec(spec, argv[1])
+    except ValueError as e:              # a setting the network or optimizer refuses
+        print(f"error: bad SPEC: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

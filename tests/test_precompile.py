@@ -105,6 +105,13 @@ def test_a_child_runs_this_mlp_with_the_threads_asked_for(monkeypatch):
 def test_the_child_entry_point_refuses_bad_arguments(capsys):
     assert precompile.main([json.dumps(SPEC), "everything"]) == 2
     assert "usage: python -m mlp.precompile SPEC {train,predict}" in capsys.readouterr().err
+    assert precompile.main(['{"sizes": [4, 2], "colour": "red"}', "train"]) == 2
+    err = capsys.readouterr().err
+    assert "bad SPEC" in err and "colour" in err and "usage" in err
+    assert precompile.main(["{not json", "predict"]) == 2
+    assert "bad SPEC" in capsys.readouterr().err
+    assert precompile.main(['{"sizes": [4, 2], "activation": "swish"}', "train"]) == 2
+    assert "swish" in capsys.readouterr().err
 
 
 def test_the_spec_of_a_dataset_matches_the_data():
