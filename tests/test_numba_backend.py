@@ -267,9 +267,11 @@ def test_parallel_predict_holds_blas_to_one_thread(monkeypatch):
     calls, real = [], nb.K.predict
 
     def spy(X, *args):
-        calls.append((X.shape[0], threading.get_ident(), blas_threads()))
+        calls.append((X.shape[0], threading.current_thread(), blas_threads()))   # the object:
+        # a thread that has ended can pass its get_ident() number on to the next one
         return real(X, *args)
     monkeypatch.setattr(nb.K, "predict", spy)
+    nb._blas_controller()                # loads SciPy's BLAS too, so that `before` lists it
     before = blas_threads()
     X, y, scale = image_data(3100, 30, 4, seed=9)
     net = Network([30, 7, 4], "tanh", "ce", dtype="float64", seed=2)
