@@ -28,6 +28,7 @@ import time
 import numpy as np
 
 from . import kernels as K
+from . import precompile
 from .network import l2_penalty
 
 #: use the sparse first layer when at most this fraction of inputs is non-zero
@@ -297,10 +298,10 @@ class NumbaBackend:
                 return K.predict(*args)
             return _predict_in_parts(args, parts)
 
-    def prepare(self, net, opt, X, targets, batch_size, scale=1.0, parts=("train", "predict")):
+    def prepare(self, net, opt, X, targets, batch_size, scale=1.0, parts=precompile.PARTS):
         """Compile (or load from cache) the kernels for these exact types, on copies; return seconds.
 
-        ``parts``: the kernels of training, of prediction, or both.
+        ``parts``: those of :data:`mlp.precompile.PARTS` to prepare (training's, prediction's).
         """
         t0 = time.perf_counter()
         _blas_threads_at_most_numba()
@@ -319,10 +320,8 @@ class NumbaBackend:
             warmup.predict_output(net2, X[:n], scale)
         return time.perf_counter() - t0
 
-    def compile_ahead(self, sizes, activation="sigmoid", loss="ce", output=None, dtype="float32",
-                      lr=0.1, momentum=0.0, nesterov=False, weight_decay=0.0, batch_size=32,
-                      threads=None):
-        """Load every kernel a training run of this network will call, compiling it elsewhere if need be; return seconds.
+    def compile_ahead(self, spec, threads=None):
+        """Load every kernel a training run of ``spec`` will call, compiling it elsewhere if need be; return seconds.
 
         For runs on uint8 images (as :class:`mlp.data.Dataset` holds them),
         before the data are loaded. When Numba's cache holds the kernels for
@@ -333,18 +332,16 @@ class NumbaBackend:
         (~200 MB for these kernels, numba/numba#5976), so compiling in the
         training process would keep that memory for the whole run. Should a
         child fail, the kernels are compiled here as usual, and any error
-        shows up here. ``threads``: the children's (None: all cores).
+        shows up here. ``spec``: from :func:`mlp.precompile.make_spec`;
+        ``threads``: the children's (None: all cores).
         """
-        from .precompile import PARTS, compile_in_child, make_spec
-        spec = make_spec(sizes, activation, loss, output, dtype, lr, momentum, nesterov,
-                         weight_decay, batch_size)
         t0 = time.perf_counter()
         try:
             with _refuse_compiling(K.__name__):
                 prepare_spec(spec)
         except CompileRefused:
-            for part in PARTS:           # one child each: neither holds the other's compiler memory
-                compile_in_child(spec, part, threads)
+            for part in precompile.PARTS:   # one child each: neither holds the other's compiler memory
+                precompile.compile_in_child(spec, part, threads)
             prepare_spec(spec)
         return time.perf_counter() - t0
 
@@ -373,11 +370,10 @@ def _refuse_compiling(module):
     return event.install_listener("numba:compile", Refuse())
 
 
-def prepare_spec(spec, part=None):
-    """:meth:`NumbaBackend.prepare` for a network, an optimizer and uint8 data as ``spec`` describes them.
+def prepare_spec(spec, parts=precompile.PARTS):
+    """:meth:`NumbaBackend.prepare` (of ``parts``) for a network, an optimizer and uint8 data as ``spec`` describes them.
 
-    ``spec``: from :func:`mlp.precompile.make_spec`; ``part``:
-    "train" or "predict" for those kernels only, None for both.
+    ``spec``: from :func:`mlp.precompile.make_spec`.
     """
     from .network import Network
     from .optimizers import SGD
@@ -388,5 +384,4 @@ def prepare_spec(spec, part=None):
     rng = np.random.default_rng(0)
     X = ((rng.random((n, net.sizes[0])) < 0.2) * 255).astype(np.uint8)   # MNIST-like: sparse
     y = np.arange(n, dtype=np.int64) % net.sizes[-1]
-    return NumbaBackend().prepare(net, opt, X, y, spec["batch_size"], 1 / 255,
-                                  ("train", "predict") if part is None else (part,))
+    return NumbaBackend().prepare(net, opt, X, y, spec["batch_size"], 1 / 255, parts)

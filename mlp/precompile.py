@@ -85,7 +85,11 @@ def looks_compiled(source=_KERNELS, names=ENTRY_POINTS):
 
 def make_spec(sizes, activation="sigmoid", loss="ce", output=None, dtype="float32", lr=0.1,
               momentum=0.0, nesterov=False, weight_decay=0.0, batch_size=32):
-    """A training run as the kernels' types see it (network, optimizer, batch size), in JSON-able values."""
+    """A training run as the kernels' types see it (network, optimizer, batch size), in JSON-able values.
+
+    The arguments are those of :class:`mlp.network.Network`, :class:`mlp.optimizers.SGD`
+    and the batch size; the kernels' types depend on the depth and dtype only.
+    """
     import numpy as np
     return dict(sizes=[int(s) for s in sizes], activation=str(activation), loss=str(loss),
                 output=None if output is None else str(output), dtype=str(np.dtype(dtype)),
@@ -128,7 +132,7 @@ def compile_ahead(spec, threads=None):
     from .backends import set_threads
     from .numba_backend import NumbaBackend
     set_threads(threads)
-    NumbaBackend().compile_ahead(**spec, threads=threads)
+    NumbaBackend().compile_ahead(spec, threads)
     return time.perf_counter() - t0
 
 
@@ -148,7 +152,7 @@ def main(argv=None):
         return 2
     from .numba_backend import prepare_spec
     try:
-        prepare_spec(spec, argv[1])
+        prepare_spec(spec, (argv[1],))
     except ValueError as e:              # a setting the network or optimizer refuses
         print(f"error: bad SPEC: {e}", file=sys.stderr)
         return 2

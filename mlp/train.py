@@ -174,22 +174,21 @@ def compile_ahead(args, ckpt=None):
     compiler's memory, and never together with the data.
     """
     from .data import SHAPES
+    from .precompile import compile_ahead as ahead, make_spec
     if args.backend != "numba":
         return 0.0
     if ckpt:
         net, opt = ckpt["net"], ckpt["optimizer"]
-        spec = dict(sizes=net.sizes, activation=net.activation, loss=net.loss.name,
-                    output=net.loss.output, dtype=net.dtype, lr=opt.lr, momentum=opt.momentum,
-                    nesterov=opt.nesterov, weight_decay=opt.weight_decay)
+        spec = make_spec(net.sizes, net.activation, net.loss.name, net.loss.output, net.dtype,
+                         opt.lr, opt.momentum, opt.nesterov, opt.weight_decay, args.batch_size)
     elif args.dataset in SHAPES:
         n_in, n_out = SHAPES[args.dataset]
-        spec = dict(sizes=[n_in, *args.hidden, n_out], activation=args.activation, loss=args.loss,
-                    dtype=args.dtype, lr=args.lr, momentum=args.momentum, nesterov=args.nesterov,
-                    weight_decay=args.weight_decay)
+        spec = make_spec([n_in, *args.hidden, n_out], args.activation, args.loss, None,
+                         args.dtype, args.lr, args.momentum, args.nesterov, args.weight_decay,
+                         args.batch_size)
     else:
         return 0.0
-    from .precompile import compile_ahead as ahead, make_spec
-    return ahead(make_spec(batch_size=args.batch_size, **spec), threads=args.threads)
+    return ahead(spec, threads=args.threads)
 
 
 def run(args, stdout=sys.stdout, parser=None):
