@@ -1278,12 +1278,10 @@ def _gather(X, scale, labels, T, rows, work, sparse, threads):
     """
     acts, (nnz, cols, vals), nb = work[0], work[5], rows.shape[0]
     gather_targets(labels, T, rows, work[4][:nb])
-    if sparse and threads > 1:
-        pass
-    elif sparse:
-        gather_sparse(X, rows, scale, nnz, cols, vals)
-    else:
+    if not sparse:
         gather_dense(X, rows, scale, acts[0][:nb])
+    elif threads <= 1:                # with threads, _step gathers (see above)
+        gather_sparse(X, rows, scale, nnz, cols, vals)
 
 
 @_inline()
