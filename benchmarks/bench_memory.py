@@ -76,12 +76,12 @@ def child_peak_mb(cmd):
                             stderr=subprocess.PIPE, text=True)
     reader = threading.Thread(target=lambda: setattr(proc, "result", proc.communicate()))
     reader.start()
-    pss = None if not os.path.exists(f"/proc/{os.getpid()}/smaps_rollup") else 0
-    while reader.is_alive():
-        if pss is not None:
-            pss = max(pss, sum(_pss_kb(p) for p in _descendants(proc.pid)))
+    pss, sampled = 0, os.path.exists(f"/proc/{os.getpid()}/smaps_rollup")
+    while reader.is_alive() and sampled:
+        pss = max(pss, sum(_pss_kb(p) for p in _descendants(proc.pid)))
         time.sleep(0.02)
     reader.join()
+    pss = pss or None             # no /proc PSS, or no process found: not measured
     stdout, stderr = proc.result
     if proc.returncode != 0:
         sys.exit(f"error: the probe failed:\n{stderr}")
