@@ -320,30 +320,25 @@ class NumbaBackend:
             warmup.predict_output(net2, X[:n], scale)
         return time.perf_counter() - t0
 
-    def compile_ahead(self, spec, threads=None):
-        """Load every kernel a training run of ``spec`` will call, compiling it elsewhere if need be; return seconds.
 
-        For runs on uint8 images (as :class:`mlp.data.Dataset` holds them),
-        before the data are loaded. When Numba's cache holds the kernels for
-        these types, this loads them, as :meth:`prepare` would. When it does
-        not (the first run on a machine, or after an upgrade), child processes
-        compile them into the cache (:mod:`mlp.precompile`), and this then
-        loads them: Numba never gives back the memory it used to compile
-        (~200 MB for these kernels, numba/numba#5976), so compiling in the
-        training process would keep that memory for the whole run. Should a
-        child fail, the kernels are compiled here as usual, and any error
-        shows up here. ``spec``: from :func:`mlp.precompile.make_spec`;
-        ``threads``: the children's (None: all cores).
-        """
-        t0 = time.perf_counter()
-        try:
-            with _refuse_compiling(K.__name__):
-                prepare_spec(spec)
-        except CompileRefused:
-            for part in precompile.PARTS:   # one child each: neither holds the other's compiler memory
-                precompile.compile_in_child(spec, part, threads)
+def load_kernels(spec, threads=None):
+    """Load the kernels of a training run of ``spec`` (:func:`mlp.precompile.make_spec`); return seconds.
+
+    From Numba's cache when it holds them for these types. When it does not,
+    child processes compile them into it first (:mod:`mlp.precompile`,
+    ``threads`` theirs, None for all cores): Numba never gives back the
+    memory it compiles with (numba/numba#5976), and this process would keep
+    it for the whole run. Should the children fail, the kernels are compiled
+    here as usual, and any error shows up here.
+    """
+    t0 = time.perf_counter()
+    try:
+        with _refuse_compiling(K.__name__):
             prepare_spec(spec)
-        return time.perf_counter() - t0
+    except CompileRefused:
+        precompile.compile_in_children(spec, threads)
+        prepare_spec(spec)
+    return time.perf_counter() - t0
 
 
 class CompileRefused(RuntimeError):

@@ -15,7 +15,7 @@ index files where Numba keeps them for :mod:`mlp.kernels` (see
 ``numba.core.caching``). Both ways of being wrong are safe: a cache taken
 for cold costs the children's start-up (~1 s each: they then only load);
 a cache taken for warm is checked exactly by
-:meth:`mlp.numba_backend.NumbaBackend.compile_ahead`, which runs the
+:func:`mlp.numba_backend.load_kernels`, which runs the
 children itself should anything be missing (this process then holds Numba
 already, ~65 MB more while they compile).
 """
@@ -117,6 +117,14 @@ def compile_in_child(spec, part, threads=None):
     return done.returncode == 0
 
 
+def compile_in_children(spec, threads=None):
+    """:func:`compile_in_child` for each of :data:`PARTS`, one after the other; True if all succeeded.
+
+    One child per part: neither holds the other's compiler memory.
+    """
+    return all([compile_in_child(spec, part, threads) for part in PARTS])
+
+
 def compile_ahead(spec, threads=None):
     """Have the kernels for ``spec`` in Numba's cache and loaded in this process; returns seconds.
 
@@ -127,12 +135,11 @@ def compile_ahead(spec, threads=None):
     import time
     t0 = time.perf_counter()
     if not looks_compiled():
-        for part in PARTS:
-            compile_in_child(spec, part, threads)
+        compile_in_children(spec, threads)
     from .backends import set_threads
-    from .numba_backend import NumbaBackend
+    from .numba_backend import load_kernels
     set_threads(threads)
-    NumbaBackend().compile_ahead(spec, threads)
+    load_kernels(spec, threads)
     return time.perf_counter() - t0
 
 
