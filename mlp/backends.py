@@ -25,25 +25,9 @@ A backend provides:
 
 import numpy as np
 
-from .losses import one_hot
+from .batches import batch_inputs, batch_rows, run_batches
 
 BACKENDS = ("numba", "numpy")
-
-
-def batch_inputs(X, idx, scale, dtype):
-    """Rows ``idx`` of X as floats of ``dtype``: uint8 pixels times ``scale``, floats as they are."""
-    xb = X[idx]
-    if xb.dtype == np.uint8:
-        return xb.astype(dtype) * dtype.type(scale)
-    return xb.astype(dtype, copy=False)
-
-
-def batch_targets(targets, idx, n_out, dtype):
-    """Rows ``idx`` of the targets as a 2-D float array (labels become one-hot rows)."""
-    tb = targets[idx]
-    if tb.ndim == 1:
-        return one_hot(tb, n_out, dtype)
-    return tb.astype(dtype, copy=False)
 
 
 class NumpyBackend:
@@ -57,17 +41,7 @@ class NumpyBackend:
 
     def train_batches(self, net, opt, X, targets, order, start, stop, batch_size, scale=1.0):
         """Train on batches start … stop-1 of ``order``; return their losses."""
-        opt.ensure_state(net)
-        n_out = net.sizes[-1]
-        losses = np.empty(stop - start)
-        for k, b in enumerate(range(start, stop)):
-            idx = order[b * batch_size:(b + 1) * batch_size]
-            xb = batch_inputs(X, idx, scale, net.dtype)
-            yb = batch_targets(targets, idx, n_out, net.dtype)
-            loss, nabla_w, nabla_b = net.loss_and_gradients(xb, yb)
-            opt.step(net, nabla_w, nabla_b)
-            losses[k] = loss
-        return losses
+        return run_batches(net, opt, X, targets, batch_rows(order, start, stop, batch_size), scale)
 
     def predict_output(self, net, X, scale=1.0, chunk=4096):
         """ŷ for every row of X, computed ``chunk`` rows at a time."""

@@ -255,7 +255,7 @@ def sigmaprime_train(net, X, y, scale, lr, steps, batch_size=10, seed=0, every=0
     epoch (:func:`mlp.trainer.epoch_order`). ``callback`` is called with the
     number of steps done: 0, ``every``, 2·``every``, … and ``steps``.
     """
-    from .backends import batch_inputs, batch_targets
+    from .batches import batch_inputs, batch_targets
     from .trainer import epoch_order
 
     n_batches = X.shape[0] // batch_size
@@ -411,7 +411,8 @@ def compare_mnist(data, rates=MNIST_RATES, seeds=(0, 1, 2), steps=1500, batch_si
     every ``every`` steps and at every step of the last ``window`` of the run.
     Returns one dict per rate, as :func:`compare_regression`.
     """
-    from .backends import NumpyBackend, batch_inputs, batch_targets
+    from .backends import NumpyBackend
+    from .batches import batch_inputs, batch_targets
     from .trainer import Trainer
 
     pick = np.random.default_rng(12345).choice(data.X_train.shape[0], n_eval, replace=False)

@@ -65,7 +65,8 @@ from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
-from .backends import BACKENDS, NumpyBackend, batch_inputs, batch_targets, get_backend
+from .backends import BACKENDS, NumpyBackend, get_backend
+from .batches import batch_inputs, batch_rows, run_batches
 from .errors import DivergenceError
 from .network import Network, check_dtype, l2_penalty
 from .optimizers import SGD
@@ -120,20 +121,9 @@ class _FitBackend:
         if not self.reference:
             return self.backend.train_batches(net, opt, X, targets, order, start, stop,
                                               batch_size, scale)
-        opt.ensure_state(net)
-        losses = np.empty(stop - start)
-        for k, b in enumerate(range(start, stop)):
-            idx = order[b * batch_size:(b + 1) * batch_size]
-            xb = batch_inputs(X, idx, scale, net.dtype)
-            yb = batch_targets(targets, idx, net.sizes[-1], net.dtype)
-            sw = None if self.sample_weight is None else self.sample_weight[idx]
-            masks = (None if self.dropout_rates is None
-                     else net.dropout_masks(len(idx), self.dropout_rates, self.rng))
-            loss, nabla_w, nabla_b = net.loss_and_gradients(
-                xb, yb, sample_weight=sw, dropout_masks=masks)
-            opt.step(net, nabla_w, nabla_b)
-            losses[k] = loss
-        return losses
+        dropout = None if self.dropout_rates is None else (self.dropout_rates, self.rng)
+        return run_batches(net, opt, X, targets, batch_rows(order, start, stop, batch_size),
+                           scale, self.sample_weight, dropout)
 
     def predict_output(self, net, X, scale=1.0):
         """ŷ for every row of X."""

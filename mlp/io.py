@@ -166,7 +166,7 @@ def save_checkpoint(path, net, optimizer, trainer_state, config, meta=None):
     """
     arrays = model_arrays(net, meta)
     optimizer.ensure_state(net)
-    for i, v in enumerate(optimizer.velocities):
+    for i, v in enumerate(optimizer.state_arrays()):
         arrays[f"V{i}"] = v
     arrays["checkpoint"] = _json_array({
         "format": "mlp-checkpoint", "format_version": FORMAT_VERSION,
@@ -205,6 +205,6 @@ def load_checkpoint(path):
         if v is None or v.shape != p.shape or v.dtype != p.dtype:
             raise ModelFileError(f"{path}: optimizer state V{i} is missing or has the wrong shape")
         velocities.append(v.copy())
-    opt.velocities = velocities
+    opt.set_state_arrays(velocities)
     return {"net": net, "optimizer": opt, "trainer": doc["trainer"], "config": doc["config"],
             "meta": header.get("meta", {})}

@@ -85,6 +85,14 @@ class Loss:
         """δ = ∂L/∂z at the output for the batch-averaged loss, shape of z (row i times wᵢ)."""
         raise NotImplementedError
 
+    def output_value(self, yhat, y):
+        """The batch-mean loss from the outputs ŷ alone, as evaluation computes it (no z kept).
+
+        The log-losses clip ŷ to the smallest positive normal float, so a
+        confident wrong answer costs a large finite loss, not infinity.
+        """
+        raise NotImplementedError
+
     def __repr__(self):
         return f"{type(self).__name__}(output={self.output!r})"
 
@@ -104,6 +112,9 @@ class CrossEntropy(Loss):
             return float(-(y * log_softmax(z)).sum() / z.shape[0])
         w = row_weights(sample_weight, z)
         return float(-(w * y * log_softmax(z)).sum() / z.shape[0])
+
+    def output_value(self, yhat, y):
+        return -(y * np.log(np.maximum(yhat, _tiny(yhat)))).sum() / yhat.shape[0]
 
     def delta(self, z, yhat, y, sample_weight=None):
         # ∂/∂z of −Σ_k y_k log softmax(z)_k is ŷ·Σ_k y_k − y: ŷ − y for one-hot rows
@@ -131,6 +142,10 @@ class SquaredError(Loss):
         w = row_weights(sample_weight, z)
         return float(0.5 * (w * err * err).sum() / z.shape[0])
 
+    def output_value(self, yhat, y):
+        err = yhat - y
+        return 0.5 * (err * err).sum() / yhat.shape[0]
+
     def delta(self, z, yhat, y, sample_weight=None):
         if sample_weight is None:
             return (yhat - y) * DERIVATIVES[self.output](z, yhat) / z.shape[0]
@@ -155,6 +170,11 @@ class BinaryCrossEntropy(Loss):
         w = row_weights(sample_weight, z)
         return float((w * (softplus(z) - y * z)).sum() / z.shape[0])
 
+    def output_value(self, yhat, y):
+        eps = _tiny(yhat)
+        return -(y * np.log(np.maximum(yhat, eps))
+                 + (1 - y) * np.log(np.maximum(1 - yhat, eps))).sum() / yhat.shape[0]
+
     def delta(self, z, yhat, y, sample_weight=None):
         if sample_weight is None:
             return (yhat - y) / z.shape[0]
@@ -162,6 +182,11 @@ class BinaryCrossEntropy(Loss):
 
 
 LOSSES = {cls.name: cls for cls in (CrossEntropy, SquaredError, BinaryCrossEntropy)}
+
+
+def _tiny(a):
+    """The smallest positive normal number of a's dtype."""
+    return np.finfo(a.dtype).tiny
 
 
 def get_loss(name, output=None):

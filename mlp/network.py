@@ -100,13 +100,36 @@ class Network:
             out += [w, b]
         return out
 
+    @classmethod
+    def from_arrays(cls, weights, biases, activation="sigmoid", loss="ce", output=None):
+        """A network that uses the given arrays (not copied) as its weights and biases.
+
+        ``weights[l]`` has shape (sizes[l], sizes[l + 1]) and ``biases[l]``
+        (sizes[l + 1],), all of one float dtype, which becomes the network's.
+        """
+        weights, biases = list(weights), list(biases)
+        if not weights or len(weights) != len(biases):
+            raise ValueError(f"need one bias vector per weight matrix, got {len(weights)} "
+                             f"weight matrices and {len(biases)} bias vectors")
+        sizes = [weights[0].shape[0]] + [w.shape[1] for w in weights]
+        for l, (w, b) in enumerate(zip(weights, biases)):
+            if w.shape != (sizes[l], sizes[l + 1]) or b.shape != (sizes[l + 1],):
+                raise ValueError(f"layer {l + 1}: weights {w.shape} and biases {b.shape} do not "
+                                 f"chain as a {'-'.join(map(str, sizes))} network")
+        net = cls.__new__(cls)
+        net.sizes = sizes
+        net.activation = check_activation(activation)
+        net.loss = get_loss(loss, output)
+        net.dtype = check_dtype(weights[0].dtype)
+        if any(a.dtype != net.dtype for a in weights + biases):
+            raise ValueError("weights and biases must all have one dtype")
+        net.weights, net.biases = weights, biases
+        return net
+
     def copy(self):
         """An independent copy of this network (same architecture, copied arrays)."""
-        new = object.__new__(Network)
-        new.__dict__.update(self.__dict__)
-        new.weights = [w.copy() for w in self.weights]
-        new.biases = [b.copy() for b in self.biases]
-        return new
+        return Network.from_arrays([w.copy() for w in self.weights],
+                                   [b.copy() for b in self.biases], self.activation, self.loss)
 
     def astype(self, dtype):
         """An independent copy of this network whose parameters and arithmetic use ``dtype``."""

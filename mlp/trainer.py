@@ -16,6 +16,7 @@ import time
 
 import numpy as np
 
+from .batches import batch_targets
 from .errors import DivergenceError
 
 #: a chunk whose mean batch loss is above this multiple of the run's first
@@ -34,28 +35,14 @@ def evaluate(net, backend, X, y, scale=1.0):
     Accuracy compares the output's argmax with the label (or with the
     target's argmax); for a one-output network it thresholds ŷ at 0.5.
     """
-    from .backends import batch_targets
     yhat = backend.predict_output(net, X, scale)
     Y = batch_targets(y, slice(None), net.sizes[-1], net.dtype)
-    loss = float(_loss_from_output(net, yhat, Y))
+    loss = float(net.loss.output_value(yhat, Y))
     if yhat.shape[1] == 1:
         correct = (yhat[:, 0] > 0.5) == (Y[:, 0] > 0.5)
     else:
         correct = yhat.argmax(axis=1) == Y.argmax(axis=1)
     return loss, float(correct.mean())
-
-
-def _loss_from_output(net, yhat, Y):
-    """The loss from outputs alone (the log-losses clip ŷ away from 0 and 1)."""
-    eps = np.finfo(yhat.dtype).tiny
-    n = yhat.shape[0]
-    if net.loss.name == "ce":
-        return -(Y * np.log(np.maximum(yhat, eps))).sum() / n
-    if net.loss.name == "bce":
-        return -(Y * np.log(np.maximum(yhat, eps))
-                 + (1 - Y) * np.log(np.maximum(1 - yhat, eps))).sum() / n
-    err = yhat - Y
-    return 0.5 * (err * err).sum() / n
 
 
 class Trainer:
@@ -147,7 +134,7 @@ class Trainer:
                 start = self.position
                 stop = min(n_batches, start + self.chunk_size)
                 snapshot = [p.copy() for p in self.net.params()]
-                velocities = [v.copy() for v in self.optimizer.velocities]
+                velocities = [v.copy() for v in self.optimizer.state_arrays()]
                 t0 = time.perf_counter()
                 losses = self.backend.train_batches(
                     self.net, self.optimizer, X, y, order, start, stop, self.batch_size, scale)
@@ -227,7 +214,7 @@ class Trainer:
     def _restore(self, params, velocities):
         for p, saved in zip(self.net.params(), params):
             p[...] = saved
-        for v, saved in zip(self.optimizer.velocities, velocities):
+        for v, saved in zip(self.optimizer.state_arrays(), velocities):
             v[...] = saved
 
     def _progress_bar(self, total):

@@ -136,14 +136,14 @@ def test_checkpoint_round_trip(tmp_path):
     net = _net()
     opt = SGD(0.1, 0.9, nesterov=True, weight_decay=1e-4)
     opt.init_state(net)
-    for v in opt.velocities:
+    for v in opt.state_arrays():
         v += 0.5
     state = {"epoch": 2, "position": 7, "batch_losses": [1.0, 0.5]}
     save_checkpoint(tmp_path / "checkpoint.npz", net, opt, state, {"args": {"lr": 0.1}})
     ck = load_checkpoint(tmp_path)
     assert ck["trainer"] == state and ck["config"] == {"args": {"lr": 0.1}}
     assert ck["optimizer"].config() == opt.config()
-    for a, b in zip(ck["optimizer"].velocities + ck["net"].params(), opt.velocities + net.params()):
+    for a, b in zip(ck["optimizer"].state_arrays() + ck["net"].params(), opt.state_arrays() + net.params()):
         np.testing.assert_array_equal(a, b)
 
 

@@ -115,7 +115,7 @@ def test_train_batches_equal_the_reference(activation, loss, output, opt_kwargs,
                                                  scale)
     assert la.dtype == np.float64 and la.shape == (13,)
     assert_close(la, lb, dtype)
-    for p, q in zip(a.params() + opt_a.velocities, b.params() + opt_b.velocities):
+    for p, q in zip(a.params() + opt_a.state_arrays(), b.params() + opt_b.state_arrays()):
         assert p.dtype == q.dtype
         assert_close(p, q, dtype)
 
@@ -288,11 +288,11 @@ def test_prepare_compiles_on_copies_and_reports_seconds():
     net = Network([20, 5, 3], seed=0)
     opt = SGD(0.1, momentum=0.9)
     opt.init_state(net)
-    opt.velocities[0][...] = 1.0
-    before = [p.copy() for p in net.params() + opt.velocities]
+    opt.state_arrays()[0][...] = 1.0
+    before = [p.copy() for p in net.params() + opt.state_arrays()]
     seconds = NUMBA.prepare(net, opt, X, y, 32, scale)
     assert seconds >= 0
-    for p, q in zip(net.params() + opt.velocities, before):
+    for p, q in zip(net.params() + opt.state_arrays(), before):
         np.testing.assert_array_equal(p, q)
 
 

@@ -66,7 +66,7 @@ def test_stop_and_continue_from_state_matches_an_uninterrupted_run(digits):
     second = _trainer(chunk_size=5)       # a different chunking after the resume, too
     for p, q in zip(second.net.params(), first.net.params()):
         p[...] = q
-    second.optimizer.velocities = [v.copy() for v in first.optimizer.velocities]
+    second.optimizer.set_state_arrays([v.copy() for v in first.optimizer.state_arrays()])
     second.load_state(first.state())
     assert second.fit(digits.X_train, digits.y_train, 2, digits.scale) is True
     for p, q in zip(full.net.params(), second.net.params()):
