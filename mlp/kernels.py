@@ -1,10 +1,11 @@
-"""Numba kernels of the fast backend, each beside a plain NumPy twin.
+"""Numba kernels of the fast backend; their plain NumPy twins are in :mod:`mlp.kernels_reference`.
 
-Every kernel ``name`` here has a twin ``name_numpy`` that computes the same
-thing with NumPy and the reference code of :mod:`mlp.activations`,
-:mod:`mlp.losses`, :mod:`mlp.network` and :mod:`mlp.backends`;
-tests/test_kernels.py checks each pair. The kernels fuse what NumPy does in
-separate passes::
+Every kernel ``name`` here has a twin ``mlp.kernels_reference.name`` that
+computes the same thing by calling the reference code (:mod:`mlp.network`,
+:mod:`mlp.losses`, :mod:`mlp.optimizers`, :mod:`mlp.batches`), and
+tests/test_kernels.py checks each pair. This module imports nothing from
+mlp, so that the reference never depends on Numba. The kernels fuse what
+NumPy does in separate passes::
 
     gather_dense, gather_sparse    x = X[rows] · scale   (sparse: each row's non-zeros only)
     sparse_forward, dense_forward  a = f(x · W + b)     (bias and activation fused in)
@@ -24,6 +25,14 @@ and two parallel kernels for the sparse first layer, which split the work betwee
 and :func:`train_chunk` runs whole minibatches with them — gather, forward,
 loss, backward, update — without returning to Python.
 
+Arguments come in named bundles (NamedTuples, which Numba compiles as
+typed records): :class:`Model` (the codes of the activation, loss and
+output), :class:`SGDParams` (η, μ, λ, Nesterov), :class:`Params` (the
+network's and optimizer's arrays), :class:`Data` (the training set and its
+epoch order), :class:`Plan` (sparse or dense, threads, batch size),
+:class:`SparseBatch` (a gathered sparse batch). A new hyper-parameter is a
+new field of one of them.
+
 Conventions as in the reference: rows are samples, ``W`` is (n_in, n_out),
 hidden layers compute ``a = f(a_prev · W + b)``, the loss is averaged over
 the batch. Derivatives are taken from a layer's output a (relu'(z) = 1 where
@@ -34,10 +43,10 @@ works on rows of W¹, one row per non-zero pixel: x · W¹ adds up those rows,
 the gradient xᵀ · δ adds x · δ to them. Inside :func:`train_chunk` that
 layer trains on a copy whose rows start on 64-byte boundaries and are
 padded with zero columns to a multiple of 64 bytes (vector loops that
-straddle cache lines run ~1.3 times slower); the padding units stay exactly
-zero. The other ("dense") layers work on the *transpose* ``Wt = Wᵀ`` (n_out,
-n_in), so that every inner loop runs along n_in, the long side of a layer
-like 100 → 10. Both copies are made on entry and written back on exit.
+straddle cache lines are slower); the padding units stay exactly zero. The
+other ("dense") layers work on the *transpose* ``Wt = Wᵀ`` (n_out, n_in), so
+that every inner loop runs along n_in, the long side of a layer like
+100 → 10. Both copies are made on entry and written back on exit.
 
 Numerics. All arithmetic happens in the network's dtype (float32 or
 float64). ``fastmath`` is limited to ``contract`` (fused multiply-add) and,
@@ -55,32 +64,28 @@ computed exactly as by the serial kernel, whatever the thread count.
 Products with at least :data:`BLAS_MIN_FLOPS` multiply-adds go to BLAS
 (``np.dot``), which is deterministic for a fixed number of threads.
 
-Memory. Numba never frees what it compiled (numba/numba#5976, #6707):
-every compiled function keeps megabytes of LLVM state for the life of the
-process, and a cold-cache compile of :func:`train_chunk` and
-:func:`predict` holds ~200 MB. Hence some habits here: copies are plain
-loops (:func:`_copy_into`; ``a[...] = b`` would compile Numba's string
-formatting for its shape-mismatch message, ~40 MB), row kernels are always
-called with a typed ``np.int64(0)`` (a literal 0 compiles a second copy of
-the kernel), no cfunc wrappers (:func:`_kernel`), and the orchestration
-functions are inlined into :func:`train_chunk`. On a cold cache,
-``python -m mlp.train`` compiles in short-lived child processes
-(:mod:`mlp.precompile`).
+Memory. Numba never frees what it compiled (numba/numba#5976, #6707), so
+every specialisation compiled here stays in memory for the life of the
+process. Hence some habits, each with a name: copies are plain loops
+(:func:`_copy_into`: array assignment would compile Numba's run-time
+string formatting), row kernels start at :func:`_row0` and flags are
+passed as :func:`_runtime_true` / :func:`_runtime_one` (a literal argument
+compiles a second copy of the callee), no cfunc wrappers (:func:`_kernel`),
+and the orchestration functions are inlined into :func:`train_chunk`
+(:func:`_inline`). On a cold cache, ``python -m mlp.train`` compiles in
+short-lived child processes (:mod:`mlp.precompile`). Figures:
+docs/performance.md.
 """
 
-
-
 import math
+from typing import NamedTuple
 
 import numpy as np
-from llvmlite import ir
-from numba import njit, prange
+from llvmlite import binding, ir
+from numba import config, njit, prange
 from numba.core import cgutils
 from numba.core import types as nbtypes
 from numba.extending import intrinsic, overload
-
-from .activations import ACTIVATIONS, DERIVATIVES
-from .losses import get_loss
 
 # Activation codes (hidden layers, and the output of mse); SOFTMAX only as an output.
 SIGMOID, TANH, RELU, IDENTITY, SOFTMAX = 0, 1, 2, 3, 4
@@ -104,8 +109,8 @@ def _kernel(**options):
     """``njit`` as every kernel here is compiled: cached on disk, NumPy's error model.
 
     No cfunc wrapper: nothing passes these functions as first-class values, and
-    the wrappers cost ~25 MB of Numba's never-freed compiler memory on a cold
-    cache (see "Memory" in the module docstring).
+    each wrapper is more never-freed compiler memory on a cold cache (see
+    "Memory" in the module docstring).
     """
     return njit(cache=True, no_cfunc_wrapper=True, error_model="numpy", **options)
 
@@ -115,9 +120,114 @@ def _inline(**options):
     return njit(inline="always", no_cfunc_wrapper=True, error_model="numpy", **options)
 
 
-def _loss_object(loss, out_kind):
-    """The reference :class:`mlp.losses.Loss` for kernel codes."""
-    return get_loss(LOSS_NAMES[loss], None if loss == CE else ACTIVATION_NAMES[out_kind])
+@_inline()
+def _row0():
+    """Row 0 as a run-time int64: a literal 0 would make Numba compile another copy of the row kernel."""
+    return np.int64(0)
+
+
+@_inline()
+def _runtime_true(n):
+    """True typed as a run-time bool (from n >= 0, n any count): a literal True compiles another copy."""
+    return n >= 0
+
+
+@_inline()
+def _runtime_one(n):
+    """1 typed as a run-time int64 (n any int64): a literal 1 compiles another copy of the callee."""
+    return n * 0 + 1
+
+
+# ----------------------------------------------------------------- bundles
+
+
+class Model(NamedTuple):
+    """What the network computes, as kernel codes."""
+    act: int          #: hidden layers' activation (SIGMOID, TANH, RELU, IDENTITY)
+    loss: int         #: CE, MSE or BCE
+    out_kind: int     #: the output function of MSE (an activation code; unused by CE and BCE)
+
+
+class SGDParams(NamedTuple):
+    """One SGD step's settings, as scalars of the network's dtype (see :mod:`mlp.optimizers`)."""
+    lr: float         #: η, the learning rate
+    mu: float         #: μ, the momentum (0: plain SGD)
+    wd: float         #: λ, the L2 weight decay of the weight matrices
+    nesterov: bool    #: Nesterov's momentum instead of the classical one
+
+
+class Params(NamedTuple):
+    """The arrays training updates in place: tuples with one array per layer."""
+    weights: tuple    #: W¹ … Wᴸ, (n_in, n_out), C-contiguous
+    biases: tuple     #: b¹ … bᴸ
+    vel_w: tuple      #: the weights' velocities (any arrays of the right types when μ = 0)
+    vel_b: tuple      #: the biases' velocities
+
+
+class Data(NamedTuple):
+    """The training set and the sample order of the current epoch."""
+    X: np.ndarray     #: (n, n_in) uint8 pixels or floats, C-contiguous
+    scale: float      #: factor applied to uint8 pixels (1 for float X), in the network's dtype
+    labels: np.ndarray  #: int class labels (one-hot targets), or empty when T is used
+    T: np.ndarray     #: (n, n_out) float targets, or (0, n_out) when labels are used
+    order: np.ndarray  #: int64 sample order: batch b is order[b*batch_size:(b+1)*batch_size]
+
+
+class Plan(NamedTuple):
+    """How the batches run (chosen by the backend from the data and shapes)."""
+    sparse: bool      #: the first layer reads only the rows of W¹ at non-zero inputs
+    threads: int      #: > 1: split each batch's work between Numba's threads
+    batch_size: int   #: rows per batch (the last batch of an epoch may be shorter)
+
+
+class SparseBatch(NamedTuple):
+    """A gathered sparse batch: row s has nnz[s] non-zeros at cols[s, :nnz[s]] with vals[s, :nnz[s]]."""
+    nnz: np.ndarray   #: (batch,) int64
+    cols: np.ndarray  #: (batch, n_in) int32, increasing along each row
+    vals: np.ndarray  #: (batch, n_in) in the network's dtype
+
+
+class FirstLayer(NamedTuple):
+    """The sparse first layer's arrays for one SGD step (:func:`sparse_update_par`)."""
+    W: np.ndarray     #: (n_in, h) weights, updated in place
+    V: np.ndarray     #: their velocity (unused for plain SGD)
+    G: np.ndarray     #: gradient buffer, zero on entry and on exit
+    gb: np.ndarray    #: (h,) bias gradient, written
+    touched: np.ndarray  #: (n_in,) uint8, written: 1 where the batch has a non-zero input
+
+
+class Working(NamedTuple):
+    """The arrays :func:`train_chunk` trains on (see :func:`_working_copies`)."""
+    W0: np.ndarray    #: sparse first layer's padded, aligned W¹ (empty when dense)
+    V0: np.ndarray    #: its velocity
+    Wts: list         #: dense layers' Wᵀ (Wts[0] empty when the first layer is sparse)
+    Vts: list         #: their velocities
+    bs: list          #: every layer's bias (the first one padded when sparse)
+    vbs: list         #: their velocities
+    h: int            #: the first layer's true width (W0 has padding columns past it)
+
+
+class Workspace(NamedTuple):
+    """Work arrays for batches of up to batch_size rows (see :func:`_workspace`)."""
+    acts: list        #: acts[l]: layer l's input (acts[0] the dense batch, empty when sparse)
+    deltas: list      #: deltas[l]: the error at layer l's output
+    grads: list       #: layer l's weight gradient (transposed, except a sparse first layer's)
+    gbs: list         #: layer l's bias gradient
+    Y: np.ndarray     #: the batch's targets
+    batch: SparseBatch  #: the gathered sparse batch
+    touched: np.ndarray  #: (n_in,) uint8 for a sparse first layer, else empty
+
+
+def sgd_params(dtype, lr, momentum, weight_decay, nesterov):
+    """An :class:`SGDParams` with the scalars in ``dtype`` (the network's), as the kernels take it."""
+    t = np.dtype(dtype).type
+    return SGDParams(t(lr), t(momentum), t(weight_decay), bool(nesterov))
+
+
+@_inline()
+def _without_decay(sgd):
+    """The same step with λ = 0: biases are not decayed."""
+    return SGDParams(sgd.lr, sgd.mu, sgd.wd * 0, sgd.nesterov)
 
 
 # ----------------------------------------------------------------- scalars
@@ -183,7 +293,6 @@ def _exp_impl(x):
     return lambda x: math.exp(x)
 
 
-
 @_inline()
 def _unsigned(i):
     """i (>= 0) as an unsigned index: Numba then adds no test for negative indices, and the
@@ -229,26 +338,26 @@ def gather_dense(X, rows, scale, out):
     return out
 
 
-def gather_dense_numpy(X, rows, scale, dtype):
-    """NumPy twin of :func:`gather_dense`: the reference's ``batch_inputs``."""
-    from .backends import batch_inputs
-    return batch_inputs(X, rows, scale, np.dtype(dtype))
+def _can_compress():
+    """Whether :func:`_compress16` can be compiled and run here.
 
-
-def _host_has_avx512():
-    """Whether Numba compiles for this machine's CPU and it has AVX-512 (for :func:`_compress16`)."""
+    It needs AVX-512 on this machine's CPU, Numba compiling for that CPU
+    (not e.g. NUMBA_CPU_NAME=generic for portable caches), and LLVM 15 or
+    newer: LLVM 14 (llvmlite < 0.44, numba < 0.61) aborts the interpreter
+    on the compress intrinsic with a failed assertion in SelectionDAG.
+    """
     try:
-        import numba
-        from llvmlite import binding
-        if numba.config.CPU_NAME not in (None, "host"):
-            return False                      # e.g. NUMBA_CPU_NAME=generic for portable caches
+        if binding.llvm_version_info < (15,):
+            return False
+        if config.CPU_NAME not in (None, "host"):
+            return False
         return bool(binding.get_host_cpu_features().get("avx512f", False))
     except Exception:                         # pragma: no cover - unusual llvmlite builds
         return False
 
 
 #: gather uint8 rows 16 pixels at a time with AVX-512's compress instruction
-COMPRESS = _host_has_avx512()
+COMPRESS = _can_compress()
 
 
 @intrinsic
@@ -360,8 +469,9 @@ def _compact_row_impl(Xf, X64, base, n_in, scale, cs, vs):
 
 
 @_kernel()
-def _gather_sparse_rows(X, rows, scale, nnz, cols, vals, s0, s1):
+def _gather_sparse_rows(X, rows, scale, batch, s0, s1):
     """:func:`gather_sparse` for batch rows s0 … s1-1 (uint8 rows by :func:`_compact_row`)."""
+    nnz, cols, vals = batch
     n_in = X.shape[1]
     n8 = n_in - n_in % 8
     words = X.itemsize == 1 and n_in % 8 == 0     # uint8 pixels: test 8 at a time as one word
@@ -400,8 +510,8 @@ def _gather_sparse_rows(X, rows, scale, nnz, cols, vals, s0, s1):
 
 
 @_kernel()
-def gather_sparse(X, rows, scale, nnz, cols, vals):
-    """The non-zero entries of X[rows] · scale, row by row; returns their total number.
+def gather_sparse(X, rows, scale, batch):
+    """Fill the :class:`SparseBatch` ``batch`` with the non-zeros of X[rows] · scale; return their number.
 
     Row s of the batch has ``nnz[s]`` non-zeros, at columns ``cols[s, :nnz[s]]``
     (increasing) with values ``vals[s, :nnz[s]]``; cols and vals are
@@ -409,28 +519,8 @@ def gather_sparse(X, rows, scale, nnz, cols, vals):
     are tested eight pixels (one 64-bit word) at a time: most blocks of an
     MNIST image are blank.
     """
-    _gather_sparse_rows(X, rows, scale, nnz, cols, vals, np.int64(0), rows.shape[0])
-    return nnz[:rows.shape[0]].sum()
-
-
-def _densify(nnz, cols, vals, n_in):
-    """The dense (n, n_in) matrix of a sparse batch (nnz, cols, vals)."""
-    x = np.zeros((len(nnz), n_in), dtype=vals.dtype)
-    for s in range(len(nnz)):
-        x[s, cols[s, :nnz[s]]] = vals[s, :nnz[s]]
-    return x
-
-
-def gather_sparse_numpy(X, rows, scale, dtype):
-    """NumPy twin of :func:`gather_sparse`: (nnz, cols, vals) of the reference's batch."""
-    xb = gather_dense_numpy(X, rows, scale, dtype)
-    nnz = np.count_nonzero(xb, axis=1)
-    cols = np.zeros(xb.shape, np.int32)
-    vals = np.zeros(xb.shape, xb.dtype)
-    for s in range(len(rows)):
-        (c,) = np.nonzero(xb[s])
-        cols[s, :len(c)], vals[s, :len(c)] = c, xb[s, c]
-    return nnz, cols, vals
+    _gather_sparse_rows(X, rows, scale, batch, _row0(), rows.shape[0])
+    return batch.nnz[:rows.shape[0]].sum()
 
 
 @_kernel()
@@ -456,12 +546,6 @@ def _prefetch_rows(X, rows):
         base = rows[s] * row_bytes
         for off in range(0, row_bytes, 64):
             _prefetch(X, base + off)
-
-
-def gather_targets_numpy(labels, T, rows, n_out, dtype):
-    """NumPy twin of :func:`gather_targets`: the reference's ``batch_targets``."""
-    from .backends import batch_targets
-    return batch_targets(labels if len(labels) else T, rows, n_out, np.dtype(dtype))
 
 
 # ----------------------------------------------------------------- forward
@@ -494,18 +578,14 @@ def _bias_activation_rows(z, b, kind, s0, s1):
 @_kernel()
 def bias_activation(z, b, kind):
     """z ← f(z + b) in place, row by row."""
-    _bias_activation_rows(z, b, kind, np.int64(0), z.shape[0])
+    _bias_activation_rows(z, b, kind, _row0(), z.shape[0])
     return z
 
 
-def bias_activation_numpy(z, b, kind):
-    """NumPy twin of :func:`bias_activation`: f(z + b) with mlp.activations' f."""
-    return ACTIVATIONS[ACTIVATION_NAMES[kind]](z + b)
-
-
 @_kernel(fastmath=_FAST)
-def _sparse_forward_rows(nnz, cols, vals, W, b, kind, out, s0, s1):
+def _sparse_forward_rows(batch, W, b, kind, out, s0, s1):
     """:func:`sparse_forward` for batch rows s0 … s1-1, four rows of W per pass over out[s]."""
+    nnz, cols, vals = batch
     n_out = _unsigned(W.shape[1])
     for s in range(s0, s1):
         for j in range(n_out):
@@ -527,14 +607,14 @@ def _sparse_forward_rows(nnz, cols, vals, W, b, kind, out, s0, s1):
 
 
 @_kernel()
-def sparse_forward(nnz, cols, vals, W, b, kind, out):
-    """out = f(x · W + b) for a sparse batch x: only the rows of W at non-zero inputs are read."""
-    _sparse_forward_rows(nnz, cols, vals, W, b, kind, out, np.int64(0), out.shape[0])
+def sparse_forward(batch, W, b, kind, out):
+    """out = f(x · W + b) for the :class:`SparseBatch` x: only the rows of W at non-zero inputs are read."""
+    _sparse_forward_rows(batch, W, b, kind, out, _row0(), out.shape[0])
     return out
 
 
 @_kernel(parallel=True)
-def sparse_gather_forward_par(X, rows, scale, nnz, cols, vals, W, b, kind, out):
+def sparse_gather_forward_par(X, rows, scale, batch, W, b, kind, out):
     """:func:`gather_sparse` then :func:`sparse_forward`, blocks of the batch's rows split between threads.
 
     One parallel region for both: a thread gathers its rows and computes
@@ -546,14 +626,9 @@ def sparse_gather_forward_par(X, rows, scale, nnz, cols, vals, W, b, kind, out):
     step = -(-n // max(n_blocks, 1))
     for blk in prange(n_blocks):
         lo, hi = blk * step, min(n, (blk + 1) * step)
-        _gather_sparse_rows(X, rows, scale, nnz, cols, vals, lo, hi)
-        _sparse_forward_rows(nnz, cols, vals, W, b, kind, out, lo, hi)
+        _gather_sparse_rows(X, rows, scale, batch, lo, hi)
+        _sparse_forward_rows(batch, W, b, kind, out, lo, hi)
     return out
-
-
-def sparse_forward_numpy(nnz, cols, vals, W, b, kind):
-    """NumPy twin of :func:`sparse_forward`: densify, then f(x · W + b)."""
-    return dense_forward_numpy(_densify(nnz, cols, vals, W.shape[0]), W, b, kind)
 
 
 @_inline(fastmath=_FAST_SUM)
@@ -591,16 +666,11 @@ def dense_forward(a, Wt, b, kind, out):
     return bias_activation(out, b, kind)
 
 
-def dense_forward_numpy(a, W, b, kind):
-    """NumPy twin of :func:`dense_forward` (which takes Wᵀ): f(a · W + b)."""
-    return bias_activation_numpy(a @ W, b, kind)
-
-
 # ------------------------------------------------------------------ output
 
 
 @_kernel(fastmath=_FAST)
-def output_delta(z, Y, loss, out_kind, delta):
+def output_delta(z, Y, model, delta):
     """ŷ = g(z), the batch-mean loss, and δ = ∂L/∂z, in one pass over each row.
 
     ``z`` is the output layer's pre-activation and is overwritten with ŷ.
@@ -608,6 +678,7 @@ def output_delta(z, Y, loss, out_kind, delta):
     gives δ = (ŷ·Σ_k y_k − y)/n, which is (ŷ − y)/n for one-hot rows; bce (sigmoid)
     gives δ = (ŷ − y)/n; mse (any g) gives δ = (ŷ − y) g'(z)/n.
     """
+    loss, out_kind = model.loss, model.out_kind
     n, n_out = z.shape
     one = z.dtype.type(1)
     zero = z.dtype.type(0)
@@ -654,16 +725,10 @@ def output_delta(z, Y, loss, out_kind, delta):
     return total / n
 
 
-def output_delta_numpy(z, Y, loss, out_kind):
-    """NumPy twin of :func:`output_delta`: (loss, ŷ, δ) from the reference loss."""
-    L = _loss_object(loss, out_kind)
-    yhat = L.activate(z)
-    return L.value(z, yhat, Y), yhat, L.delta(z, yhat, Y)
-
-
 @_kernel()
-def output_activation(z, loss, out_kind):
+def output_activation(z, model):
     """z ← g(z) in place: softmax for ce, sigmoid for bce, the chosen output function for mse."""
+    loss, out_kind = model.loss, model.out_kind
     n, n_out = z.shape
     one = z.dtype.type(1)
     for s in range(n):
@@ -682,11 +747,6 @@ def output_activation(z, loss, out_kind):
             for k in range(n_out):
                 z[s, k] = _f(z[s, k], kind, one)
     return z
-
-
-def output_activation_numpy(z, loss, out_kind):
-    """NumPy twin of :func:`output_activation`: the reference loss's ``activate``."""
-    return _loss_object(loss, out_kind).activate(z)
 
 
 # ---------------------------------------------------------------- backward
@@ -710,11 +770,6 @@ def times_fprime(d, a, kind):
             for i in range(m):
                 d[s, i] = d[s, i] if a[s, i] > 0 else d[s, i] * 0
     return d
-
-
-def times_fprime_numpy(d, a, kind):
-    """NumPy twin of :func:`times_fprime`: d ⊙ f'(a) with mlp.activations' derivative."""
-    return d * DERIVATIVES[ACTIVATION_NAMES[kind]](a, a)
 
 
 @_inline(fastmath=_FAST)
@@ -749,11 +804,6 @@ def backprop_delta(d, Wt, a, kind, out):
     return times_fprime(out, a, kind)
 
 
-def backprop_delta_numpy(d, W, a, kind):
-    """NumPy twin of :func:`backprop_delta` (which takes Wᵀ): (δ · Wᵀ) ⊙ f'(a)."""
-    return (d @ W.T) * DERIVATIVES[ACTIVATION_NAMES[kind]](a, a)
-
-
 @_kernel(fastmath=_FAST)
 def column_sums(d, gb):
     """gb = Σ_rows d: the bias gradient."""
@@ -763,11 +813,6 @@ def column_sums(d, gb):
         for k in range(d.shape[1]):
             gb[k] += d[s, k]
     return gb
-
-
-def column_sums_numpy(d):
-    """NumPy twin of :func:`column_sums`, as in Network.backward."""
-    return d.sum(axis=0)
 
 
 @_inline(fastmath=_FAST)
@@ -826,22 +871,12 @@ def dense_sgd_plain(a, d, Wt, lr):
     return Wt
 
 
-def dense_sgd_plain_numpy(a, d, W, lr):
-    """NumPy twin of :func:`dense_sgd_plain` (which updates Wᵀ): W − η aᵀ · δ."""
-    G, _ = dense_gradient_numpy(a, d)
-    W -= W.dtype.type(lr) * G
-    return W
-
-
-def dense_gradient_numpy(a, d):
-    """NumPy twin of :func:`dense_gradient` (which returns W's gradient transposed): (aᵀ · δ, Σ δ)."""
-    return a.T @ d, column_sums_numpy(d)
-
-
 @_kernel()
-def _column_counts(nnz, cols, n, counts):
-    """counts[i] = the number of rows among the first n with a non-zero in column i."""
-    counts[:] = 0
+def _column_counts(batch, n, counts):
+    """counts[i] = the number of rows among the first n of ``batch`` with a non-zero in column i."""
+    nnz, cols = batch.nnz, batch.cols
+    for i in range(counts.shape[0]):
+        counts[i] = 0
     for s in range(n):
         for p in range(nnz[s]):
             counts[cols[s, p]] += 1
@@ -868,7 +903,7 @@ def _entries_in(cols, s, n, i0, i1):
 
 
 @_kernel(fastmath=_FAST)
-def _sparse_outer_rows(nnz, cols, vals, d, A, coef, i0, i1):
+def _sparse_outer_rows(batch, d, A, coef, i0, i1):
     """Rows i0 … i1-1 of A += coef · xᵀ · δ: each x[s, i] ≠ 0 adds (coef · x) δ[s] to row i, in batch order.
 
     Four non-zeros of a row of x at a time: four rows of A take their share
@@ -876,6 +911,7 @@ def _sparse_outer_rows(nnz, cols, vals, d, A, coef, i0, i1):
     times faster than one at a time from batch 32 on). coef = 1 accumulates
     the gradient; coef = −η applies plain SGD directly.
     """
+    nnz, cols, vals = batch
     n_out = _unsigned(d.shape[1])
     for s in range(d.shape[0]):
         ds = d[s]
@@ -900,7 +936,7 @@ def _sparse_outer_rows(nnz, cols, vals, d, A, coef, i0, i1):
 
 
 @_kernel()
-def sparse_gradient(nnz, cols, vals, d, G, gb, touched):
+def sparse_gradient(batch, d, G, gb, touched):
     """G += xᵀ · δ and gb = Σ δ for a sparse batch x; touched[i] = 1 where column i of x has a non-zero.
 
     G must hold zeros on entry (:func:`sgd_update_rows` leaves it so); it
@@ -908,10 +944,10 @@ def sparse_gradient(nnz, cols, vals, d, G, gb, touched):
     the dense work on MNIST.
     """
     column_sums(d, gb)
-    counts = _column_counts(nnz, cols, d.shape[0], np.empty(G.shape[0], np.int64))
+    counts = _column_counts(batch, d.shape[0], np.empty(G.shape[0], np.int64))
     for i in range(G.shape[0]):
         touched[i] = counts[i] > 0
-    _sparse_outer_rows(nnz, cols, vals, d, G, G.dtype.type(1), 0, G.shape[0])
+    _sparse_outer_rows(batch, d, G, G.dtype.type(1), _row0(), G.shape[0])
     return G
 
 
@@ -932,7 +968,7 @@ def _balanced_ranges(counts, n_blocks):
 
 
 @_kernel()
-def sparse_sgd_plain(nnz, cols, vals, d, W, lr):
+def sparse_sgd_plain(batch, d, W, lr):
     """Plain SGD (no momentum, no decay) of the sparse first layer, fused with its gradient.
 
     W ← W − η xᵀ · δ, adding −η x[s, i] δ[s] to row i for every non-zero
@@ -940,24 +976,26 @@ def sparse_sgd_plain(nnz, cols, vals, d, W, lr):
     :func:`sparse_gradient` + :func:`sgd_update_rows` up to rounding (η is
     applied to each term instead of to the sum).
     """
-    _sparse_outer_rows(nnz, cols, vals, d, W, -lr, np.int64(0), W.shape[0])
+    _sparse_outer_rows(batch, d, W, -lr, _row0(), W.shape[0])
     return W
 
 
 @_kernel(parallel=True)
-def sparse_update_par(nnz, cols, vals, d, G, gb, touched, W, V, lr, mu, wd, nesterov, n_blocks):
+def sparse_update_par(batch, d, layer, sgd, n_blocks):
     """The sparse first layer's SGD step from its δ, with the rows of W split between threads.
 
-    gb = Σ δ; then with mu = wd = 0 plain SGD as :func:`sparse_sgd_plain`
+    ``layer`` is a :class:`FirstLayer`, ``sgd`` an :class:`SGDParams`.
+    gb = Σ δ; then with μ = λ = 0 plain SGD as :func:`sparse_sgd_plain`
     (G and touched are not used), else :func:`sparse_gradient` followed by
     :func:`sgd_update_rows`. Each thread owns a range of input pixels (rows
     of W, balanced by their non-zeros) and sums their share over the whole
     batch in batch order: nothing is shared, every row is computed exactly
     as by the serial kernels, whatever the number of threads.
     """
-    column_sums(d, gb)
-    counts = _column_counts(nnz, cols, d.shape[0], np.empty(W.shape[0], np.int64))
-    plain = mu == 0 and wd == 0
+    W, G, touched = layer.W, layer.G, layer.touched
+    column_sums(d, layer.gb)
+    counts = _column_counts(batch, d.shape[0], np.empty(W.shape[0], np.int64))
+    plain = sgd.mu == 0 and sgd.wd == 0
     if not plain:
         for i in range(W.shape[0]):
             touched[i] = counts[i] > 0
@@ -965,36 +1003,23 @@ def sparse_update_par(nnz, cols, vals, d, G, gb, touched, W, V, lr, mu, wd, nest
     for blk in prange(bounds.shape[0] - 1):
         lo, hi = bounds[blk], bounds[blk + 1]
         if plain:
-            _sparse_outer_rows(nnz, cols, vals, d, W, -lr, lo, hi)
+            _sparse_outer_rows(batch, d, W, -sgd.lr, lo, hi)
         else:
-            _sparse_outer_rows(nnz, cols, vals, d, G, G.dtype.type(1), lo, hi)
-            _sgd_rows(W, G, V, touched, lr, mu, wd, nesterov, lo, hi)
+            _sparse_outer_rows(batch, d, G, G.dtype.type(1), lo, hi)
+            _sgd_rows(layer, sgd, lo, hi)
     return W
-
-
-def sparse_sgd_plain_numpy(nnz, cols, vals, d, W, lr):
-    """NumPy twin of :func:`sparse_sgd_plain`: the gradient, then W − ηG."""
-    G, _, _ = sparse_gradient_numpy(nnz, cols, vals, d, W.shape[0])
-    W -= W.dtype.type(lr) * G
-    return W
-
-
-def sparse_gradient_numpy(nnz, cols, vals, d, n_in):
-    """NumPy twin of :func:`sparse_gradient`: (xᵀ · δ, Σ δ, touched) with x densified."""
-    x = _densify(nnz, cols, vals, n_in)
-    G, gb = dense_gradient_numpy(x, d)
-    return G, gb, (x != 0).any(axis=0).astype(np.uint8)
 
 
 # ------------------------------------------------------------------ update
 
 
 @_inline()
-def _sgd(p, g, v, lr, mu, wd, nesterov):
+def _sgd(p, g, v, sgd):
     """One SGD step on 1-D arrays: the reference's arithmetic, in its order.
 
     The branches sit outside the loops, so that each loop vectorises.
     """
+    lr, mu, wd, nesterov = sgd
     n = p.shape[0]
     if mu == 0:
         if wd == 0:
@@ -1025,37 +1050,22 @@ def _sgd(p, g, v, lr, mu, wd, nesterov):
 
 
 @_kernel()
-def sgd_update(p, g, v, lr, mu, wd, nesterov):
+def sgd_update(p, g, v, sgd):
     """In place: g ← g + λp; v ← μv − ηg; p ← p + v (Nesterov: p + μv − ηg); with μ = 0, p ← p − ηg.
 
     p, g and v are C-contiguous arrays of one shape (v is not touched when
-    μ = 0). Biases are not decayed: pass λ = 0 for them.
+    μ = 0); ``sgd`` is an :class:`SGDParams`. Biases are not decayed: pass
+    :func:`_without_decay` of it for them.
     """
-    _sgd(p.ravel(), g.ravel(), v.ravel(), lr, mu, wd, nesterov)
-    return p
-
-
-def sgd_update_numpy(p, g, v, lr, mu, wd, nesterov):
-    """NumPy twin of :func:`sgd_update` (in place on p and v): :meth:`mlp.optimizers.SGD.step`'s arithmetic."""
-    dt = p.dtype.type
-    lr, mu, wd = dt(lr), dt(mu), dt(wd)
-    if wd:
-        g = g + wd * p
-    if mu:
-        v *= mu
-        v -= lr * g
-        if nesterov:
-            p += mu * v - lr * g
-        else:
-            p += v
-    else:
-        p -= lr * g
+    _sgd(p.ravel(), g.ravel(), v.ravel(), sgd)
     return p
 
 
 @_kernel()
-def _sgd_rows(W, G, V, touched, lr, mu, wd, nesterov, i0, i1):
+def _sgd_rows(layer, sgd, i0, i1):
     """:func:`sgd_update_rows` on rows i0 … i1-1 (one flat loop per case: it vectorises)."""
+    W, G, V, touched = layer.W, layer.G, layer.V, layer.touched
+    lr, mu, wd, nesterov = sgd
     m = W.shape[1]
     if mu == 0 and wd == 0:             # plain SGD: only the touched rows move
         for i in range(i0, i1):
@@ -1085,22 +1095,14 @@ def _sgd_rows(W, G, V, touched, lr, mu, wd, nesterov, i0, i1):
 
 
 @_kernel()
-def sgd_update_rows(W, G, V, touched, lr, mu, wd, nesterov):
-    """:func:`sgd_update` of the sparse first layer, whose gradient G is zero off the touched rows.
+def sgd_update_rows(layer, sgd):
+    """:func:`sgd_update` of the sparse first layer (a :class:`FirstLayer`), whose gradient G is zero off the touched rows.
 
     Plain SGD skips the untouched rows; momentum and weight decay still move
     them. G is left all zero, ready for the next :func:`sparse_gradient`.
     """
-    _sgd_rows(W, G, V, touched, lr, mu, wd, nesterov, np.int64(0), W.shape[0])
-    return W
-
-
-def sgd_update_rows_numpy(W, G, V, touched, lr, mu, wd, nesterov):
-    """NumPy twin of :func:`sgd_update_rows`: the full update, G zeroed off the touched rows, then all of G."""
-    g = np.where(touched[:, None] != 0, G, 0).astype(W.dtype)
-    sgd_update_numpy(W, g, V, lr, mu, wd, nesterov)
-    G[...] = 0
-    return W
+    _sgd_rows(layer, sgd, _row0(), layer.W.shape[0])
+    return layer.W
 
 
 # ------------------------------------------------------------ the batch loop
@@ -1164,17 +1166,18 @@ def _aligned_zeros(rows, cols, like):
 
 
 @_inline()
-def _working_copies(weights, biases, vw, vb, sparse, mu):
-    """The arrays the kernels train on: (W0, V0, Wts, Vts, bs, vbs, h).
+def _working_copies(params, sparse, mu):
+    """The arrays the kernels train on, as a :class:`Working`.
 
     Dense layers are transposed (see the module docstring). A sparse first
     layer gets a copy whose rows start on 64-byte boundaries and are padded
     with zero columns to a multiple of 64 bytes (``h`` is its true width):
-    row-sized vector loops then never straddle cache lines, which makes them
-    about 1.3 times faster. The padded units are kept at exactly zero (their
-    weights, biases and outputs), so they change nothing. The layer after
-    reads the padded width. :func:`_copy_back` writes the results back.
+    row-sized vector loops then never straddle cache lines. The padded
+    units are kept at exactly zero (their weights, biases and outputs), so
+    they change nothing. The layer after reads the padded width.
+    :func:`_copy_back` writes the results back.
     """
+    weights, biases, vw, vb = params
     W = weights[0]
     n_in, h = W.shape
     q = 64 // W.itemsize
@@ -1209,44 +1212,41 @@ def _working_copies(weights, biases, vw, vb, sparse, mu):
             vbs.append(vb[l])
     if mu == 0:                       # plain SGD reads no velocity: any arrays will do
         V0, Vts = W0, Wts
-    return W0, V0, Wts, Vts, bs, vbs, h
+    return Working(W0, V0, Wts, Vts, bs, vbs, h)
 
 
 @_inline()
-def _copy_back(weights, biases, vw, vb, W0, V0, Wts, Vts, bs, vbs, sparse, mu):
-    """Write the working copies of :func:`_working_copies` back into the network and optimizer."""
+def _copy_back(params, wk, sparse, mu):
+    """Write the :class:`Working` copies ``wk`` back into the arrays of ``params``."""
+    weights, biases, vw, vb = params
     for l in range(len(weights)):
         n_in_l, n_out_l = weights[l].shape
         if l == 0 and sparse:
-            _copy_into(W0[:, :n_out_l], weights[0])
-            _copy_into(bs[0][:n_out_l], biases[0])
+            _copy_into(wk.W0[:, :n_out_l], weights[0])
+            _copy_into(wk.bs[0][:n_out_l], biases[0])
             if mu != 0:
-                _copy_into(V0[:, :n_out_l], vw[0])
-                _copy_into(vbs[0][:n_out_l], vb[0])
+                _copy_into(wk.V0[:, :n_out_l], vw[0])
+                _copy_into(wk.vbs[0][:n_out_l], vb[0])
         else:
-            transpose_into(Wts[l][:, :n_in_l], weights[l])
+            transpose_into(wk.Wts[l][:, :n_in_l], weights[l])
             if mu != 0:
-                transpose_into(Vts[l][:, :n_in_l], vw[l])
+                transpose_into(wk.Vts[l][:, :n_in_l], vw[l])
 
 
 @_kernel()
 def sparse_buffers(batch_size, W):
-    """Empty (nnz, cols, vals) buffers for sparse batches of up to ``batch_size`` rows into W."""
+    """An empty :class:`SparseBatch` for sparse batches of up to ``batch_size`` rows into W."""
     n_in = W.shape[0]
-    return (np.zeros(batch_size, np.int64), np.empty((batch_size, n_in), np.int32),
-            np.empty((batch_size, n_in), W.dtype))
+    return SparseBatch(np.zeros(batch_size, np.int64), np.empty((batch_size, n_in), np.int32),
+                       np.empty((batch_size, n_in), W.dtype))
 
 
 @_inline()
 def _workspace(W0, Wts, batch_size, sparse, sparse_batch):
-    """Work arrays for batches of up to ``batch_size`` rows.
+    """A :class:`Workspace` for batches of up to ``batch_size`` rows.
 
-    Returns (acts, deltas, grads, gbs, Y, sparse_batch, touched): acts[l]
-    holds layer l's input (acts[0] the dense batch, empty when sparse),
-    deltas[l] the error at layer l's output, grads[l] layer l's weight
-    gradient (transposed, except for a sparse first layer, whose G starts at
-    zero), gbs[l] its bias gradient, Y the targets, ``sparse_batch`` the
-    caller's (nnz, cols, vals) arrays for :func:`gather_sparse`.
+    A sparse first layer's weight gradient starts at zero (:func:`sparse_gradient`
+    needs it so); ``sparse_batch`` is the caller's :class:`SparseBatch`.
     """
     dtype = W0.dtype
     nl = len(Wts)
@@ -1266,199 +1266,171 @@ def _workspace(W0, Wts, batch_size, sparse, sparse_batch):
         gbs.append(np.empty(n_out, dtype))
     Y = np.empty((batch_size, acts[nl].shape[1]), dtype)
     touched = np.zeros(n_in if sparse else 0, np.uint8)
-    return acts, deltas, grads, gbs, Y, sparse_batch, touched
+    return Workspace(acts, deltas, grads, gbs, Y, sparse_batch, touched)
 
 
 @_inline()
-def _gather(X, scale, labels, T, rows, work, sparse, threads):
-    """Fill the workspace with batch ``rows``: the targets, and the inputs (sparse or dense).
+def _gather(data, rows, work, plan):
+    """Fill the workspace with batch ``rows`` of ``data``: the targets, and the inputs (sparse or dense).
 
     With threads, sparse inputs are gathered by :func:`_step`, in one
     parallel region with the first layer's forward pass.
     """
-    acts, (nnz, cols, vals), nb = work[0], work[5], rows.shape[0]
-    gather_targets(labels, T, rows, work[4][:nb])
-    if not sparse:
-        gather_dense(X, rows, scale, acts[0][:nb])
-    elif threads <= 1:                # with threads, _step gathers (see above)
-        gather_sparse(X, rows, scale, nnz, cols, vals)
+    nb = rows.shape[0]
+    gather_targets(data.labels, data.T, rows, work.Y[:nb])
+    if not plan.sparse:
+        gather_dense(data.X, rows, data.scale, work.acts[0][:nb])
+    elif plan.threads <= 1:           # with threads, _step gathers (see above)
+        gather_sparse(data.X, rows, data.scale, work.batch)
 
 
 @_inline()
-def _step(work, X, scale, rows, W0, Wts, bs, act, loss, out_kind, sparse, threads, update, lr,
-          mu, wd, nesterov, V0, Vts, vbs, h):
-    """Forward and backward pass of the batch ``rows`` of X, gathered by :func:`_gather`; returns its mean loss.
+def _forward(work, wk, data, rows, model, plan):
+    """The forward pass of the gathered batch ``rows``; returns its mean loss and leaves δᴸ in work.
 
-    ``W0`` is the sparse first layer's W (``h`` real columns, the rest
-    padding); the dense layers come as ``Wts[l]`` = Wᵀ. With ``update`` each layer takes its SGD step as soon as its
-    gradient is known (after the error of the layer below, which needs the
-    old W, is computed); else the gradients stay in the workspace. Arrays
-    come in lists, so this compiles once per dtype, whatever the depth or
-    the type of X and of the targets.
+    The output layer keeps z (identity) for :func:`output_delta`, which
+    turns it into ŷ and computes the loss and δᴸ.
     """
-    acts, deltas, grads, gbs, Ybuf, (nnz, cols, vals), touched = work
     nb = rows.shape[0]
-    par = threads > 1
-    nl = len(Wts)
-    # forward; the output layer keeps z (identity) for output_delta
+    nl = len(wk.Wts)
     for l in range(nl):
-        kind = act if l < nl - 1 else IDENTITY
-        out = acts[l + 1][:nb]
-        if l == 0 and sparse:
-            if par:
-                sparse_gather_forward_par(X, rows, scale, nnz, cols, vals, W0, bs[0], kind, out)
+        kind = model.act if l < nl - 1 else IDENTITY
+        out = work.acts[l + 1][:nb]
+        if l == 0 and plan.sparse:
+            if plan.threads > 1:
+                sparse_gather_forward_par(data.X, rows, data.scale, work.batch, wk.W0, wk.bs[0],
+                                          kind, out)
             else:
-                sparse_forward(nnz, cols, vals, W0, bs[0], kind, out)
-            out[:, h:] = 0                 # padding units: f(0) may be ½, their output is 0
+                sparse_forward(work.batch, wk.W0, wk.bs[0], kind, out)
+            out[:, wk.h:] = 0             # padding units: f(0) may be ½, their output is 0
         else:
-            dense_forward(acts[l][:nb], Wts[l], bs[l], kind, out)
-    value = output_delta(acts[nl][:nb], Ybuf[:nb], loss, out_kind, deltas[nl][:nb])
-    # backward, from the output layer down
+            dense_forward(work.acts[l][:nb], wk.Wts[l], wk.bs[l], kind, out)
+    return output_delta(work.acts[nl][:nb], work.Y[:nb], model, work.deltas[nl][:nb])
+
+
+@_inline()
+def _backward(work, wk, nb, model, sgd, plan, update):
+    """Backpropagate δᴸ of the first ``nb`` rows down every layer.
+
+    With ``update`` each layer takes its SGD step (``sgd``) as soon as its
+    gradient is known (after the error of the layer below, which needs the
+    old W, is computed); else the gradients stay in the workspace.
+    """
+    mu, wd = sgd.mu, sgd.wd
+    nl = len(wk.Wts)
     for l in range(nl - 1, -1, -1):
-        d = deltas[l + 1][:nb]
-        if l == 0 and sparse:
-            if update and par:
-                sparse_update_par(nnz, cols, vals, d, grads[0], gbs[0], touched, W0, V0,
-                                  lr, mu, wd, nesterov, threads)
+        d = work.deltas[l + 1][:nb]
+        if l == 0 and plan.sparse:
+            first = FirstLayer(wk.W0, wk.V0, work.grads[0], work.gbs[0], work.touched)
+            if update and plan.threads > 1:
+                sparse_update_par(work.batch, d, first, sgd, plan.threads)
             elif update and mu == 0 and wd == 0:        # plain SGD: no gradient array needed
-                column_sums(d, gbs[0])
-                sparse_sgd_plain(nnz, cols, vals, d, W0, lr)
+                column_sums(d, work.gbs[0])
+                sparse_sgd_plain(work.batch, d, wk.W0, sgd.lr)
             else:
-                sparse_gradient(nnz, cols, vals, d, grads[0], gbs[0], touched)
+                sparse_gradient(work.batch, d, work.grads[0], work.gbs[0], work.touched)
                 if update:
-                    sgd_update_rows(W0, grads[0], V0, touched, lr, mu, wd, nesterov)
+                    sgd_update_rows(first, sgd)
         else:
-            a = acts[l][:nb]
-            plain = update and mu == 0 and wd == 0 and nb * a.shape[1] * d.shape[1] < BLAS_MIN_FLOPS
+            a = work.acts[l][:nb]
+            plain = (update and mu == 0 and wd == 0
+                     and nb * a.shape[1] * d.shape[1] < BLAS_MIN_FLOPS)
             if plain:                               # small layer, plain SGD: fused, no gradient array
-                column_sums(d, gbs[l])
+                column_sums(d, work.gbs[l])
             else:
-                dense_gradient(a, d, grads[l], gbs[l])
+                dense_gradient(a, d, work.grads[l], work.gbs[l])
             if l > 0:
-                backprop_delta(d, Wts[l], a, act, deltas[l][:nb])
+                backprop_delta(d, wk.Wts[l], a, model.act, work.deltas[l][:nb])
             if plain:
-                dense_sgd_plain(a, d, Wts[l], lr)
+                dense_sgd_plain(a, d, wk.Wts[l], sgd.lr)
             elif update:
-                sgd_update(Wts[l], grads[l], Vts[l], lr, mu, wd, nesterov)
+                sgd_update(wk.Wts[l], work.grads[l], wk.Vts[l], sgd)
         if update:
-            sgd_update(bs[l], gbs[l], vbs[l], lr, mu, wd * 0, nesterov)
-    return value
+            sgd_update(wk.bs[l], work.gbs[l], wk.vbs[l], _without_decay(sgd))
 
 
 @_kernel()
-def train_chunk(X, scale, labels, T, order, start, stop, batch_size, weights, biases, vw, vb,
-                act, loss, out_kind, lr, mu, wd, nesterov, sparse, threads, losses,
-                sparse_batch):
+def train_chunk(data, params, model, sgd, plan, start, stop, losses, sparse_batch):
     """Train on batches start … stop-1 of an epoch in place; losses[k] = loss of batch start+k.
 
-    Batch b is rows ``order[b*batch_size:(b+1)*batch_size]`` of X (uint8
-    pixels times ``scale``, or floats with scale 1); its targets are the
-    one-hot ``labels`` of those rows, or rows of T when labels is empty.
-    ``weights``, ``biases`` and the velocities ``vw``, ``vb`` are tuples of
-    the network's and optimizer's arrays, updated as
-    :meth:`mlp.optimizers.SGD.step` would (scale, lr, mu, wd in the
-    network's dtype). ``sparse``: the first layer skips zero inputs;
-    ``threads`` > 1: each batch's work is split between threads.
-    ``sparse_batch`` = (nnz, cols, vals) of shapes (batch_size,) and
-    (batch_size, n_in), the buffers of :func:`gather_sparse`: passed in, so
-    that calls can reuse them (fresh pages cost a fault each when first
-    written, ~3 ms per call at batch 1024).
+    ``data``: a :class:`Data` (batch b is rows ``order[b*batch_size:(b+1)*batch_size]``
+    of X, uint8 pixels times ``scale`` or floats with scale 1; its targets
+    are the one-hot ``labels`` of those rows, or rows of T when labels is
+    empty). ``params``: a :class:`Params`, updated as
+    :meth:`mlp.optimizers.SGD.step` would with the :class:`SGDParams`
+    ``sgd``. ``model``: a :class:`Model`. ``plan``: a :class:`Plan`.
+    ``sparse_batch``: a :class:`SparseBatch` of ``plan.batch_size`` rows
+    (:func:`sparse_buffers`), passed in so that calls can reuse it (fresh
+    pages cost a fault each when first written).
     """
-    n = order.shape[0]
-    W0, V0, Wts, Vts, bs, vbs, h = _working_copies(weights, biases, vw, vb, sparse, mu)
-    work = _workspace(W0 if sparse else weights[0], Wts, batch_size, sparse, sparse_batch)
+    n = data.order.shape[0]
+    bsz = plan.batch_size
+    wk = _working_copies(params, plan.sparse, sgd.mu)
+    work = _workspace(wk.W0 if plan.sparse else params.weights[0], wk.Wts, bsz, plan.sparse,
+                      sparse_batch)
     for b in range(start, stop):
-        lo = b * batch_size
-        rows = order[lo:min(lo + batch_size, n)]
-        _gather(X, scale, labels, T, rows, work, sparse, threads)
+        lo = b * bsz
+        rows = data.order[lo:min(lo + bsz, n)]
+        _gather(data, rows, work, plan)
         if b + 1 < stop:              # the next batch's rows load while this one computes
-            _prefetch_rows(X, order[lo + batch_size:min(lo + 2 * batch_size, n)])
-        losses[b - start] = _step(work, X, scale, rows, W0, Wts, bs, act, loss, out_kind, sparse,
-                                  threads, n >= 0, lr, mu, wd, nesterov, V0, Vts, vbs, h)
-    _copy_back(weights, biases, vw, vb, W0, V0, Wts, Vts, bs, vbs, sparse, mu)
-    return losses
-
-
-def train_chunk_numpy(X, scale, labels, T, order, start, stop, batch_size, weights, biases,
-                      vw, vb, act, loss, out_kind, lr, mu, wd, nesterov, losses):
-    """NumPy twin of :func:`train_chunk`: the reference Network and SGD arithmetic, batch by batch."""
-    from .network import Network
-    net = object.__new__(Network)
-    net.weights, net.biases = list(weights), list(biases)
-    net.sizes = [weights[0].shape[0]] + [w.shape[1] for w in weights]
-    net.activation = ACTIVATION_NAMES[act]
-    net.loss = _loss_object(loss, out_kind)
-    net.dtype = weights[0].dtype
-    for b in range(start, stop):
-        rows = order[b * batch_size:(b + 1) * batch_size]
-        xb = gather_dense_numpy(X, rows, scale, net.dtype)
-        yb = gather_targets_numpy(labels, T, rows, net.sizes[-1], net.dtype)
-        value, gw, gb = net.loss_and_gradients(xb, yb)
-        for l in range(len(weights)):
-            sgd_update_numpy(weights[l], gw[l], vw[l], lr, mu, wd, nesterov)
-            sgd_update_numpy(biases[l], gb[l], vb[l], lr, mu, 0.0, nesterov)
-        losses[b - start] = value
+            _prefetch_rows(data.X, data.order[lo + bsz:min(lo + 2 * bsz, n)])
+        losses[b - start] = _forward(work, wk, data, rows, model, plan)
+        _backward(work, wk, rows.shape[0], model, sgd, plan, _runtime_true(n))
+    _copy_back(params, wk, plan.sparse, sgd.mu)
     return losses
 
 
 @_kernel()
-def loss_and_gradients(X, Y, weights, biases, act, loss, out_kind, sparse):
+def loss_and_gradients(X, Y, weights, biases, model, sparse):
     """Mean loss of the float batch (X, Y) and the gradients: (loss, [∂L/∂W], [∂L/∂b]).
 
     Y holds 2-D targets; no weight decay here (the caller adds λW and the penalty).
     """
     nb = X.shape[0]
     zero = X.dtype.type(0)
-    W0, V0, Wts, Vts, bs, vbs, h = _working_copies(weights, biases, weights, biases, sparse, zero)
-    work = _workspace(W0 if sparse else weights[0], Wts, nb, sparse, sparse_buffers(nb, weights[0]))
-    one, rows = X.dtype.type(1), np.arange(nb)
-    _gather(X, one, np.empty(0, np.int64), Y, rows, work, sparse, 1)
-    no = nb < 0                        # False, typed as a plain bool (a literal would compile anew)
-    value = _step(work, X, one, rows, W0, Wts, bs, act, loss, out_kind, sparse, nb * 0 + 1, no,
-                  zero, zero, zero, no, V0, Vts, vbs, h)
-    grads, gbs = work[2], work[3]
+    sgd = SGDParams(zero, zero, zero, nb < 0)
+    wk = _working_copies(Params(weights, biases, weights, biases), sparse, zero)
+    work = _workspace(wk.W0 if sparse else weights[0], wk.Wts, nb, sparse,
+                      sparse_buffers(nb, weights[0]))
+    rows = np.arange(nb)
+    data = Data(X, X.dtype.type(1), np.empty(0, np.int64), Y, rows)
+    plan = Plan(sparse, _runtime_one(nb), nb)
+    _gather(data, rows, work, plan)
+    value = _forward(work, wk, data, rows, model, plan)
+    _backward(work, wk, nb, model, sgd, plan, not _runtime_true(nb))
     gw, gb = [], []
     for l in range(len(weights)):
         n_in_l, n_out_l = weights[l].shape
         if l == 0 and sparse:
-            gw.append(grads[0][:, :n_out_l].copy())
+            gw.append(work.grads[0][:, :n_out_l].copy())
         else:
-            gw.append(transpose_into(grads[l][:, :n_in_l], np.empty((n_in_l, n_out_l), X.dtype)))
-        gb.append(gbs[l][:n_out_l].copy())
+            gw.append(transpose_into(work.grads[l][:, :n_in_l],
+                                     np.empty((n_in_l, n_out_l), X.dtype)))
+        gb.append(work.gbs[l][:n_out_l].copy())
     return value, gw, gb
 
 
 @_kernel()
-def _predict_rows(acts, nb, Wts, bs, act, loss, out_kind):
+def _predict_rows(acts, nb, Wts, bs, model):
     """The forward pass of the gathered rows acts[0][:nb]; returns ŷ (a view of the last buffer)."""
     nl = len(Wts)
     for l in range(nl):
-        kind = act if l < nl - 1 else IDENTITY
+        kind = model.act if l < nl - 1 else IDENTITY
         dense_forward(acts[l][:nb], Wts[l], bs[l], kind, acts[l + 1][:nb])
-    return output_activation(acts[nl][:nb], loss, out_kind)
+    return output_activation(acts[nl][:nb], model)
 
 
 @_kernel(nogil=True)
-def predict(X, scale, weights, biases, act, loss, out_kind, out):
+def predict(X, scale, weights, biases, model, out):
     """out = ŷ for every row of X (uint8 times scale, or float), 1024 rows at a time."""
     n = X.shape[0]
     chunk = 1024
     Wts = _transposed(weights, False)
-    acts = _workspace(weights[0], Wts, min(chunk, max(n, 1)), False, sparse_buffers(np.int64(0), weights[0]))[0]
+    acts = _workspace(weights[0], Wts, min(chunk, max(n, 1)), False,
+                      sparse_buffers(_row0(), weights[0])).acts
     bs = _as_list(biases)
     for lo in range(0, n, chunk):
         hi = min(lo + chunk, n)
         gather_dense(X, np.arange(lo, hi), scale, acts[0][:hi - lo])
-        _copy_into(_predict_rows(acts, hi - lo, Wts, bs, act, loss, out_kind), out[lo:hi])
+        _copy_into(_predict_rows(acts, hi - lo, Wts, bs, model), out[lo:hi])
     return out
-
-
-def predict_numpy(X, scale, weights, biases, act, loss, out_kind):
-    """NumPy twin of :func:`predict`: gather, then Network.feedforward."""
-    from .network import Network
-    net = object.__new__(Network)
-    net.weights, net.biases = list(weights), list(biases)
-    net.activation = ACTIVATION_NAMES[act]
-    net.loss = _loss_object(loss, out_kind)
-    net.dtype = weights[0].dtype
-    return net.feedforward(gather_dense_numpy(X, np.arange(len(X)), scale, net.dtype))

@@ -229,9 +229,7 @@ class Network:
         Y = np.asarray(Y, dtype=self.dtype)
         loss = self.loss.value(zs[-1], activations[-1], Y, sample_weight)
         nabla_w, nabla_b = self.backward(zs, activations, Y, sample_weight, dropout_masks)
-        if weight_decay:
-            loss += l2_penalty(self.weights, weight_decay)
-            nabla_w = [g + self.dtype.type(weight_decay) * w for g, w in zip(nabla_w, self.weights)]
+        loss, nabla_w = with_weight_decay(self.weights, loss, nabla_w, weight_decay)
         return loss, nabla_w, nabla_b
 
     def cost(self, X, Y, weight_decay=0.0, sample_weight=None, dropout_masks=None):
@@ -259,3 +257,15 @@ def _masked(a, dropout_masks, l):
 def l2_penalty(weights, weight_decay):
     """(λ/2) Σ ‖W‖² over the weight matrices (biases excluded)."""
     return 0.5 * weight_decay * sum(float((w.astype(np.float64) ** 2).sum()) for w in weights)
+
+
+def with_weight_decay(weights, loss, nabla_w, weight_decay):
+    """(loss + (λ/2) Σ‖W‖², [∇W + λW]): the L2 penalty added to a loss and its weight gradients.
+
+    Returns the inputs unchanged when λ = 0.
+    """
+    if not weight_decay:
+        return loss, nabla_w
+    lam = weights[0].dtype.type(weight_decay)
+    return (loss + l2_penalty(weights, weight_decay),
+            [g + lam * w for g, w in zip(nabla_w, weights)])

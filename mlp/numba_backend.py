@@ -23,28 +23,39 @@ chunk boundaries, so a chunked epoch equals one call):
 """
 
 import os
+import threading
 import time
 
+import numba
 import numpy as np
+# SciPy's BLAS is the library np.dot inside njit calls: loaded here, threadpoolctl can limit it
+import scipy.linalg.cython_blas  # noqa: F401
+from threadpoolctl import ThreadpoolController
 
 from . import kernels as K
-from . import precompile
-from .network import l2_penalty
+from .network import with_weight_decay
+
+#: the parts of a run that :meth:`NumbaBackend.prepare` can compile: training's kernels, prediction's
+PARTS = ("train", "predict")
 
 #: use the sparse first layer when at most this fraction of inputs is non-zero
 SPARSE_MAX_DENSITY = 0.5
 #: split a batch between threads when its layers hold at least this many
 #: multiply-adds (dense count): below it, waking the threads costs more than it
-#: saves. For 784-100-10 (79,400 per sample) that is batches of 53 or more;
-#: measured there, epoch time with 1 thread over 2 threads: 0.79 at batch 16,
-#: 0.89 at 24, 0.79 at 32, 0.88 at 48, 1.17 at 64, 1.29 at 128.
+#: saves (for 784-100-10, batches of 53 or more; the crossover measurements
+#: are in docs/performance.md).
 PARALLEL_MIN_WORK = 1 << 22
 
 
-def _codes(net):
-    """(activation, loss, output) codes of ``net`` for the kernels."""
-    return (K.ACTIVATION_CODES[net.activation], K.LOSS_CODES[net.loss.name],
-            K.ACTIVATION_CODES[net.loss.output])
+def model_of(net):
+    """The :class:`mlp.kernels.Model` of ``net``: its activation, loss and output as kernel codes."""
+    return K.Model(K.ACTIVATION_CODES[net.activation], K.LOSS_CODES[net.loss.name],
+                   K.ACTIVATION_CODES[net.loss.output])
+
+
+def sgd_params_of(opt, net):
+    """The :class:`mlp.kernels.SGDParams` of the optimizer ``opt`` in ``net``'s dtype."""
+    return K.sgd_params(net.dtype, opt.lr, opt.momentum, opt.weight_decay, opt.nesterov)
 
 
 def _contiguous_params(net):
@@ -68,7 +79,6 @@ def use_sparse(X):
 
 def batch_threads(net, batch_size):
     """Threads to split one batch between: Numba's count if the batch has enough work, else 1."""
-    import numba
     sizes = net.sizes
     work = batch_size * sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
     return numba.get_num_threads() if work >= PARALLEL_MIN_WORK else 1
@@ -109,7 +119,6 @@ def _targets(targets, net):
 
 def _blas_threads_at_most_numba():
     """Keep BLAS (both NumPy's and the SciPy BLAS Numba calls) at no more threads than Numba uses."""
-    import numba
     controller = _blas_controller()
     n = numba.get_num_threads()
     if any(info.get("num_threads", 1) > n for info in controller.info()
@@ -119,14 +128,13 @@ def _blas_threads_at_most_numba():
 
 def _predict_in_parts(args, parts):
     """K.predict on ``parts`` consecutive blocks of rows, each on its own thread; returns out."""
-    import threading
-    X, scale, weights, biases, act, loss, out_kind, out = args
+    X, scale, weights, biases, model, out = args
     n = X.shape[0]
     bounds = [n * t // parts for t in range(parts + 1)]
 
     def run(t):
         lo, hi = bounds[t], bounds[t + 1]
-        K.predict(X[lo:hi], scale, weights, biases, act, loss, out_kind, out[lo:hi])
+        K.predict(X[lo:hi], scale, weights, biases, model, out[lo:hi])
     threads = [threading.Thread(target=run, args=(t,)) for t in range(1, parts)]
     for th in threads:
         th.start()
@@ -144,8 +152,6 @@ _CONTROLLER = []
 def _blas_controller():
     """A threadpoolctl controller of the loaded BLAS libraries (made once: it inspects them all)."""
     if not _CONTROLLER:
-        from threadpoolctl import ThreadpoolController
-        import scipy.linalg.cython_blas  # noqa: F401  (the library np.dot inside njit calls)
         _CONTROLLER.append(ThreadpoolController())
     return _CONTROLLER[0]
 
@@ -188,8 +194,6 @@ class _OtherLoad:
 _other_load = _OtherLoad()
 
 
-
-
 class NumbaBackend:
     """Fused Numba kernels: one compiled call per chunk of batches.
 
@@ -199,6 +203,7 @@ class NumbaBackend:
     """
 
     name = "numba"
+
     def __init__(self, parallel="auto"):
         if parallel not in ("auto", True, False):
             raise ValueError(f"parallel must be 'auto', True or False, got {parallel!r}")
@@ -232,42 +237,36 @@ class NumbaBackend:
 
     def loss_and_gradients(self, net, X, Y, weight_decay=0.0):
         """Loss and gradients of one float batch, as :meth:`Network.loss_and_gradients` returns them."""
-        act, loss, out = _codes(net)
         _contiguous_params(net)
         X = np.ascontiguousarray(X, dtype=net.dtype)
         Y = np.ascontiguousarray(Y, dtype=net.dtype)
         if Y.ndim != 2 or Y.shape != (X.shape[0], net.sizes[-1]):
             raise ValueError(f"Y must have shape ({X.shape[0]}, {net.sizes[-1]}), got {Y.shape}")
         value, grads, gbs = K.loss_and_gradients(
-            _check_X(X, net), Y, tuple(net.weights), tuple(net.biases), act, loss, out,
+            _check_X(X, net), Y, tuple(net.weights), tuple(net.biases), model_of(net),
             use_sparse(X))
         nabla_w = [np.array(g) for g in grads]
         nabla_b = [np.array(g) for g in gbs]
-        if weight_decay:
-            value += l2_penalty(net.weights, weight_decay)
-            nabla_w = [g + net.dtype.type(weight_decay) * w for g, w in zip(nabla_w, net.weights)]
+        value, nabla_w = with_weight_decay(net.weights, value, nabla_w, weight_decay)
         return value, nabla_w, nabla_b
 
     def train_batches(self, net, opt, X, targets, order, start, stop, batch_size, scale=1.0):
         """Train on batches start … stop-1 of ``order`` in one compiled call; return their losses."""
         opt.ensure_state(net)
         _contiguous_params(net)
-        act, loss, out = _codes(net)
         X = _check_X(X, net)
         labels, T = _targets(targets, net)
-        dt = net.dtype.type
-        order = np.ascontiguousarray(order, dtype=np.int64)
-        vel = opt.velocities
         losses = np.empty(stop - start, dtype=np.float64)
         if stop <= start:
             return losses
-        args = (X, _scale_for(X, scale, net.dtype), labels, T, order)
-        params = (tuple(net.weights), tuple(net.biases), tuple(vel[0::2]), tuple(vel[1::2]),
-                  act, loss, out, dt(opt.lr), dt(opt.momentum), dt(opt.weight_decay),
-                  bool(opt.nesterov), use_sparse(X))
-        buffers = self._sparse_buffers(int(batch_size), net, params[-1])
-        K.train_chunk(*args, int(start), int(stop), int(batch_size), *params,
-                      self.threads_for(net, batch_size), losses, buffers)
+        data = K.Data(X, _scale_for(X, scale, net.dtype), labels, T,
+                      np.ascontiguousarray(order, dtype=np.int64))
+        params = K.Params(tuple(net.weights), tuple(net.biases), tuple(opt.velocity_w),
+                          tuple(opt.velocity_b))
+        plan = K.Plan(use_sparse(X), self.threads_for(net, batch_size), int(batch_size))
+        buffers = self._sparse_buffers(plan.batch_size, net, plan.sparse)
+        K.train_chunk(data, params, model_of(net), sgd_params_of(opt, net), plan, int(start),
+                      int(stop), losses, buffers)
         return losses
 
     def predict_output(self, net, X, scale=1.0):
@@ -283,13 +282,11 @@ class NumbaBackend:
         than a Numba parallel loop: one compilation less, ~40 MB less memory
         on a first run.)
         """
-        import numba
-        act, loss, out_kind = _codes(net)
         _contiguous_params(net)
         X = _check_X(X, net)
         out = np.empty((X.shape[0], net.sizes[-1]), dtype=net.dtype)
         args = (X, _scale_for(X, scale, net.dtype), tuple(net.weights), tuple(net.biases),
-                act, loss, out_kind, out)
+                model_of(net), out)
         if numba.get_num_threads() < 2:
             return K.predict(*args)
         parts = min(numba.get_num_threads(), X.shape[0] // 1024)
@@ -298,15 +295,15 @@ class NumbaBackend:
                 return K.predict(*args)
             return _predict_in_parts(args, parts)
 
-    def prepare(self, net, opt, X, targets, batch_size, scale=1.0, parts=precompile.PARTS):
+    def prepare(self, net, opt, X, targets, batch_size, scale=1.0, parts=PARTS):
         """Compile (or load from cache) the kernels for these exact types, on copies; return seconds.
 
-        ``parts``: those of :data:`mlp.precompile.PARTS` to prepare (training's, prediction's).
+        ``parts``: those of :data:`PARTS` to prepare (training's, prediction's).
         """
         t0 = time.perf_counter()
         _blas_threads_at_most_numba()
         net2 = net.copy()
-        opt2 = type(opt)(opt.lr, opt.momentum, opt.nesterov, opt.weight_decay)
+        opt2 = type(opt)(**opt.config())
         opt2.init_state(net2)
         X = _check_X(X, net)
         n = min(X.shape[0], 2 * batch_size)
@@ -319,64 +316,3 @@ class NumbaBackend:
         if n > 0 and "predict" in parts:
             warmup.predict_output(net2, X[:n], scale)
         return time.perf_counter() - t0
-
-
-def load_kernels(spec, threads=None):
-    """Load the kernels of a training run of ``spec`` (:func:`mlp.precompile.make_spec`); return seconds.
-
-    From Numba's cache when it holds them for these types. When it does not,
-    child processes compile them into it first (:mod:`mlp.precompile`,
-    ``threads`` theirs, None for all cores): Numba never gives back the
-    memory it compiles with (numba/numba#5976), and this process would keep
-    it for the whole run. Should the children fail, the kernels are compiled
-    here as usual, and any error shows up here.
-    """
-    t0 = time.perf_counter()
-    try:
-        with _refuse_compiling(K.__name__):
-            prepare_spec(spec)
-    except CompileRefused:
-        precompile.compile_in_children(spec, threads)
-        prepare_spec(spec)
-    return time.perf_counter() - t0
-
-
-class CompileRefused(RuntimeError):
-    """A function was about to be compiled inside :func:`_refuse_compiling`."""
-
-
-def _refuse_compiling(module):
-    """A context in which compiling any Numba function of ``module`` raises :class:`CompileRefused`.
-
-    Loading from Numba's cache goes on as usual: Numba announces a compilation
-    (the "numba:compile" event) only on a cache miss, before it starts, so
-    nothing is left half done and a later call compiles normally.
-    """
-    from numba.core import event
-
-    class Refuse(event.Listener):
-        def on_start(self, e):
-            fn = e.data["dispatcher"].py_func
-            if fn.__module__ == module:
-                raise CompileRefused(f"{module}.{fn.__name__} is not in Numba's cache")
-
-        def on_end(self, e):
-            pass
-    return event.install_listener("numba:compile", Refuse())
-
-
-def prepare_spec(spec, parts=precompile.PARTS):
-    """:meth:`NumbaBackend.prepare` (of ``parts``) for a network, an optimizer and uint8 data as ``spec`` describes them.
-
-    ``spec``: from :func:`mlp.precompile.make_spec`.
-    """
-    from .network import Network
-    from .optimizers import SGD
-    net = Network(spec["sizes"], spec["activation"], spec["loss"], spec["output"],
-                  dtype=spec["dtype"])
-    opt = SGD(spec["lr"], spec["momentum"], spec["nesterov"], spec["weight_decay"])
-    n = 2 * spec["batch_size"]
-    rng = np.random.default_rng(0)
-    X = ((rng.random((n, net.sizes[0])) < 0.2) * 255).astype(np.uint8)   # MNIST-like: sparse
-    y = np.arange(n, dtype=np.int64) % net.sizes[-1]
-    return NumbaBackend().prepare(net, opt, X, y, spec["batch_size"], 1 / 255, parts)

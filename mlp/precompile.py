@@ -25,8 +25,15 @@ import json
 import os
 import subprocess
 import sys
+import time
 
-#: the kernels of training, and those of prediction (one child each)
+import numpy as np
+
+from .network import Network
+from .optimizers import SGD
+
+#: the kernels of training, and those of prediction (one child each): the
+#: ``parts`` of :meth:`mlp.numba_backend.NumbaBackend.prepare`
 PARTS = ("train", "predict")
 #: the compiled functions that a run calls from Python, one per part
 ENTRY_POINTS = ("train_chunk", "predict")
@@ -90,7 +97,6 @@ def make_spec(sizes, activation="sigmoid", loss="ce", output=None, dtype="float3
     The arguments are those of :class:`mlp.network.Network`, :class:`mlp.optimizers.SGD`
     and the batch size; the kernels' types depend on the depth and dtype only.
     """
-    import numpy as np
     return dict(sizes=[int(s) for s in sizes], activation=str(activation), loss=str(loss),
                 output=None if output is None else str(output), dtype=str(np.dtype(dtype)),
                 lr=float(lr), momentum=float(momentum), nesterov=bool(nesterov),
@@ -132,15 +138,74 @@ def compile_ahead(spec, threads=None):
     all cores). On a cache that looks cold, the children compile first,
     before this process imports Numba.
     """
-    import time
     t0 = time.perf_counter()
     if not looks_compiled():
         compile_in_children(spec, threads)
-    from .backends import set_threads
-    from .numba_backend import load_kernels
+    from .backends import set_threads   # imports Numba: only now that the children are done
     set_threads(threads)
     load_kernels(spec, threads)
     return time.perf_counter() - t0
+
+
+def load_kernels(spec, threads=None):
+    """Load the kernels of a training run of ``spec`` (:func:`make_spec`); return seconds.
+
+    From Numba's cache when it holds them for these types. When it does not,
+    child processes compile them into it first (``threads`` theirs, None
+    for all cores): Numba never gives back the memory it compiles with
+    (numba/numba#5976), and this process would keep it for the whole run.
+    Should the children fail, the kernels are compiled here as usual, and
+    any error shows up here.
+    """
+    from . import kernels   # imports Numba: only once the children have had their turn
+    t0 = time.perf_counter()
+    try:
+        with refuse_compiling(kernels.__name__):
+            prepare_spec(spec)
+    except CompileRefused:
+        compile_in_children(spec, threads)
+        prepare_spec(spec)
+    return time.perf_counter() - t0
+
+
+class CompileRefused(RuntimeError):
+    """A function was about to be compiled inside :func:`refuse_compiling`."""
+
+
+def refuse_compiling(module):
+    """A context in which compiling any Numba function of ``module`` raises :class:`CompileRefused`.
+
+    Loading from Numba's cache goes on as usual: Numba announces a compilation
+    (the "numba:compile" event) only on a cache miss, before it starts, so
+    nothing is left half done and a later call compiles normally.
+    """
+    from numba.core import event   # Numba's internals, imported only where they are used
+
+    class Refuse(event.Listener):
+        def on_start(self, e):
+            fn = e.data["dispatcher"].py_func
+            if fn.__module__ == module:
+                raise CompileRefused(f"{module}.{fn.__name__} is not in Numba's cache")
+
+        def on_end(self, e):
+            pass
+    return event.install_listener("numba:compile", Refuse())
+
+
+def prepare_spec(spec, parts=PARTS):
+    """:meth:`NumbaBackend.prepare` (of ``parts``) for a network, an optimizer and uint8 data as ``spec`` describes them.
+
+    ``spec``: from :func:`make_spec`.
+    """
+    from .numba_backend import NumbaBackend   # imports Numba: only in a child or after the children
+    net = Network(spec["sizes"], spec["activation"], spec["loss"], spec["output"],
+                  dtype=spec["dtype"])
+    opt = SGD(spec["lr"], spec["momentum"], spec["nesterov"], spec["weight_decay"])
+    n = 2 * spec["batch_size"]
+    rng = np.random.default_rng(0)
+    X = ((rng.random((n, net.sizes[0])) < 0.2) * 255).astype(np.uint8)   # MNIST-like: sparse
+    y = np.arange(n, dtype=np.int64) % net.sizes[-1]
+    return NumbaBackend().prepare(net, opt, X, y, spec["batch_size"], 1 / 255, parts)
 
 
 def main(argv=None):
@@ -157,7 +222,6 @@ def main(argv=None):
     if spec is None:
         print(usage, file=sys.stderr)
         return 2
-    from .numba_backend import prepare_spec
     try:
         prepare_spec(spec, (argv[1],))
     except ValueError as e:              # a setting the network or optimizer refuses

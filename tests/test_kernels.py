@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mlp import kernels as K
+from mlp import kernels_reference as R
 
 SETTINGS = settings(max_examples=25, deadline=None, derandomize=True)
 KINDS = [K.SIGMOID, K.TANH, K.RELU, K.IDENTITY]
@@ -40,7 +41,7 @@ def sparse_batch(rng, n, n_in, dtype=np.float64, density=0.3):
     X[rng.random(X.shape) > density] = 0
     nnz = np.zeros(n, np.int64)
     cols, vals = np.empty((n, n_in), np.int32), np.empty((n, n_in), dtype)
-    K.gather_sparse(X, np.arange(n), dtype(1), nnz, cols, vals)
+    K.gather_sparse(X, np.arange(n), dtype(1), K.SparseBatch(nnz, cols, vals))
     return X, nnz, cols, vals
 
 
@@ -57,7 +58,7 @@ def test_gather_dense(shape, xdtype):
     rows = rng.integers(0, 30, n)
     scale = np.float32(1 / 255) if xdtype == np.uint8 else np.float32(1)
     out = K.gather_dense(X, rows, scale, np.empty((n, n_in), np.float32))
-    np.testing.assert_array_equal(out, K.gather_dense_numpy(X, rows, scale, np.float32))
+    np.testing.assert_array_equal(out, R.gather_dense(X, rows, scale, np.float32))
 
 
 @SETTINGS
@@ -73,8 +74,8 @@ def test_gather_sparse(shape, xdtype, density):
     scale = np.float32(1 / 255) if xdtype == np.uint8 else np.float32(1)
     nnz = np.full(n, -1, np.int64)
     cols, vals = np.empty((n, n_in), np.int32), np.empty((n, n_in), np.float32)
-    total = K.gather_sparse(X, rows, scale, nnz, cols, vals)
-    ref_nnz, ref_cols, ref_vals = K.gather_sparse_numpy(X, rows, scale, np.float32)
+    total = K.gather_sparse(X, rows, scale, K.SparseBatch(nnz, cols, vals))
+    ref_nnz, ref_cols, ref_vals = R.gather_sparse(X, rows, scale, np.float32)
     assert total == ref_nnz.sum()
     np.testing.assert_array_equal(nnz, ref_nnz)
     for s in range(n):
@@ -94,7 +95,7 @@ def test_both_row_compactions_against_the_twin(compact, n_in, density):
     X[3] = 0                                        # a blank row
     X[4] = 255                                      # a full one
     scale = np.float32(1 / 255)
-    ref_nnz, ref_cols, ref_vals = K.gather_sparse_numpy(X, np.arange(12), scale, np.float32)
+    ref_nnz, ref_cols, ref_vals = R.gather_sparse(X, np.arange(12), scale, np.float32)
     Xf = X.reshape(X.size)
     for r in range(12):
         cs, vs = np.full(n_in, -1, np.int32), np.full(n_in, np.nan, np.float32)
@@ -110,7 +111,7 @@ def test_gather_sparse_sees_a_lone_pixel_in_every_position(n_in):
     X[np.arange(n_in), np.arange(n_in)] = 7      # one non-zero per row, at every offset
     nnz = np.zeros(n_in, np.int64)
     cols, vals = np.empty((n_in, n_in), np.int32), np.empty((n_in, n_in))
-    assert K.gather_sparse(X, np.arange(n_in), 1.0, nnz, cols, vals) == n_in
+    assert K.gather_sparse(X, np.arange(n_in), 1.0, K.SparseBatch(nnz, cols, vals)) == n_in
     np.testing.assert_array_equal(nnz, 1)
     np.testing.assert_array_equal(cols[:, 0], np.arange(n_in))
 
@@ -126,7 +127,7 @@ def test_gather_targets(shape, labels_given):
     else:
         labels, T = np.empty(0, np.int64), rng.random((40, n_out))
     Y = K.gather_targets(labels, T, rows, np.empty((n, n_out), np.float32))
-    np.testing.assert_array_equal(Y, K.gather_targets_numpy(labels, T, rows, n_out, np.float32))
+    np.testing.assert_array_equal(Y, R.gather_targets(labels, T, rows, n_out, np.float32))
 
 
 # ----------------------------------------------------------------- forward
@@ -137,7 +138,7 @@ def test_bias_activation(shape, kind, dtype):
     rng = np.random.default_rng(seed)
     z = (3 * rng.standard_normal((n, n_out))).astype(dtype)
     b = rng.standard_normal(n_out).astype(dtype)
-    expected = K.bias_activation_numpy(z, b, kind)
+    expected = R.bias_activation(z, b, kind)
     close(K.bias_activation(z.copy(), b, kind), expected, dtype)
 
 
@@ -149,9 +150,10 @@ def test_sparse_forward(shape, kind, dtype):
     X, nnz, cols, vals = sparse_batch(rng, n, n_in, dtype)
     W = rng.standard_normal((n_in, n_out)).astype(dtype)
     b = rng.standard_normal(n_out).astype(dtype)
-    expected = K.sparse_forward_numpy(nnz, cols, vals, W, b, kind)
-    close(expected, K.dense_forward_numpy(X, W, b, kind), dtype)
-    close(K.sparse_forward(nnz, cols, vals, W, b, kind, np.empty((n, n_out), dtype)), expected, dtype)
+    expected = R.sparse_forward(K.SparseBatch(nnz, cols, vals), W, b, kind)
+    close(expected, R.dense_forward(X, W, b, kind), dtype)
+    close(K.sparse_forward(K.SparseBatch(nnz, cols, vals), W, b, kind,
+                           np.empty((n, n_out), dtype)), expected, dtype)
 
 
 @SETTINGS
@@ -166,11 +168,11 @@ def test_sparse_gather_forward_par_is_the_serial_pair_bit_for_bit(shape, xdtype,
     scale = dtype(1 / 255) if xdtype == np.uint8 else dtype(1)
     W = rng.standard_normal((n_in, n_out)).astype(dtype)
     b = rng.standard_normal(n_out).astype(dtype)
-    buffers = [(np.full(n, -1, np.int64), np.empty((n, n_in), np.int32), np.empty((n, n_in), dtype))
-               for _ in range(2)]
-    K.gather_sparse(X, rows, scale, *buffers[0])
-    serial = K.sparse_forward(*buffers[0], W, b, kind, np.empty((n, n_out), dtype))
-    parallel = K.sparse_gather_forward_par(X, rows, scale, *buffers[1], W, b, kind,
+    buffers = [K.SparseBatch(np.full(n, -1, np.int64), np.empty((n, n_in), np.int32),
+                             np.empty((n, n_in), dtype)) for _ in range(2)]
+    K.gather_sparse(X, rows, scale, buffers[0])
+    serial = K.sparse_forward(buffers[0], W, b, kind, np.empty((n, n_out), dtype))
+    parallel = K.sparse_gather_forward_par(X, rows, scale, buffers[1], W, b, kind,
                                            np.empty((n, n_out), dtype))
     np.testing.assert_array_equal(parallel, serial)
     (nnz, cols, vals), (nnz2, cols2, vals2) = buffers
@@ -178,8 +180,8 @@ def test_sparse_gather_forward_par_is_the_serial_pair_bit_for_bit(shape, xdtype,
     for s in range(n):
         np.testing.assert_array_equal(cols2[s, :nnz[s]], cols[s, :nnz[s]])
         np.testing.assert_array_equal(vals2[s, :nnz[s]], vals[s, :nnz[s]])
-    x = K.gather_dense_numpy(X, rows, scale, dtype)
-    close(parallel, K.dense_forward_numpy(x, W, b, kind), dtype)
+    x = R.gather_dense(X, rows, scale, dtype)
+    close(parallel, R.dense_forward(x, W, b, kind), dtype)
 
 
 @pytest.mark.parametrize("n, n_in, n_out", [(3, 7, 5), (1, 1, 1), (64, 300, 120)])   # last: BLAS
@@ -190,7 +192,7 @@ def test_dense_forward(n, n_in, n_out, kind):
     W = rng.standard_normal((n_in, n_out)) / np.sqrt(n_in)
     b = rng.standard_normal(n_out)
     out = K.dense_forward(a, np.ascontiguousarray(W.T), b, kind, np.empty((n, n_out)))
-    close(out, K.dense_forward_numpy(a, W, b, kind))
+    close(out, R.dense_forward(a, W, b, kind))
 
 
 # ------------------------------------------------------------------ output
@@ -210,28 +212,29 @@ def test_output_delta(shape, pair, dtype):
         Y = np.eye(n_out, dtype=dtype)[rng.integers(0, n_out, n)]
     else:
         Y = rng.random((n, n_out)).astype(dtype)
-    value, yhat, delta = K.output_delta_numpy(z, Y, loss, out_kind)
+    value, yhat, delta = R.output_delta(z, Y, K.Model(K.SIGMOID, loss, out_kind))
     z_inout, d = z.copy(), np.empty_like(z)
-    got = K.output_delta(z_inout, Y, loss, out_kind, d)
+    got = K.output_delta(z_inout, Y, K.Model(K.SIGMOID, loss, out_kind), d)
     assert abs(got - value) <= 50 * TOL[dtype] * max(1.0, abs(value))
     close(z_inout, yhat, dtype)
     close(d, delta, dtype)
-    close(K.output_activation(z.copy(), loss, out_kind),
-          K.output_activation_numpy(z, loss, out_kind), dtype)
+    close(K.output_activation(z.copy(), K.Model(K.SIGMOID, loss, out_kind)),
+          R.output_activation(z, K.Model(K.SIGMOID, loss, out_kind)), dtype)
 
 
 def test_output_delta_of_huge_logits_is_finite():
     z = np.array([[1e4, -1e4, 0.0]])
     Y = np.array([[0.0, 1.0, 0.0]])
     for loss, out_kind in [(K.CE, K.SOFTMAX), (K.BCE, K.SIGMOID)]:
-        value, _, delta = K.output_delta_numpy(z, Y, loss, out_kind)
-        got = K.output_delta(z.copy(), Y, loss, out_kind, np.empty_like(z))
+        value, _, delta = R.output_delta(z, Y, K.Model(K.SIGMOID, loss, out_kind))
+        got = K.output_delta(z.copy(), Y, K.Model(K.SIGMOID, loss, out_kind), np.empty_like(z))
         assert np.isfinite(got) and got == pytest.approx(value, rel=1e-12)
 
 
 def test_output_delta_passes_nan_through():
     z = np.array([[np.nan, 0.0]])
-    got = K.output_delta(z, np.array([[1.0, 0.0]]), K.CE, K.SOFTMAX, np.empty_like(z))
+    got = K.output_delta(z, np.array([[1.0, 0.0]]), K.Model(K.SIGMOID, K.CE, K.SOFTMAX),
+                         np.empty_like(z))
     assert np.isnan(got)
 
 
@@ -242,9 +245,9 @@ def test_backprop_delta(n, n_in, n_out, kind):
     rng = np.random.default_rng(n * n_out)
     d = rng.standard_normal((n, n_out))
     W = rng.standard_normal((n_in, n_out))
-    a = K.bias_activation_numpy(rng.standard_normal((n, n_in)), np.zeros(n_in), kind)
+    a = R.bias_activation(rng.standard_normal((n, n_in)), np.zeros(n_in), kind)
     out = K.backprop_delta(d, np.ascontiguousarray(W.T), a, kind, np.empty((n, n_in)))
-    close(out, K.backprop_delta_numpy(d, W, a, kind))
+    close(out, R.backprop_delta(d, W, a, kind))
 
 
 @SETTINGS
@@ -252,9 +255,9 @@ def test_backprop_delta(n, n_in, n_out, kind):
 def test_times_fprime(shape, kind, dtype):
     n, _, m, seed = shape
     rng = np.random.default_rng(seed)
-    a = K.bias_activation_numpy(rng.standard_normal((n, m)), np.zeros(m), kind).astype(dtype)
+    a = R.bias_activation(rng.standard_normal((n, m)), np.zeros(m), kind).astype(dtype)
     d = rng.standard_normal((n, m)).astype(dtype)
-    close(K.times_fprime(d.copy(), a, kind), K.times_fprime_numpy(d, a, kind), dtype)
+    close(K.times_fprime(d.copy(), a, kind), R.times_fprime(d, a, kind), dtype)
 
 
 @pytest.mark.parametrize("dtype, ulps", [(np.float32, 2), (np.float64, 2)])
@@ -287,10 +290,10 @@ def test_dense_gradient_and_column_sums(shape, dtype):
     rng, a, d = layer_batch(shape, dtype)
     Gt, gb = np.empty((n_out, n_in), dtype), np.empty(n_out, dtype)
     K.dense_gradient(a, d, Gt, gb)
-    G_ref, gb_ref = K.dense_gradient_numpy(a, d)
+    G_ref, gb_ref = R.dense_gradient(a, d)
     close(Gt.T, G_ref, dtype)
     close(gb, gb_ref, dtype)
-    close(K.column_sums(d, np.empty(n_out, dtype)), K.column_sums_numpy(d), dtype)
+    close(K.column_sums(d, np.empty(n_out, dtype)), R.column_sums(d), dtype)
 
 
 def test_dense_gradient_blas_branch():
@@ -309,11 +312,11 @@ def test_sparse_gradient(shape, dtype):
     rng = np.random.default_rng(seed)
     X, nnz, cols, vals = sparse_batch(rng, n, n_in, dtype)
     d = rng.standard_normal((n, n_out)).astype(dtype)
-    G_ref, gb_ref, touched_ref = K.sparse_gradient_numpy(nnz, cols, vals, d, n_in)
+    G_ref, gb_ref, touched_ref = R.sparse_gradient(K.SparseBatch(nnz, cols, vals), d, n_in)
     close(G_ref, X.T @ d, dtype)
     G, gb = np.zeros((n_in, n_out), dtype), np.empty(n_out, dtype)
     touched = np.full(n_in, 7, np.uint8)
-    K.sparse_gradient(nnz, cols, vals, d, G, gb, touched)
+    K.sparse_gradient(K.SparseBatch(nnz, cols, vals), d, G, gb, touched)
     close(G, G_ref, dtype)
     close(gb, gb_ref, dtype)
     np.testing.assert_array_equal(touched, touched_ref)
@@ -330,23 +333,24 @@ def test_sparse_update_par_is_the_serial_kernels_bit_for_bit(shape, blocks, upda
     _, nnz, cols, vals = sparse_batch(rng, n, n_in, np.float32)
     d = rng.standard_normal((n, n_out)).astype(np.float32)
     W, V = rng.standard_normal((2, n_in, n_out)).astype(np.float32)
-    args = (np.float32(0.1), np.float32(mu), np.float32(wd), nesterov)
+    sgd = K.sgd_params(np.float32, 0.1, mu, wd, nesterov)
+    batch = K.SparseBatch(nnz, cols, vals)
     W1, V1, G1 = W.copy(), V.copy(), np.zeros_like(W)
     gb1, t1 = np.empty(n_out, np.float32), np.full(n_in, 7, np.uint8)
     if mu == wd == 0:
         K.column_sums(d, gb1)
-        K.sparse_sgd_plain(nnz, cols, vals, d, W1, args[0])
+        K.sparse_sgd_plain(batch, d, W1, sgd.lr)
     else:
-        K.sparse_gradient(nnz, cols, vals, d, G1, gb1, t1)
-        K.sgd_update_rows(W1, G1, V1, t1, *args)
+        K.sparse_gradient(batch, d, G1, gb1, t1)
+        K.sgd_update_rows(K.FirstLayer(W1, V1, G1, gb1, t1), sgd)
     W2, V2, G2 = W.copy(), V.copy(), np.zeros_like(W)
     gb2, t2 = np.empty(n_out, np.float32), np.full(n_in, 7, np.uint8)
-    K.sparse_update_par(nnz, cols, vals, d, G2, gb2, t2, W2, V2, *args, blocks)
+    K.sparse_update_par(batch, d, K.FirstLayer(W2, V2, G2, gb2, t2), sgd, blocks)
     for a, b in [(W1, W2), (V1, V2), (G1, G2), (gb1, gb2), (t1, t2)]:
         np.testing.assert_array_equal(a, b)
-    G_ref, _, _ = K.sparse_gradient_numpy(nnz, cols, vals, d, n_in)
+    G_ref, _, _ = R.sparse_gradient(batch, d, n_in)
     W_ref, V_ref = W.copy(), V.copy()
-    K.sgd_update_numpy(W_ref, G_ref, V_ref, *args)
+    R.sgd_update(W_ref, G_ref, V_ref, sgd)
     close(W2, W_ref, np.float32)
 
 
@@ -358,10 +362,11 @@ def test_sparse_sgd_plain(shape, dtype):
     _, nnz, cols, vals = sparse_batch(rng, n, n_in, dtype)
     d = rng.standard_normal((n, n_out)).astype(dtype)
     W = rng.standard_normal((n_in, n_out)).astype(dtype)
-    expected = K.sparse_sgd_plain_numpy(nnz, cols, vals, d, W.copy(), 0.3)
-    serial = K.sparse_sgd_plain(nnz, cols, vals, d, W.copy(), dtype(0.3))
+    batch = K.SparseBatch(nnz, cols, vals)
+    expected = R.sparse_sgd_plain(batch, d, W.copy(), 0.3)
+    serial = K.sparse_sgd_plain(batch, d, W.copy(), dtype(0.3))
     close(serial, expected, dtype)
-    untouched = ~K.sparse_gradient_numpy(nnz, cols, vals, d, n_in)[2].astype(bool)
+    untouched = ~R.sparse_gradient(batch, d, n_in)[2].astype(bool)
     np.testing.assert_array_equal(serial[untouched], W[untouched])
 
 
@@ -371,7 +376,7 @@ def test_dense_sgd_plain(shape, dtype):
     _, n_in, n_out, _ = shape
     rng, a, d = layer_batch(shape, dtype)
     W = rng.standard_normal((n_in, n_out)).astype(dtype)
-    expected = K.dense_sgd_plain_numpy(a, d, W.copy(), 0.3)
+    expected = R.dense_sgd_plain(a, d, W.copy(), 0.3)
     Wt = K.dense_sgd_plain(a, d, np.ascontiguousarray(W.T), dtype(0.3))
     close(Wt.T, expected, dtype)
 
@@ -393,12 +398,12 @@ UPDATES = [(0.0, 0.0, False), (0.0, 0.01, False), (0.9, 0.0, False), (0.9, 0.0, 
 def test_sgd_update_is_the_reference_bit_for_bit(mu, wd, nesterov, dtype):
     rng = np.random.default_rng(int(10 * mu + 100 * wd + nesterov))
     p, g, v = (rng.standard_normal((6, 5)).astype(dtype) for _ in range(3))
-    lr, mu_, wd_ = dtype(0.3), dtype(mu), dtype(wd)
+    sgd = K.sgd_params(dtype, 0.3, mu, wd, nesterov)
     p_ref, v_ref = p.copy(), v.copy()
-    K.sgd_update_numpy(p_ref, g, v_ref, lr, mu_, wd_, nesterov)
+    R.sgd_update(p_ref, g, v_ref, sgd)
     for shape in [(6, 5), (30,)]:                   # a weight matrix and a bias vector
         p2, v2 = p.reshape(shape).copy(), v.reshape(shape).copy()
-        K.sgd_update(p2, g.reshape(shape), v2, lr, mu_, wd_, nesterov)
+        K.sgd_update(p2, g.reshape(shape), v2, sgd)
         np.testing.assert_array_equal(p2.reshape(p.shape), p_ref)
         if mu:
             np.testing.assert_array_equal(v2.reshape(v.shape), v_ref)
@@ -411,10 +416,11 @@ def test_sgd_update_rows(mu, wd, nesterov):
     W, V = rng.standard_normal((40, 7)).astype(dtype), rng.standard_normal((40, 7)).astype(dtype)
     touched = (rng.random(40) < 0.4).astype(np.uint8)
     G = np.where(touched[:, None] != 0, rng.standard_normal((40, 7)), 0).astype(dtype)
-    lr, mu_, wd_ = dtype(0.2), dtype(mu), dtype(wd)
+    sgd = K.sgd_params(dtype, 0.2, mu, wd, nesterov)
     W_ref, V_ref, G_ref = W.copy(), V.copy(), G.copy()
-    K.sgd_update_rows_numpy(W_ref, G_ref, V_ref, touched, lr, mu_, wd_, nesterov)
-    K.sgd_update_rows(W, G, V, touched, lr, mu_, wd_, nesterov)
+    gb = np.empty(7, dtype)
+    R.sgd_update_rows(K.FirstLayer(W_ref, V_ref, G_ref, gb, touched), sgd)
+    K.sgd_update_rows(K.FirstLayer(W, V, G, gb, touched), sgd)
     np.testing.assert_array_equal(W, W_ref)
     np.testing.assert_array_equal(V, V_ref)
     assert not G.any()                    # left zero for the next sparse_gradient
@@ -448,14 +454,14 @@ def test_train_chunk_against_its_twin(act, loss, out_kind, sparse, threads):
     else:
         labels, T = np.empty(0, np.int64), rng.random((50, 4))
     order = rng.permutation(50)
-    code = K.ACTIVATION_CODES[act]
-    args = (0.1, 0.9, 0.01, True)
+    model = K.Model(K.ACTIVATION_CODES[act], loss, out_kind)
+    sgd = K.sgd_params(np.float64, 0.1, 0.9, 0.01, True)
+    data = K.Data(X, 1 / 255, labels, T, order)
+    plan = K.Plan(sparse, threads, 8)
     copies = [tuple(a.copy() for a in group) for group in (weights, biases, vw, vb)]
-    losses_ref = K.train_chunk_numpy(X, 1 / 255, labels, T, order, 1, 7, 8, *copies, code, loss,
-                                     out_kind, *args, np.empty(6))
-    losses = K.train_chunk(X, 1 / 255, labels, T, order, 1, 7, 8, weights, biases, vw, vb, code,
-                           loss, out_kind, *args, sparse, threads, np.empty(6),
-                           K.sparse_buffers(8 if sparse else 0, weights[0]))
+    losses_ref = R.train_chunk(data, K.Params(*copies), model, sgd, plan, 1, 7, np.empty(6))
+    losses = K.train_chunk(data, K.Params(weights, biases, vw, vb), model, sgd, plan, 1, 7,
+                           np.empty(6), K.sparse_buffers(8 if sparse else 0, weights[0]))
     close(losses, losses_ref)
     for got, ref in zip(weights + biases + vw + vb, sum(copies, ())):
         close(got, ref)
@@ -468,6 +474,6 @@ def test_predict_against_its_twin(act, loss, out_kind):
     X = sparse_uint8(rng, 2100, 12, 0.5)            # three chunks of 1024 rows, the last short
     weights = tuple(rng.standard_normal((a, b)) for a, b in zip(sizes[:-1], sizes[1:]))
     biases = tuple(rng.standard_normal(b) for b in sizes[1:])
-    code = K.ACTIVATION_CODES[act]
-    out = K.predict(X, 1 / 255, weights, biases, code, loss, out_kind, np.empty((2100, 3)))
-    close(out, K.predict_numpy(X, 1 / 255, weights, biases, code, loss, out_kind))
+    model = K.Model(K.ACTIVATION_CODES[act], loss, out_kind)
+    out = K.predict(X, 1 / 255, weights, biases, model, np.empty((2100, 3)))
+    close(out, R.predict(X, 1 / 255, weights, biases, model))

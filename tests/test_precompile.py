@@ -13,7 +13,7 @@ from numba import njit
 import mlp.kernels as K
 from mlp import precompile
 from mlp.data import SHAPES, load_digits
-from mlp.numba_backend import CompileRefused, _refuse_compiling
+from mlp.precompile import CompileRefused, refuse_compiling
 
 SPEC = precompile.make_spec([64, 16, 10], "sigmoid", "ce", dtype="float32", lr=0.1,
                             momentum=0.9, batch_size=8)
@@ -25,17 +25,17 @@ def test_refusing_to_compile_leaves_the_function_usable():
         return x + 1
 
     with pytest.raises(CompileRefused, match="plus_one is not in Numba's cache"):
-        with _refuse_compiling(__name__):
+        with refuse_compiling(__name__):
             plus_one(1)
     assert plus_one.signatures == []            # nothing half-compiled was kept
-    with _refuse_compiling("some.other.module"):
+    with refuse_compiling("some.other.module"):
         assert plus_one(1) == 2                 # only the named module is refused
     assert plus_one(2.5) == 3.5
 
 
 def test_looks_compiled_finds_numbas_own_index_files():
     """The names and folders precompile computes are those Numba writes (checked against Numba itself)."""
-    from mlp.numba_backend import prepare_spec
+    from mlp.precompile import prepare_spec
     prepare_spec(SPEC)                           # compiles or loads train_chunk and predict
     assert precompile.looks_compiled()
     for name in precompile.ENTRY_POINTS:
@@ -70,7 +70,6 @@ def test_looks_compiled_wants_every_index_and_newer_than_the_source(tmp_path, mo
 def test_when_kernels_are_missing_children_compile_them_and_else_this_process(monkeypatch):
     """Looks cold: children first. Then Numba's exact check; a miss there: children again, then here."""
     import contextlib
-    import mlp.numba_backend as nb
 
     @contextlib.contextmanager
     def refuse(module):
@@ -78,7 +77,7 @@ def test_when_kernels_are_missing_children_compile_them_and_else_this_process(mo
         yield
 
     calls = []
-    monkeypatch.setattr(nb, "_refuse_compiling", refuse)
+    monkeypatch.setattr(precompile, "refuse_compiling", refuse)
     monkeypatch.setattr(precompile, "looks_compiled", lambda *a, **k: False)
     monkeypatch.setattr(precompile, "compile_in_child",
                         lambda spec, part, threads=None: calls.append((spec, part, threads)) or False)
