@@ -24,6 +24,7 @@ A backend provides:
 """
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from .batches import batch_inputs, batch_rows, run_batches
 
@@ -61,7 +62,7 @@ def get_backend(name):
     if name == "numpy":
         return NumpyBackend()
     if name == "numba":
-        from .numba_backend import NumbaBackend
+        from .numba_backend import NumbaBackend   # Numba is imported only by who asks for it
         return NumbaBackend()
     raise ValueError(f"unknown backend {name!r}: choose one of {', '.join(BACKENDS)}")
 
@@ -73,8 +74,9 @@ def set_threads(n):
     n = int(n)
     if n < 1:
         raise ValueError(f"threads must be >= 1, got {n}")
-    import numba
-    import scipy.linalg.cython_blas  # noqa: F401  (load the BLAS that np.dot in Numba calls, so the limit reaches it)
-    from threadpoolctl import threadpool_limits
+    import numba   # here, not at the top: the NumPy backend runs without Numba
+    # SciPy's BLAS is the library np.dot inside Numba's kernels calls: loaded
+    # now, the thread limit below reaches it too (loading SciPy costs ~0.4 s)
+    import scipy.linalg.cython_blas  # noqa: F401
     numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
     threadpool_limits(limits=n)

@@ -15,6 +15,7 @@ import math
 import time
 
 import numpy as np
+from tqdm import tqdm
 
 from .batches import batch_targets
 from .errors import DivergenceError
@@ -220,7 +221,6 @@ class Trainer:
     def _progress_bar(self, total):
         if not self.progress:
             return None
-        from tqdm import tqdm
         return tqdm(total=total, initial=self.position, desc=f"epoch {self.epoch + 1}",
                     unit="batch", leave=False, dynamic_ncols=True)
 
