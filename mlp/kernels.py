@@ -295,8 +295,8 @@ def _exp_impl(x):
 
 @_inline()
 def _unsigned(i):
-    """i (>= 0) as an unsigned index: Numba then adds no test for negative indices, and the
-    loops it indexes run 10–20% faster (measured on the sparse first-layer kernels)."""
+    """i (>= 0) as an unsigned index: Numba then adds no test for negative indices, so the
+    loops it indexes stay free of that branch (docs/performance.md has the gain)."""
     return np.uint64(i)
 
 
@@ -907,9 +907,9 @@ def _sparse_outer_rows(batch, d, A, coef, i0, i1):
     """Rows i0 … i1-1 of A += coef · xᵀ · δ: each x[s, i] ≠ 0 adds (coef · x) δ[s] to row i, in batch order.
 
     Four non-zeros of a row of x at a time: four rows of A take their share
-    of δ[s] in one pass (each still gets one multiply-add per non-zero; 1.1–1.5
-    times faster than one at a time from batch 32 on). coef = 1 accumulates
-    the gradient; coef = −η applies plain SGD directly.
+    of δ[s] in one pass, so δ[s] is loaded once for four rows (each still
+    gets one multiply-add per non-zero). coef = 1 accumulates the gradient;
+    coef = −η applies plain SGD directly.
     """
     nnz, cols, vals = batch
     n_out = _unsigned(d.shape[1])
@@ -1123,7 +1123,7 @@ def _copy_into(src, dst):
 
     The kernels copy with this rather than ``dst[...] = src``: Numba's
     array assignment checks shapes with an error message it formats at run
-    time, and compiling that string code costs ~40 MB of memory on a cold cache.
+    time, and compiling that string code is memory Numba never gives back.
     """
     if src.ndim == 1:
         for i in range(src.shape[0]):

@@ -225,8 +225,7 @@ class NumbaBackend:
         parallel=False. With parallel="auto", the parallel kernels run only
         while other programs leave the cores free: a parallel step waits for
         every thread, and a thread whose core another program holds can wait
-        a scheduler time slice, which made steps 100 times slower in
-        measurements on a shared machine.
+        a whole scheduler time slice, far longer than the step itself.
         """
         threads = batch_threads(net, batch_size)
         if threads == 1 or self.parallel is False:
@@ -276,11 +275,10 @@ class NumbaBackend:
         per thread, each predicted by :func:`mlp.kernels.predict` (which
         releases the GIL) on a thread of its own, and BLAS is held to one
         thread meanwhile. A multi-threaded BLAS call leaves its threads
-        spinning for a while afterwards, and they took cores from the next
-        training epoch's parallel kernels: evaluating between epochs made the
-        next epoch's start up to 1.5 times slower. (Python threads rather
-        than a Numba parallel loop: one compilation less, ~40 MB less memory
-        on a first run.)
+        spinning for a while afterwards, and they would take cores from the
+        next training epoch's parallel kernels. (Python threads rather than a
+        Numba parallel loop: one compilation less, so less never-freed
+        compiler memory on a first run.)
         """
         _contiguous_params(net)
         X = _check_X(X, net)

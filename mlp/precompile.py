@@ -1,8 +1,8 @@
 """Compile the Numba kernels before a training run, in child processes when Numba's cache is cold.
 
 Numba never gives back the memory it used to compile (numba/numba#5976):
-compiling mlp's kernels takes ~200 MB that stay taken until the process
-ends. A process that finds them in Numba's on-disk cache only loads their
+compiling mlp's kernels takes memory that stays taken until the process
+ends (docs/performance.md has the figures). A process that finds them in Numba's on-disk cache only loads their
 machine code. So when the cache is cold (the first run on a machine, or
 after mlp, Numba or Python changed), ``python -m mlp.train`` first runs two
 short-lived children (``python -m mlp.precompile``), one compiling the
@@ -13,11 +13,10 @@ This module does not import Numba, so that the training process is still
 small while a child compiles: :func:`looks_compiled` checks for Numba's
 index files where Numba keeps them for :mod:`mlp.kernels` (see
 ``numba.core.caching``). Both ways of being wrong are safe: a cache taken
-for cold costs the children's start-up (~1 s each: they then only load);
-a cache taken for warm is checked exactly by
-:func:`mlp.numba_backend.load_kernels`, which runs the
+for cold costs the children's start-up (they then only load); a cache
+taken for warm is checked exactly by :func:`load_kernels`, which runs the
 children itself should anything be missing (this process then holds Numba
-already, ~65 MB more while they compile).
+already while they compile).
 """
 
 import hashlib
