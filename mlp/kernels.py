@@ -1273,14 +1273,14 @@ def _workspace(W0, Wts, batch_size, sparse, sparse_batch):
 def _gather(data, rows, work, plan):
     """Fill the workspace with batch ``rows`` of ``data``: the targets, and the inputs (sparse or dense).
 
-    With threads, sparse inputs are gathered by :func:`_step`, in one
+    With threads, sparse inputs are gathered by :func:`_forward`, in one
     parallel region with the first layer's forward pass.
     """
     nb = rows.shape[0]
     gather_targets(data.labels, data.T, rows, work.Y[:nb])
     if not plan.sparse:
         gather_dense(data.X, rows, data.scale, work.acts[0][:nb])
-    elif plan.threads <= 1:           # with threads, _step gathers (see above)
+    elif plan.threads <= 1:           # with threads, _forward gathers (see above)
         gather_sparse(data.X, rows, data.scale, work.batch)
 
 
