@@ -40,112 +40,27 @@ probability ``input_dropout``) and the survivors are scaled by 1/(1 − p);
 prediction uses the whole network. ``loss_curve_`` then
 records the loss of the thinned networks that were trained.
 
-Backends. Sample weights (other than all equal) and hidden-unit dropout are
-computed by the NumPy reference (:meth:`Network.loss_and_gradients`): a fit
-that uses them runs on NumPy whatever ``backend`` says. Input dropout alone
-runs on the chosen backend (the masked inputs are handed to it). If
-``mlp.numba_backend`` cannot be imported, ``backend="numba"`` falls back to
-NumPy with a warning; both compute the same arithmetic.
-
-Each epoch's sample order is drawn from ``random_state`` (as in
-:func:`mlp.trainer.epoch_order`), so the same ``random_state`` (an int) gives
-the same ``coefs_`` on the same backend and thread count.
+Backends, the order of the samples and the stopping rules, learning-rate
+schedules and early stopping of scikit-learn: :mod:`mlp.estimator_training`.
 """
 
 import numbers
-import warnings
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import accuracy_score, r2_score
-from sklearn.model_selection import train_test_split
-from sklearn.utils import check_random_state
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
-from .backends import BACKENDS, NumpyBackend, get_backend
-from .batches import batch_inputs, batch_rows, run_batches
-from .errors import DivergenceError
-from .network import Network, check_dtype, l2_penalty
-from .optimizers import SGD
-from .trainer import Trainer
+from .backends import BACKENDS, NumpyBackend
+from .estimator_training import TrainingPolicy
+from .network import check_dtype
 
 #: scikit-learn's activation names → mlp's (mlp's own names are accepted too)
 ACTIVATION_NAMES = {"logistic": "sigmoid", "sigmoid": "sigmoid", "tanh": "tanh",
                     "relu": "relu", "identity": "identity"}
 LEARNING_RATES = ("constant", "invscaling", "adaptive")
-
-
-# --------------------------------------------------------------------------- training
-class _FitBackend:
-    """The backend the trainer sees during one fit.
-
-    It forwards to the chosen backend, except that
-
-    * with ``shuffle=False`` it replaces the trainer's shuffled order by
-      0, 1, …, n−1 (every epoch visits the rows in the order given);
-    * with sample weights or hidden-unit dropout it runs the batches itself
-      on the NumPy reference, :meth:`Network.loss_and_gradients` with
-      ``sample_weight`` and ``dropout_masks`` (the fast backends implement
-      neither);
-    * with input dropout alone it masks the chunk's rows (X ⊙ m, the same
-      masks :meth:`Network.dropout_masks` draws) and hands them to the chosen
-      backend: dropping inputs changes the data, not the arithmetic.
-    """
-
-    def __init__(self, backend, shuffle=True, sample_weight=None, dropout_rates=None,
-                 rng=None):
-        self.backend = backend
-        self.shuffle = shuffle
-        self.sample_weight = sample_weight
-        self.dropout_rates = dropout_rates
-        self.rng = rng
-        hidden_dropout = dropout_rates is not None and any(dropout_rates[1:])
-        self.reference = sample_weight is not None or hidden_dropout
-        self.input_dropout = dropout_rates is not None and not hidden_dropout
-        self.name = "numpy" if self.reference else backend.name
-
-    def train_batches(self, net, opt, X, targets, order, start, stop, batch_size, scale=1.0):
-        """Batches start … stop−1 of the epoch; returns their losses (see :mod:`mlp.backends`)."""
-        if not self.shuffle:
-            order = np.arange(len(order))
-        if self.input_dropout:
-            rows = order[start * batch_size:stop * batch_size]
-            mask = net.dropout_masks(len(rows), self.dropout_rates, self.rng)[0]
-            X_masked = batch_inputs(X, rows, scale, net.dtype) * mask
-            return self.backend.train_batches(net, opt, X_masked, targets[rows],
-                                              np.arange(len(rows)), 0, stop - start,
-                                              batch_size)
-        if not self.reference:
-            return self.backend.train_batches(net, opt, X, targets, order, start, stop,
-                                              batch_size, scale)
-        dropout = None if self.dropout_rates is None else (self.dropout_rates, self.rng)
-        return run_batches(net, opt, X, targets, batch_rows(order, start, stop, batch_size),
-                           scale, self.sample_weight, dropout)
-
-    def predict_output(self, net, X, scale=1.0):
-        """ŷ for every row of X."""
-        return self.backend.predict_output(net, X, scale)
-
-    def prepare(self, net, opt, X, targets, batch_size, scale=1.0):
-        """Compile the fast backend's kernels if it is the one that will run."""
-        if self.reference:
-            return 0.0
-        return self.backend.prepare(net, opt, X, targets, batch_size, scale)
-
-
-def _resolve_backend(name):
-    """The backend called ``name``; NumPy, with a warning, if Numba's cannot be imported."""
-    if name not in BACKENDS:
-        raise ValueError(f"unknown backend {name!r}: choose one of {', '.join(BACKENDS)}")
-    try:
-        return get_backend(name)
-    except ImportError as e:
-        warnings.warn(f"backend {name!r} is not available ({e}); training with the NumPy "
-                      "reference backend instead", RuntimeWarning, stacklevel=3)
-        return NumpyBackend()
 
 
 def _writeable(a):
@@ -154,123 +69,79 @@ def _writeable(a):
     return a if a.flags.writeable else a.copy()
 
 
-def _seed(rs):
-    """A seed for mlp's NumPy Generators, drawn from a RandomState."""
-    return int(rs.randint(np.iinfo(np.int32).max))
+def _store_params(est, args):
+    """Store every parameter of ``__init__`` unchanged (``args``: its ``locals()``), as
+    scikit-learn requires of an ``__init__``; ``get_params`` reads them back."""
+    for name in est._get_param_names():
+        setattr(est, name, args[name])
 
 
-class _BaseMLP(BaseEstimator):
-    """What the classifier and the regressor share: parameters, validation, the training loop."""
+def _hidden_sizes(sizes):
+    """``hidden_layer_sizes`` as a list of ints (an int means one hidden layer); None if invalid."""
+    if isinstance(sizes, numbers.Integral):
+        sizes = (sizes,)
+    try:
+        sizes = list(sizes)
+    except TypeError:
+        return None
+    if not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 1
+               for s in sizes):
+        return None
+    return [int(s) for s in sizes]
 
-    def __init__(self, hidden_layer_sizes=(100,), activation="logistic", *, loss,
-                 solver="sgd", alpha=1e-4, batch_size="auto", learning_rate="constant",
-                 learning_rate_init=0.1, power_t=0.5, max_iter=200, shuffle=True,
-                 random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
-                 nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
-                 n_iter_no_change=10, dropout=0.0, input_dropout=0.0, backend="numba",
-                 dtype="float32"):
-        self.hidden_layer_sizes = hidden_layer_sizes
-        self.activation = activation
-        self.loss = loss
-        self.solver = solver
-        self.alpha = alpha
-        self.batch_size = batch_size
-        self.learning_rate = learning_rate
-        self.learning_rate_init = learning_rate_init
-        self.power_t = power_t
-        self.max_iter = max_iter
-        self.shuffle = shuffle
-        self.random_state = random_state
-        self.tol = tol
-        self.verbose = verbose
-        self.warm_start = warm_start
-        self.momentum = momentum
-        self.nesterovs_momentum = nesterovs_momentum
-        self.early_stopping = early_stopping
-        self.validation_fraction = validation_fraction
-        self.n_iter_no_change = n_iter_no_change
-        self.dropout = dropout
-        self.input_dropout = input_dropout
-        self.backend = backend
-        self.dtype = dtype
+
+# A parameter check takes the value and returns what the value must be if it is invalid,
+# else something false; _check_params turns that into "{name} must be {what}, got {value!r}".
+def _one_of(choices, what=None):
+    return lambda v: v not in choices and (what or f"one of {', '.join(choices)}")
+
+
+def _integer(low):
+    return lambda v: ((not isinstance(v, numbers.Integral) or isinstance(v, bool) or v < low)
+                      and f"an integer >= {low}")
+
+
+def _real(low, high=np.inf, low_open=False):
+    bounds = f"{'>' if low_open else '>='} {low}" + (
+        f" and < {high}" if np.isfinite(high) else "")
+    return lambda v: ((not isinstance(v, numbers.Real) or isinstance(v, bool)
+                       or not np.isfinite(v) or v < low or (low_open and v == low) or v >= high)
+                      and f"a number {bounds}")
+
+
+class _BaseMLP(TrainingPolicy, BaseEstimator):
+    """What the classifier and the regressor share: parameters, data, fit, prediction."""
+
+    #: parameter → its check, in the order _check_params applies them (the subclasses put
+    #: their loss first); dtype and the dropout rates are checked after them
+    _PARAMETER_CHECKS = {
+        "hidden_layer_sizes": lambda v: _hidden_sizes(v) is None and (
+            "an int or a sequence of ints >= 1"),
+        "activation": _one_of(ACTIVATION_NAMES),
+        "solver": _one_of(("sgd",), "'sgd' (mlp trains by minibatch SGD with momentum)"),
+        "alpha": _real(0),
+        "batch_size": lambda v: v != "auto" and _integer(1)(v),
+        "learning_rate": _one_of(LEARNING_RATES),
+        "learning_rate_init": _real(0, low_open=True),
+        "power_t": _real(0),
+        "max_iter": _integer(1),
+        "tol": _real(0),
+        "momentum": _real(0, 1),
+        "validation_fraction": _real(0, 1, low_open=True),
+        "n_iter_no_change": _integer(1),
+        "backend": _one_of(BACKENDS),
+    }
 
     # ------------------------------------------------------------ parameters
-    def _hidden_sizes(self):
-        """The hidden widths as a list of ints (an int means one hidden layer)."""
-        sizes = self.hidden_layer_sizes
-        if isinstance(sizes, numbers.Integral):
-            sizes = (sizes,)
-        try:
-            sizes = list(sizes)
-        except TypeError:
-            sizes = None
-        if sizes is None or not all(isinstance(s, numbers.Integral) and not isinstance(s, bool)
-                                    and s >= 1 for s in sizes):
-            raise ValueError("hidden_layer_sizes must be an int or a sequence of ints >= 1, "
-                             f"got {self.hidden_layer_sizes!r}")
-        return [int(s) for s in sizes]
-
-    def _dropout_rates(self, n_hidden):
-        """One rate per weight layer for :meth:`Network.dropout_masks`, or None for no dropout.
-
-        ``input_dropout`` is the input features' rate; ``dropout`` gives the
-        hidden layers' rate, one number for all or one per hidden layer.
-        """
-        rates = self.dropout
-        if isinstance(rates, numbers.Real):
-            rates = [float(rates)] * n_hidden
-        else:
-            rates = [float(r) for r in rates]
-            if len(rates) != n_hidden:
-                raise ValueError(f"dropout must be a number or one rate per hidden layer "
-                                 f"({n_hidden}), got {self.dropout!r}")
-        if not all(0 <= r < 1 for r in rates):
-            raise ValueError(f"dropout rates must be in [0, 1), got {self.dropout!r}")
-        first = self.input_dropout
-        if not isinstance(first, numbers.Real) or not 0 <= first < 1:
-            raise ValueError(f"input_dropout must be a number in [0, 1), got {first!r}")
-        rates = [float(first)] + rates
-        return rates if any(rates) else None
-
     def _check_params(self):
         """Raise a ValueError naming the first parameter that has an invalid value."""
-        def fail(name, what):
-            raise ValueError(f"{name} must be {what}, got {getattr(self, name)!r}")
-
-        def real(name, low, high=np.inf, low_open=False):
-            v = getattr(self, name)
-            if (not isinstance(v, numbers.Real) or isinstance(v, bool) or not np.isfinite(v)
-                    or v < low or (low_open and v == low) or v >= high):
-                bounds = f"{'>' if low_open else '>='} {low}" + (
-                    f" and < {high}" if np.isfinite(high) else "")
-                fail(name, f"a number {bounds}")
-
-        def integer(name, low):
-            v = getattr(self, name)
-            if not isinstance(v, numbers.Integral) or isinstance(v, bool) or v < low:
-                fail(name, f"an integer >= {low}")
-
-        self._hidden_sizes()
-        if self.activation not in ACTIVATION_NAMES:
-            fail("activation", f"one of {', '.join(ACTIVATION_NAMES)}")
-        if self.solver != "sgd":
-            fail("solver", "'sgd' (mlp trains by minibatch SGD with momentum)")
-        real("alpha", 0)
-        if self.batch_size != "auto":
-            integer("batch_size", 1)
-        if self.learning_rate not in LEARNING_RATES:
-            fail("learning_rate", f"one of {', '.join(LEARNING_RATES)}")
-        real("learning_rate_init", 0, low_open=True)
-        real("power_t", 0)
-        integer("max_iter", 1)
-        real("tol", 0)
-        real("momentum", 0, 1)
-        real("validation_fraction", 0, 1, low_open=True)
-        integer("n_iter_no_change", 1)
-        if self.backend not in BACKENDS:
-            fail("backend", f"one of {', '.join(BACKENDS)}")
+        for name, check in self._PARAMETER_CHECKS.items():
+            value = getattr(self, name)
+            what = check(value)
+            if what:
+                raise ValueError(f"{name} must be {what}, got {value!r}")
         check_dtype(self.dtype)
-        self._dropout_rates(len(self._hidden_sizes()))
+        self._dropout_rates(len(_hidden_sizes(self.hidden_layer_sizes)))
 
     # ------------------------------------------------------------ data
     def _check_sample_weight(self, sample_weight, n):
@@ -288,14 +159,6 @@ class _BaseMLP(BaseEstimator):
             raise ValueError("sample_weight must contain at least one non-zero weight; "
                              "all weights are zero")
         return sw
-
-    def _batch_size(self, n):
-        if self.batch_size == "auto":
-            return min(200, n)
-        if self.batch_size > n:
-            warnings.warn(f"batch_size={self.batch_size} is larger than the {n} training "
-                          f"samples; using {n}", UserWarning, stacklevel=4)
-        return min(self.batch_size, n)
 
     # ------------------------------------------------------------ fitting
     def fit(self, X, y, sample_weight=None):
@@ -320,9 +183,10 @@ class _BaseMLP(BaseEstimator):
                                                       classes)
         dtype = check_dtype(self.dtype)
         X = _writeable(np.ascontiguousarray(X, dtype=dtype))
-        hidden = self._hidden_sizes()
+        hidden = _hidden_sizes(self.hidden_layer_sizes)
         if first:
-            self._initialize([X.shape[1], *hidden, self._n_network_outputs()], dtype)
+            self._initialize([X.shape[1], *hidden, self._n_network_outputs()], dtype,
+                             ACTIVATION_NAMES[self.activation])
         elif (self._net.dtype != dtype or self._net.sizes[1:-1] != hidden
               or self._net.activation != ACTIVATION_NAMES[self.activation]
               or self._net.loss.name != self._network_loss()[0]):
@@ -331,148 +195,6 @@ class _BaseMLP(BaseEstimator):
                              "warm_start=False to start over")
         self._train(X, targets, y, sample_weight, incremental)
         return self
-
-    def _initialize(self, sizes, dtype):
-        """A new network, optimizer state and training record."""
-        rs = check_random_state(self.random_state)
-        loss, output = self._network_loss()
-        self._net = Network(sizes, ACTIVATION_NAMES[self.activation], loss, output,
-                            dtype=dtype, seed=_seed(rs))
-        self._shuffle_seed = _seed(rs)
-        self._dropout_rng = np.random.default_rng(_seed(rs))
-        self._split_seed = _seed(rs)
-        self._optimizer = None
-        self._epochs = 0
-        self.coefs_ = self._net.weights
-        self.intercepts_ = self._net.biases
-        self.n_layers_ = len(sizes)
-        self.n_iter_ = 0
-        self.t_ = 0
-        self.loss_ = None
-        self.loss_curve_ = []
-        self._no_improvement_count = 0
-        if self.early_stopping:
-            self.best_loss_ = None
-            self.validation_scores_ = []
-            self.best_validation_score_ = -np.inf
-        else:
-            self.best_loss_ = np.inf
-            self.validation_scores_ = None
-            self.best_validation_score_ = None
-
-    def _make_optimizer(self):
-        return SGD(self.learning_rate_init, self.momentum,
-                   nesterov=bool(self.nesterovs_momentum) and self.momentum > 0,
-                   weight_decay=self.alpha)
-
-    def _train(self, X, targets, y, sample_weight, incremental):
-        """Run the epochs of one call to fit or partial_fit."""
-        if self.early_stopping and incremental:
-            raise ValueError("partial_fit does not support early_stopping=True; "
-                             "use fit, or hold out your own validation data")
-        if self._optimizer is None or not (self.warm_start or incremental):
-            self._optimizer = self._make_optimizer()
-        opt = self._optimizer
-        opt.weight_decay = float(self.alpha)
-        if self.learning_rate == "constant":
-            opt.lr = float(self.learning_rate_init)
-        X_val = y_val = sw_val = None
-        if self.early_stopping:
-            X, X_val, targets, y_val, y, sw, sw_val = self._validation_split(
-                X, targets, y, sample_weight)
-            sample_weight = sw
-            if self.best_validation_score_ is None:    # warm start after a fit without it
-                self.validation_scores_, self.best_validation_score_ = [], -np.inf
-        elif self.validation_scores_ is not None:      # warm start after a fit with it
-            self.validation_scores_, self.best_validation_score_ = None, None
-            self.best_loss_ = np.inf
-        if sample_weight is not None:
-            if np.all(sample_weight == sample_weight[0]):
-                sample_weight = None                    # equal weights: the plain mean
-            else:
-                sample_weight = (sample_weight / sample_weight.mean()).astype(self._net.dtype)
-        n = X.shape[0]
-        batch_size = self._batch_size(n)
-        backend = _FitBackend(_resolve_backend(self.backend), bool(self.shuffle),
-                              sample_weight, self._dropout_rates(len(self._net.sizes) - 2),
-                              self._dropout_rng)
-        trainer = Trainer(self._net, opt, backend, batch_size, seed=self._shuffle_seed)
-        trainer.epoch = self._epochs
-        start = self._epochs
-        self.n_iter_ = 0
-        best_params = None
-        state = {"converged": False}
-
-        def end_of_epoch(trainer):
-            nonlocal best_params
-            self._epochs = trainer.epoch
-            self.n_iter_ += 1
-            self.t_ += n
-            self.loss_ = trainer.history[-1]["train_loss"] + (
-                l2_penalty(self._net.weights, self.alpha) if self.alpha else 0.0)
-            self.loss_curve_.append(self.loss_)
-            if self.verbose:
-                print(f"Iteration {self.n_iter_}, loss = {self.loss_:.8f}")
-            if self.early_stopping:
-                score = self._validation_score(backend, X_val, y_val, sw_val)
-                self.validation_scores_.append(score)
-                if self.verbose:
-                    print(f"Validation score: {score:f}")
-                improved = score >= self.best_validation_score_ + self.tol
-                if score > self.best_validation_score_:
-                    self.best_validation_score_ = score
-                    best_params = [p.copy() for p in self._net.params()]
-            else:
-                improved = self.loss_ <= self.best_loss_ - self.tol
-                self.best_loss_ = min(self.best_loss_, self.loss_)
-            self._no_improvement_count = 0 if improved else self._no_improvement_count + 1
-            if self.learning_rate == "invscaling":
-                opt.lr = float(self.learning_rate_init) / (self.t_ + 1) ** self.power_t
-            if self._no_improvement_count > self.n_iter_no_change:
-                if self.learning_rate == "adaptive" and opt.lr > 1e-6:
-                    opt.lr /= 5.0
-                    self._no_improvement_count = 0
-                    if self.verbose:
-                        print(f"Setting learning rate to {opt.lr:f}")
-                else:
-                    state["converged"] = True
-                    if self.verbose:
-                        what = "Validation score" if self.early_stopping else "Training loss"
-                        print(f"{what} did not improve more than tol={self.tol:f} for "
-                              f"{self.n_iter_no_change} consecutive epochs. Stopping.")
-                    trainer.request_stop()
-
-        trainer.on_epoch = end_of_epoch
-        epochs = 1 if incremental else self.max_iter
-        try:
-            trainer.fit(X, targets, start + epochs)
-        except DivergenceError as e:
-            targets_too = " and the targets" if isinstance(self, RegressorMixin) else ""
-            raise DivergenceError(
-                f"{type(self).__name__} diverged in epoch {self.n_iter_ + 1}: the training "
-                f"loss became infinite, NaN or exploded with learning rate {opt.lr:g}. Lower "
-                f"learning_rate_init (e.g. to {self.learning_rate_init / 10:g}) or scale the "
-                f"features{targets_too} (e.g. with sklearn.preprocessing.StandardScaler). "
-                "The weights are those before the failing batches.") from e
-        if self.early_stopping and best_params is not None:
-            for p, best in zip(self._net.params(), best_params):
-                p[...] = best
-        if not incremental and not state["converged"] and self.n_iter_ == self.max_iter:
-            warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached "
-                          "and the optimization hasn't converged yet.", ConvergenceWarning)
-
-    def _validation_split(self, X, targets, y, sample_weight):
-        """Hold out ``validation_fraction`` of the rows (stratified for classifiers)."""
-        stratify = y if isinstance(self, ClassifierMixin) else None
-        arrays = [X, targets, y] + ([sample_weight] if sample_weight is not None else [])
-        parts = train_test_split(*arrays, test_size=self.validation_fraction,
-                                 random_state=self._split_seed, stratify=stratify)
-        if parts[1].shape[0] < 2:
-            raise ValueError("The validation set is too small: increase validation_fraction "
-                             "or the size of your dataset, or set early_stopping=False")
-        X_tr, X_val, t_tr, _, y_tr, y_val = parts[:6]
-        sw_tr, sw_val = (parts[6], parts[7]) if sample_weight is not None else (None, None)
-        return X_tr, X_val, t_tr, y_val, y_tr, sw_tr, sw_val
 
     # ------------------------------------------------------------ prediction
     def _output(self, X):
@@ -588,27 +310,15 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  n_iter_no_change=10, class_weight=None, dropout=0.0, input_dropout=0.0,
                  backend="numba", dtype="float32"):
-        super().__init__(
-            hidden_layer_sizes, activation, loss=loss, solver=solver, alpha=alpha,
-            batch_size=batch_size, learning_rate=learning_rate,
-            learning_rate_init=learning_rate_init, power_t=power_t, max_iter=max_iter,
-            shuffle=shuffle, random_state=random_state, tol=tol, verbose=verbose,
-            warm_start=warm_start, momentum=momentum, nesterovs_momentum=nesterovs_momentum,
-            early_stopping=early_stopping, validation_fraction=validation_fraction,
-            n_iter_no_change=n_iter_no_change, dropout=dropout, input_dropout=input_dropout,
-            backend=backend, dtype=dtype)
-        self.class_weight = class_weight
+        _store_params(self, locals())
 
     _LOSSES = {"ce": "ce", "log_loss": "ce", "mse": "mse", "bce": "bce"}
 
-    def _check_params(self):
-        if self.loss not in self._LOSSES:
-            raise ValueError(f"loss must be one of {', '.join(self._LOSSES)}, got {self.loss!r}")
-        if not (self.class_weight is None or self.class_weight == "balanced"
-                or isinstance(self.class_weight, dict)):
-            raise ValueError("class_weight must be None, 'balanced' or a dict "
-                             f"{{label: weight}}, got {self.class_weight!r}")
-        super()._check_params()
+    _PARAMETER_CHECKS = {
+        "loss": _one_of(_LOSSES),
+        "class_weight": lambda v: not (v is None or v == "balanced" or isinstance(v, dict)) and (
+            "None, 'balanced' or a dict {label: weight}"),
+        **_BaseMLP._PARAMETER_CHECKS}
 
     def _y_check_params(self):
         return {}
@@ -741,20 +451,11 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  n_iter_no_change=10, dropout=0.0, input_dropout=0.0, backend="numba",
                  dtype="float32"):
-        super().__init__(
-            hidden_layer_sizes, activation, loss=loss, solver=solver, alpha=alpha,
-            batch_size=batch_size, learning_rate=learning_rate,
-            learning_rate_init=learning_rate_init, power_t=power_t, max_iter=max_iter,
-            shuffle=shuffle, random_state=random_state, tol=tol, verbose=verbose,
-            warm_start=warm_start, momentum=momentum, nesterovs_momentum=nesterovs_momentum,
-            early_stopping=early_stopping, validation_fraction=validation_fraction,
-            n_iter_no_change=n_iter_no_change, dropout=dropout, input_dropout=input_dropout,
-            backend=backend, dtype=dtype)
+        _store_params(self, locals())
 
-    def _check_params(self):
-        if self.loss not in ("mse", "squared_error"):
-            raise ValueError(f"loss must be 'mse' (alias 'squared_error'), got {self.loss!r}")
-        super()._check_params()
+    _PARAMETER_CHECKS = {"loss": _one_of(("mse", "squared_error"),
+                                         "'mse' (alias 'squared_error')"),
+                         **_BaseMLP._PARAMETER_CHECKS}
 
     def _y_check_params(self):
         return {"multi_output": True, "y_numeric": True}

@@ -19,9 +19,13 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
+from mlp.backends import NumpyBackend
 from mlp.errors import DivergenceError, MLPError
+from mlp.estimator_training import FitBackend, FitRun
 from mlp.estimators import MLPClassifier, MLPRegressor
 from mlp.network import Network
+from mlp.optimizers import SGD
+from mlp.trainer import Trainer
 
 try:
     import mlp.numba_backend  # noqa: F401
@@ -368,6 +372,107 @@ def test_learning_rate_schedules():
     assert ada.n_iter_ == 1 + 2 * 10
 
 
+# ------------------------------------------------------------ the training policy, piece by piece
+def test_no_improvement_count_on_the_training_loss_counts_and_resets_by_tol():
+    """An epoch improves if its loss is at most best_loss_ − tol; best_loss_ is the lowest loss."""
+    est = MLPClassifier(tol=0.25)
+    est._start_training_record()
+    counts, bests = [], []
+    for loss in [2.0, 1.75, 1.6, 1.4, 1.0]:
+        est.loss_ = loss
+        est._update_no_improvement_count(run=None)
+        counts.append(est._no_improvement_count)
+        bests.append(est.best_loss_)
+    assert counts == [0, 0, 1, 2, 0]          # 1.75 = 2.0 − tol improves; 1.6, 1.4 do not
+    assert bests == [2.0, 1.75, 1.6, 1.4, 1.0]
+
+
+def test_no_improvement_count_on_the_validation_score_and_the_best_weights():
+    """Improving needs a score >= best + tol; any higher score replaces the kept weights."""
+    est = MLPClassifier(tol=0.25, early_stopping=True)
+    est._start_training_record()
+    est._net = Network([2, 3, 2], dtype="float64", seed=0)
+    scores = [0.5, 0.75, 0.875, 0.875, 1.25]
+    est._validation_score = lambda backend, X, y, sw, s=iter(scores): next(s)
+    run = FitRun(optimizer=None, backend=None, n_samples=0, validation=(None, None, None))
+    counts, kept = [], []
+    for epoch in range(5):
+        est._net.weights[0][0, 0] = epoch           # marks the weights of this epoch
+        est._update_no_improvement_count(run)
+        counts.append(est._no_improvement_count)
+        kept.append(run.best_params[0][0, 0])
+    assert counts == [0, 0, 1, 2, 0]
+    assert kept == [0, 1, 2, 2, 4]
+    assert est.validation_scores_ == scores and est.best_validation_score_ == 1.25
+    est._net.weights[0][0, 0] = 99.0
+    est._restore_best_weights(run)
+    for p, best in zip(est._net.params(), run.best_params):
+        np.testing.assert_array_equal(p, best)
+    assert est._net.weights[0][0, 0] == 4
+
+
+def test_adaptive_divides_the_rate_by_5_and_stops_at_1e_minus_6(capsys):
+    est = MLPClassifier(learning_rate="adaptive", n_iter_no_change=3, verbose=True)
+    opt = SGD(1e-5)
+    est._no_improvement_count = 4
+    assert est._trigger_stopping(opt) is False
+    assert opt.lr == 1e-5 / 5 and est._no_improvement_count == 0
+    assert est._trigger_stopping(opt) is False      # 2e-6 is still above 1e-6
+    assert opt.lr == 1e-5 / 5 / 5
+    assert est._trigger_stopping(opt) is True       # 4e-7: stop, the rate stays
+    assert opt.lr == 1e-5 / 5 / 5
+    assert capsys.readouterr().out.splitlines() == [
+        "Setting learning rate to 0.000002", "Setting learning rate to 0.000000",
+        "Training loss did not improve more than tol=0.000100 for 3 consecutive epochs. "
+        "Stopping."]
+    assert est._trigger_stopping(SGD(1e-6)) is True
+    for schedule in ("constant", "invscaling"):
+        opt = SGD(0.3)
+        assert est.set_params(learning_rate=schedule)._trigger_stopping(opt) is True
+        assert opt.lr == 0.3
+
+
+def test_invscaling_rate_is_the_closed_form_after_every_epoch():
+    """lr = learning_rate_init / (t + 1) ** power_t, t the samples seen so far."""
+    X, y = classification_data(n=100)
+    est = MLPClassifier((5,), learning_rate="invscaling", learning_rate_init=0.5, power_t=0.25,
+                        random_state=0, backend="numpy")
+    for epoch in range(1, 5):
+        est.partial_fit(X, y, classes=[0, 1, 2])
+        assert est.t_ == 100 * epoch
+        assert est._optimizer.lr == 0.5 / (100 * epoch + 1) ** 0.25
+    for schedule in ("constant", "adaptive"):         # these leave the rate to the stop rule
+        opt = SGD(0.3)
+        est.set_params(learning_rate=schedule)._update_learning_rate(opt)
+        assert opt.lr == 0.3
+    opt = SGD(0.3)                                    # but "constant" starts every call afresh
+    est.set_params(learning_rate="constant")._initial_learning_rate(opt)
+    assert opt.lr == 0.5
+
+
+@pytest.mark.parametrize("params,message", [
+    ({"momentum": 1.0}, "momentum must be a number >= 0 and < 1, got 1.0"),
+    ({"learning_rate_init": 0.0}, "learning_rate_init must be a number > 0, got 0.0"),
+    ({"tol": np.nan}, "tol must be a number >= 0, got nan"),
+    ({"batch_size": 0}, "batch_size must be an integer >= 1, got 0"),
+    ({"max_iter": True}, "max_iter must be an integer >= 1, got True"),
+    ({"hidden_layer_sizes": (3, 0)},
+     "hidden_layer_sizes must be an int or a sequence of ints >= 1, got (3, 0)"),
+    ({"solver": "adam"},
+     "solver must be 'sgd' (mlp trains by minibatch SGD with momentum), got 'adam'"),
+    ({"alpha": -1.0, "loss": "hinge"}, "loss must be one of ce, log_loss, mse, bce, got 'hinge'"),
+    ({"alpha": -1.0, "activation": "elu"}, "activation must be one of logistic, sigmoid, tanh, "
+                                           "relu, identity, got 'elu'"),
+])
+def test_parameter_checks_say_what_the_value_must_be_in_order(params, message):
+    X, y = classification_data(n=20)
+    with pytest.raises(ValueError) as info:
+        MLPClassifier(**params).fit(X, y)
+    assert str(info.value) == message
+    with pytest.raises(ValueError, match="'mse' \\(alias 'squared_error'\\), got 'ce'"):
+        MLPRegressor(loss="ce").fit(*regression_data(n=20))
+
+
 def test_verbose_prints_the_loss(capsys):
     X, y = classification_data(n=40)
     with warnings.catch_warnings():
@@ -392,16 +497,12 @@ def test_pipeline_gridsearch_and_pickle():
 
 def test_input_dropout_on_the_fast_path_equals_the_reference():
     """Masking the chunk's rows and training on them = the reference's input masks, bit for bit."""
-    from mlp.backends import NumpyBackend
-    from mlp.estimators import _FitBackend
-    from mlp.optimizers import SGD
-    from mlp.trainer import Trainer
     X, y = classification_data(n=50)
     nets = []
     for weights in (None, np.ones(50, np.float64)):     # ones force the reference path
         net = Network([4, 6, 3], dtype="float64", seed=0)
-        runner = _FitBackend(NumpyBackend(), sample_weight=weights, dropout_rates=[0.3, 0.0],
-                             rng=np.random.default_rng(5))
+        runner = FitBackend(NumpyBackend(), sample_weight=weights, dropout_rates=[0.3, 0.0],
+                            rng=np.random.default_rng(5))
         assert runner.reference == (weights is not None)
         Trainer(net, SGD(0.2, 0.9), runner, batch_size=8, seed=1, chunk_size=3).fit(X, y, 2)
         nets.append(net)
