@@ -7,7 +7,7 @@ thread, each kernel called from Python and timed apart, and the seconds per
 epoch of every kernel are printed with their sum and, for comparison, the
 seconds of the same epoch in one compiled call (``mlp.kernels.train_chunk``,
 one thread). The sum is larger than the one-call epoch by the cost of calling
-each kernel from Python (about a microsecond a call).
+each kernel from Python (see docs/performance.md).
 
 Usage (from the project root)::
 

@@ -22,12 +22,12 @@ Each epoch runs in a fresh child process (data loading and compilation or
 cache loading happen before its clock starts), so no framework's thread
 pools or OpenMP runtime (PyTorch brings its own) run beside another's.
 Before its clock starts, every framework also trains a throwaway copy of the
-network for ``--warmup`` seconds (default 0.5) in that process: on the
-machines this was written on, the first ~0.1 s of work after a quiet spell
-ran up to twice as slowly (the cores ramp up), which would otherwise be
+network for ``--warmup`` seconds (default 0.5) in that process: the first
+moments of work after a quiet spell can run markedly slower while the cores
+ramp up (measured: docs/performance.md), and that cost would otherwise be
 charged to whoever happens to be measured first in a fresh process. The
 table therefore reports steady-state seconds per epoch; a cold first epoch
-of ``python -m mlp.train`` can be that much slower.
+of ``python -m mlp.train`` can be slower.
 
 Usage (from the project root)::
 
