@@ -42,12 +42,17 @@ import time
 import warnings
 from pathlib import Path
 
+import numba
 import numpy as np
+import sklearn
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.neural_network import MLPClassifier as SklearnMLP
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from mlp.backends import BACKENDS, set_threads  # noqa: E402
+from mlp.data import load_mnist  # noqa: E402
 from mlp.errors import MLPError  # noqa: E402
 from mlp.estimators import MLPClassifier  # noqa: E402
 
@@ -99,8 +104,10 @@ ROWS = {
 
 # ------------------------------------------------------------------------ data
 def load_split(data_dir=None):
-    """(X_train, y_train, X_val, y_val, X_test, y_test): 50,000 / 10,000 / 10,000, floats in [0, 1]."""
-    from mlp.data import load_mnist
+    """(X_train, y_train, X_val, y_val, X_test, y_test): 50,000 / 10,000 / 10,000 images.
+
+    Pixels are floats in [0, 1].
+    """
     data = load_mnist(data_dir)
     scale = np.float32(data.scale)
     X = data.X_train.astype(np.float32) * scale
@@ -147,8 +154,6 @@ def train_by_epochs(params, epochs, data, backend, seed, schedule=None, log=prin
 
 def sklearn_side_by_side(params, epochs, data, backend, seed, log=print):
     """scikit-learn's MLPClassifier and mlp's with the same settings, each by one ``fit``."""
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.neural_network import MLPClassifier as SklearnMLP
     X, y, X_val, y_val, X_test, y_test = data
     no_stop = dict(max_iter=epochs, tol=0.0, n_iter_no_change=epochs + 1, shuffle=True,
                    random_state=seed)
@@ -212,8 +217,6 @@ def table(results):
 
 def environment(args):
     """What the timings depend on."""
-    import numba
-    import sklearn
     return {"python": platform.python_version(), "numpy": np.__version__,
             "numba": numba.__version__, "scikit-learn": sklearn.__version__,
             "numba_threads": numba.get_num_threads(), "cpu_count": os.cpu_count(),

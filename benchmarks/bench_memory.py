@@ -61,7 +61,9 @@ def _pss_kb(pid):
 
 
 def child_peak_mb(cmd):
-    """Run ``cmd`` to completion; return (peak RSS in MB, peak total PSS in MB or None, seconds, return code, output).
+    """Run ``cmd`` to completion; return (peak RSS, peak total PSS, seconds, return code, output).
+
+    The peaks are in MB; the total PSS is None where it was not measured.
 
     ru_maxrss of RUSAGE_CHILDREN is the largest peak of any waited-for
     descendant so far, so each measurement runs in a fresh intermediate
@@ -106,7 +108,8 @@ def main(argv=None):
     worst = max(peak, total or 0)
     print(f"\npeak resident memory of the training run: {peak:.0f} MB (largest of its processes)")
     if total is not None:
-        print(f"peak memory of its processes together: {total:.0f} MB (total PSS, sampled every 20 ms)")
+        print(f"peak memory of its processes together: {total:.0f} MB "
+              f"(total PSS, sampled every 20 ms)")
     print(f"target < {args.limit_mb:.0f} MB: {'met' if worst < args.limit_mb else 'NOT met'}; "
           f"exit status {rc}, {seconds:.1f} s wall clock")
     print(f"imports alone (Python, NumPy, Numba, matplotlib, mlp): {floor:.0f} MB")

@@ -7,7 +7,7 @@ thread, each kernel called from Python and timed apart, and the seconds per
 epoch of every kernel are printed with their sum and, for comparison, the
 seconds of the same epoch in one compiled call (``mlp.kernels.train_chunk``,
 one thread). The sum is larger than the one-call epoch by the cost of calling
-each kernel from Python (about a microsecond a call).
+each kernel from Python (see docs/performance.md).
 
 Usage (from the project root)::
 
@@ -21,6 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
+from mlp import kernels as K
+from mlp.network import Network
+from mlp.numba_backend import NumbaBackend
+from mlp.optimizers import SGD
+from mlp.trainer import epoch_order
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
@@ -29,12 +35,7 @@ STEPS = ("gather", "sparse forward", "output layer forward", "softmax, loss, out
 
 
 def profile(data, batch_size, seed=0, lr=0.1):
-    """{step: seconds per epoch} for one epoch at ``batch_size``, and the one-call epoch's seconds."""
-    from mlp import kernels as K
-    from mlp.network import Network
-    from mlp.numba_backend import NumbaBackend
-    from mlp.optimizers import SGD
-    from mlp.trainer import epoch_order
+    """({step: seconds per epoch}, the one-call epoch's seconds) for one epoch at ``batch_size``."""
     net = Network(common.SIZES, "sigmoid", "ce", seed=seed)
     f32 = np.float32
     W0, V0, Wts, Vts, bs, vbs, h = K._working_copies(
@@ -59,8 +60,9 @@ def profile(data, batch_size, seed=0, lr=0.1):
         for lo in range(0, n, batch_size):
             rows = order[lo:lo + batch_size]
             m = rows.shape[0]
-            timed("gather", lambda: (K.gather_targets(labels, T, rows, Y[:m]),
-                                     K.gather_sparse(X, rows, scale, nnz, cols, vals)))
+            timed("gather", lambda rows=rows, m=m: (
+                K.gather_targets(labels, T, rows, Y[:m]),
+                K.gather_sparse(X, rows, scale, nnz, cols, vals)))
             timed("sparse forward", K.sparse_forward, nnz[:m], cols, vals, W0, bs[0], K.SIGMOID,
                   a1[:m])
             timed("output layer forward", K.dense_forward, a1[:m], Wts[1], bs[1], K.IDENTITY,
@@ -68,7 +70,7 @@ def profile(data, batch_size, seed=0, lr=0.1):
             timed("softmax, loss, output delta", K.output_delta, z2[:m], Y[:m], K.CE, K.SOFTMAX,
                   d2[:m])
             timed("hidden delta", K.backprop_delta, d2[:m], Wts[1], a1[:m], K.SIGMOID, d1[:m])
-            timed("bias gradients and SGD", lambda: (
+            timed("bias gradients and SGD", lambda m=m: (
                 K.column_sums(d2[:m], gb1), K.column_sums(d1[:m], gb0),
                 K.sgd_update(bs[1], gb1, vbs[1], lr, f32(0), f32(0), False),
                 K.sgd_update(bs[0], gb0, vbs[0], lr, f32(0), f32(0), False)))

@@ -22,12 +22,12 @@ Each epoch runs in a fresh child process (data loading and compilation or
 cache loading happen before its clock starts), so no framework's thread
 pools or OpenMP runtime (PyTorch brings its own) run beside another's.
 Before its clock starts, every framework also trains a throwaway copy of the
-network for ``--warmup`` seconds (default 0.5) in that process: on the
-machines this was written on, the first ~0.1 s of work after a quiet spell
-ran up to twice as slowly (the cores ramp up), which would otherwise be
+network for ``--warmup`` seconds (default 0.5) in that process: the first
+moments of work after a quiet spell can run markedly slower while the cores
+ramp up (measured: docs/performance.md), and that cost would otherwise be
 charged to whoever happens to be measured first in a fresh process. The
 table therefore reports steady-state seconds per epoch; a cold first epoch
-of ``python -m mlp.train`` can be that much slower.
+of ``python -m mlp.train`` can be slower.
 
 Usage (from the project root)::
 
@@ -46,6 +46,11 @@ from pathlib import Path
 
 import numpy as np
 
+from mlp.backends import get_backend
+from mlp.network import Network
+from mlp.optimizers import SGD
+from mlp.trainer import Trainer
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
@@ -60,10 +65,6 @@ def mlp_epoch(backend_name, data, batch_size, seed, budget, warmup):
     chunk boundary and its time extrapolated from the fraction done. First a
     throwaway network trains for ``warmup`` seconds (compilation included).
     """
-    from mlp.backends import get_backend
-    from mlp.network import Network
-    from mlp.optimizers import SGD
-    from mlp.trainer import Trainer
     backend = get_backend(backend_name)
 
     def trainer_for(net, limit):
@@ -87,16 +88,16 @@ def sklearn_epoch(X, y, batch_size, seed, warmup):
 
     First a throwaway classifier takes ``partial_fit`` steps for ``warmup`` seconds.
     """
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.neural_network import MLPClassifier
+    # scikit-learn only in its own worker: it loads its own OpenMP runtime (libgomp)
+    from sklearn import exceptions, neural_network
 
     def classifier():
-        return MLPClassifier(hidden_layer_sizes=(common.SIZES[1],), activation="logistic",
-                             solver="sgd", alpha=0.0, batch_size=batch_size,
-                             learning_rate_init=LR, momentum=0.0, nesterovs_momentum=False,
-                             max_iter=1, shuffle=True, random_state=seed, tol=0.0)
+        return neural_network.MLPClassifier(
+            hidden_layer_sizes=(common.SIZES[1],), activation="logistic", solver="sgd", alpha=0.0,
+            batch_size=batch_size, learning_rate_init=LR, momentum=0.0, nesterovs_momentum=False,
+            max_iter=1, shuffle=True, random_state=seed, tol=0.0)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
+        warnings.simplefilter("ignore", exceptions.ConvergenceWarning)
         scratch, classes, t0 = classifier(), np.unique(y), time.perf_counter()
         while time.perf_counter() - t0 < warmup:
             scratch.partial_fit(X[:4096], y[:4096], classes=classes)
@@ -111,8 +112,8 @@ def torch_epoch(X, y, batch_size, seed, budget, warmup):
     its time extrapolated from the fraction done. First the model trains for
     ``warmup`` seconds on a copy of its weights, which are then put back.
     """
-    import torch
-    from torch import nn
+    import torch  # optional, and only in its own worker (PyTorch brings its own OpenMP runtime)
+    nn = torch.nn
     torch.manual_seed(seed)
     model = nn.Sequential(nn.Linear(common.SIZES[0], common.SIZES[1]), nn.Sigmoid(),
                           nn.Linear(common.SIZES[1], common.SIZES[2]))
@@ -161,7 +162,7 @@ def worker(framework, batch_size, seed, threads, budget, warmup):
         if framework == "sklearn":
             seconds = sklearn_epoch(X32, data.y_train, batch_size, seed, warmup)
         else:
-            import torch
+            import torch  # optional, and only in its own worker (see torch_epoch)
             seconds, done = torch_epoch(torch.from_numpy(X32), torch.from_numpy(data.y_train),
                                         batch_size, seed, budget, warmup)
     print(json.dumps({"seconds": seconds, "done": done, "compile_seconds": compiled}))
@@ -224,7 +225,7 @@ def run(batch_sizes, runs, threads, skip, budget, warmup=0.5):
     peak_after = common.matmul_peak()
     peak = max(peak_before, peak_after)
     flops = common.epoch_flops(data.X_train.shape[0])
-    for batch_size, res in results.items():
+    for res in results.values():
         med = res["median"]
         if "mlp-numba" in med:
             res["speedup"] = {f: med[f] / med["mlp-numba"] for f in med if f != "mlp-numba"}

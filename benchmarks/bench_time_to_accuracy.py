@@ -21,13 +21,18 @@ import argparse
 import sys
 from pathlib import Path
 
+from mlp.backends import get_backend
+from mlp.network import Network
+from mlp.optimizers import SGD
+from mlp.train import DEFAULTS, split_train
+from mlp.trainer import Trainer, evaluate
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 
 def recipe(args):
     """The default recipe of mlp.train with this command's overrides."""
-    from mlp.train import DEFAULTS
     r = dict(DEFAULTS)
     for key in ("hidden", "lr", "momentum", "batch_size", "epochs", "backend", "weight_decay",
                 "seed", "activation"):
@@ -41,11 +46,6 @@ def recipe(args):
 
 def run_once(r, data, target):
     """Train the recipe once; return the per-epoch records and the first epoch reaching target."""
-    from mlp.backends import get_backend
-    from mlp.network import Network
-    from mlp.optimizers import SGD
-    from mlp.train import split_train
-    from mlp.trainer import Trainer, evaluate
     X_tr, y_tr, X_val, y_val = split_train(data, None, None)
     backend = get_backend(r["backend"])
     net = Network([X_tr.shape[1], *r["hidden"], data.n_classes], r["activation"], r["loss"],

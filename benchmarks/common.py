@@ -2,6 +2,11 @@
 
 Run the benchmarks from the project root (``python benchmarks/bench_speed.py``)
 with MNIST where :func:`mlp.data.load_mnist` finds it (``MLP_DATA_DIR``).
+
+Numba and SciPy are imported by the functions that use them, not at the top:
+``bench_memory.py`` imports this module, and while it measures a training run
+its own process must not hold Numba's pages, which the run's proportional set
+size would then share with it.
 """
 
 import datetime
@@ -14,6 +19,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+import mlp.data
+from mlp.backends import set_threads as mlp_set_threads
+from mlp.errors import MLPError
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -32,11 +41,12 @@ def epoch_flops(n_samples, sizes=SIZES):
 
 
 def load_mnist():
-    """MNIST through mlp.data (uint8 images, int64 labels, scale 1/255); exits with a hint if missing."""
-    from mlp.data import load_mnist as load
-    from mlp.errors import MLPError
+    """MNIST through mlp.data: uint8 images, int64 labels, scale 1/255.
+
+    Exits with a hint where the files are missing.
+    """
     try:
-        return load()
+        return mlp.data.load_mnist()
     except MLPError as e:
         sys.exit(f"error: {e}")
 
@@ -47,13 +57,12 @@ def set_threads(n=None):
     Returns the thread count. SciPy's BLAS, the one ``np.dot`` inside Numba
     calls, is loaded first so that the limit reaches it too.
     """
-    import numba
-    import scipy.linalg.cython_blas  # noqa: F401
-    from mlp.backends import set_threads as mlp_set_threads
+    import numba  # on use only: see the module docstring
+    import scipy.linalg.cython_blas  # noqa: F401  (on use only, as Numba) loaded for the limit
     n = int(n or numba.config.NUMBA_NUM_THREADS)
     mlp_set_threads(n)
     try:
-        import torch
+        import torch  # optional: the benchmarks run without PyTorch
         torch.set_num_threads(n)
     except ImportError:
         pass
@@ -61,7 +70,10 @@ def set_threads(n=None):
 
 
 def matmul_peak(n=2048, repeats=5):
-    """The best float32 matrix-multiply rate NumPy's BLAS reaches here, in GFLOP/s (2n³ per product)."""
+    """The best float32 matrix-multiply rate NumPy's BLAS reaches here, in GFLOP/s.
+
+    An n×n product counts 2n³ FLOPs.
+    """
     rng = np.random.default_rng(0)
     A = rng.random((n, n), dtype=np.float32)
     B = rng.random((n, n), dtype=np.float32)
@@ -85,7 +97,7 @@ def median(values):
 
 def machine():
     """What the numbers were measured on."""
-    import numba
+    import numba  # on use only: see the module docstring
     info = {"python": platform.python_version(), "numpy": np.__version__,
             "numba": numba.__version__, "machine": platform.machine(),
             "processor": _cpu_name(), "cpus": os.cpu_count()}
@@ -107,7 +119,7 @@ def _cpu_name():
 
 
 def write_json(result, out, prefix):
-    """Write ``result`` to ``out`` (default: benchmarks/results/<prefix>-<time>.json); return the path."""
+    """Write ``result`` to ``out``, or benchmarks/results/<prefix>-<time>.json; return the path."""
     if out is None:
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         out = RESULTS / f"{prefix}-{stamp}.json"

@@ -26,8 +26,7 @@ __all__ = ["Network", "SGD", "MLPClassifier", "MLPRegressor",
 
 
 def __getattr__(name):
-    # the scikit-learn estimators import sklearn: load them only when asked for
     if name in ("MLPClassifier", "MLPRegressor"):
-        from . import estimators
+        from . import estimators  # they import scikit-learn: loaded only when asked for
         return getattr(estimators, name)
     raise AttributeError(f"module 'mlp' has no attribute {name!r}")

@@ -372,10 +372,10 @@ def load_digits(test_size=360) -> Dataset:
     train_test_split(..., test_size=test_size, stratify=y, random_state=0)``.
     ``test_size`` is a count (default 360, about 20%) or a fraction in (0, 1).
     """
-    from sklearn.datasets import load_digits as sklearn_load_digits
-    from sklearn.model_selection import train_test_split
+    # scikit-learn for the digits only: an MNIST run never imports it (see docs/performance.md)
+    from sklearn import datasets, model_selection
 
-    bunch = sklearn_load_digits()
+    bunch = datasets.load_digits()
     X = bunch.data.astype(np.uint8)
     y = bunch.target.astype(np.int64)
     if isinstance(test_size, float) and not 0.0 < test_size < 1.0:
@@ -383,7 +383,7 @@ def load_digits(test_size=360) -> Dataset:
     if isinstance(test_size, (int, np.integer)) and not 10 <= test_size <= len(y) - 10:
         raise DataError(f"test_size={test_size!r}: a count must lie between 10 and "
                         f"{len(y) - 10} (the digits set has {len(y)} images, 10 classes).")
-    X_train, X_test, y_train, y_test = train_test_split(
+    X_train, X_test, y_train, y_test = model_selection.train_test_split(
         X, y, test_size=test_size, stratify=y, random_state=0)
     return Dataset(name="digits",
                    X_train=np.ascontiguousarray(X_train), y_train=y_train,

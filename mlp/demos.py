@@ -32,10 +32,17 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
+from .backends import NumpyBackend
+from .batches import batch_inputs, batch_targets
+from .cli import nonnegative_int, positive_float, positive_int
+from .data import load_dataset
 from .errors import DivergenceError, MLPError
+from .io import atomic_write_bytes, atomic_write_json
 from .network import Network
 from .optimizers import SGD
+from .trainer import Trainer, epoch_order, evaluate
 
 #: TensorFlow's squared error (ŷ − y)² over mlp's ½(ŷ − y)²: the factor between their gradients
 SQUARE_FACTOR = 2.0
@@ -204,7 +211,10 @@ def two_layer(seed=0, lr=0.001, steps=3000, batch_size=8, every=500, say=print):
 
 # --------------------------------------------------------- mnist-sigmaprime
 def truncated_normal(rng, shape):
-    """N(0, 1) samples, those beyond ±2 redrawn (TF's ``tf.truncated_normal``, the tutorial's init)."""
+    """N(0, 1) samples, those beyond ±2 redrawn.
+
+    TF's ``tf.truncated_normal``, the tutorial's initialisation.
+    """
     w = rng.standard_normal(shape)
     while (outside := np.abs(w) > 2).any():
         w[outside] = rng.standard_normal(int(outside.sum()))
@@ -231,7 +241,7 @@ def sigmaprime_network(n_in, n_out, seed=0, hidden=30):
 
 def sigmaprime_train(net, X, y, scale, lr, steps, batch_size=10, seed=0, every=0,
                      callback=None):
-    """Train ``net`` for ``steps`` steps exactly as the tutorial does; ``callback(step)`` every ``every``.
+    """Train ``net`` for ``steps`` steps exactly as the tutorial does; ``callback`` every ``every``.
 
     Each line of the tutorial's training graph is a line of mlp::
 
@@ -255,9 +265,6 @@ def sigmaprime_train(net, X, y, scale, lr, steps, batch_size=10, seed=0, every=0
     epoch (:func:`mlp.trainer.epoch_order`). ``callback`` is called with the
     number of steps done: 0, ``every``, 2·``every``, … and ``steps``.
     """
-    from .batches import batch_inputs, batch_targets
-    from .trainer import epoch_order
-
     n_batches = X.shape[0] // batch_size
     if n_batches == 0:
         raise ValueError(f"batch_size {batch_size} exceeds the {X.shape[0]} training samples")
@@ -291,10 +298,7 @@ def mnist_sigmaprime(seed=0, lr=0.5, steps=10000, batch_size=10, every=1000,
     accuracies as a dict.
     """
     _require_positive(steps=steps, batch_size=batch_size, every=every, threads=threads)
-    from threadpoolctl import threadpool_limits
-
     if data is None:
-        from .data import load_dataset
         data = load_dataset(dataset, data_dir)
     with threadpool_limits(limits=threads):
         return _mnist_sigmaprime(data, seed, lr, steps, batch_size, every, say)
@@ -302,9 +306,6 @@ def mnist_sigmaprime(seed=0, lr=0.5, steps=10000, batch_size=10, every=1000,
 
 def _mnist_sigmaprime(data, seed, lr, steps, batch_size, every, say):
     """The body of :func:`mnist_sigmaprime`, once the data is loaded."""
-    from .backends import NumpyBackend
-    from .trainer import evaluate
-
     net = sigmaprime_network(data.X_train.shape[1], data.n_classes, seed)
     backend = NumpyBackend()
     say(f"{'-'.join(map(str, net.sizes))} sigmoid network, squared error, lr {lr:g}, "
@@ -411,39 +412,12 @@ def compare_mnist(data, rates=MNIST_RATES, seeds=(0, 1, 2), steps=1500, batch_si
     every ``every`` steps and at every step of the last ``window`` of the run.
     Returns one dict per rate, as :func:`compare_regression`.
     """
-    from .backends import NumpyBackend
-    from .batches import batch_inputs, batch_targets
-    from .trainer import Trainer
-
     pick = np.random.default_rng(12345).choice(data.X_train.shape[0], n_eval, replace=False)
     results = []
     for lr in rates:
         runs, curve = [], None
         for seed in seeds:
-            net = Network([data.X_train.shape[1], 30, data.n_classes], "sigmoid", "mse",
-                          seed=seed)
-            X_eval = batch_inputs(data.X_train, pick, data.scale, net.dtype)
-            Y_eval = batch_targets(data.y_train, pick, data.n_classes, net.dtype)
-            trainer = Trainer(net, SGD(lr), NumpyBackend(), batch_size, seed, chunk_size=1)
-            n_batches = math.ceil(data.X_train.shape[0] / batch_size)
-            done, losses = [0], [net.cost(X_eval, Y_eval)]
-
-            def measure(tr):
-                step = tr.epoch * n_batches + tr.position
-                if step % every == 0 or step > steps * (1 - window):
-                    done.append(step)
-                    losses.append(tr.net.cost(X_eval, Y_eval))
-                if step >= steps:
-                    tr.request_stop()
-
-            trainer.on_chunk = measure
-            try:
-                with np.errstate(over="ignore", invalid="ignore"):
-                    trainer.fit(data.X_train, data.y_train, math.ceil(steps / n_batches),
-                                data.scale)
-            except DivergenceError:       # a NaN or infinite batch loss
-                done.append(done[-1] + 1)
-                losses.append(math.inf)
+            net, done, losses = _mnist_run(data, lr, seed, steps, batch_size, every, window, pick)
             runs.append(run_metrics(done, losses, threshold, zero_output_loss=0.5,
                                     window=window))
             if curve is None:
@@ -451,6 +425,33 @@ def compare_mnist(data, rates=MNIST_RATES, seeds=(0, 1, 2), steps=1500, batch_si
         results.append({"lr": lr, "runs": runs, "curve": curve,
                         "sizes": "-".join(map(str, net.sizes))})
     return results
+
+
+def _mnist_run(data, lr, seed, steps, batch_size, every, window, pick):
+    """One run of :func:`compare_mnist`: (network, steps done, loss on rows ``pick`` after each)."""
+    net = Network([data.X_train.shape[1], 30, data.n_classes], "sigmoid", "mse", seed=seed)
+    X_eval = batch_inputs(data.X_train, pick, data.scale, net.dtype)
+    Y_eval = batch_targets(data.y_train, pick, data.n_classes, net.dtype)
+    trainer = Trainer(net, SGD(lr), NumpyBackend(), batch_size, seed, chunk_size=1)
+    n_batches = math.ceil(data.X_train.shape[0] / batch_size)
+    done, losses = [0], [net.cost(X_eval, Y_eval)]
+
+    def measure(tr):
+        step = tr.epoch * n_batches + tr.position
+        if step % every == 0 or step > steps * (1 - window):
+            done.append(step)
+            losses.append(tr.net.cost(X_eval, Y_eval))
+        if step >= steps:
+            tr.request_stop()
+
+    trainer.on_chunk = measure
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):
+            trainer.fit(data.X_train, data.y_train, math.ceil(steps / n_batches), data.scale)
+    except DivergenceError:       # a NaN or infinite batch loss
+        done.append(done[-1] + 1)
+        losses.append(math.inf)
+    return net, done, losses
 
 
 def summarize(results):
@@ -482,7 +483,7 @@ def summarize(results):
 
 def rank_correlation(x, y):
     """Spearman's rank correlation of x and y (NaN with fewer than 3 points or a constant)."""
-    from scipy.stats import spearmanr
+    from scipy.stats import spearmanr  # slow and large to import: only lr-compare needs it
     if len(x) < 3 or len(set(x)) < 2 or len(set(y)) < 2:
         return math.nan
     return float(spearmanr(x, y).statistic)
@@ -538,7 +539,8 @@ def describe(name, t):
                  f"(lr {', '.join(f'{lr:g}' for lr in t['overshooting'])}): the edge of "
                  f"stability.")
     if t["too_slow"]:
-        text += f" Too slow to reach the threshold: lr {', '.join(f'{lr:g}' for lr in t['too_slow'])}."
+        text += (f" Too slow to reach the threshold: "
+                 f"lr {', '.join(f'{lr:g}' for lr in t['too_slow'])}.")
     if t["diverged"]:
         text += f" Diverged: lr {', '.join(f'{lr:g}' for lr in t['diverged'])}."
     return text
@@ -595,10 +597,9 @@ def plot_lr_compare(regression_results, mnist_results, path, mnist_name="MNIST",
     the excess over the least-squares minimum as a ``smooth``-step moving
     average: the level each rate settles at.
     """
-    import matplotlib
+    import matplotlib  # only lr-compare draws: the other demos never import matplotlib
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from .io import atomic_write_bytes
+    import matplotlib.pyplot as plt  # after choosing the Agg backend, which needs no display
 
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
     panels = [
@@ -642,12 +643,9 @@ def lr_compare(seed=0, out=None, dataset="mnist", data_dir=None, data=None,
     NumPy's matrix products run on ``threads`` BLAS threads. Returns a dict
     with the per-rate rows, the trends and the conclusion.
     """
-    from threadpoolctl import threadpool_limits
-
     _require_positive(regression_seeds=regression_seeds, regression_steps=regression_steps,
                       mnist_seeds=mnist_seeds, mnist_steps=mnist_steps, threads=threads)
     if data is None:
-        from .data import load_dataset
         data = load_dataset(dataset, data_dir)
     with threadpool_limits(limits=threads):
         reg = compare_regression(regression_rates, range(seed, seed + regression_seeds),
@@ -710,8 +708,6 @@ def to_json(value):
 
 def build_parser():
     """The argument parser of ``python -m mlp.demos``: one subcommand per demo."""
-    from .cli import nonnegative_int, positive_float, positive_int
-
     p = argparse.ArgumentParser(
         prog="python -m mlp.demos",
         description="The backpropagation tutorial's programs, run on mlp's own network, "
@@ -737,28 +733,27 @@ def build_parser():
                        help="the tutorial's learning rate")
         q.add_argument("--steps", type=positive_int, default=steps)
 
-    q = demo_parser("mnist-sigmaprime")
-    q.add_argument("--lr", type=positive_float, default=0.5, help="the tutorial's eta")
-    q.add_argument("--steps", type=positive_int, default=10000)
-    q.add_argument("--batch-size", type=positive_int, default=10)
-    for q in (q, demo_parser("lr-compare")):
+    sigmaprime = demo_parser("mnist-sigmaprime")
+    sigmaprime.add_argument("--lr", type=positive_float, default=0.5, help="the tutorial's eta")
+    sigmaprime.add_argument("--steps", type=positive_int, default=10000)
+    sigmaprime.add_argument("--batch-size", type=positive_int, default=10)
+    compare = demo_parser("lr-compare")
+    for q in (sigmaprime, compare):
         q.add_argument("--dataset", choices=["mnist", "digits"], default="mnist",
                        help="MNIST, or scikit-learn's 8x8 digits to work offline")
         q.add_argument("--data-dir", help="folder with the MNIST files (else $MLP_DATA_DIR, "
                                           "else data/mnist)")
         q.add_argument("--threads", type=positive_int, default=1,
                        help="BLAS threads (one is fastest for these small matrices)")
-    q.add_argument("--regression-seeds", type=positive_int, default=5)
-    q.add_argument("--regression-steps", type=positive_int, default=1000)
-    q.add_argument("--mnist-seeds", type=positive_int, default=3)
-    q.add_argument("--mnist-steps", type=positive_int, default=1500)
+    compare.add_argument("--regression-seeds", type=positive_int, default=5)
+    compare.add_argument("--regression-steps", type=positive_int, default=1000)
+    compare.add_argument("--mnist-seeds", type=positive_int, default=3)
+    compare.add_argument("--mnist-steps", type=positive_int, default=1500)
     return p
 
 
 def run(args, stdout=sys.stdout):
     """Run the demo ``args`` names, print its output, write its results into ``args.out``."""
-    from .io import atomic_write_json
-
     def say(line):
         print(line, file=stdout, flush=True)
 

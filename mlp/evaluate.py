@@ -7,17 +7,16 @@ was trained on, and prints the test accuracy and the confusion matrix.
 import argparse
 import sys
 
+from .backends import get_backend
+from .data import load_dataset
 from .errors import MLPError
+from .io import load_model
+from .plots import confusion_matrix, format_confusion
+from .trainer import evaluate
 
 
 def evaluate_model(path, data_dir=None, dataset=None, backend="numpy"):
     """(accuracy, confusion counts, dataset) of the model at ``path`` on its test set."""
-    from .backends import get_backend
-    from .data import load_dataset
-    from .io import load_model
-    from .plots import confusion_matrix
-    from .trainer import evaluate
-
     net, meta = load_model(path, with_meta=True)
     name = dataset or meta.get("dataset", "mnist")
     data = load_dataset(name, data_dir=data_dir)
@@ -33,9 +32,9 @@ def evaluate_model(path, data_dir=None, dataset=None, backend="numpy"):
 
 def main(argv=None):
     """Entry point of ``python -m mlp.evaluate``; returns the exit status."""
-    from .plots import format_confusion
-    p = argparse.ArgumentParser(prog="python -m mlp.evaluate",
-                                description="Print a saved model's test accuracy and confusion matrix.")
+    p = argparse.ArgumentParser(
+        prog="python -m mlp.evaluate",
+        description="Print a saved model's test accuracy and confusion matrix.")
     p.add_argument("model", help="a run folder (holding model.npz) or a model .npz file")
     p.add_argument("--dataset", choices=["mnist", "digits"],
                    help="test set to use (default: the one recorded in the model)")

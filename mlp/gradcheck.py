@@ -54,9 +54,10 @@ import numpy as np
 
 from .activations import ACTIVATIONS, SMOOTH
 from .backends import BACKENDS, get_backend
-from .errors import MLPError
 from .cli import nonnegative_float, nonnegative_int, positive_float, positive_int, proportion
+from .errors import MLPError
 from .losses import LOSSES, one_hot
+from .network import Network
 
 #: the 5-point stencil: offsets (in units of h) and weights (divided by 12 h)
 STENCIL = ((-2, 1.0), (-1, -8.0), (1, 8.0), (2, -1.0))
@@ -152,7 +153,7 @@ def _backend(backend):
 
 
 def noise_floor(cost, eps=DEFAULT_EPS):
-    """The rounding noise of ĝ for a loss value ``cost`` and step ``eps``: NOISE_ULPS·ε·max(|L|, 1)/h."""
+    """The rounding noise of ĝ for a loss ``cost`` and step ``eps``: NOISE_ULPS·ε·max(|L|, 1)/h."""
     return NOISE_ULPS * np.finfo(np.float64).eps * max(abs(cost), 1.0) / eps
 
 
@@ -273,7 +274,6 @@ def random_problem(inputs, hidden, outputs, activation="sigmoid", loss="ce", out
     first-layer kernel); Y is one-hot for "ce", random 0/1 for "bce", uniform
     in [0, 1) for "mse" (N(0, 1) with an identity output).
     """
-    from .network import Network
     if not 0 <= zero_inputs <= 1:
         raise ValueError(f"zero_inputs must be a fraction in [0, 1], got {zero_inputs!r}")
     rng = np.random.default_rng([int(seed), 1])
@@ -375,7 +375,8 @@ def run(args, stdout=None):
         say("relu has a kink at z = 0: where the stencil w ± 2h moves some relu z across 0 "
             "the two one-sided slopes differ and no finite-difference threshold is "
             "meaningful, so those entries are skipped and counted (\"kink\"); relu is "
-            f"linear between kinks, so all other entries are held to the same {DEFAULT_THRESHOLD:g}")
+            "linear between kinks, so all other entries are held to the same "
+            f"{DEFAULT_THRESHOLD:g}")
     subset = [r for r in rows if r.checked + r.skipped < r.total]
     if subset:
         say(f"tensors with more than {args.max_entries} entries: a random subset of "

@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ModelFileError
+from .network import Network
+from .optimizers import SGD
 
 FORMAT_VERSION = 1
 
@@ -85,7 +87,7 @@ def read_npz(path, what):
 
 
 def _existing_file(path, name_in_folder, missing):
-    """``path``, or ``path/name_in_folder`` for a folder; a ModelFileError if there is no such file."""
+    """``path``, or ``path/name_in_folder`` for a folder; ModelFileError if no such file exists."""
     path = Path(path)
     if path.is_dir():
         path = path / name_in_folder
@@ -108,7 +110,6 @@ def load_model(path, with_meta=False):
 
 def model_from_arrays(arrays, path="<model>"):
     """Rebuild a Network from a model file's arrays, checking every one."""
-    from .network import Network
     if "header" not in arrays:
         raise ModelFileError(f"{path}: missing the 'header' array; not an mlp model file")
     raw = arrays["header"]
@@ -181,7 +182,6 @@ def load_checkpoint(path):
 
     Every problem is a ModelFileError naming the file.
     """
-    from .optimizers import SGD
     path = _existing_file(path, "checkpoint.npz", "no checkpoint here; --resume takes the "
                           "--out folder of a run started with `python -m mlp.train`")
     arrays = read_npz(path, "checkpoint")

@@ -8,9 +8,9 @@ from .io import atomic_write_bytes
 
 
 def _figure():
-    import matplotlib
+    import matplotlib  # only when a figure is drawn: importing it is slow and large
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # after choosing the Agg backend, which needs no display
     return plt
 
 

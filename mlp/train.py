@@ -9,18 +9,24 @@ validation) and reports its accuracy on the 10,000 test images. Into
 
 import argparse
 import datetime
-import json
+import os
+import signal
 import sys
-import time
 from pathlib import Path
 
-import numpy as np
+from threadpoolctl import threadpool_info, threadpool_limits
 
 from .activations import ACTIVATIONS
+from .backends import BACKENDS, get_backend, set_threads
 from .cli import fraction, nonnegative_float, nonnegative_int, positive_float, positive_int
-from .backends import BACKENDS
-from .errors import DivergenceError, MLPError
+from .data import SHAPES, download_mnist, find_mnist_dir, load_dataset
+from .errors import DataError, DivergenceError, MLPError
+from .io import atomic_write_json, load_checkpoint, save_checkpoint, save_model
 from .losses import LOSSES
+from .network import Network
+from .optimizers import SGD
+from .plots import confusion_matrix, plot_confusion, plot_curves
+from .trainer import Trainer, evaluate
 
 #: the default recipe (see README.md for what it reaches and how fast)
 DEFAULTS = dict(dataset="mnist", hidden=[256], activation="sigmoid", loss="ce",
@@ -37,9 +43,11 @@ def build_parser():
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--dataset", choices=["mnist", "digits"], default=d["dataset"],
                    help="MNIST (needs the four IDX files) or scikit-learn's bundled 8x8 digits")
-    p.add_argument("--data-dir", help="folder with the MNIST files (else $MLP_DATA_DIR, else data/mnist)")
+    p.add_argument("--data-dir",
+                   help="folder with the MNIST files (else $MLP_DATA_DIR, else data/mnist)")
     p.add_argument("--no-download", action="store_true",
-                   help="if MNIST is nowhere to be found, fail instead of downloading it into data/mnist")
+                   help="if MNIST is nowhere to be found, fail instead of downloading it "
+                        "into data/mnist")
     p.add_argument("--hidden", type=positive_int, nargs="+", default=d["hidden"],
                    metavar="N", help="hidden layer widths")
     p.add_argument("--activation", choices=sorted(ACTIVATIONS), default=d["activation"])
@@ -100,14 +108,12 @@ def split_train(data, validation, limit):
 
 
 def find_data(args, say):
-    """The folder to load the dataset from (None: the loader's default); MNIST found nowhere is downloaded into data/mnist.
+    """The folder to load the dataset from (None: the loader's default).
 
-    Only when the user named no folder (no --data-dir, no $MLP_DATA_DIR) and
-    did not pass --no-download; offline, the downloader's error says what to do.
+    MNIST found nowhere is downloaded into data/mnist, but only when the
+    user named no folder (no --data-dir, no $MLP_DATA_DIR) and did not pass
+    --no-download; offline, the downloader's error says what to do.
     """
-    import os
-    from .data import download_mnist, find_mnist_dir
-    from .errors import DataError
     if args.dataset != "mnist":
         return args.data_dir
     try:
@@ -126,7 +132,6 @@ RESUME_OVERRIDES = ("epochs", "data_dir", "no_download")
 
 def resume_args(args, parser):
     """The run's own settings from ``args.resume``'s checkpoint, with the allowed overrides."""
-    from .io import load_checkpoint
     ckpt = load_checkpoint(Path(args.resume) / "checkpoint.npz")
     given = {k: v for k, v in vars(args).items() if v != parser.get_default(k)}
     saved = dict(ckpt["config"]["args"])
@@ -153,13 +158,11 @@ class StopOnSignal:
         self.trainer.request_stop()
 
     def __enter__(self):
-        import signal
         for sig in (signal.SIGINT, signal.SIGTERM):
             self.previous[sig] = signal.signal(sig, self._handle)
         return self
 
     def __exit__(self, *exc):
-        import signal
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
         return False
@@ -173,34 +176,42 @@ def compile_ahead(args, ckpt=None):
     kernels (:mod:`mlp.precompile`), so that this process never holds the
     compiler's memory, and never together with the data.
     """
-    from .data import SHAPES
-    from .precompile import compile_ahead as ahead, make_spec
     if args.backend != "numba":
         return 0.0
+    from . import precompile  # the Numba path's module: a numpy run never imports it (nor Numba)
     if ckpt:
         net, opt = ckpt["net"], ckpt["optimizer"]
-        spec = make_spec(net.sizes, net.activation, net.loss.name, net.loss.output, net.dtype,
-                         opt.lr, opt.momentum, opt.nesterov, opt.weight_decay, args.batch_size)
+        spec = precompile.make_spec(net.sizes, net.activation, net.loss.name, net.loss.output,
+                                    net.dtype, opt.lr, opt.momentum, opt.nesterov,
+                                    opt.weight_decay, args.batch_size)
     elif args.dataset in SHAPES:
         n_in, n_out = SHAPES[args.dataset]
-        spec = make_spec([n_in, *args.hidden, n_out], args.activation, args.loss, None,
-                         args.dtype, args.lr, args.momentum, args.nesterov, args.weight_decay,
-                         args.batch_size)
+        spec = precompile.make_spec([n_in, *args.hidden, n_out], args.activation, args.loss,
+                                    None, args.dtype, args.lr, args.momentum, args.nesterov,
+                                    args.weight_decay, args.batch_size)
     else:
         return 0.0
-    return ahead(spec, threads=args.threads)
+    return precompile.compile_ahead(spec, threads=args.threads)
+
+
+def use_threads(backend, threads):
+    """Hold the run to ``threads`` threads (None: as many as there are); returns how many it uses.
+
+    The numba backend: Numba's parallel loops and BLAS (:func:`mlp.backends.set_threads`).
+    The numpy backend's only threads are BLAS's, limited here without importing Numba.
+    """
+    if backend == "numba":
+        import numba  # only on the numba path: `--backend numpy` never loads Numba
+        set_threads(threads)
+        return numba.get_num_threads()
+    if threads is not None:
+        threadpool_limits(limits=threads)
+    blas = [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+    return max(blas) if blas else (os.cpu_count() or 1)
 
 
 def run(args, stdout=sys.stdout, parser=None):
     """Train as ``args`` says, write the run's files; returns (history dict, exit status)."""
-    from .backends import get_backend, set_threads
-    from .data import load_dataset
-    from .io import atomic_write_json, save_checkpoint, save_model
-    from .network import Network
-    from .optimizers import SGD
-    from .plots import confusion_matrix, plot_confusion, plot_curves
-    from .trainer import Trainer, evaluate
-
     def say(line):
         print(line, file=stdout, flush=True)
 
@@ -210,9 +221,9 @@ def run(args, stdout=sys.stdout, parser=None):
         if ignored:
             say(f"note: resuming with the run's own settings; ignored: "
                 f"{', '.join('--' + k.replace('_', '-') for k in ignored)}")
-    data_dir = find_data(args, say)                 # a missing dataset stops the run before compiling
-    compile_seconds = compile_ahead(args, ckpt)      # before Numba is imported: see there
-    set_threads(args.threads)
+    data_dir = find_data(args, say)              # a missing dataset stops the run before compiling
+    compile_seconds = compile_ahead(args, ckpt)  # before Numba is imported: see there
+    threads = use_threads(args.backend, args.threads)
     backend = get_backend(args.backend)
     data = load_dataset(args.dataset, data_dir=data_dir)
     X_tr, y_tr, X_val, y_val = split_train(data, args.validation, args.limit)
@@ -228,9 +239,8 @@ def run(args, stdout=sys.stdout, parser=None):
     out = Path(args.out) if args.out else default_out_dir(args.dataset)
     out.mkdir(parents=True, exist_ok=True)
 
-    import numba
     config = {k: v for k, v in vars(args).items() if k != "resume"}
-    config.update(sizes=sizes, threads=numba.get_num_threads(),
+    config.update(sizes=sizes, threads=threads,
                   n_train=int(X_tr.shape[0]), n_validation=int(X_val.shape[0]))
     meta = {"dataset": data.name, "scale": data.scale, "image_shape": list(data.image_shape)}
     trainer = Trainer(net, opt, backend, args.batch_size, args.seed,
@@ -278,7 +288,8 @@ def run(args, stdout=sys.stdout, parser=None):
     if trainer.history:
         plot_curves(trainer.history, out / "curves.png")
     plot_confusion(confusion_matrix(data.y_test, pred, data.n_classes), out / "confusion.png")
-    say(f"training time {history['train_seconds']:.2f}s (+ {history['compile_seconds']:.2f}s compiling)")
+    say(f"training time {history['train_seconds']:.2f}s "
+        f"(+ {history['compile_seconds']:.2f}s compiling)")
     say(f"test accuracy: {test_acc:.4f}")
     return history, status
 

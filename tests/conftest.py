@@ -5,6 +5,9 @@ import pathlib
 
 import pytest
 
+from mlp.data import _missing_files, find_mnist_dir
+from mlp.errors import DataError
+
 
 @pytest.fixture(scope="session")
 def mnist_dir():
@@ -13,9 +16,6 @@ def mnist_dir():
     Found like the loader finds it (MLP_DATA_DIR, data/mnist, ...), falling
     back to the shared copy at ../shared/data/mnist next to the project root.
     """
-    from mlp.data import _missing_files, find_mnist_dir
-    from mlp.errors import DataError
-
     try:
         return find_mnist_dir()
     except DataError as e:

@@ -27,7 +27,7 @@ GRID = np.linspace(-30.0, 30.0, 6001)     # step 0.01, through 0 and the saturat
 
 
 class strict:
-    """Overflow, invalid operations, division by zero and any warning raise (underflow to 0 is fine)."""
+    """Overflow, invalid operations, division by zero and any warning raise (not underflow to 0)."""
 
     def __enter__(self):
         self._err = np.errstate(over="raise", invalid="raise", divide="raise")
@@ -170,7 +170,8 @@ def random_batch(name, output, n, k, seed):
     z = rng.uniform(-6, 6, (n, k))
     z[np.abs(z) < 0.05] = 0.05
     if name == "ce":              # probability rows (one-hot or soft), each summing to 1
-        y = one_hot(rng.integers(0, k, n), k, np.float64) if seed % 2 else rng.dirichlet(np.ones(k), n)
+        y = (one_hot(rng.integers(0, k, n), k, np.float64) if seed % 2
+             else rng.dirichlet(np.ones(k), n))
     elif name == "bce":
         y = rng.integers(0, 2, (n, k)).astype(np.float64) if seed % 2 else rng.random((n, k))
     elif output == "identity":

@@ -1,10 +1,19 @@
 """The argparse types shared by the command-line tools."""
 
 import argparse
+import re
 
 import pytest
 
-from mlp.cli import fraction, integer, nonnegative_float, number, positive_float, positive_int, proportion
+from mlp.cli import (
+    fraction,
+    integer,
+    nonnegative_float,
+    number,
+    positive_float,
+    positive_int,
+    proportion,
+)
 
 
 @pytest.mark.parametrize("parse, text, value", [
@@ -23,5 +32,5 @@ def test_accepts(parse, text, value):
     (fraction, "1", "in [0, 1)"), (proportion, "-0.1", "in [0, 1]"),
 ])
 def test_rejects_with_a_reason(parse, text, words):
-    with pytest.raises(argparse.ArgumentTypeError, match=words.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(argparse.ArgumentTypeError, match=re.escape(words)):
         parse(text)

@@ -18,10 +18,19 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sklearn.datasets import load_digits as sk_load
 
 import mlp.data as data
-from mlp.data import (MNIST_FILES, Dataset, download_mnist, find_mnist_dir, load_dataset,
-                      load_digits, load_mnist, read_idx)
+from mlp.data import (
+    MNIST_FILES,
+    Dataset,
+    download_mnist,
+    find_mnist_dir,
+    load_dataset,
+    load_digits,
+    load_mnist,
+    read_idx,
+)
 from mlp.errors import DataError
 
 PROJECT_ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -479,7 +488,6 @@ def test_load_digits():
     assert set(ds.y_test) == set(range(10))
     assert np.bincount(ds.y_test).min() >= 35 and np.bincount(ds.y_test).max() <= 37  # stratified
     # a partition of the whole set
-    from sklearn.datasets import load_digits as sk_load
     everything = np.sort(np.concatenate([ds.X_train, ds.X_test]).view("V64").ravel())
     full = np.sort(sk_load().data.astype(np.uint8).view("V64").ravel())
     np.testing.assert_array_equal(everything, full)

@@ -12,8 +12,10 @@ import pytest
 from scipy.optimize import brentq
 
 from mlp import demos
+from mlp.data import load_mnist
 from mlp.network import Network
 from mlp.optimizers import SGD
+from mlp.trainer import epoch_order
 
 
 def quiet(line):
@@ -140,7 +142,6 @@ def test_sigmaprime_step_is_the_tutorials_update():
     eta, batch = 0.5, 5
     demos.sigmaprime_train(net, X, y, 1.0, eta, steps=1, batch_size=batch, seed=7)
 
-    from mlp.trainer import epoch_order
     idx = epoch_order(7, 0, 20)[:batch]
     x_in, target = X[idx], np.eye(3)[y[idx]]
     h_1 = x_in @ w1 + b1
@@ -215,7 +216,6 @@ def test_conclusion_follows_the_signs_of_the_measurement():
 
 
 def test_lr_compare_ranks_rates_as_measured(mnist_dir, tmp_path):
-    from mlp.data import load_mnist
     lines = []
     r = demos.lr_compare(seed=0, out=tmp_path, data=load_mnist(mnist_dir),
                          regression_seeds=3, mnist_rates=(0.1, 0.3, 1.0, 3.0, 30.0),

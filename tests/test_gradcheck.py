@@ -15,10 +15,17 @@ import pytest
 import mlp.activations as activations
 import mlp.gradcheck as gradcheck
 from mlp.backends import BACKENDS, NumpyBackend
-from mlp.gradcheck import (DEFAULT_THRESHOLD, check_gradients, check_loss, random_problem,
-                           relative_error, stencil_derivative)
+from mlp.gradcheck import (
+    DEFAULT_THRESHOLD,
+    check_gradients,
+    check_loss,
+    random_problem,
+    relative_error,
+    stencil_derivative,
+)
 from mlp.losses import CrossEntropy
 from mlp.network import Network
+from mlp.numba_backend import use_sparse
 
 WIDTH, INPUTS, OUTPUTS = 4, 5, 3          # 5-4-3, 5-4-4-3, 5-4-4-4-3
 
@@ -67,7 +74,6 @@ def test_mostly_zero_inputs(activation, loss, depth, backend):
                                batch_size=5, seed=depth, zero_inputs=0.8)
     assert np.count_nonzero(X) <= 0.5 * X.size
     if backend == "numba":
-        from mlp.numba_backend import use_sparse
         assert use_sparse(X)
     assert_all_pass(check_gradients(net, X, Y, 0.01, backend, max_entries=None), net)
 
@@ -110,7 +116,8 @@ def test_dropped_sigmoid_prime_makes_the_cli_fail(monkeypatch, capsys):
 
 def test_missing_one_over_n_fails(monkeypatch):
     """δ = ŷ − y instead of (ŷ − y)/n: the gradient is n times too large."""
-    monkeypatch.setattr(CrossEntropy, "delta", lambda self, z, yhat, y, sample_weight=None: yhat - y)
+    monkeypatch.setattr(CrossEntropy, "delta",
+                        lambda self, z, yhat, y, sample_weight=None: yhat - y)
     net, X, Y = problem("tanh", "ce", 1, 5)
     rows = check_gradients(net, X, Y, max_entries=None)
     assert not any(r.passed for r in rows)

@@ -6,11 +6,19 @@ import os
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from mlp.errors import ModelFileError
-from mlp.io import (FORMAT_VERSION, atomic_write_bytes, load_checkpoint, load_model,
-                    model_arrays, save_checkpoint, save_model)
+from mlp.io import (
+    FORMAT_VERSION,
+    atomic_write_bytes,
+    load_checkpoint,
+    load_model,
+    model_arrays,
+    save_checkpoint,
+    save_model,
+)
 from mlp.network import Network
 from mlp.optimizers import SGD
 
@@ -71,7 +79,8 @@ def _header(arrays, **updates):
     (lambda a: _header(a, sizes="many"), "architecture"),
     (lambda a: _header(a, activation="swish"), "architecture"),
     (lambda a: a.__setitem__("header", np.frombuffer(b"{not json", np.uint8)), "JSON"),
-    (lambda a: a.__setitem__("header", np.array([{"format": "mlp-model"}], dtype=object)), "pickle|refused|header"),
+    (lambda a: a.__setitem__("header", np.array([{"format": "mlp-model"}], dtype=object)),
+     "pickle|refused|header"),
 ])
 def test_hostile_model_files_name_the_file_and_the_problem(tmp_path, change, message):
     path = _broken(tmp_path, change)
@@ -113,7 +122,8 @@ np.savez(_VALID, **model_arrays(_net()))
 _VALID = _VALID.getvalue()
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(cuts=st.lists(st.tuples(st.integers(0, len(_VALID) - 1), st.integers(0, 255)), max_size=6),
        truncate=st.one_of(st.none(), st.integers(0, len(_VALID))))
 def test_fuzzed_model_files_load_or_fail_cleanly(tmp_path, cuts, truncate):
@@ -143,7 +153,8 @@ def test_checkpoint_round_trip(tmp_path):
     ck = load_checkpoint(tmp_path)
     assert ck["trainer"] == state and ck["config"] == {"args": {"lr": 0.1}}
     assert ck["optimizer"].config() == opt.config()
-    for a, b in zip(ck["optimizer"].state_arrays() + ck["net"].params(), opt.state_arrays() + net.params()):
+    for a, b in zip(ck["optimizer"].state_arrays() + ck["net"].params(),
+                    opt.state_arrays() + net.params()):
         np.testing.assert_array_equal(a, b)
 
 

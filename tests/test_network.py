@@ -1,5 +1,7 @@
 """The reference network: shapes, initialisation, forward pass against a direct computation."""
 
+import math
+
 import numpy as np
 import pytest
 
@@ -26,7 +28,6 @@ def test_forward_shapes(sizes, n):
 @pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
 def test_forward_matches_a_loop_over_neurons(activation):
     """Each unit computes f(Σ_i a_i w_ij + b_j): check with explicit Python loops in float64."""
-    import math
     f = {"sigmoid": lambda z: 1 / (1 + math.exp(-z)), "tanh": math.tanh,
          "relu": lambda z: max(z, 0.0), "identity": lambda z: z}[activation]
     net = Network([3, 4, 2], activation, loss="ce", dtype="float64", seed=3)

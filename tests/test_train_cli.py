@@ -11,9 +11,12 @@ import time
 import numpy as np
 import pytest
 
+import mlp.data
+import mlp.train
 from mlp.backends import BACKENDS
+from mlp.data import load_digits
 from mlp.io import load_model
-from mlp.train import build_parser, run
+from mlp.train import build_parser, main, run
 
 
 def _cli(*args, env_extra=None, timeout=300):
@@ -62,7 +65,6 @@ def test_cli_end_to_end_and_evaluate(tmp_path):
     rows = [line.split()[1:] for line in e.stdout.splitlines()[2:-1]]
     assert sum(int(x) for row in rows for x in row) == 360
     # the saved model predicts what the run measured
-    from mlp.data import load_digits
     d = load_digits()
     net = load_model(tmp_path / "run")
     pred = net.predict(d.X_test.astype(np.float32) * np.float32(d.scale))
@@ -165,9 +167,6 @@ def test_resume_without_checkpoint(tmp_path):
 
 
 def test_no_download_with_no_data_anywhere_says_where_to_put_it(tmp_path, monkeypatch, capsys):
-    import mlp.data
-    import mlp.train
-    from mlp.train import main
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLP_DATA_DIR", raising=False)
     monkeypatch.setattr(mlp.data, "_PROJECT_MNIST_DIR", tmp_path / "nowhere")

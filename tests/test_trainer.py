@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from mlp.backends import NumpyBackend
+from mlp.data import load_digits
 from mlp.errors import DivergenceError
 from mlp.network import Network
 from mlp.optimizers import SGD
@@ -12,7 +13,6 @@ from mlp.trainer import Trainer, epoch_order, evaluate
 
 @pytest.fixture(scope="module")
 def digits():
-    from mlp.data import load_digits
     return load_digits()
 
 
@@ -110,7 +110,8 @@ def test_a_brief_overshoot_is_tolerated_but_a_sustained_explosion_is_not():
     one_spike = np.array([2.0, 30.0, 2.0, 1.5, 1.0, 1.0, 1.0, 1.0])
     assert t._first_diverged(one_spike) is None
     exploding = np.array([2.0, 15.0, 40.0, 80.0, 90.0])
-    assert t._first_diverged(exploding) == 2          # the first batch above 10 × 2.0 … of a chunk whose mean is
+    # the chunk's mean passes 10 × 2.0: the step reported is its first batch above that
+    assert t._first_diverged(exploding) == 2
     assert t._first_diverged(np.array([1.0, np.nan, 1.0])) == 1
     t.divergence_factor = None                         # only NaN and infinity then
     assert t._first_diverged(exploding) is None

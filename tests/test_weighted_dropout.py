@@ -157,7 +157,8 @@ def test_dropout_gradients_match_finite_differences(loss, output, rates):
     for weights in (None, w):
         _, nabla_w, nabla_b = net.loss_and_gradients(X, Y, decay, weights, masks)
         numeric = numerical_gradients(
-            net, lambda: net.cost(X, Y, decay, sample_weight=weights, dropout_masks=masks))
+            net, lambda weights=weights: net.cost(X, Y, decay, sample_weight=weights,
+                                                  dropout_masks=masks))
         for analytic, num in zip(interleave(nabla_w, nabla_b), numeric):
             np.testing.assert_allclose(analytic, num, rtol=1e-5, atol=1e-8)
 
