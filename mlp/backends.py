@@ -62,7 +62,7 @@ def get_backend(name):
     if name == "numpy":
         return NumpyBackend()
     if name == "numba":
-        from .numba_backend import NumbaBackend   # Numba is imported only by who asks for it
+        from .numba_backend import NumbaBackend  # Numba is imported only by who asks for it
         return NumbaBackend()
     raise ValueError(f"unknown backend {name!r}: choose one of {', '.join(BACKENDS)}")
 
@@ -74,7 +74,8 @@ def set_threads(n):
     n = int(n)
     if n < 1:
         raise ValueError(f"threads must be >= 1, got {n}")
-    import numba   # here, not at the top: the NumPy backend runs without Numba
+    import numba  # here, not at the top: the NumPy backend runs without Numba
+
     # SciPy's BLAS is the library np.dot inside Numba's kernels calls: loaded
     # now, the thread limit below reaches it too (loading SciPy costs ~0.4 s)
     import scipy.linalg.cython_blas  # noqa: F401

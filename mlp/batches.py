@@ -14,7 +14,10 @@ from .losses import one_hot
 
 
 def batch_inputs(X, idx, scale, dtype):
-    """Rows ``idx`` of X as floats of ``dtype``: uint8 pixels times ``scale``, floats as they are."""
+    """Rows ``idx`` of X as floats of ``dtype``.
+
+    uint8 pixels times ``scale``, floats as they are.
+    """
     xb = X[idx]
     if xb.dtype == np.uint8:
         return xb.astype(dtype) * dtype.type(scale)

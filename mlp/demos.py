@@ -30,6 +30,7 @@ import io
 import math
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -629,12 +630,23 @@ def plot_lr_compare(regression_results, mnist_results, path, mnist_name="MNIST",
     return atomic_write_bytes(path, buf.getvalue())
 
 
+class Sweep(NamedTuple):
+    """One task of :func:`lr_compare`: which learning rates, how many seeds, how many steps."""
+    rates: tuple
+    seeds: int
+    steps: int
+
+
+REGRESSION_SWEEP = Sweep(REGRESSION_RATES, 5, 1000)
+MNIST_SWEEP = Sweep(MNIST_RATES, 3, 1500)
+
+
 def lr_compare(seed=0, out=None, dataset="mnist", data_dir=None, data=None,
-               regression_rates=REGRESSION_RATES, regression_seeds=5, regression_steps=1000,
-               mnist_rates=MNIST_RATES, mnist_seeds=3, mnist_steps=1500, threads=1, say=print):
+               regression=REGRESSION_SWEEP, mnist=MNIST_SWEEP, threads=1, say=print):
     """Measure what the learning rate does, on the regression and on a short MNIST run.
 
-    For each rate and each of several seeds (``seed``, ``seed + 1``, …) it
+    ``regression`` and ``mnist`` are the :class:`Sweep` of each task. For
+    each rate and each of several seeds (``seed``, ``seed + 1``, …) it
     records the loss curve and measures (:func:`run_metrics`) the steps to
     reach a loss threshold, the final loss, its spread over the last 10% of
     the steps and whether the run diverged. It prints a table per task, the
@@ -643,14 +655,16 @@ def lr_compare(seed=0, out=None, dataset="mnist", data_dir=None, data=None,
     NumPy's matrix products run on ``threads`` BLAS threads. Returns a dict
     with the per-rate rows, the trends and the conclusion.
     """
-    _require_positive(regression_seeds=regression_seeds, regression_steps=regression_steps,
-                      mnist_seeds=mnist_seeds, mnist_steps=mnist_steps, threads=threads)
+    _require_positive(regression_seeds=regression.seeds, regression_steps=regression.steps,
+                      mnist_seeds=mnist.seeds, mnist_steps=mnist.steps, threads=threads)
+    regression_seeds, regression_steps = regression.seeds, regression.steps
+    mnist_seeds, mnist_steps = mnist.seeds, mnist.steps
     if data is None:
         data = load_dataset(dataset, data_dir)
     with threadpool_limits(limits=threads):
-        reg = compare_regression(regression_rates, range(seed, seed + regression_seeds),
+        reg = compare_regression(regression.rates, range(seed, seed + regression_seeds),
                                  regression_steps)
-        mn = compare_mnist(data, mnist_rates, range(seed, seed + mnist_seeds), mnist_steps)
+        mn = compare_mnist(data, mnist.rates, range(seed, seed + mnist_seeds), mnist_steps)
     reg_rows = summarize(reg)
     say(f"regression (x·a → 10, the tutorial's rate on (x·a − 10)², one sample a step), "
         f"{regression_seeds} seeds × {regression_steps} steps; loss averaged over the 100 points")

@@ -331,7 +331,8 @@ class TrainingPolicy:
         """Warn (ConvergenceWarning) if fit ran max_iter epochs and the policy never stopped it."""
         if not incremental and not run.converged and self.n_iter_ == self.max_iter:
             warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached "
-                          "and the optimization hasn't converged yet.", ConvergenceWarning)
+                          "and the optimization hasn't converged yet.", ConvergenceWarning,
+                          stacklevel=5)
 
     # ------------------------------------------------------------ learning-rate schedules
     def _initial_learning_rate(self, opt):

@@ -487,7 +487,10 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         return r2_score(y_val, pred.ravel() if y_val.ndim == 1 else pred, sample_weight=sw_val)
 
     def predict(self, X):
-        """The predicted targets: shape (n_samples,) if y was 1-D in fit, else (n_samples, n_outputs)."""
+        """The predicted targets.
+
+        Shape (n_samples,) if y was 1-D in fit, else (n_samples, n_outputs).
+        """
         out = self._output(X)
         return out.ravel() if self._y_1d else out
 

@@ -122,19 +122,28 @@ def _inline(**options):
 
 @_inline()
 def _row0():
-    """Row 0 as a run-time int64: a literal 0 would make Numba compile another copy of the row kernel."""
+    """Row 0 as a run-time int64.
+
+    A literal 0 would make Numba compile another copy of the row kernel.
+    """
     return np.int64(0)
 
 
 @_inline()
 def _runtime_true(n):
-    """True typed as a run-time bool (from n >= 0, n any count): a literal True compiles another copy."""
+    """True typed as a run-time bool (from n >= 0, n any count).
+
+    A literal True compiles another copy.
+    """
     return n >= 0
 
 
 @_inline()
 def _runtime_one(n):
-    """1 typed as a run-time int64 (n any int64): a literal 1 compiles another copy of the callee."""
+    """1 typed as a run-time int64 (n any int64).
+
+    A literal 1 compiles another copy of the callee.
+    """
     return n * 0 + 1
 
 
@@ -181,7 +190,10 @@ class Plan(NamedTuple):
 
 
 class SparseBatch(NamedTuple):
-    """A gathered sparse batch: row s has nnz[s] non-zeros at cols[s, :nnz[s]] with vals[s, :nnz[s]]."""
+    """A gathered sparse batch: the non-zeros of each row.
+
+    Row s has nnz[s] non-zeros at cols[s, :nnz[s]] with vals[s, :nnz[s]].
+    """
     nnz: np.ndarray   #: (batch,) int64
     cols: np.ndarray  #: (batch, n_in) int32, increasing along each row
     vals: np.ndarray  #: (batch, n_in) in the network's dtype
@@ -219,7 +231,7 @@ class Workspace(NamedTuple):
 
 
 def sgd_params(dtype, lr, momentum, weight_decay, nesterov):
-    """An :class:`SGDParams` with the scalars in ``dtype`` (the network's), as the kernels take it."""
+    """An :class:`SGDParams` as the kernels take it: the scalars in ``dtype`` (the network's)."""
     t = np.dtype(dtype).type
     return SGDParams(t(lr), t(momentum), t(weight_decay), bool(nesterov))
 
@@ -267,7 +279,8 @@ def _prefetch(typingctx, arr, offset):
         off = args[1] if args[1].type.width == 64 else builder.sext(args[1], i64)
         addr = builder.gep(builder.bitcast(data, i8p), [off])
         fn = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]), "llvm.prefetch.p0")
+            builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+            "llvm.prefetch.p0")
         builder.call(fn, [addr, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
         return context.get_dummy_value()
     return nbtypes.void(arr, offset), codegen
@@ -362,14 +375,14 @@ COMPRESS = _can_compress()
 
 @intrinsic
 def _compress16(typingctx, Xf, xoff, col0, scale, cols, vals, k):
-    """Append the non-zeros of Xf[xoff:xoff+16] (uint8) to cols/vals from position k; return the new k.
+    """Append the non-zeros of Xf[xoff:xoff+16] (uint8) to cols/vals from position k.
 
-    Their columns are col0 + j and their values x · scale (float32, as
-    ``vals[k] = x; vals[k] *= scale`` computes them). Four vector steps:
-    widen the 16 bytes, compare with 0, compress the kept lanes to the front
-    (in registers: the memory form is microcoded and slower on AMD), store all
-    16 lanes at k (the caller guarantees room for them) and count the kept
-    ones. AVX-512 only (:data:`COMPRESS`).
+    Returns the new k. Their columns are col0 + j and their values x · scale
+    (float32, as ``vals[k] = x; vals[k] *= scale`` computes them). Four
+    vector steps: widen the 16 bytes, compare with 0, compress the kept
+    lanes to the front (in registers: the memory form is microcoded and
+    slower on AMD), store all 16 lanes at k (the caller guarantees room for
+    them) and count the kept ones. AVX-512 only (:data:`COMPRESS`).
     """
     if not (isinstance(Xf, nbtypes.Array) and Xf.dtype == nbtypes.uint8
             and isinstance(vals, nbtypes.Array) and vals.dtype == nbtypes.float32
@@ -393,7 +406,8 @@ def _compress16(typingctx, Xf, xoff, col0, scale, cols, vals, k):
             return context.make_array(sig.args[i])(context, builder, value=args[i]).data
 
         def fn(name, ret, params):
-            return cgutils.get_or_insert_function(builder.module, ir.FunctionType(ret, params), name)
+            return cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(ret, params), name)
         src = builder.bitcast(builder.gep(data(0), [xoff_]), vec(i8).as_pointer())
         x = builder.zext(builder.load(src, align=1), vec(i32))
         keep = builder.icmp_unsigned("!=", x, ir.Constant(vec(i32), [0] * 16))
@@ -417,11 +431,12 @@ def _compress16(typingctx, Xf, xoff, col0, scale, cols, vals, k):
 
 @_kernel()
 def _compact_words(Xf, X64, base, n_in, scale, cs, vs):
-    """Write the non-zeros of the uint8 pixels Xf[base:base+n_in] (times scale) to cs, vs; return their number.
+    """Write the non-zeros of the uint8 pixels Xf[base:base+n_in] (times scale) to cs, vs.
 
-    Eight pixels (one 64-bit word of X64) at a time: blank words are skipped,
-    the others written branch-free (every pixel is written, the count moves
-    past the non-zeros only). n_in and base are multiples of 8.
+    Returns their number. Eight pixels (one 64-bit word of X64) at a time:
+    blank words are skipped, the others written branch-free (every pixel is
+    written, the count moves past the non-zeros only). n_in and base are
+    multiples of 8.
     """
     k = 0
     for w in range(n_in // 8):
@@ -437,9 +452,10 @@ def _compact_words(Xf, X64, base, n_in, scale, cs, vs):
 
 @_kernel()
 def _compact_compressed(Xf, X64, base, n_in, scale, cs, vs):
-    """:func:`_compact_words` 16 pixels at a time with :func:`_compress16` (AVX-512, float32 values).
+    """:func:`_compact_words` 16 pixels at a time, with :func:`_compress16`.
 
-    The same output; about twice as fast on MNIST rows.
+    AVX-512, float32 values. The same output; about twice as fast on MNIST
+    rows.
     """
     k = 0
     n16 = n_in - n_in % 16
@@ -456,7 +472,7 @@ def _compact_compressed(Xf, X64, base, n_in, scale, cs, vs):
 
 
 def _compact_row(Xf, X64, base, n_in, scale, cs, vs):
-    """:func:`_compact_compressed` where the machine and types allow it, else :func:`_compact_words`."""
+    """:func:`_compact_compressed` if the machine and types allow, else :func:`_compact_words`."""
 
 
 @overload(_compact_row)
@@ -511,13 +527,13 @@ def _gather_sparse_rows(X, rows, scale, batch, s0, s1):
 
 @_kernel()
 def gather_sparse(X, rows, scale, batch):
-    """Fill the :class:`SparseBatch` ``batch`` with the non-zeros of X[rows] · scale; return their number.
+    """Fill the :class:`SparseBatch` ``batch`` with the non-zeros of X[rows] · scale.
 
-    Row s of the batch has ``nnz[s]`` non-zeros, at columns ``cols[s, :nnz[s]]``
-    (increasing) with values ``vals[s, :nnz[s]]``; cols and vals are
-    (batch, n_in) arrays, so rows can be filled independently. uint8 inputs
-    are tested eight pixels (one 64-bit word) at a time: most blocks of an
-    MNIST image are blank.
+    Returns their number. Row s of the batch has ``nnz[s]`` non-zeros, at
+    columns ``cols[s, :nnz[s]]`` (increasing) with values ``vals[s, :nnz[s]]``;
+    cols and vals are (batch, n_in) arrays, so rows can be filled
+    independently. uint8 inputs are tested eight pixels (one 64-bit word) at
+    a time: most blocks of an MNIST image are blank.
     """
     _gather_sparse_rows(X, rows, scale, batch, _row0(), rows.shape[0])
     return batch.nnz[:rows.shape[0]].sum()
@@ -540,7 +556,10 @@ def gather_targets(labels, T, rows, Y):
 
 @_kernel()
 def _prefetch_rows(X, rows):
-    """Start fetching rows ``rows`` of X into the cache, so that gathering them later finds them there."""
+    """Start fetching rows ``rows`` of X into the cache.
+
+    Gathering them later then finds them there.
+    """
     row_bytes = X.shape[1] * X.itemsize
     for s in range(rows.shape[0]):
         base = rows[s] * row_bytes
@@ -608,18 +627,22 @@ def _sparse_forward_rows(batch, W, b, kind, out, s0, s1):
 
 @_kernel()
 def sparse_forward(batch, W, b, kind, out):
-    """out = f(x · W + b) for the :class:`SparseBatch` x: only the rows of W at non-zero inputs are read."""
+    """out = f(x · W + b) for the :class:`SparseBatch` x.
+
+    Only the rows of W at non-zero inputs are read.
+    """
     _sparse_forward_rows(batch, W, b, kind, out, _row0(), out.shape[0])
     return out
 
 
 @_kernel(parallel=True)
 def sparse_gather_forward_par(X, rows, scale, batch, W, b, kind, out):
-    """:func:`gather_sparse` then :func:`sparse_forward`, blocks of the batch's rows split between threads.
+    """:func:`gather_sparse` then :func:`sparse_forward`, on several threads.
 
-    One parallel region for both: a thread gathers its rows and computes
-    their outputs while they are in its cache. Every row is computed as by
-    the serial pair, so the results are the same bits.
+    Blocks of the batch's rows are split between threads, in one parallel
+    region for both: a thread gathers its rows and computes their outputs
+    while they are in its cache. Every row is computed as by the serial
+    pair, so the results are the same bits.
     """
     n = rows.shape[0]
     n_blocks = min(n, 32)
@@ -904,11 +927,12 @@ def _entries_in(cols, s, n, i0, i1):
 
 @_kernel(fastmath=_FAST)
 def _sparse_outer_rows(batch, d, A, coef, i0, i1):
-    """Rows i0 … i1-1 of A += coef · xᵀ · δ: each x[s, i] ≠ 0 adds (coef · x) δ[s] to row i, in batch order.
+    """Rows i0 … i1-1 of A += coef · xᵀ · δ.
 
-    Four non-zeros of a row of x at a time: four rows of A take their share
-    of δ[s] in one pass, so δ[s] is loaded once for four rows (each still
-    gets one multiply-add per non-zero). coef = 1 accumulates the gradient;
+    Each x[s, i] ≠ 0 adds (coef · x) δ[s] to row i, in batch order. Four
+    non-zeros of a row of x at a time: four rows of A take their share of
+    δ[s] in one pass, so δ[s] is loaded once for four rows (each still gets
+    one multiply-add per non-zero). coef = 1 accumulates the gradient;
     coef = −η applies plain SGD directly.
     """
     nnz, cols, vals = batch
@@ -937,11 +961,12 @@ def _sparse_outer_rows(batch, d, A, coef, i0, i1):
 
 @_kernel()
 def sparse_gradient(batch, d, G, gb, touched):
-    """G += xᵀ · δ and gb = Σ δ for a sparse batch x; touched[i] = 1 where column i of x has a non-zero.
+    """G += xᵀ · δ and gb = Σ δ for a sparse batch x, marking the touched rows.
 
-    G must hold zeros on entry (:func:`sgd_update_rows` leaves it so); it
-    then holds the gradient, exactly zero on the untouched rows. A fifth of
-    the dense work on MNIST.
+    touched[i] = 1 where column i of x has a non-zero. G must hold zeros on
+    entry (:func:`sgd_update_rows` leaves it so); it then holds the
+    gradient, exactly zero on the untouched rows. A fifth of the dense work
+    on MNIST.
     """
     column_sums(d, gb)
     counts = _column_counts(batch, d.shape[0], np.empty(G.shape[0], np.int64))
@@ -953,7 +978,7 @@ def sparse_gradient(batch, d, G, gb, touched):
 
 @_kernel()
 def _balanced_ranges(counts, n_blocks):
-    """Boundaries of ``n_blocks`` consecutive row ranges holding about equal numbers of non-zeros."""
+    """Boundaries of ``n_blocks`` consecutive row ranges with about equal numbers of non-zeros."""
     total = counts.sum()
     bounds = np.empty(n_blocks + 1, np.int64)
     bounds[0] = 0
@@ -1096,10 +1121,11 @@ def _sgd_rows(layer, sgd, i0, i1):
 
 @_kernel()
 def sgd_update_rows(layer, sgd):
-    """:func:`sgd_update` of the sparse first layer (a :class:`FirstLayer`), whose gradient G is zero off the touched rows.
+    """:func:`sgd_update` of the sparse first layer (a :class:`FirstLayer`).
 
-    Plain SGD skips the untouched rows; momentum and weight decay still move
-    them. G is left all zero, ready for the next :func:`sparse_gradient`.
+    Its gradient G is zero off the touched rows. Plain SGD skips the
+    untouched rows; momentum and weight decay still move them. G is left
+    all zero, ready for the next :func:`sparse_gradient`.
     """
     _sgd_rows(layer, sgd, _row0(), layer.W.shape[0])
     return layer.W
@@ -1146,7 +1172,10 @@ def _as_list(arrays):
 
 @_kernel()
 def _transposed(arrays, skip_first):
-    """[Aᵀ for A in arrays] as contiguous copies (an empty array in place of the first if ``skip_first``)."""
+    """[Aᵀ for A in arrays] as contiguous copies.
+
+    With ``skip_first``, an empty array takes the place of the first.
+    """
     out = []
     for l in range(len(arrays)):
         A = arrays[l]
@@ -1271,7 +1300,7 @@ def _workspace(W0, Wts, batch_size, sparse, sparse_batch):
 
 @_inline()
 def _gather(data, rows, work, plan):
-    """Fill the workspace with batch ``rows`` of ``data``: the targets, and the inputs (sparse or dense).
+    """Fill the workspace with batch ``rows`` of ``data``: targets and inputs (sparse or dense).
 
     With threads, sparse inputs are gathered by :func:`_forward`, in one
     parallel region with the first layer's forward pass.
@@ -1335,7 +1364,8 @@ def _backward(work, wk, nb, model, sgd, plan, update):
             a = work.acts[l][:nb]
             plain = (update and mu == 0 and wd == 0
                      and nb * a.shape[1] * d.shape[1] < BLAS_MIN_FLOPS)
-            if plain:                               # small layer, plain SGD: fused, no gradient array
+            # small layer, plain SGD: fused, no gradient array
+            if plain:
                 column_sums(d, work.gbs[l])
             else:
                 dense_gradient(a, d, work.grads[l], work.gbs[l])

@@ -48,7 +48,10 @@ def gather_dense(X, rows, scale, dtype):
 
 
 def gather_sparse(X, rows, scale, dtype):
-    """Twin of :func:`mlp.kernels.gather_sparse`: the :class:`SparseBatch` of the reference's batch."""
+    """Twin of :func:`mlp.kernels.gather_sparse`.
+
+    The :class:`SparseBatch` of the reference's batch.
+    """
     xb = gather_dense(X, rows, scale, dtype)
     nnz = np.count_nonzero(xb, axis=1)
     cols = np.zeros(xb.shape, np.int32)
@@ -107,7 +110,10 @@ def column_sums(d):
 
 
 def dense_gradient(a, d):
-    """Twin of :func:`mlp.kernels.dense_gradient` (which returns W's gradient transposed): (aᵀ · δ, Σ δ)."""
+    """Twin of :func:`mlp.kernels.dense_gradient`: (aᵀ · δ, Σ δ).
+
+    The kernel returns W's gradient transposed.
+    """
     return a.T @ d, column_sums(d)
 
 
@@ -119,12 +125,18 @@ def sparse_gradient(batch, d, n_in):
 
 
 def sgd_update(p, g, v, sgd):
-    """Twin of :func:`mlp.kernels.sgd_update` (in place on p and v): :func:`mlp.optimizers.sgd_step`."""
+    """Twin of :func:`mlp.kernels.sgd_update`: :func:`mlp.optimizers.sgd_step`.
+
+    In place on p and v.
+    """
     return sgd_step(p, g, v, sgd.lr, sgd.mu, sgd.wd, sgd.nesterov)
 
 
 def dense_sgd_plain(a, d, W, lr):
-    """Twin of :func:`mlp.kernels.dense_sgd_plain` (which updates Wᵀ): the gradient, then plain SGD."""
+    """Twin of :func:`mlp.kernels.dense_sgd_plain`: the gradient, then plain SGD.
+
+    The kernel updates Wᵀ.
+    """
     G, _ = dense_gradient(a, d)
     return sgd_step(W, G, None, lr, 0.0, 0.0, False)
 
@@ -136,7 +148,10 @@ def sparse_sgd_plain(batch, d, W, lr):
 
 
 def sgd_update_rows(layer, sgd):
-    """Twin of :func:`mlp.kernels.sgd_update_rows`: the full update with G zeroed off the touched rows, then G ← 0."""
+    """Twin of :func:`mlp.kernels.sgd_update_rows`.
+
+    The full update with G zeroed off the touched rows, then G ← 0.
+    """
     W, G = layer.W, layer.G
     g = np.where(layer.touched[:, None] != 0, G, 0).astype(W.dtype)
     sgd_update(W, g, layer.V, sgd)
@@ -145,7 +160,10 @@ def sgd_update_rows(layer, sgd):
 
 
 def train_chunk(data, params, model, sgd, plan, start, stop, losses):
-    """Twin of :func:`mlp.kernels.train_chunk`: :func:`mlp.batches.run_batches` with the reference Network and SGD."""
+    """Twin of :func:`mlp.kernels.train_chunk`.
+
+    :func:`mlp.batches.run_batches` with the reference Network and SGD.
+    """
     net = network_of(params.weights, params.biases, model)
     opt = SGD(float(sgd.lr), float(sgd.mu), bool(sgd.nesterov), float(sgd.wd))
     opt.velocity_w, opt.velocity_b = list(params.vel_w), list(params.vel_b)

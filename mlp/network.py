@@ -94,7 +94,10 @@ class Network:
         return sum(w.size + b.size for w, b in zip(self.weights, self.biases))
 
     def params(self):
-        """The parameter arrays in order W¹, b¹, W², b², …; updating them in place updates the network."""
+        """The parameter arrays in order W¹, b¹, W², b², and so on.
+
+        Updating them in place updates the network.
+        """
         out = []
         for w, b in zip(self.weights, self.biases):
             out += [w, b]

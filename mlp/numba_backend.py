@@ -28,6 +28,7 @@ import time
 
 import numba
 import numpy as np
+
 # SciPy's BLAS is the library np.dot inside njit calls: loaded here, threadpoolctl can limit it
 import scipy.linalg.cython_blas  # noqa: F401
 from threadpoolctl import ThreadpoolController
@@ -35,7 +36,8 @@ from threadpoolctl import ThreadpoolController
 from . import kernels as K
 from .network import with_weight_decay
 
-#: the parts of a run that :meth:`NumbaBackend.prepare` can compile: training's kernels, prediction's
+#: the parts of a run that :meth:`NumbaBackend.prepare` can compile: training's kernels,
+#: prediction's
 PARTS = ("train", "predict")
 
 #: use the sparse first layer when at most this fraction of inputs is non-zero
@@ -48,7 +50,7 @@ PARALLEL_MIN_WORK = 1 << 22
 
 
 def model_of(net):
-    """The :class:`mlp.kernels.Model` of ``net``: its activation, loss and output as kernel codes."""
+    """The :class:`mlp.kernels.Model` of ``net``: activation, loss and output as kernel codes."""
     return K.Model(K.ACTIVATION_CODES[net.activation], K.LOSS_CODES[net.loss.name],
                    K.ACTIVATION_CODES[net.loss.output])
 
@@ -59,7 +61,10 @@ def sgd_params_of(opt, net):
 
 
 def _contiguous_params(net):
-    """Make every weight and bias C-contiguous (in place in ``net``), so the kernels can update them."""
+    """Make every weight and bias C-contiguous, in place in ``net``.
+
+    The kernels can then update them.
+    """
     for arrays in (net.weights, net.biases):
         for l, a in enumerate(arrays):
             if not a.flags.c_contiguous:
@@ -67,7 +72,10 @@ def _contiguous_params(net):
 
 
 def input_density(X, sample=2048):
-    """Fraction of non-zero entries in the first ``sample`` rows of X (a cheap, deterministic estimate)."""
+    """Fraction of non-zero entries in the first ``sample`` rows of X.
+
+    A cheap, deterministic estimate.
+    """
     head = X[:sample]
     return np.count_nonzero(head) / max(head.size, 1)
 
@@ -85,7 +93,10 @@ def batch_threads(net, batch_size):
 
 
 def _scale_for(X, scale, dtype):
-    """The per-pixel factor in the net's dtype: ``scale`` for uint8 X, 1 for float X (as the reference)."""
+    """The per-pixel factor in the net's dtype.
+
+    ``scale`` for uint8 X, 1 for float X (as the reference).
+    """
     return dtype.type(scale) if X.dtype == np.uint8 else dtype.type(1)
 
 
@@ -118,7 +129,7 @@ def _targets(targets, net):
 
 
 def _blas_threads_at_most_numba():
-    """Keep BLAS (both NumPy's and the SciPy BLAS Numba calls) at no more threads than Numba uses."""
+    """Keep BLAS (NumPy's and the SciPy BLAS Numba calls) at no more threads than Numba uses."""
     controller = _blas_controller()
     n = numba.get_num_threads()
     if any(info.get("num_threads", 1) > n for info in controller.info()
@@ -235,7 +246,10 @@ class NumbaBackend:
         return threads if _other_load() < 0.5 else 1
 
     def loss_and_gradients(self, net, X, Y, weight_decay=0.0):
-        """Loss and gradients of one float batch, as :meth:`Network.loss_and_gradients` returns them."""
+        """Loss and gradients of one float batch.
+
+        In the form :meth:`Network.loss_and_gradients` returns them.
+        """
         _contiguous_params(net)
         X = np.ascontiguousarray(X, dtype=net.dtype)
         Y = np.ascontiguousarray(Y, dtype=net.dtype)
@@ -250,7 +264,10 @@ class NumbaBackend:
         return value, nabla_w, nabla_b
 
     def train_batches(self, net, opt, X, targets, order, start, stop, batch_size, scale=1.0):
-        """Train on batches start … stop-1 of ``order`` in one compiled call; return their losses."""
+        """Train on batches start … stop-1 of ``order`` in one compiled call.
+
+        Returns their losses.
+        """
         opt.ensure_state(net)
         _contiguous_params(net)
         X = _check_X(X, net)
@@ -294,9 +311,10 @@ class NumbaBackend:
             return _predict_in_parts(args, parts)
 
     def prepare(self, net, opt, X, targets, batch_size, scale=1.0, parts=PARTS):
-        """Compile (or load from cache) the kernels for these exact types, on copies; return seconds.
+        """Compile (or load from cache) the kernels for these exact types, on copies.
 
-        ``parts``: those of :data:`PARTS` to prepare (training's, prediction's).
+        Returns the seconds taken. ``parts``: those of :data:`PARTS` to
+        prepare (training's, prediction's).
         """
         t0 = time.perf_counter()
         _blas_threads_at_most_numba()

@@ -2,12 +2,13 @@
 
 Numba never gives back the memory it used to compile (numba/numba#5976):
 compiling mlp's kernels takes memory that stays taken until the process
-ends (docs/performance.md has the figures). A process that finds them in Numba's on-disk cache only loads their
-machine code. So when the cache is cold (the first run on a machine, or
-after mlp, Numba or Python changed), ``python -m mlp.train`` first runs two
-short-lived children (``python -m mlp.precompile``), one compiling the
-kernels of training, one those of prediction, each writing them to the
-cache and exiting; the training process then loads them from there.
+ends (docs/performance.md has the figures). A process that finds them in
+Numba's on-disk cache only loads their machine code. So when the cache is
+cold (the first run on a machine, or after mlp, Numba or Python changed),
+``python -m mlp.train`` first runs two short-lived children
+(``python -m mlp.precompile``), one compiling the kernels of training, one
+those of prediction, each writing them to the cache and exiting; the
+training process then loads them from there.
 
 This module does not import Numba, so that the training process is still
 small while a child compiles: :func:`looks_compiled` checks for Numba's
@@ -56,7 +57,10 @@ def _numba_cache_dirs(source):
 
 
 def _first_line(source, name):
-    """The line number Python gives a decorated function ``name`` of ``source`` (its first decorator)."""
+    """The line number Python gives a decorated function ``name`` of ``source``.
+
+    That is the line of its first decorator.
+    """
     with open(source, encoding="utf-8") as f:
         lines = f.read().splitlines()
     for i, line in enumerate(lines):
@@ -75,11 +79,11 @@ def _index_name(source, name):
 
 
 def looks_compiled(source=_KERNELS, names=ENTRY_POINTS):
-    """Whether Numba's cache seems to hold the functions ``names`` of ``source`` (without importing Numba).
+    """Whether Numba's cache seems to hold the functions ``names`` of ``source``.
 
-    True when an index file of each exists in a cache folder and is newer
-    than the source. (Whether it holds the exact types a run needs, only
-    Numba can say.)
+    Checked without importing Numba: True when an index file of each exists
+    in a cache folder and is newer than the source. (Whether it holds the
+    exact types a run needs, only Numba can say.)
     """
     stamp = os.stat(source).st_mtime
     for folder in _numba_cache_dirs(source):
@@ -91,10 +95,11 @@ def looks_compiled(source=_KERNELS, names=ENTRY_POINTS):
 
 def make_spec(sizes, activation="sigmoid", loss="ce", output=None, dtype="float32", lr=0.1,
               momentum=0.0, nesterov=False, weight_decay=0.0, batch_size=32):
-    """A training run as the kernels' types see it (network, optimizer, batch size), in JSON-able values.
+    """A training run as the kernels' types see it, in JSON-able values.
 
-    The arguments are those of :class:`mlp.network.Network`, :class:`mlp.optimizers.SGD`
-    and the batch size; the kernels' types depend on the depth and dtype only.
+    The network, optimizer and batch size: the arguments are those of
+    :class:`mlp.network.Network`, :class:`mlp.optimizers.SGD` and the batch
+    size; the kernels' types depend on the depth and dtype only.
     """
     return dict(sizes=[int(s) for s in sizes], activation=str(activation), loss=str(loss),
                 output=None if output is None else str(output), dtype=str(np.dtype(dtype)),
@@ -103,7 +108,7 @@ def make_spec(sizes, activation="sigmoid", loss="ce", output=None, dtype="float3
 
 
 def compile_in_child(spec, part, threads=None):
-    """Compile (or load) the kernels of ``part`` for ``spec`` in a child Python; True if it succeeded.
+    """Compile (or load) the kernels of ``part`` for ``spec`` in a child Python; True on success.
 
     The child is this interpreter running this ``mlp`` (its folder goes first
     on PYTHONPATH), with this environment (so the same NUMBA_CACHE_DIR), on
@@ -123,7 +128,7 @@ def compile_in_child(spec, part, threads=None):
 
 
 def compile_in_children(spec, threads=None):
-    """:func:`compile_in_child` for each of :data:`PARTS`, one after the other; True if all succeeded.
+    """:func:`compile_in_child` for each of :data:`PARTS` in turn; True if all succeeded.
 
     One child per part: neither holds the other's compiler memory.
     """
@@ -140,7 +145,7 @@ def compile_ahead(spec, threads=None):
     t0 = time.perf_counter()
     if not looks_compiled():
         compile_in_children(spec, threads)
-    from .backends import set_threads   # imports Numba: only now that the children are done
+    from .backends import set_threads  # imports Numba: only now that the children are done
     set_threads(threads)
     load_kernels(spec, threads)
     return time.perf_counter() - t0
@@ -156,7 +161,7 @@ def load_kernels(spec, threads=None):
     Should the children fail, the kernels are compiled here as usual, and
     any error shows up here.
     """
-    from . import kernels   # imports Numba: only once the children have had their turn
+    from . import kernels  # imports Numba: only once the children have had their turn
     t0 = time.perf_counter()
     try:
         with refuse_compiling(kernels.__name__):
@@ -178,7 +183,7 @@ def refuse_compiling(module):
     (the "numba:compile" event) only on a cache miss, before it starts, so
     nothing is left half done and a later call compiles normally.
     """
-    from numba.core import event   # Numba's internals, imported only where they are used
+    from numba.core import event  # Numba's internals, imported only where they are used
 
     class Refuse(event.Listener):
         def on_start(self, e):
@@ -192,11 +197,12 @@ def refuse_compiling(module):
 
 
 def prepare_spec(spec, parts=PARTS):
-    """:meth:`NumbaBackend.prepare` (of ``parts``) for a network, an optimizer and uint8 data as ``spec`` describes them.
+    """:meth:`NumbaBackend.prepare` (of ``parts``) for the training run ``spec`` describes.
 
-    ``spec``: from :func:`make_spec`.
+    That is, for a network, an optimizer and uint8 data as ``spec``
+    describes them. ``spec``: from :func:`make_spec`.
     """
-    from .numba_backend import NumbaBackend   # imports Numba: only in a child or after the children
+    from .numba_backend import NumbaBackend  # imports Numba: only in a child or after the children
     net = Network(spec["sizes"], spec["activation"], spec["loss"], spec["output"],
                   dtype=spec["dtype"])
     opt = SGD(spec["lr"], spec["momentum"], spec["nesterov"], spec["weight_decay"])
@@ -208,7 +214,7 @@ def prepare_spec(spec, parts=PARTS):
 
 
 def main(argv=None):
-    """``python -m mlp.precompile SPEC PART``: compile (or load) one part's kernels for a JSON spec."""
+    """``python -m mlp.precompile SPEC PART``: compile (or load) PART's kernels for a JSON SPEC."""
     argv = sys.argv[1:] if argv is None else argv
     usage = (f"usage: python -m mlp.precompile SPEC {{{','.join(PARTS)}}}\n"
              f"SPEC: a JSON object with the keys of mlp.precompile.make_spec, e.g.\n"

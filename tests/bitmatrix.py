@@ -22,7 +22,7 @@ BACKENDS = ("numba", "numpy")
 
 
 def sparse_data(n=768, n_in=784, seed=5):
-    """MNIST-like uint8 rows (about 19% non-zero pixels) with labels from a random linear teacher."""
+    """MNIST-like uint8 rows (about 19% non-zero pixels), labelled by a random linear teacher."""
     rng = np.random.default_rng(seed)
     X = ((rng.random((n, n_in)) < 0.19) * rng.integers(1, 256, (n, n_in))).astype(np.uint8)
     teacher = rng.standard_normal((n_in, 10))
@@ -36,7 +36,10 @@ def configs():
 
 
 def run(backend, dtype, optimizer, threads, batch, hidden, data=None):
-    """One epoch on :func:`sparse_data`; returns {name: array} of weights, biases, losses, accuracy."""
+    """One epoch on :func:`sparse_data`.
+
+    Returns {name: array} of weights, biases, losses, accuracy.
+    """
     from mlp.backends import get_backend, set_threads
     from mlp.network import Network
     from mlp.optimizers import SGD

@@ -218,8 +218,9 @@ def test_conclusion_follows_the_signs_of_the_measurement():
 def test_lr_compare_ranks_rates_as_measured(mnist_dir, tmp_path):
     lines = []
     r = demos.lr_compare(seed=0, out=tmp_path, data=load_mnist(mnist_dir),
-                         regression_seeds=3, mnist_rates=(0.1, 0.3, 1.0, 3.0, 30.0),
-                         mnist_seeds=2, mnist_steps=1200, say=lines.append)
+                         regression=demos.REGRESSION_SWEEP._replace(seeds=3),
+                         mnist=demos.Sweep((0.1, 0.3, 1.0, 3.0, 30.0), 2, 1200),
+                         say=lines.append)
     for task, too_small, too_large in (("regression", 0.001, 2.0), ("mnist", 0.1, 30.0)):
         rows = {row["lr"]: row for row in r[task]["rows"]}
         assert rows[too_small]["status"] == "too slow"

@@ -393,7 +393,8 @@ def test_no_improvement_count_on_the_validation_score_and_the_best_weights():
     est._start_training_record()
     est._net = Network([2, 3, 2], dtype="float64", seed=0)
     scores = [0.5, 0.75, 0.875, 0.875, 1.25]
-    est._validation_score = lambda backend, X, y, sw, s=iter(scores): next(s)
+    stream = iter(scores)
+    est._validation_score = lambda backend, X, y, sw: next(stream)
     run = FitRun(optimizer=None, backend=None, n_samples=0, validation=(None, None, None))
     counts, kept = [], []
     for epoch in range(5):

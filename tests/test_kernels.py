@@ -36,7 +36,10 @@ def sparse_uint8(rng, n, n_in, density=0.2):
 
 
 def sparse_batch(rng, n, n_in, dtype=np.float64, density=0.3):
-    """A random sparse batch (nnz, cols, vals) built by the (tested) gather_sparse from float rows."""
+    """A random sparse batch (nnz, cols, vals).
+
+    Built by the (tested) gather_sparse from float rows.
+    """
     X = rng.standard_normal((n, n_in)).astype(dtype)
     X[rng.random(X.shape) > density] = 0
     nnz = np.zeros(n, np.int64)
@@ -86,7 +89,10 @@ def test_gather_sparse(shape, xdtype, density):
 @pytest.mark.parametrize("compact", ["words", "compressed"])
 @pytest.mark.parametrize("n_in, density", [(8, 0.5), (16, 0.9), (24, 0.3), (40, 0.05), (784, 0.2)])
 def test_both_row_compactions_against_the_twin(compact, n_in, density):
-    """The two ways to gather a uint8 row's non-zeros (8 pixels a word; 16 with AVX-512) agree bit for bit."""
+    """The two ways to gather a uint8 row's non-zeros agree bit for bit.
+
+    One takes 8 pixels a word; the other 16, with AVX-512.
+    """
     if compact == "compressed" and not K.COMPRESS:
         pytest.skip("this machine (or NUMBA_CPU_NAME) gives no AVX-512 compress instruction")
     fn = K._compact_words if compact == "words" else K._compact_compressed
@@ -324,9 +330,14 @@ def test_sparse_gradient(shape, dtype):
 
 @SETTINGS
 @given(shapes, st.integers(1, 5),
-       st.sampled_from([(0.0, 0.0, False), (0.0, 0.01, False), (0.9, 0.0, False), (0.9, 0.01, True)]))
+       st.sampled_from([(0.0, 0.0, False), (0.0, 0.01, False),
+                        (0.9, 0.0, False), (0.9, 0.01, True)]))
 def test_sparse_update_par_is_the_serial_kernels_bit_for_bit(shape, blocks, update):
-    """Plain SGD (mu = wd = 0) as sparse_sgd_plain, any other step as sparse_gradient + sgd_update_rows."""
+    """sparse_update_par gives the serial kernels' results bit for bit.
+
+    Plain SGD (mu = wd = 0) as sparse_sgd_plain, any other step as
+    sparse_gradient + sgd_update_rows.
+    """
     n, n_in, n_out, seed = shape
     mu, wd, nesterov = update
     rng = np.random.default_rng(seed)

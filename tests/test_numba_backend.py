@@ -258,6 +258,7 @@ def test_parallel_predict_holds_blas_to_one_thread(monkeypatch):
     next epoch's parallel kernels by up to 1.5 times.)
     """
     import threading
+
     import numba
     from threadpoolctl import threadpool_info
     monkeypatch.setattr(numba, "get_num_threads", lambda: 3)

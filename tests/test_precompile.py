@@ -1,4 +1,4 @@
-"""Compiling the kernels ahead of a run, in child processes on a cold Numba cache (mlp.precompile)."""
+"""Compiling the kernels before a run, in child processes on a cold Numba cache (mlp.precompile)."""
 
 import json
 import os
@@ -34,7 +34,10 @@ def test_refusing_to_compile_leaves_the_function_usable():
 
 
 def test_looks_compiled_finds_numbas_own_index_files():
-    """The names and folders precompile computes are those Numba writes (checked against Numba itself)."""
+    """The names and folders precompile computes are those Numba writes.
+
+    Checked against Numba itself.
+    """
     from mlp.precompile import prepare_spec
     prepare_spec(SPEC)                           # compiles or loads train_chunk and predict
     assert precompile.looks_compiled()
@@ -68,7 +71,11 @@ def test_looks_compiled_wants_every_index_and_newer_than_the_source(tmp_path, mo
 
 
 def test_when_kernels_are_missing_children_compile_them_and_else_this_process(monkeypatch):
-    """Looks cold: children first. Then Numba's exact check; a miss there: children again, then here."""
+    """Missing kernels are compiled by children, else by this process.
+
+    Looks cold: children first. Then Numba's exact check; a miss there:
+    children again, then here.
+    """
     import contextlib
 
     @contextlib.contextmanager
@@ -79,9 +86,11 @@ def test_when_kernels_are_missing_children_compile_them_and_else_this_process(mo
     calls = []
     monkeypatch.setattr(precompile, "refuse_compiling", refuse)
     monkeypatch.setattr(precompile, "looks_compiled", lambda *a, **k: False)
-    monkeypatch.setattr(precompile, "compile_in_child",
-                        lambda spec, part, threads=None: calls.append((spec, part, threads)) or False)
-    assert precompile.compile_ahead(SPEC) > 0          # the children "failed": compiled (or loaded) here
+    monkeypatch.setattr(
+        precompile, "compile_in_child",
+        lambda spec, part, threads=None: calls.append((spec, part, threads)) or False)
+    # the children "failed": compiled (or loaded) here
+    assert precompile.compile_ahead(SPEC) > 0
     assert calls == [(SPEC, "train", None), (SPEC, "predict", None)] * 2
 
 
@@ -127,8 +136,8 @@ def test_mnist_shape(mnist_dir):
 
 
 def test_a_cold_cache_is_compiled_in_children_only(tmp_path):
-    """On an empty Numba cache nothing is compiled in the calling process, and a second call loads."""
-    script = textwrap.dedent(f"""
+    """On an empty Numba cache nothing is compiled in the calling process; a second call loads."""
+    script = textwrap.dedent("""
         import json, resource, sys
         from numba.core import event
         compiled = []

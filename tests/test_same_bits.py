@@ -1,4 +1,6 @@
-"""The fixed set of runs of tests/bitmatrix.py: every thread count gives the same bits, both backends agree.
+"""The fixed set of runs of tests/bitmatrix.py.
+
+Every thread count gives the same bits, and both backends agree.
 
 The same set, run as a script at two commits (see bitmatrix.py), is how a
 refactoring of the kernels is shown to change no bit of any result.
@@ -6,10 +8,9 @@ refactoring of the kernels is shown to change no bit of any result.
 
 import itertools
 
+import bitmatrix
 import numpy as np
 import pytest
-
-import bitmatrix
 
 pytest.importorskip("numba", reason="the Numba backend's runs need numba")
 

@@ -98,7 +98,11 @@ def local_imports(name):
 
 @pytest.mark.parametrize("name", sorted(MODULES))
 def test_a_function_local_import_says_why(name):
-    """An import inside a function keeps Numba or an optional package out of a path: a comment says which."""
+    """A function-local import says why, in a comment.
+
+    An import inside a function keeps Numba or an optional package out of a
+    path: a comment says which.
+    """
     lines = MODULES[name].read_text(encoding="utf-8").splitlines()
     silent = [f"{name}.py:{line} (in {fn})" for fn, line in local_imports(name)
               if "#" not in lines[line - 1] and not lines[line - 2].lstrip().startswith("#")]
