@@ -8,6 +8,7 @@ validation) and reports its accuracy on the 10,000 test images. Into
 """
 
 import argparse
+import copy
 import datetime
 import os
 import signal
@@ -75,9 +76,31 @@ def build_parser():
     p.add_argument("--checkpoint-every", type=nonnegative_int, default=1, metavar="N",
                    help="write checkpoint.npz into --out every N epochs (0: only when interrupted)")
     p.add_argument("--resume", metavar="DIR",
-                   help="continue the run whose --out folder is DIR, with its own settings "
-                        "(only --epochs and --data-dir may be changed)")
+                   help="continue the run whose --out folder is DIR, with its own settings; "
+                        "only " + ", ".join(_flag(k) for k in RESUME_OVERRIDES)
+                        + " may be given with it")
     return p
+
+
+def parse_args(argv=None, parser=None):
+    """Parse ``argv`` (default: sys.argv[1:]); ``args.given`` is the set of options it names.
+
+    Whether an option was given comes from the command line itself, not from
+    comparing its value with the default: ``--resume r --epochs 12`` must
+    count as given even though 12 is the default.
+    """
+    parser = parser or build_parser()
+    args = parser.parse_args(argv)
+    bare = copy.deepcopy(parser)
+    for action in bare._actions:          # re-parse with no defaults: only what argv names remains
+        action.default = argparse.SUPPRESS
+    args.given = set(vars(bare.parse_args(argv)))
+    return args
+
+
+def _flag(dest):
+    """The command-line spelling of the option stored as ``dest``."""
+    return "--" + dest.replace("_", "-")
 
 
 def default_out_dir(dataset):
@@ -126,21 +149,31 @@ def find_data(args, say):
     return "data/mnist"
 
 
-#: settings a resumed run may change; everything else comes from the checkpoint
-RESUME_OVERRIDES = ("epochs", "data_dir", "no_download")
+#: settings a resumed run may change (where the data are, how long and on how many threads it
+#: trains, how often it saves); everything else comes from the checkpoint
+RESUME_OVERRIDES = ("epochs", "data_dir", "no_download", "threads", "checkpoint_every")
 
 
-def resume_args(args, parser):
-    """The run's own settings from ``args.resume``'s checkpoint, with the allowed overrides."""
+def resume_args(args):
+    """The run's own settings from ``args.resume``'s checkpoint, with the allowed overrides.
+
+    ``args.given`` (from :func:`parse_args`) names the options on the command
+    line; one that a resumed run cannot change is refused with an MLPError.
+    """
+    given = getattr(args, "given", None)
+    if given is None:
+        raise TypeError("resume_args needs args from mlp.train.parse_args (args.given)")
+    refused = sorted(given - set(RESUME_OVERRIDES) - {"resume"})
+    if refused:
+        raise MLPError(f"--resume continues {args.resume} with its own settings: "
+                       f"{', '.join(_flag(k) for k in refused)} cannot change there. Only "
+                       f"{', '.join(_flag(k) for k in RESUME_OVERRIDES)} may be given with "
+                       "--resume; start a new run (--out) to change the others")
     ckpt = load_checkpoint(Path(args.resume) / "checkpoint.npz")
-    given = {k: v for k, v in vars(args).items() if v != parser.get_default(k)}
     saved = dict(ckpt["config"]["args"])
-    for key in RESUME_OVERRIDES:
-        if key in given:
-            saved[key] = given[key]
-    ignored = sorted(set(given) - set(RESUME_OVERRIDES) - {"resume"})
-    saved.update(resume=args.resume, out=args.resume)
-    return argparse.Namespace(**saved), ckpt, ignored
+    saved.update({key: getattr(args, key) for key in RESUME_OVERRIDES if key in given})
+    saved.update(resume=args.resume, out=args.resume, given=given)
+    return argparse.Namespace(**saved), ckpt
 
 
 class StopOnSignal:
@@ -210,17 +243,18 @@ def use_threads(backend, threads):
     return max(blas) if blas else (os.cpu_count() or 1)
 
 
-def run(args, stdout=sys.stdout, parser=None):
-    """Train as ``args`` says, write the run's files; returns (history dict, exit status)."""
+def run(args, stdout=None):
+    """Train as ``args`` (from :func:`parse_args`) says, write the run's files.
+
+    Prints to ``stdout`` (default: sys.stdout at the time of the call).
+    Returns (history dict, exit status).
+    """
     def say(line):
-        print(line, file=stdout, flush=True)
+        print(line, file=stdout or sys.stdout, flush=True)
 
     ckpt = None
     if args.resume:
-        args, ckpt, ignored = resume_args(args, parser or build_parser())
-        if ignored:
-            say(f"note: resuming with the run's own settings; ignored: "
-                f"{', '.join('--' + k.replace('_', '-') for k in ignored)}")
+        args, ckpt = resume_args(args)
     data_dir = find_data(args, say)              # a missing dataset stops the run before compiling
     compile_seconds = compile_ahead(args, ckpt)  # before Numba is imported: see there
     threads = use_threads(args.backend, args.threads)
@@ -239,7 +273,7 @@ def run(args, stdout=sys.stdout, parser=None):
     out = Path(args.out) if args.out else default_out_dir(args.dataset)
     out.mkdir(parents=True, exist_ok=True)
 
-    config = {k: v for k, v in vars(args).items() if k != "resume"}
+    config = {k: v for k, v in vars(args).items() if k not in ("resume", "given")}
     config.update(sizes=sizes, threads=threads,
                   n_train=int(X_tr.shape[0]), n_validation=int(X_val.shape[0]))
     meta = {"dataset": data.name, "scale": data.scale, "image_shape": list(data.image_shape)}
@@ -296,10 +330,9 @@ def run(args, stdout=sys.stdout, parser=None):
 
 def main(argv=None):
     """Entry point of ``python -m mlp.train``; returns the exit status."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(argv)
     try:
-        _, status = run(args, parser=parser)
+        _, status = run(args)
     except MLPError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -13,10 +13,11 @@ import pytest
 
 import mlp.data
 import mlp.train
+import mlp.trainer
 from mlp.backends import BACKENDS
 from mlp.data import load_digits
 from mlp.io import load_model
-from mlp.train import build_parser, main, run
+from mlp.train import RESUME_OVERRIDES, build_parser, main, parse_args, run
 
 
 def _cli(*args, env_extra=None, timeout=300):
@@ -27,8 +28,7 @@ def _cli(*args, env_extra=None, timeout=300):
 
 def _run_inprocess(argv):
     out = io.StringIO()
-    parser = build_parser()
-    history, status = run(parser.parse_args(argv), stdout=out, parser=parser)
+    history, status = run(parse_args(argv), stdout=out)
     return history, status, out.getvalue()
 
 
@@ -47,6 +47,21 @@ def test_short_mnist_run_reaches_90_percent(mnist_dir, tmp_path):
     for name in ("model.npz", "curves.png", "confusion.png", "checkpoint.npz"):
         assert (tmp_path / name).stat().st_size > 0
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_default_recipe_through_the_cli(mnist_dir, tmp_path):
+    """``python -m mlp.train`` as a newcomer runs it (numba, float32, uint8 MNIST on the sparse
+    first layer), shortened with --limit and --epochs."""
+    r = _cli("mlp.train", "--data-dir", str(mnist_dir), "--limit", "10000", "--epochs", "1",
+             "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert "backend numba" in r.stdout
+    saved = _history(tmp_path)
+    assert saved["config"]["backend"] == "numba" and saved["config"]["dtype"] == "float32"
+    assert saved["config"]["sizes"] == [784, 256, 10] and saved["config"]["n_train"] == 10000
+    assert saved["test_accuracy"] >= 0.85                # all 10,000 test images; 0.89 seen
+    net = load_model(tmp_path)
+    assert net.dtype == np.float32
 
 
 def test_cli_end_to_end_and_evaluate(tmp_path):
@@ -159,6 +174,84 @@ def test_interrupt_and_resume_is_bit_identical(tmp_path, backend, sig):
     hb = json.loads((tmp_path / "cut" / "history.json").read_text())
     assert [e["train_loss"] for e in ha["epochs"]] == [e["train_loss"] for e in hb["epochs"]]
     assert ha["test_accuracy"] == hb["test_accuracy"]
+
+
+def _history(folder):
+    return json.loads((folder / "history.json").read_text())
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_resume_trains_to_the_epochs_given_even_the_default(tmp_path, backend):
+    """Regression: --epochs equal to the parser's default (12) was taken for "not given"."""
+    args = _train_args(tmp_path / "r", backend, epochs=3)
+    assert _cli(*args).returncode == 0
+    assert len(_history(tmp_path / "r")["epochs"]) == 3
+    default = build_parser().get_default("epochs")
+    r = _cli("mlp.train", "--resume", str(tmp_path / "r"), "--epochs", str(default))
+    assert r.returncode == 0, r.stderr
+    assert [e["epoch"] for e in _history(tmp_path / "r")["epochs"]] == list(range(1, default + 1))
+
+
+def test_given_options_come_from_the_command_line_not_from_their_values():
+    assert parse_args(["--epochs", "12"]).given == {"epochs"}
+    assert parse_args([]).given == set()
+    assert parse_args(["--resume", "r", "--threads", "1", "--no-download"]).given == {
+        "resume", "threads", "no_download"}
+
+
+@pytest.mark.parametrize("flag", [["--lr", "0.1"], ["--hidden", "64"], ["--seed", "0"],
+                                  ["--out", "elsewhere"], ["--backend", "numpy"]])
+def test_resume_refuses_what_it_cannot_change(tmp_path, flag, capsys):
+    """A setting that belongs to the run is refused, even at its default value, not ignored."""
+    assert main(["--resume", str(tmp_path), *flag]) == 2
+    err = capsys.readouterr().err
+    assert flag[0] in err and "--epochs" in err and "Traceback" not in err
+
+
+def test_help_says_which_options_resume_accepts(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    accepted = text[text.index("--resume DIR"):]
+    for key in RESUME_OVERRIDES:
+        assert "--" + key.replace("_", "-") in accepted
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_stopped_mid_epoch_then_resumed_with_more_epochs_is_bit_identical(
+        tmp_path, backend, monkeypatch, capsys):
+    """SIGINT in the middle of epoch 2 (a real signal, through main's handler), then
+    ``--resume --epochs 4``: the same bits as an uninterrupted 4-epoch run."""
+    whole = _cli(*_train_args(tmp_path / "whole", backend, epochs=4))
+    assert whole.returncode == 0, whole.stderr
+
+    init = mlp.trainer.Trainer.__init__
+
+    def interrupting_init(self, *a, **k):
+        init(self, *a, **k)
+        self.chunk_size = 16             # chunks of 16 batches: an epoch has many boundaries
+
+        def on_chunk(trainer):
+            if trainer.epoch == 1 and trainer.position >= 48:
+                os.kill(os.getpid(), signal.SIGINT)
+        self.on_chunk = on_chunk
+    monkeypatch.setattr(mlp.trainer.Trainer, "__init__", interrupting_init)
+    argv = _train_args(tmp_path / "cut", backend, epochs=2)[1:]
+    assert main(argv) == 128 + signal.SIGINT
+    out = capsys.readouterr().out
+    batch = int(out.split("interrupted at epoch 2, batch ")[1].split(":")[0])
+    assert 0 < batch < 300                       # mid-epoch: digits has 300 batches of 4
+    monkeypatch.undo()
+
+    resumed = _cli("mlp.train", "--resume", str(tmp_path / "cut"), "--epochs", "4")
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"at epoch 2, batch {batch + 1}" in resumed.stdout
+    a, b = load_model(tmp_path / "whole"), load_model(tmp_path / "cut")
+    for p, q in zip(a.params(), b.params()):
+        np.testing.assert_array_equal(p, q)
+    ha, hb = _history(tmp_path / "whole"), _history(tmp_path / "cut")
+    assert [e["train_loss"] for e in ha["epochs"]] == [e["train_loss"] for e in hb["epochs"]]
+    assert len(hb["epochs"]) == 4 and ha["test_accuracy"] == hb["test_accuracy"]
 
 
 def test_resume_without_checkpoint(tmp_path):
