@@ -26,6 +26,7 @@ import gzip
 import hashlib
 import http.client
 import math
+import numbers
 import os
 import pathlib
 import sys
@@ -38,6 +39,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mlp.cli import nonnegative_int, positive_float
 from mlp.errors import DataError, MLPError
 
 # key -> (file name without ".gz", SHA-256 of the uncompressed file,
@@ -409,6 +411,15 @@ class _BadContent(Exception):
     """The server answered, but with the wrong bytes: no point asking it again."""
 
 
+class _WriteError(Exception):
+    """Writing the download to the local disk failed (disk full, file size limit,
+    I/O error). Another attempt or another mirror cannot fix that, so it ends
+    the download at once instead of being retried like a network error."""
+
+    def __init__(self, error):
+        super().__init__(error.strerror or str(error))
+
+
 def _fetch(url, out, expected_sha256, timeout):
     """Stream ``url`` (a .gz file) into the open file ``out`` while checking
     the SHA-256 of its decompressed content. Returns the compressed size."""
@@ -418,15 +429,27 @@ def _fetch(url, out, expected_sha256, timeout):
     size = 0
     with urllib.request.urlopen(request, timeout=timeout) as response:
         while chunk := response.read(1 << 16):
-            out.write(chunk)
+            try:
+                out.write(chunk)
+            except OSError as e:
+                raise _WriteError(e) from None
             size += len(chunk)
             try:
                 sha.update(inflater.decompress(chunk))
             except zlib.error as e:
                 raise _BadContent(f"not a valid gzip stream ({e})") from None
+    try:
+        # the file is buffered: a full disk may only show when the rest is written out
+        out.flush()
+    except OSError as e:
+        raise _WriteError(e) from None
     if not inflater.eof:
         raise ConnectionError(f"the download ended early, after {size} bytes, "
                               f"inside the gzip stream")
+    # Bytes after the gzip stream are refused: they would be saved with the
+    # file, where the loader would read them as a broken second gzip member.
+    # Zero bytes alone are the exception, as padding is allowed by gzip(1) and
+    # skipped by Python's gzip module, which the loader uses.
     if inflater.unused_data.strip(b"\0"):
         raise _BadContent("extra bytes after the end of the gzip stream")
     if sha.hexdigest() != expected_sha256:
@@ -435,103 +458,182 @@ def _fetch(url, out, expected_sha256, timeout):
     return size
 
 
-def download_mnist(dest, mirrors=None, retries=3, timeout=30.0, quiet=False) -> pathlib.Path:
+def _network_problem(error, timeout):
+    """What went wrong, in words, for an OSError or HTTPException from _fetch."""
+    reason = getattr(error, "reason", None) or error  # URLError wraps the socket's error
+    if isinstance(reason, TimeoutError):
+        # urllib's timeout applies to each wait for the server (connecting, and
+        # each read), so "no data for that long" is what it measures
+        return (f"timed out: no data from the server for {timeout:g} s "
+                f"(on a slow connection, allow longer with --timeout)")
+    return f"{type(error).__name__}: {reason}"
+
+
+def _make_folder(dest):
+    """Create ``dest`` and its missing parents; return those created, deepest first.
+
+    Raises DataError naming the path when that is impossible, e.g. because
+    ``dest`` or one of its parents is a file.
+    """
+    missing = []
+    folder = dest
+    try:
+        while not folder.exists() and folder != folder.parent:
+            missing.append(folder)
+            folder = folder.parent
+    except OSError as e:  # e.g. a parent the user may not look into
+        raise DataError(f"cannot create the folder {dest}: {e.strerror or e} ({folder}). "
+                        f"Choose a writable folder with --dest (or the dest argument).") from None
+    if not folder.is_dir():  # as root no permission stops mkdir, but a file in the way does
+        raise DataError(f"cannot download into {dest}: {folder} is a file, not a folder. "
+                        f"Choose another destination with --dest (or the dest argument), "
+                        f"or move that file away.")
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataError(f"cannot create the folder {dest}: {e.strerror or e}. "
+                        f"Choose a writable folder with --dest (or the dest argument).") from None
+    return missing
+
+
+def _compact(failures):
+    """Failure lines for an error message, one per URL and problem: the same
+    problem on each retry is said once, with its count."""
+    lines = []
+    for url, problem in failures:
+        if lines and lines[-1][:2] == [url, problem]:
+            lines[-1][2] += 1
+        else:
+            lines.append([url, problem, 1])
+    return [f"  {url}: {problem}" + (f" ({n} attempts)" if n > 1 else "")
+            for url, problem, n in lines]
+
+
+def download_mnist(dest, mirrors=None, retries=2, timeout=30.0, quiet=False) -> pathlib.Path:
     """Download the four MNIST files into ``dest`` as ``name.gz``; return ``dest``.
 
-    Each file is tried from each mirror in turn (``base + name + ".gz"``), up
-    to ``retries`` times per mirror for network errors (a wrong checksum or a
-    4xx answer moves straight on to the next mirror). The file is streamed to
-    a temporary file in ``dest``, its uncompressed SHA-256 is checked while it
-    arrives, and only then is it renamed to its final name, so a partial or
-    wrong file never sits there. Files already present and verified are
-    skipped. Progress goes to stderr unless ``quiet``. If every mirror fails,
-    raises DataError with the URLs tried and what to do instead.
+    Each file is tried from each mirror in turn (``base + name + ".gz"``). A
+    network error, a timeout or a 5xx answer is retried up to ``retries`` more
+    times on the same mirror (so ``retries + 1`` attempts per mirror; 0 means
+    a single attempt); a wrong checksum, a body that is not the expected gzip
+    stream or a 4xx answer moves straight on to the next mirror. ``timeout``
+    is how many seconds to wait for the server to connect or send more data.
+
+    The file is streamed to a temporary file in ``dest``, its uncompressed
+    SHA-256 is checked while it arrives, and only then is it renamed to its
+    final name, so a partial or wrong file never sits there. Files already
+    present and verified are skipped. Progress goes to stderr unless
+    ``quiet``. Folders that the call created and that are still empty when it
+    fails are removed again. If every mirror fails, or the files cannot be
+    written, raises DataError with the URLs tried and what to do instead.
     """
     dest = pathlib.Path(dest).expanduser().absolute()
     mirrors = list(MIRRORS if mirrors is None else mirrors)
     if not mirrors:
         raise DataError("no mirrors given: pass at least one base URL.")
-    if retries < 1:
-        raise DataError(f"retries={retries!r}: must be at least 1.")
+    if isinstance(retries, bool) or not isinstance(retries, numbers.Integral) or retries < 0:
+        raise DataError(f"retries={retries!r}: must be a whole number >= 0 (the attempts "
+                        f"per mirror after the first; 0 means one attempt).")
+    if not (isinstance(timeout, numbers.Real) and 0 < timeout < math.inf):
+        # 0 would make the socket non-blocking, and every read would fail at once
+        raise DataError(f"timeout={timeout!r}: must be a number of seconds > 0.")
+    created = _make_folder(dest)
     try:
-        dest.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise DataError(f"cannot create the folder {dest}: {e.strerror or e}.") from None
+        for name, expected, _ in MNIST_FILES.values():
+            _download_file(name, expected, dest, mirrors, retries, timeout, quiet)
+    except BaseException:
+        # Leave no empty folder behind (a later lookup would find it and report
+        # missing files instead of "not found"); rmdir removes only empty ones,
+        # so files verified before the failure stay, and a rerun skips them.
+        for folder in created:
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        raise
+    return dest
 
+
+def _download_file(name, expected, dest, mirrors, retries, timeout, quiet):
+    """Put the verified ``name.gz`` into ``dest``, from the first mirror that has it."""
     def say(message):
         if not quiet:
             print(message, file=sys.stderr, flush=True)
 
-    for name, expected, _ in MNIST_FILES.values():
-        present = _mnist_path(dest, name)
-        if present is not None:
-            try:
-                ok = _read_idx(present, sha256=True)[1] == expected
-            except DataError:
-                ok = False
-            if ok:
-                say(f"{present.name}: already present and verified, skipping")
-                continue
-            say(f"{present.name}: present but damaged or not canonical; downloading again")
+    present = _mnist_path(dest, name)
+    if present is not None:
+        try:
+            ok = _read_idx(present, sha256=True)[1] == expected
+        except DataError:
+            ok = False
+        if ok:
+            say(f"{present.name}: already present and verified, skipping")
+            return
+        say(f"{present.name}: present but damaged or not canonical; downloading again")
 
-        final = dest / (name + ".gz")
-        failures = []
-        done = False
-        for base in mirrors:
-            url = base.rstrip("/") + "/" + name + ".gz"
-            for attempt in range(1, retries + 1):
-                again = f" (attempt {attempt}/{retries})" if attempt > 1 else ""
-                say(f"downloading {url}{again}")
+    final = dest / (name + ".gz")
+    failures = []  # (url, problem) for each failed attempt
+    network_only = True  # every failure a network error: then the network is the suspect
+    attempts = retries + 1
+    for base in mirrors:
+        url = base.rstrip("/") + "/" + name + ".gz"
+        for attempt in range(1, attempts + 1):
+            again = f" (attempt {attempt}/{attempts})" if attempt > 1 else ""
+            say(f"downloading {url}{again}")
+            try:
+                tmp = tempfile.NamedTemporaryFile(dir=dest, prefix=f".{name}.gz.",
+                                                  suffix=".part", delete=False)
+            except OSError as e:
+                raise DataError(f"cannot write into {dest}: {e.strerror or e}. "
+                                f"Choose a writable folder with --dest.") from None
+            retry = False
+            try:
+                with tmp:
+                    size = _fetch(url, tmp, expected, timeout)
                 try:
-                    tmp = tempfile.NamedTemporaryFile(dir=dest, prefix=f".{name}.gz.",
-                                                      suffix=".part", delete=False)
-                except OSError as e:
-                    raise DataError(f"cannot write into {dest}: {e.strerror or e}. "
-                                    f"Choose a writable folder with --dest.") from None
-                try:
-                    with tmp:
-                        size = _fetch(url, tmp, expected, timeout)
                     os.chmod(tmp.name, 0o644)
                     os.replace(tmp.name, final)
-                    say(f"  ok, {size / 1e6:.1f} MB, checksum verified -> {final}")
-                    done = True
-                    break
-                except _BadContent as e:
-                    failures.append(f"{url}: {e}")
-                    say(f"  failed: {e}")
-                    break
-                except urllib.error.HTTPError as e:
-                    e.close()
-                    failures.append(f"{url}: HTTP {e.code} {e.reason}")
-                    say(f"  failed: HTTP {e.code} {e.reason}")
-                    if e.code < 500:
-                        break
-                except ValueError as e:  # e.g. a malformed URL
-                    failures.append(f"{url}: {e}")
-                    say(f"  failed: {e}")
-                    break
-                except (OSError, http.client.HTTPException) as e:
-                    reason = getattr(e, "reason", None) or e
-                    failures.append(f"{url}: {type(e).__name__}: {reason}")
-                    say(f"  failed: {reason}")
-                finally:
-                    if os.path.exists(tmp.name):
-                        os.unlink(tmp.name)
-                if attempt < retries:
-                    time.sleep(0.2 * attempt)
-            if done:
+                except OSError as e:
+                    raise _WriteError(e) from None
+                say(f"  ok, {size / 1e6:.1f} MB, checksum verified -> {final}")
+                return
+            except _WriteError as e:
+                raise DataError(
+                    f"cannot write {final} (downloading {url}): {e}. Free some disk "
+                    f"space, or choose another folder with --dest.") from None
+            except _BadContent as e:
+                failures.append((url, str(e)))
+                network_only = False
+            except urllib.error.HTTPError as e:
+                e.close()
+                failures.append((url, f"HTTP {e.code} {e.reason}"))
+                # a 5xx is the server's trouble, often passing; a 4xx will not change
+                retry = e.code >= 500
+                network_only = False
+            except ValueError as e:  # e.g. a malformed URL
+                failures.append((url, str(e)))
+                network_only = False
+            except (OSError, http.client.HTTPException) as e:
+                failures.append((url, _network_problem(e, timeout)))
+                retry = True
+            finally:
+                if os.path.exists(tmp.name):
+                    os.unlink(tmp.name)
+            say(f"  failed: {failures[-1][1]}")
+            if not retry:
                 break
-        if not done:
-            tried = "\n".join("  " + failure for failure in failures)
-            names = ", ".join(n + ".gz" for n in _file_names())
-            raise DataError(
-                f"could not download {name}.gz into {dest}: every mirror failed "
-                f"(is the network reachable?).\nTried:\n{tried}\n"
-                f"Last error: {failures[-1]}\n"
-                f"Download the four files ({names}) by hand into {dest}, "
-                f"or train on the bundled digits data, which needs no download: "
-                f"`--dataset digits`.")
-    return dest
+            if attempt < attempts:
+                time.sleep(0.2 * attempt)
+
+    tried = "\n".join(_compact(failures))
+    names = ", ".join(n + ".gz" for n in _file_names())
+    hint = " (is the network reachable?)" if network_only else ""
+    raise DataError(
+        f"could not download {name}.gz into {dest}: every mirror failed{hint}.\n"
+        f"Tried:\n{tried}\n"
+        f"Download the four files ({names}) by hand into {dest}, "
+        f"or train on the bundled digits data, which needs no download: "
+        f"`--dataset digits`.")
 
 
 # --------------------------------------------------------------------- CLI
@@ -547,8 +649,13 @@ def main(argv=None) -> int:
                    help="folder to put them in (default: data/mnist)")
     p.add_argument("--mirror", action="append", metavar="URL",
                    help="base URL to fetch from (repeatable; default: the built-in mirrors)")
-    p.add_argument("--retries", type=int, default=3, help="attempts per mirror (default: 3)")
-    p.add_argument("--timeout", type=float, default=30.0, help="seconds per request (default: 30)")
+    p.add_argument("--retries", type=nonnegative_int, default=2,
+                   help="how many times to try a mirror again after a network error, a "
+                        "timeout or a 5xx answer: 0 tries each mirror once (default: 2, "
+                        "so up to 3 attempts per mirror)")
+    p.add_argument("--timeout", type=positive_float, default=30.0,
+                   help="seconds to wait for a server to connect or send more data before "
+                        "giving up on that attempt (default: 30)")
     p.add_argument("--quiet", action="store_true", help="no progress messages")
     p = commands.add_parser("verify", help="check the MNIST files' format and checksums")
     p.add_argument("--data-dir", default=None,

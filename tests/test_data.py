@@ -1,9 +1,11 @@
 """Tests of mlp.data: the IDX reader, MNIST lookup/loading/verification,
 the digits loader, the downloader (against a real local HTTP server) and the CLI."""
 
+import collections
 import contextlib
 import functools
 import gzip
+import hashlib
 import http.server
 import os
 import pathlib
@@ -649,8 +651,8 @@ def test_truncated_file_on_server(mnist_dir, tmp_path):
     _link_real_files(mnist_dir, dest, except_name="t10k-labels-idx1-ubyte")
     with serve(served) as (url, requests):
         with pytest.raises(DataError, match="ended early"):
-            download_mnist(dest, mirrors=[url], retries=2, quiet=True)
-    assert len(requests) == 2  # retried
+            download_mnist(dest, mirrors=[url], retries=1, quiet=True)
+    assert len(requests) == 2  # retried once
     assert "t10k-labels-idx1-ubyte.gz" not in listing(dest)
     assert not any(name.endswith(".part") for name in listing(dest))
 
@@ -660,14 +662,303 @@ def test_all_mirrors_dead(tmp_path):
     dead = [dead_url(), dead_url()]
     start = time.perf_counter()
     with pytest.raises(DataError) as info:
-        download_mnist(dest, mirrors=dead, retries=2, timeout=2, quiet=True)
+        download_mnist(dest, mirrors=dead, retries=1, timeout=2, quiet=True)
     assert time.perf_counter() - start < 3
     message = str(info.value)
     assert str(dest) in message
     assert "digits" in message and "by hand" in message
     assert dead[0] in message and dead[1] in message
-    assert "Last error" in message
-    assert listing(dest) == []  # nothing partial left behind
+    assert "(2 attempts)" in message  # the same error on each retry is said once
+    assert not dest.exists()  # created by the call, and removed again as nothing was put in it
+
+
+# ------------------------------------------- download failure modes (fake files)
+#
+# Each test runs a real HTTP server on 127.0.0.1 whose answers a script
+# chooses per request (an error status, a stall, wrong bytes), and patches
+# the table of expected files to four small fake ones, so no MNIST is needed.
+
+
+@pytest.fixture
+def fake_files(monkeypatch):
+    """Point the downloader at four small fake IDX files; return {name + ".gz": gzip bytes}."""
+    table, files = {}, {}
+    for i, key in enumerate(MNIST_FILES):
+        name = f"fake-{i}-idx1-ubyte"
+        content = idx_bytes(np.arange(10 + i, dtype=np.uint8))
+        table[key] = (name, hashlib.sha256(content).hexdigest(), "sha256 of the .gz: unused")
+        files[name + ".gz"] = gzip.compress(content)
+    monkeypatch.setattr(data, "MNIST_FILES", table)
+    return files
+
+
+STALL_LIMIT = 5.0  # seconds a stalling handler waits at most, whatever the client does
+
+
+@contextlib.contextmanager
+def scripted_server(files, script=lambda name, n: "ok"):
+    """Serve files ({name: bytes}) at /name from a threaded HTTP server on 127.0.0.1.
+
+    ``script(name, n)`` says how to answer the n-th request (from 1) for name:
+    "ok" (the file, or 404 if unknown), an int (that error status), bytes (a
+    200 with that body), "stall" (accept, then send nothing) or "headers" (a
+    200 with its headers, then nothing). A stall ends after STALL_LIMIT
+    seconds or when the block exits, whichever is first, so no thread
+    outlives the test for long. Yields (base URL, Counter of requests per name).
+    """
+    counts = collections.Counter()
+    lock = threading.Lock()
+    done = threading.Event()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        timeout = STALL_LIMIT  # a client that never sends its request cannot hold a thread
+
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            name = self.path.lstrip("/")
+            with lock:
+                counts[name] += 1
+                n = counts[name]
+            action = script(name, n)
+            if action == "stall":
+                done.wait(STALL_LIMIT)
+                return
+            if isinstance(action, int):
+                self.send_error(action)
+                return
+            body = files.get(name) if action in ("ok", "headers") else action
+            if body is None:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "application/gzip")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if action == "headers":
+                self.wfile.flush()
+                done.wait(STALL_LIMIT)
+                return
+            self.wfile.write(body)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    # a short poll interval: shutdown() waits for it, and the tests start many servers
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                              daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/", counts
+    finally:
+        done.set()
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=STALL_LIMIT)
+
+
+def assert_all_fake_files(dest, files):
+    assert listing(dest) == sorted(files)  # right names, no temporary files
+    for name, content in files.items():
+        assert (dest / name).read_bytes() == content
+
+
+def test_download_retries_after_503(fake_files, tmp_path, capsys):
+    flaky = sorted(fake_files)[1]
+
+    def script(name, n):
+        return 503 if name == flaky and n == 1 else "ok"
+
+    with scripted_server(fake_files, script) as (url, counts):
+        download_mnist(tmp_path / "d", mirrors=[url], retries=1, timeout=5)
+    assert counts[flaky] == 2  # the 503, then the retry that got the file
+    assert all(counts[name] == 1 for name in fake_files if name != flaky)
+    assert_all_fake_files(tmp_path / "d", fake_files)
+    err = capsys.readouterr().err
+    assert "HTTP 503" in err and f"{url}{flaky} (attempt 2/2)" in err
+
+
+@pytest.mark.parametrize("stall", ["stall", "headers"],
+                         ids=["no-answer", "headers-then-nothing"])
+def test_download_stalled_server_times_out(fake_files, tmp_path, stall):
+    dest = tmp_path / "data" / "mnist"
+    first = next(iter(fake_files))
+    timeout, attempts = 0.5, 2
+    with scripted_server(fake_files, lambda name, n: stall) as (url, counts):
+        start = time.perf_counter()
+        with pytest.raises(DataError) as info:
+            download_mnist(dest, mirrors=[url], retries=attempts - 1, timeout=timeout,
+                           quiet=True)
+        elapsed = time.perf_counter() - start
+    # each attempt waits `timeout`, plus the 0.2 s pause before the retry
+    assert timeout * attempts <= elapsed < timeout * attempts + 1.5
+    assert counts == {first: attempts}
+    message = str(info.value)
+    assert f"{url}{first}: timed out: no data from the server for 0.5 s" in message
+    assert "--timeout" in message and f"({attempts} attempts)" in message
+    assert message.count(url) == 1  # one compact line, not one per attempt
+    assert not (tmp_path / "data").exists()  # both folders the call made are gone again
+
+
+# case -> (the body served instead of a file's gzip bytes, what the error says)
+BAD_BODIES = {
+    "not gzip": (lambda gz: b"<html><body>This mirror has moved</body></html>",
+                 "not a valid gzip stream"),
+    "gzip then junk": (lambda gz: gz + b"junk\n", "extra bytes after the end of the gzip stream"),
+    "two gzip members": (lambda gz: gz + gzip.compress(b"more"),
+                         "extra bytes after the end of the gzip stream"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_BODIES))
+def test_download_rejects_bad_body(fake_files, tmp_path, case):
+    spoil, words = BAD_BODIES[case]
+    bad = next(iter(fake_files))
+
+    def script(name, n):
+        return spoil(fake_files[name])
+
+    dest = tmp_path / "d"
+    dest.mkdir()
+    with scripted_server(fake_files, script) as (url, counts):
+        with pytest.raises(DataError) as info:
+            download_mnist(dest, mirrors=[url], retries=2, quiet=True)
+        assert counts == {bad: 1}  # wrong bytes are not asked for again
+    message = str(info.value)
+    assert f"{url}{bad}: {words}" in message
+    assert "is the network reachable" not in message  # the network is fine
+    assert listing(dest) == []  # no partial or .part file; the folder was there before
+
+    # the same bytes on a first mirror: the download moves on to the second one
+    with scripted_server(fake_files, script) as (bad_url, bad_counts), \
+            scripted_server(fake_files) as (good_url, _):
+        download_mnist(dest, mirrors=[bad_url, good_url], retries=2, quiet=True)
+    assert bad_counts == {name: 1 for name in fake_files}
+    assert_all_fake_files(dest, fake_files)
+
+
+def test_download_accepts_zero_padding_after_gzip(fake_files, tmp_path):
+    # By design: zero bytes after the stream are gzip padding (gzip -d accepts
+    # them, Python's gzip module skips them), not garbage; the saved file loads.
+    def script(name, n):
+        return fake_files[name] + b"\0" * 100
+
+    with scripted_server(fake_files, script) as (url, _):
+        download_mnist(tmp_path, mirrors=[url], quiet=True)
+    first = next(iter(fake_files))
+    np.testing.assert_array_equal(read_idx(tmp_path / first), np.arange(10, dtype=np.uint8))
+
+
+@pytest.mark.parametrize("where", ["under a file", "is a file"])
+def test_download_into_a_file_path(fake_files, tmp_path, where, capsys):
+    blocker = tmp_path / "afile"
+    blocker.write_bytes(b"precious")
+    dest = blocker / "mnist" if where == "under a file" else blocker
+    with scripted_server(fake_files) as (url, counts):
+        with pytest.raises(DataError) as info:
+            download_mnist(dest, mirrors=[url], quiet=True)
+        assert data.main(["download", "--dest", str(dest), "--mirror", url]) == 2
+    assert counts == {}  # refused before any download
+    message = str(info.value)
+    assert f"cannot download into {dest}: {blocker} is a file, not a folder" in message
+    assert "--dest" in message
+    assert info.value.__context__ is None and info.value.__cause__ is None
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot download into") and "Traceback" not in err
+    assert listing(tmp_path) == ["afile"] and blocker.read_bytes() == b"precious"
+
+
+def test_download_disk_full_is_not_retried(tmp_path):
+    # A real write failure, also for root: the child process may write files of
+    # at most 64 KiB (RLIMIT_FSIZE; Python ignores SIGXFSZ, so write() fails
+    # with EFBIG), and the file served is bigger.
+    resource = pytest.importorskip("resource")
+    big = np.random.default_rng(0).integers(0, 256, 200_000, dtype=np.uint8)  # incompressible
+    content = idx_bytes(big)
+    files = {"big-idx1-ubyte.gz": gzip.compress(content)}
+    child = (
+        "import sys, mlp.data as d\n"
+        f"d.MNIST_FILES = {{'only': ('big-idx1-ubyte', {hashlib.sha256(content).hexdigest()!r},"
+        " '')}\n"
+        "sys.exit(d.main(sys.argv[1:]))\n")
+    env = {k: v for k, v in os.environ.items() if k != "MLP_DATA_DIR"}
+    env["PYTHONPATH"] = os.pathsep.join([str(PROJECT_ROOT), env.get("PYTHONPATH", "")])
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    dest = tmp_path / "out"
+
+    def limit_file_size():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 16, 1 << 16))
+
+    with scripted_server(files) as (url, counts):
+        result = subprocess.run(
+            [sys.executable, "-c", child, "download", "--dest", str(dest), "--mirror", url],
+            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60,
+            preexec_fn=limit_file_size)
+    assert result.returncode == 2, result.stderr
+    assert counts == {"big-idx1-ubyte.gz": 1}  # a local disk problem: no retry
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: cannot write {dest / 'big-idx1-ubyte.gz'} "
+                           f"(downloading {url}big-idx1-ubyte.gz): File too large")
+    assert "Traceback" not in result.stderr
+    assert listing(tmp_path) == []  # no partial file, and no empty "out"
+
+
+@pytest.mark.parametrize("retries, attempts", [(0, 1), (1, 2), (None, 3)],
+                         ids=["0", "1", "default"])
+def test_retries_counts_the_attempts_after_the_first(fake_files, tmp_path, retries, attempts,
+                                                     capsys):
+    first = next(iter(fake_files))
+    kwargs = {} if retries is None else {"retries": retries}
+    cli = [] if retries is None else ["--retries", str(retries)]
+    with scripted_server(fake_files, lambda name, n: 503) as (url, counts):
+        with pytest.raises(DataError) as info:
+            download_mnist(tmp_path / "api", mirrors=[url], timeout=5, quiet=True, **kwargs)
+        assert counts == {first: attempts}
+        counts.clear()
+        status = data.main(["download", "--dest", str(tmp_path / "cli"), "--mirror", url,
+                            "--quiet", *cli])
+        assert counts == {first: attempts}
+    assert status == 2
+    tail = f" ({attempts} attempts)" if attempts > 1 else ""
+    assert f"{url}{first}: HTTP 503 Service Unavailable{tail}\n" in str(info.value)
+    err = capsys.readouterr().err
+    assert err.startswith("error: could not download") and err.count("error:") == 1
+    assert "Traceback" not in err
+
+
+def test_retries_help_and_bad_values(capsys):
+    with pytest.raises(SystemExit) as info:
+        data.main(["download", "--help"])
+    assert info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "0 tries each mirror once (default: 2, so up to 3 attempts per mirror)" in text
+    for flag, value in (("--retries", "-1"), ("--retries", "1.5"), ("--timeout", "0")):
+        with pytest.raises(SystemExit) as info:
+            data.main(["download", flag, value])
+        assert info.value.code == 2  # argparse's usage error: one line, no traceback
+        err = capsys.readouterr().err
+        assert f"argument {flag}:" in err and "Traceback" not in err
+    with pytest.raises(DataError, match=r"retries=-1: must be a whole number >= 0"):
+        download_mnist("unused", mirrors=["http://127.0.0.1:9/"], retries=-1)
+    with pytest.raises(DataError, match=r"timeout=0: must be a number of seconds > 0"):
+        download_mnist("unused", mirrors=["http://127.0.0.1:9/"], timeout=0)
+    assert not pathlib.Path("unused").exists()
+
+
+def test_offline_is_one_compact_error(tmp_path, capsys):
+    dead = [dead_url(), dead_url()]
+    dest = tmp_path / "data" / "mnist"
+    status = data.main(["download", "--dest", str(dest), "--mirror", dead[0],
+                        "--mirror", dead[1], "--retries", "1", "--quiet"])
+    assert status == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: could not download train-images-idx3-ubyte.gz into "
+                          f"{dest}: every mirror failed (is the network reachable?).")
+    assert err.count("error:") == 1 and "Traceback" not in err
+    for url in dead:  # one line per mirror, whatever the number of attempts
+        assert err.count(url) == 1
+        assert f"{url}train-images-idx3-ubyte.gz: URLError: " in err
+    assert err.count("(2 attempts)") == 2
+    assert listing(tmp_path) == []  # neither data/ nor data/mnist left behind
 
 
 # -------------------------------------------------------------------- CLI
@@ -695,6 +986,7 @@ def test_cli_download_unreachable(tmp_path):
     assert result.returncode == 2
     assert "error: " in result.stderr and "digits" in result.stderr
     assert "Traceback" not in result.stderr
+    assert listing(tmp_path) == []  # no empty "here" left behind
 
 
 def test_cli_verify_good_folder(mnist_dir, capsys):
