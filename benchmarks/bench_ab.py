@@ -1,0 +1,85 @@
+"""A/B of two source trees of mlp: seconds per MNIST epoch of mlp-numba, interleaved, one run.
+
+For a change that must not cost speed (a refactoring, a tidy-up), time the
+tree before it and the tree after it side by side on the same machine at
+the same time: each epoch runs in a fresh child process that imports mlp
+from one tree (``PYTHONPATH``), loads its kernels (from that tree's Numba
+cache: compiling is not timed), trains a throwaway network for ``--warmup``
+seconds and then times one epoch of 784-100-10 sigmoid, plain SGD at 0.1,
+as bench_speed.py does. The trees alternate, ``--runs`` epochs each per
+batch size, so a busy moment of the machine hits both; the median is
+reported with the ratio new/old.
+
+Usage (from the project root; make the old tree with ``git worktree add``)::
+
+    git worktree add /tmp/old HEAD~3
+    python benchmarks/bench_ab.py /tmp/old . [--runs 5] [--batch-sizes 10 32 128 1024]
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+CHILD = r"""
+import json, sys, time
+from mlp.backends import get_backend
+from mlp.data import load_mnist
+from mlp.network import Network
+from mlp.optimizers import SGD
+from mlp.trainer import Trainer
+batch, warmup = int(sys.argv[1]), float(sys.argv[2])
+data = load_mnist()
+X, y = data.X_train, data.y_train
+def trainer(seed):
+    return Trainer(Network([784, 100, 10], seed=seed), SGD(0.1), get_backend("numba"), batch,
+                   seed=seed)
+timed, spare = trainer(0), trainer(1)
+timed.prepare(X, y, data.scale)
+t0 = time.perf_counter()
+while time.perf_counter() - t0 < warmup:         # the cores ramp up before the clock starts
+    spare.epoch = spare.position = 0
+    spare.fit(X[:4096], y[:4096], 1, data.scale)
+t0 = time.perf_counter()
+timed.fit(X, y, 1, data.scale)
+print(json.dumps(time.perf_counter() - t0))
+"""
+
+
+def epoch_seconds(tree, batch, warmup):
+    """One timed epoch with mlp imported from ``tree``, in a child process."""
+    env = dict(os.environ, PYTHONPATH=str(tree))
+    done = subprocess.run([sys.executable, "-c", CHILD, str(batch), str(warmup)], env=env,
+                          cwd=tree, capture_output=True, text=True)
+    if done.returncode:
+        sys.exit(f"{tree}: the epoch failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("old", type=Path, help="the tree before the change")
+    p.add_argument("new", type=Path, help="the tree after the change")
+    p.add_argument("--runs", type=int, default=5, help="epochs per tree and batch size")
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[10, 32, 128, 1024])
+    p.add_argument("--warmup", type=float, default=0.5, help="seconds of untimed training")
+    args = p.parse_args(argv)
+    trees = {"old": args.old.resolve(), "new": args.new.resolve()}
+    print(f"old: {trees['old']}\nnew: {trees['new']}")
+    for batch in args.batch_sizes:
+        seconds = {name: [] for name in trees}
+        for _ in range(args.runs):
+            for name, tree in trees.items():
+                seconds[name].append(epoch_seconds(tree, batch, args.warmup))
+        old, new = (statistics.median(seconds[k]) for k in ("old", "new"))
+        spread = {k: f"{min(v):.3f}–{max(v):.3f}" for k, v in seconds.items()}
+        print(f"batch {batch:5d}: old {old:.3f} s ({spread['old']}), new {new:.3f} s "
+              f"({spread['new']}), new/old {new / old:.3f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
