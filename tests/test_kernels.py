@@ -392,6 +392,21 @@ def test_dense_sgd_plain(shape, dtype):
     close(Wt.T, expected, dtype)
 
 
+def test_the_avx512_gather_is_off_where_llvm_would_abort(monkeypatch):
+    """LLVM 14 (numba < 0.61) aborts the interpreter on the compress intrinsic: not used there."""
+    monkeypatch.setattr(K.binding, "get_host_cpu_features", lambda: {"avx512f": True})
+    monkeypatch.setattr(K.config, "CPU_NAME", None)
+    monkeypatch.setattr(K.binding, "llvm_version_info", (14, 0, 6))
+    assert K._can_compress() is False
+    monkeypatch.setattr(K.binding, "llvm_version_info", (15, 0, 7))
+    assert K._can_compress() is True
+    monkeypatch.setattr(K.config, "CPU_NAME", "generic")
+    assert K._can_compress() is False                 # a portable cache: no host-only code
+    monkeypatch.setattr(K.config, "CPU_NAME", None)
+    monkeypatch.setattr(K.binding, "get_host_cpu_features", lambda: {"avx512f": False})
+    assert K._can_compress() is False
+
+
 def test_prefetch_rows_changes_nothing():
     X = np.arange(3 * 200, dtype=np.uint8).reshape(3, 200)
     before = X.copy()
