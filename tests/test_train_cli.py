@@ -270,3 +270,16 @@ def test_no_download_with_no_data_anywhere_says_where_to_put_it(tmp_path, monkey
     err = capsys.readouterr().err
     assert "download" in err and "digits" in err and "Traceback" not in err
     assert not (tmp_path / "data").exists()
+
+
+def test_the_numpy_backend_never_imports_numba(tmp_path):
+    """``--backend numpy`` is the reference path: it runs where Numba is not installed."""
+    code = ("import sys, mlp.train; "
+            f"status = mlp.train.main(['--dataset', 'digits', '--epochs', '1', '--backend', "
+            f"'numpy', '--out', {str(tmp_path)!r}]); "
+            "print(status, sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('numba', 'llvmlite') or m in ('mlp.kernels', 'mlp.numba_backend', "
+            "'mlp.precompile')))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[-1] == "0 []"
