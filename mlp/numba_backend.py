@@ -34,7 +34,11 @@ import scipy.linalg.cython_blas  # noqa: F401
 from threadpoolctl import ThreadpoolController
 
 from . import kernels as K
+from .compile_notice import install_listener
 from .network import with_weight_decay
+
+# a first use on a machine compiles the kernels for a minute: say so (mlp.compile_notice)
+install_listener(K.__name__)
 
 #: the parts of a run that :meth:`NumbaBackend.prepare` can compile: training's kernels,
 #: prediction's

@@ -29,6 +29,7 @@ import time
 
 import numpy as np
 
+from .compile_notice import Ticker, quiet
 from .network import Network
 from .optimizers import SGD
 
@@ -144,7 +145,8 @@ def compile_ahead(spec, threads=None):
     """
     t0 = time.perf_counter()
     if not looks_compiled():
-        compile_in_children(spec, threads)
+        with Ticker():
+            compile_in_children(spec, threads)
     from .backends import set_threads  # imports Numba: only now that the children are done
     set_threads(threads)
     load_kernels(spec, threads)
@@ -164,10 +166,11 @@ def load_kernels(spec, threads=None):
     from . import kernels  # imports Numba: only once the children have had their turn
     t0 = time.perf_counter()
     try:
-        with refuse_compiling(kernels.__name__):
+        with quiet(), refuse_compiling(kernels.__name__):    # quiet: nothing compiles here
             prepare_spec(spec)
     except CompileRefused:
-        compile_in_children(spec, threads)
+        with Ticker():
+            compile_in_children(spec, threads)
         prepare_spec(spec)
     return time.perf_counter() - t0
 

@@ -11,7 +11,7 @@ import pytest
 from numba import njit
 
 import mlp.kernels as K
-from mlp import precompile
+from mlp import compile_notice, precompile
 from mlp.data import SHAPES, load_digits
 from mlp.precompile import CompileRefused, refuse_compiling
 
@@ -171,8 +171,10 @@ def test_a_cold_cache_is_compiled_in_children_only(tmp_path):
     assert result["looked"] is False and result["after_looks"] is True
     assert result["here"] == 0 and result["after"] == 0       # children compiled everything
     assert result["error"] < 1e-5
+    assert r.stderr.count(compile_notice.MESSAGE) == 1, r.stderr     # said once, before
     again = subprocess.run([sys.executable, "-c", script, json.dumps(SPEC)], capture_output=True,
                            text=True, env=env, timeout=600)
     assert again.returncode == 0, again.stderr
     second = json.loads(again.stdout.splitlines()[-1])
     assert second["looked"] is True and second["here"] == 0 and second["error"] < 1e-5
+    assert compile_notice.MESSAGE not in again.stderr                  # nothing to compile
