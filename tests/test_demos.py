@@ -108,17 +108,27 @@ def test_classification_reproduces_the_tutorial_program():
 # ------------------------------------------------------------------ two-layer
 @pytest.mark.parametrize("seed", range(4))
 def test_two_layer_total_loss_decreases_to_the_least_squares_minimum(seed):
-    r = demos.two_layer(seed, say=quiet)
-    losses = [loss for _, loss in r["total_loss"]]
-    assert [done for done, _ in r["total_loss"]] == [0, 500, 1000, 1500, 2000, 2500, 3000]
-    assert all(later < earlier for earlier, later in zip(losses, losses[1:]))
-    # x·W1·W2 is a linear map without bias: no weights beat least squares on X
+    """The tutorial's 3000 steps lower the loss at every report; run on, it reaches the floor.
+
+    x·W1·W2 is a linear map without bias, and W1·W2 can be any 2 × 1 matrix: the lowest
+    loss is least squares on X, computed here in closed form. In 3000 steps some seeds are
+    still 20% above it (the rate is small); by 20,000 steps every seed is within 1e-5 of it,
+    relative (measured: 2e-7 … 4e-6, float32 round-off and the minibatch cycle's bias).
+    """
+    r = demos.two_layer(seed, steps=20_000, say=quiet)
+    done, losses = zip(*r["total_loss"])
+    assert list(done) == list(range(0, 20_001, 500))
+    tutorial = losses[:7]                           # the reports of the default 3000 steps
+    assert all(later < earlier for earlier, later in zip(tutorial, tutorial[1:]))
     X, Y = demos.two_layer_data()
     w = np.linalg.lstsq(X, Y, rcond=None)[0]
     floor = float(np.mean((X @ w - Y) ** 2))
-    assert floor - 1e-5 <= losses[-1] < losses[0]
+    assert losses[0] > 2 * floor                    # the start is far from it …
+    assert floor * (1 - 1e-6) <= losses[-1] <= floor * (1 + 1e-5)    # … the end is at it
     product = r["w1"].astype(np.float64) @ r["w2"]
     assert np.mean((X @ product - Y) ** 2) == pytest.approx(losses[-1], rel=1e-4)
+    # and the map it found is the least-squares one
+    np.testing.assert_allclose(product, w, atol=1e-2)
 
 
 def test_two_layer_data_is_the_tutorials():

@@ -4,7 +4,9 @@ Float64 comparisons are tight (1e-12 relative to the largest entry): the
 kernels only reorder sums. Float32 ones allow a few float32 ulps. The SGD
 updates must match bit for bit: they do the reference's arithmetic in its
 order. Shapes include ones large enough for the BLAS branches
-(:data:`mlp.kernels.BLAS_MIN_FLOPS`) and batch sizes of 1.
+(:data:`mlp.kernels.BLAS_MIN_FLOPS`) and batch sizes of 1. Every kernel is run
+in both dtypes: float32 is the default, and the one with kernel-only code
+(the polynomial exp, AVX-512's compress).
 """
 
 import numpy as np
@@ -12,11 +14,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mlp import kernels as K
-from mlp import kernels_reference as R
+pytest.importorskip("numba", reason="numba is not installed: the kernels need it")
+
+from mlp import kernels as K  # noqa: E402
+from mlp import kernels_reference as R  # noqa: E402
 
 SETTINGS = settings(max_examples=25, deadline=None, derandomize=True)
 KINDS = [K.SIGMOID, K.TANH, K.RELU, K.IDENTITY]
+DTYPES = [np.float64, np.float32]
 TOL = {np.float64: 1e-12, np.float32: 2e-6}
 
 
@@ -53,20 +58,24 @@ shapes = st.tuples(st.integers(1, 9), st.integers(1, 21), st.integers(1, 13), st
 
 # ------------------------------------------------------------------ gather
 @SETTINGS
-@given(shapes, st.sampled_from([np.uint8, np.float64, np.float32]))
-def test_gather_dense(shape, xdtype):
+@given(shapes, st.sampled_from([np.uint8, np.float64, np.float32]), st.sampled_from(DTYPES))
+def test_gather_dense(shape, xdtype, dtype):
     n, n_in, _, seed = shape
     rng = np.random.default_rng(seed)
     X = sparse_uint8(rng, 30, n_in).astype(xdtype)
     rows = rng.integers(0, 30, n)
-    scale = np.float32(1 / 255) if xdtype == np.uint8 else np.float32(1)
-    out = K.gather_dense(X, rows, scale, np.empty((n, n_in), np.float32))
-    np.testing.assert_array_equal(out, R.gather_dense(X, rows, scale, np.float32))
+    scale = dtype(1 / 255) if xdtype == np.uint8 else dtype(1)
+    out = K.gather_dense(X, rows, scale, np.empty((n, n_in), dtype))
+    np.testing.assert_array_equal(out, R.gather_dense(X, rows, scale, dtype))
 
 
 @SETTINGS
-@given(shapes, st.sampled_from([np.uint8, np.float64]), st.floats(0.0, 1.0))
-def test_gather_sparse(shape, xdtype, density):
+@given(shapes, st.sampled_from([np.uint8, np.float64]), st.floats(0.0, 1.0),
+       st.sampled_from(DTYPES))
+def test_gather_sparse(shape, xdtype, density, dtype):
+    """uint8 rows of 8k pixels go through _compact_row: AVX-512's compress for float32 values
+    where the machine has it, the 64-bit-word fallback otherwise and for float64 values (so
+    the fallback is tested through gather_sparse on every machine)."""
     n, n_in, _, seed = shape
     n_in = 8 * n_in if xdtype == np.uint8 and seed % 2 else n_in   # the 64-bit-word path too
     rng = np.random.default_rng(seed)
@@ -74,11 +83,11 @@ def test_gather_sparse(shape, xdtype, density):
     if xdtype == np.float64:
         X[X != 0] -= 128.0          # negatives too: the zero-block test must not cancel
     rows = rng.integers(0, 30, n)
-    scale = np.float32(1 / 255) if xdtype == np.uint8 else np.float32(1)
+    scale = dtype(1 / 255) if xdtype == np.uint8 else dtype(1)
     nnz = np.full(n, -1, np.int64)
-    cols, vals = np.empty((n, n_in), np.int32), np.empty((n, n_in), np.float32)
+    cols, vals = np.empty((n, n_in), np.int32), np.empty((n, n_in), dtype)
     total = K.gather_sparse(X, rows, scale, K.SparseBatch(nnz, cols, vals))
-    ref_nnz, ref_cols, ref_vals = R.gather_sparse(X, rows, scale, np.float32)
+    ref_nnz, ref_cols, ref_vals = R.gather_sparse(X, rows, scale, dtype)
     assert total == ref_nnz.sum()
     np.testing.assert_array_equal(nnz, ref_nnz)
     for s in range(n):
@@ -86,12 +95,14 @@ def test_gather_sparse(shape, xdtype, density):
         np.testing.assert_array_equal(vals[s, :nnz[s]], ref_vals[s, :nnz[s]])
 
 
-@pytest.mark.parametrize("compact", ["words", "compressed"])
+@pytest.mark.parametrize("compact, dtype", [("words", np.float32), ("words", np.float64),
+                                            ("compressed", np.float32)])
 @pytest.mark.parametrize("n_in, density", [(8, 0.5), (16, 0.9), (24, 0.3), (40, 0.05), (784, 0.2)])
-def test_both_row_compactions_against_the_twin(compact, n_in, density):
-    """The two ways to gather a uint8 row's non-zeros agree bit for bit.
+def test_both_row_compactions_against_the_twin(compact, dtype, n_in, density):
+    """The two ways to gather a uint8 row's non-zeros agree bit for bit with the twin.
 
-    One takes 8 pixels a word; the other 16, with AVX-512.
+    One takes 8 pixels a word (the fallback, run on every machine); the other
+    16, with AVX-512 (float32 values only), run where the CPU has it.
     """
     if compact == "compressed" and not K.COMPRESS:
         pytest.skip("this machine (or NUMBA_CPU_NAME) gives no AVX-512 compress instruction")
@@ -100,31 +111,33 @@ def test_both_row_compactions_against_the_twin(compact, n_in, density):
     X = sparse_uint8(rng, 12, n_in, density)
     X[3] = 0                                        # a blank row
     X[4] = 255                                      # a full one
-    scale = np.float32(1 / 255)
-    ref_nnz, ref_cols, ref_vals = R.gather_sparse(X, np.arange(12), scale, np.float32)
+    scale = dtype(1 / 255)
+    ref_nnz, ref_cols, ref_vals = R.gather_sparse(X, np.arange(12), scale, dtype)
     Xf = X.reshape(X.size)
     for r in range(12):
-        cs, vs = np.full(n_in, -1, np.int32), np.full(n_in, np.nan, np.float32)
+        cs, vs = np.full(n_in, -1, np.int32), np.full(n_in, np.nan, dtype)
         k = fn(Xf, Xf.view(np.uint64), r * n_in, n_in, scale, cs, vs)
         assert k == ref_nnz[r]
         np.testing.assert_array_equal(cs[:k], ref_cols[r, :k])
         np.testing.assert_array_equal(vs[:k], ref_vals[r, :k])
 
 
-@pytest.mark.parametrize("n_in", [19, 24])
-def test_gather_sparse_sees_a_lone_pixel_in_every_position(n_in):
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n_in", [19, 24, 40])   # 24, 40: 8-pixel words; 40: 16-blocks + a tail
+def test_gather_sparse_sees_a_lone_pixel_in_every_position(n_in, dtype):
     X = np.zeros((n_in, n_in), np.uint8)
     X[np.arange(n_in), np.arange(n_in)] = 7      # one non-zero per row, at every offset
     nnz = np.zeros(n_in, np.int64)
-    cols, vals = np.empty((n_in, n_in), np.int32), np.empty((n_in, n_in))
-    assert K.gather_sparse(X, np.arange(n_in), 1.0, K.SparseBatch(nnz, cols, vals)) == n_in
+    cols, vals = np.empty((n_in, n_in), np.int32), np.empty((n_in, n_in), dtype)
+    assert K.gather_sparse(X, np.arange(n_in), dtype(1), K.SparseBatch(nnz, cols, vals)) == n_in
     np.testing.assert_array_equal(nnz, 1)
     np.testing.assert_array_equal(cols[:, 0], np.arange(n_in))
+    np.testing.assert_array_equal(vals[:, 0], np.full(n_in, 7, dtype))
 
 
 @SETTINGS
-@given(shapes, st.booleans())
-def test_gather_targets(shape, labels_given):
+@given(shapes, st.booleans(), st.sampled_from(DTYPES))
+def test_gather_targets(shape, labels_given, dtype):
     n, _, n_out, seed = shape
     rng = np.random.default_rng(seed)
     rows = rng.integers(0, 40, n)
@@ -132,8 +145,9 @@ def test_gather_targets(shape, labels_given):
         labels, T = rng.integers(0, n_out, 40), np.empty((0, n_out))
     else:
         labels, T = np.empty(0, np.int64), rng.random((40, n_out))
-    Y = K.gather_targets(labels, T, rows, np.empty((n, n_out), np.float32))
-    np.testing.assert_array_equal(Y, R.gather_targets(labels, T, rows, n_out, np.float32))
+    Y = K.gather_targets(labels, T.astype(dtype), rows, np.empty((n, n_out), dtype))
+    np.testing.assert_array_equal(Y, R.gather_targets(labels, T.astype(dtype), rows, n_out,
+                                                      dtype))
 
 
 # ----------------------------------------------------------------- forward
@@ -190,15 +204,17 @@ def test_sparse_gather_forward_par_is_the_serial_pair_bit_for_bit(shape, xdtype,
     close(parallel, R.dense_forward(x, W, b, kind), dtype)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n, n_in, n_out", [(3, 7, 5), (1, 1, 1), (64, 300, 120)])   # last: BLAS
 @pytest.mark.parametrize("kind", KINDS)
-def test_dense_forward(n, n_in, n_out, kind):
+def test_dense_forward(n, n_in, n_out, kind, dtype):
     rng = np.random.default_rng(n + n_in)
-    a = rng.standard_normal((n, n_in))
-    W = rng.standard_normal((n_in, n_out)) / np.sqrt(n_in)
-    b = rng.standard_normal(n_out)
-    out = K.dense_forward(a, np.ascontiguousarray(W.T), b, kind, np.empty((n, n_out)))
-    close(out, R.dense_forward(a, W, b, kind))
+    a = rng.standard_normal((n, n_in)).astype(dtype)
+    W = (rng.standard_normal((n_in, n_out)) / np.sqrt(n_in)).astype(dtype)
+    b = rng.standard_normal(n_out).astype(dtype)
+    out = K.dense_forward(a, np.ascontiguousarray(W.T), b, kind, np.empty((n, n_out), dtype))
+    assert out.dtype == dtype
+    close(out, R.dense_forward(a, W, b, kind), dtype)
 
 
 # ------------------------------------------------------------------ output
@@ -228,32 +244,38 @@ def test_output_delta(shape, pair, dtype):
           R.output_activation(z, K.Model(K.SIGMOID, loss, out_kind)), dtype)
 
 
-def test_output_delta_of_huge_logits_is_finite():
-    z = np.array([[1e4, -1e4, 0.0]])
-    Y = np.array([[0.0, 1.0, 0.0]])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_output_delta_of_huge_logits_is_finite(dtype):
+    z = np.array([[1e4, -1e4, 0.0]], dtype)
+    Y = np.array([[0.0, 1.0, 0.0]], dtype)
     for loss, out_kind in [(K.CE, K.SOFTMAX), (K.BCE, K.SIGMOID)]:
         value, _, delta = R.output_delta(z, Y, K.Model(K.SIGMOID, loss, out_kind))
-        got = K.output_delta(z.copy(), Y, K.Model(K.SIGMOID, loss, out_kind), np.empty_like(z))
-        assert np.isfinite(got) and got == pytest.approx(value, rel=1e-12)
+        d = np.empty_like(z)
+        got = K.output_delta(z.copy(), Y, K.Model(K.SIGMOID, loss, out_kind), d)
+        assert np.isfinite(got) and got == pytest.approx(value, rel=TOL[dtype])
+        assert np.all(np.isfinite(d))
+        close(d, delta, dtype)
 
 
-def test_output_delta_passes_nan_through():
-    z = np.array([[np.nan, 0.0]])
-    got = K.output_delta(z, np.array([[1.0, 0.0]]), K.Model(K.SIGMOID, K.CE, K.SOFTMAX),
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_output_delta_passes_nan_through(dtype):
+    z = np.array([[np.nan, 0.0]], dtype)
+    got = K.output_delta(z, np.array([[1.0, 0.0]], dtype), K.Model(K.SIGMOID, K.CE, K.SOFTMAX),
                          np.empty_like(z))
     assert np.isnan(got)
 
 
 # ---------------------------------------------------------------- backward
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n, n_in, n_out", [(4, 9, 3), (1, 2, 1), (7, 5, 11), (128, 200, 100)])
 @pytest.mark.parametrize("kind", KINDS)
-def test_backprop_delta(n, n_in, n_out, kind):
+def test_backprop_delta(n, n_in, n_out, kind, dtype):
     rng = np.random.default_rng(n * n_out)
-    d = rng.standard_normal((n, n_out))
-    W = rng.standard_normal((n_in, n_out))
-    a = R.bias_activation(rng.standard_normal((n, n_in)), np.zeros(n_in), kind)
-    out = K.backprop_delta(d, np.ascontiguousarray(W.T), a, kind, np.empty((n, n_in)))
-    close(out, R.backprop_delta(d, W, a, kind))
+    d = rng.standard_normal((n, n_out)).astype(dtype)
+    W = rng.standard_normal((n_in, n_out)).astype(dtype)
+    a = R.bias_activation(rng.standard_normal((n, n_in)), np.zeros(n_in), kind).astype(dtype)
+    out = K.backprop_delta(d, np.ascontiguousarray(W.T), a, kind, np.empty((n, n_in), dtype))
+    close(out, R.backprop_delta(d, W, a, kind), dtype)
 
 
 @SETTINGS
@@ -302,13 +324,17 @@ def test_dense_gradient_and_column_sums(shape, dtype):
     close(K.column_sums(d, np.empty(n_out, dtype)), R.column_sums(d), dtype)
 
 
-def test_dense_gradient_blas_branch():
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_dense_gradient_blas_branch(dtype):
     rng = np.random.default_rng(5)
     a, d = rng.standard_normal((300, 100)), rng.standard_normal((300, 80))
     assert 300 * 100 * 80 >= K.BLAS_MIN_FLOPS
-    Gt, gb = np.empty((80, 100)), np.empty(80)
-    K.dense_gradient(a, d, Gt, gb)
-    close(Gt.T, a.T @ d)
+    Gt, gb = np.empty((80, 100), dtype), np.empty(80, dtype)
+    K.dense_gradient(a.astype(dtype), d.astype(dtype), Gt, gb)
+    # against float64 products of the same (rounded) inputs
+    a64, d64 = a.astype(dtype).astype(np.float64), d.astype(dtype).astype(np.float64)
+    close(Gt.T, a64.T @ d64, dtype)
+    close(gb, d64.sum(axis=0), dtype)
 
 
 @SETTINGS
@@ -331,8 +357,9 @@ def test_sparse_gradient(shape, dtype):
 @SETTINGS
 @given(shapes, st.integers(1, 5),
        st.sampled_from([(0.0, 0.0, False), (0.0, 0.01, False),
-                        (0.9, 0.0, False), (0.9, 0.01, True)]))
-def test_sparse_update_par_is_the_serial_kernels_bit_for_bit(shape, blocks, update):
+                        (0.9, 0.0, False), (0.9, 0.01, True)]),
+       st.sampled_from(DTYPES))
+def test_sparse_update_par_is_the_serial_kernels_bit_for_bit(shape, blocks, update, dtype):
     """sparse_update_par gives the serial kernels' results bit for bit.
 
     Plain SGD (mu = wd = 0) as sparse_sgd_plain, any other step as
@@ -341,13 +368,13 @@ def test_sparse_update_par_is_the_serial_kernels_bit_for_bit(shape, blocks, upda
     n, n_in, n_out, seed = shape
     mu, wd, nesterov = update
     rng = np.random.default_rng(seed)
-    _, nnz, cols, vals = sparse_batch(rng, n, n_in, np.float32)
-    d = rng.standard_normal((n, n_out)).astype(np.float32)
-    W, V = rng.standard_normal((2, n_in, n_out)).astype(np.float32)
-    sgd = K.sgd_params(np.float32, 0.1, mu, wd, nesterov)
+    _, nnz, cols, vals = sparse_batch(rng, n, n_in, dtype)
+    d = rng.standard_normal((n, n_out)).astype(dtype)
+    W, V = rng.standard_normal((2, n_in, n_out)).astype(dtype)
+    sgd = K.sgd_params(dtype, 0.1, mu, wd, nesterov)
     batch = K.SparseBatch(nnz, cols, vals)
     W1, V1, G1 = W.copy(), V.copy(), np.zeros_like(W)
-    gb1, t1 = np.empty(n_out, np.float32), np.full(n_in, 7, np.uint8)
+    gb1, t1 = np.empty(n_out, dtype), np.full(n_in, 7, np.uint8)
     if mu == wd == 0:
         K.column_sums(d, gb1)
         K.sparse_sgd_plain(batch, d, W1, sgd.lr)
@@ -355,14 +382,14 @@ def test_sparse_update_par_is_the_serial_kernels_bit_for_bit(shape, blocks, upda
         K.sparse_gradient(batch, d, G1, gb1, t1)
         K.sgd_update_rows(K.FirstLayer(W1, V1, G1, gb1, t1), sgd)
     W2, V2, G2 = W.copy(), V.copy(), np.zeros_like(W)
-    gb2, t2 = np.empty(n_out, np.float32), np.full(n_in, 7, np.uint8)
+    gb2, t2 = np.empty(n_out, dtype), np.full(n_in, 7, np.uint8)
     K.sparse_update_par(batch, d, K.FirstLayer(W2, V2, G2, gb2, t2), sgd, blocks)
     for a, b in [(W1, W2), (V1, V2), (G1, G2), (gb1, gb2), (t1, t2)]:
         np.testing.assert_array_equal(a, b)
     G_ref, _, _ = R.sparse_gradient(batch, d, n_in)
     W_ref, V_ref = W.copy(), V.copy()
     R.sgd_update(W_ref, G_ref, V_ref, sgd)
-    close(W2, W_ref, np.float32)
+    close(W2, W_ref, dtype)
 
 
 @SETTINGS
@@ -435,14 +462,15 @@ def test_sgd_update_is_the_reference_bit_for_bit(mu, wd, nesterov, dtype):
             np.testing.assert_array_equal(v2.reshape(v.shape), v_ref)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("mu, wd, nesterov", UPDATES)
-def test_sgd_update_rows(mu, wd, nesterov):
+def test_sgd_update_rows(mu, wd, nesterov, dtype):
     rng = np.random.default_rng(3)
-    dtype = np.float32
     W, V = rng.standard_normal((40, 7)).astype(dtype), rng.standard_normal((40, 7)).astype(dtype)
     touched = (rng.random(40) < 0.4).astype(np.uint8)
     G = np.where(touched[:, None] != 0, rng.standard_normal((40, 7)), 0).astype(dtype)
     sgd = K.sgd_params(dtype, 0.2, mu, wd, nesterov)
+    W0, G0 = W.copy(), G.copy()                       # before the update
     W_ref, V_ref, G_ref = W.copy(), V.copy(), G.copy()
     gb = np.empty(7, dtype)
     R.sgd_update_rows(K.FirstLayer(W_ref, V_ref, G_ref, gb, touched), sgd)
@@ -450,13 +478,23 @@ def test_sgd_update_rows(mu, wd, nesterov):
     np.testing.assert_array_equal(W, W_ref)
     np.testing.assert_array_equal(V, V_ref)
     assert not G.any()                    # left zero for the next sparse_gradient
-    if mu == 0 and wd == 0:               # plain SGD does not touch the untouched rows
-        np.testing.assert_array_equal(W[touched == 0], W_ref[touched == 0])
+    kept, moved = touched == 0, touched != 0
+    assert 0 < kept.sum() < 40
+    if mu == 0 and wd == 0:
+        # plain SGD: the untouched rows keep W from before the update, bit for bit, and the
+        # touched rows are W − ηG, entry by entry
+        np.testing.assert_array_equal(W[kept], W0[kept])
+        np.testing.assert_array_equal(W[moved], W0[moved] - sgd.lr * G0[moved])
+    else:
+        # momentum and weight decay move every row, the untouched ones too
+        assert np.all(W[kept] != W0[kept])
+    assert np.all(W[moved] != W0[moved])
 
 
-def test_transpose_into():
-    A = np.arange(12.0).reshape(3, 4)
-    np.testing.assert_array_equal(K.transpose_into(A, np.empty((4, 3))), A.T)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_transpose_into(dtype):
+    A = np.arange(12.0, dtype=dtype).reshape(3, 4)
+    np.testing.assert_array_equal(K.transpose_into(A, np.empty((4, 3), dtype)), A.T)
 
 
 # --------------------------------------------------------------- whole loop
@@ -464,42 +502,47 @@ CONFIGS = [("sigmoid", K.CE, K.SOFTMAX), ("tanh", K.MSE, K.IDENTITY),
            ("relu", K.BCE, K.SIGMOID), ("identity", K.MSE, K.TANH)]
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("act, loss, out_kind", CONFIGS)
 @pytest.mark.parametrize("sparse", [True, False])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_train_chunk_against_its_twin(act, loss, out_kind, sparse, threads):
+def test_train_chunk_against_its_twin(act, loss, out_kind, sparse, threads, dtype):
     rng = np.random.default_rng(1)
     sizes = [12, 9, 7, 4]
     X = sparse_uint8(rng, 50, 12, 0.3)
-    weights = tuple(rng.standard_normal((a, b)) / np.sqrt(a) for a, b in zip(sizes[:-1], sizes[1:]))
-    biases = tuple(0.1 * rng.standard_normal(b) for b in sizes[1:])
+    weights = tuple((rng.standard_normal((a, b)) / np.sqrt(a)).astype(dtype)
+                    for a, b in zip(sizes[:-1], sizes[1:]))
+    biases = tuple((0.1 * rng.standard_normal(b)).astype(dtype) for b in sizes[1:])
     vw = tuple(np.zeros_like(w) for w in weights)
     vb = tuple(np.zeros_like(b) for b in biases)
     if loss == K.CE:
-        labels, T = rng.integers(0, 4, 50), np.empty((0, 4))
+        labels, T = rng.integers(0, 4, 50), np.empty((0, 4), dtype)
     else:
-        labels, T = np.empty(0, np.int64), rng.random((50, 4))
+        labels, T = np.empty(0, np.int64), rng.random((50, 4)).astype(dtype)
     order = rng.permutation(50)
     model = K.Model(K.ACTIVATION_CODES[act], loss, out_kind)
-    sgd = K.sgd_params(np.float64, 0.1, 0.9, 0.01, True)
-    data = K.Data(X, 1 / 255, labels, T, order)
+    sgd = K.sgd_params(dtype, 0.1, 0.9, 0.01, True)
+    data = K.Data(X, dtype(1 / 255), labels, T, order)
     plan = K.Plan(sparse, threads, 8)
     copies = [tuple(a.copy() for a in group) for group in (weights, biases, vw, vb)]
     losses_ref = R.train_chunk(data, K.Params(*copies), model, sgd, plan, 1, 7, np.empty(6))
     losses = K.train_chunk(data, K.Params(weights, biases, vw, vb), model, sgd, plan, 1, 7,
                            np.empty(6), K.sparse_buffers(8 if sparse else 0, weights[0]))
-    close(losses, losses_ref)
+    close(losses, losses_ref, dtype)
     for got, ref in zip(weights + biases + vw + vb, sum(copies, ())):
-        close(got, ref)
+        assert got.dtype == dtype
+        close(got, ref, dtype)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("act, loss, out_kind", CONFIGS)
-def test_predict_against_its_twin(act, loss, out_kind):
+def test_predict_against_its_twin(act, loss, out_kind, dtype):
     rng = np.random.default_rng(2)
     sizes = [12, 8, 3]
     X = sparse_uint8(rng, 2100, 12, 0.5)            # three chunks of 1024 rows, the last short
-    weights = tuple(rng.standard_normal((a, b)) for a, b in zip(sizes[:-1], sizes[1:]))
-    biases = tuple(rng.standard_normal(b) for b in sizes[1:])
+    weights = tuple(rng.standard_normal((a, b)).astype(dtype)
+                    for a, b in zip(sizes[:-1], sizes[1:]))
+    biases = tuple(rng.standard_normal(b).astype(dtype) for b in sizes[1:])
     model = K.Model(K.ACTIVATION_CODES[act], loss, out_kind)
-    out = K.predict(X, 1 / 255, weights, biases, model, np.empty((2100, 3)))
-    close(out, R.predict(X, 1 / 255, weights, biases, model))
+    out = K.predict(X, dtype(1 / 255), weights, biases, model, np.empty((2100, 3), dtype))
+    close(out, R.predict(X, dtype(1 / 255), weights, biases, model), dtype)

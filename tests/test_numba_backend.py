@@ -10,12 +10,14 @@ reordered), float32 to float32 round-off.
 import numpy as np
 import pytest
 
-import mlp.numba_backend as nb
-from mlp.backends import NumpyBackend, get_backend
-from mlp.losses import one_hot
-from mlp.network import Network
-from mlp.optimizers import SGD
-from mlp.trainer import Trainer, epoch_order, evaluate
+pytest.importorskip("numba", reason="numba is not installed: the numba backend needs it")
+
+import mlp.numba_backend as nb  # noqa: E402
+from mlp.backends import NumpyBackend, get_backend  # noqa: E402
+from mlp.losses import one_hot  # noqa: E402
+from mlp.network import Network  # noqa: E402
+from mlp.optimizers import SGD  # noqa: E402
+from mlp.trainer import Trainer, epoch_order, evaluate  # noqa: E402
 
 NUMBA, NUMPY = nb.NumbaBackend(), NumpyBackend()
 TOL = {"float64": 1e-11, "float32": 3e-5}
@@ -133,17 +135,31 @@ def test_float_inputs_and_2d_targets_with_a_dense_first_layer():
         assert_close(p, q, "float64")
 
 
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_big_batches_take_the_parallel_and_blas_paths(monkeypatch, dtype):
+@pytest.fixture
+def two_numba_threads():
+    """Numba at two threads for the test, its count restored after (skip where it has one)."""
     import numba
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("Numba has one thread here (NUMBA_NUM_THREADS=1): nothing runs in parallel")
+    old = numba.get_num_threads()
+    numba.set_num_threads(2)
+    yield 2
+    numba.set_num_threads(old)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_big_batches_take_the_parallel_and_blas_paths(monkeypatch, dtype, two_numba_threads):
     monkeypatch.setattr(nb, "PARALLEL_MIN_WORK", 0)
     X, y, scale = image_data(700, 300, 10, seed=2)
     net = Network([300, 64, 128, 10], "sigmoid", "ce", dtype=dtype, seed=0)
-    assert nb.batch_threads(net, 350) == numba.get_num_threads()
+    parallel = nb.NumbaBackend(parallel=True)
+    # the batches are split between two threads (with one, nothing parallel would run)
+    assert parallel.threads_for(net, 350) == two_numba_threads
+    assert nb.use_sparse(X)                                  # the parallel kernels' layer
     assert 350 * 64 * 128 >= nb.K.BLAS_MIN_FLOPS            # the hidden layer goes to BLAS
     order = epoch_order(1, 0, 700)
     (a, _, la), (b, _, lb) = train_both(net, dict(lr=0.3, momentum=0.9), X, y, order, 0, 2, 350,
-                                        scale, numba=nb.NumbaBackend(parallel=True))
+                                        scale, numba=parallel)
     assert_close(la, lb, dtype)
     for p, q in zip(a.params(), b.params()):
         assert_close(p, q, dtype)
@@ -285,16 +301,29 @@ def test_parallel_predict_holds_blas_to_one_thread(monkeypatch):
 
 
 def test_prepare_compiles_on_copies_and_reports_seconds():
+    import time
     X, y, scale = image_data(100, 20, 3, seed=10)
+    # int16 labels are passed to the kernels as they are (not widened to int64): a type no
+    # other test trains with, so training's kernel is compiled (or loaded) for them here
+    y = y.astype(np.int16)
     net = Network([20, 5, 3], seed=0)
     opt = SGD(0.1, momentum=0.9)
     opt.init_state(net)
     opt.state_arrays()[0][...] = 1.0
     before = [p.copy() for p in net.params() + opt.state_arrays()]
+    t0 = time.perf_counter()
     seconds = NUMBA.prepare(net, opt, X, y, 32, scale)
-    assert seconds >= 0
+    elapsed = time.perf_counter() - t0
+    assert 0 < seconds <= elapsed                 # the call's own duration, in seconds
     for p, q in zip(net.params() + opt.state_arrays(), before):
         np.testing.assert_array_equal(p, q)
+    # what prepare compiled is what training and prediction then run: no new specialisation
+    kernels = (nb.K.train_chunk, nb.K.predict)
+    prepared = [set(k.signatures) for k in kernels]
+    assert any("int16" in str(sig) for sig in prepared[0])
+    NUMBA.train_batches(net, opt, X, y, np.arange(100), 0, 3, 32, scale)
+    NUMBA.predict_output(net, X, scale)
+    assert [set(k.signatures) for k in kernels] == prepared
 
 
 def test_get_backend_and_empty_range():

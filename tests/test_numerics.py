@@ -2,13 +2,14 @@
 
 import numpy as np
 import pytest
+from optional import backend_params
 
-from mlp.backends import BACKENDS, get_backend
+from mlp.backends import get_backend
 from mlp.losses import one_hot
 from mlp.network import Network
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", backend_params())
 @pytest.mark.parametrize("loss", ["ce", "mse", "bce"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("scale", [1e4, -1e4])

@@ -16,23 +16,28 @@ def _grads(net, seed):
 @pytest.mark.parametrize("momentum, nesterov", [(0.0, False), (0.9, False), (0.9, True)])
 @pytest.mark.parametrize("wd", [0.0, 0.01])
 def test_sgd_follows_the_written_rule(momentum, nesterov, wd):
-    net = Network([3, 4, 2], dtype="float64", seed=0)
+    """Every layer's weights and biases, over three steps (three layers: the loop must not stop
+    at the first or skip the last)."""
+    net = Network([3, 4, 5, 2], dtype="float64", seed=0)
     opt = SGD(lr=0.1, momentum=momentum, nesterov=nesterov, weight_decay=wd)
-    w, b = net.weights[0].copy(), net.biases[0].copy()
-    vw, vb = np.zeros_like(w), np.zeros_like(b)
+    ws, bs = [w.copy() for w in net.weights], [b.copy() for b in net.biases]
+    vws, vbs = [np.zeros_like(w) for w in ws], [np.zeros_like(b) for b in bs]
     for step in range(3):
         gw, gb = _grads(net, step)
         opt.step(net, gw, gb)
-        g = gw[0] + wd * w
-        vw = momentum * vw - 0.1 * g
-        vb = momentum * vb - 0.1 * gb[0]
-        if nesterov:
-            w = w + momentum * vw - 0.1 * g
-            b = b + momentum * vb - 0.1 * gb[0]
-        else:
-            w, b = w + vw, b + vb
-        np.testing.assert_allclose(net.weights[0], w, rtol=1e-13)
-        np.testing.assert_allclose(net.biases[0], b, rtol=1e-13)
+        for l in range(net.num_layers):
+            g = gw[l] + wd * ws[l]                     # weights are decayed, biases are not
+            vws[l] = momentum * vws[l] - 0.1 * g
+            vbs[l] = momentum * vbs[l] - 0.1 * gb[l]
+            if nesterov:
+                ws[l] = ws[l] + momentum * vws[l] - 0.1 * g
+                bs[l] = bs[l] + momentum * vbs[l] - 0.1 * gb[l]
+            else:
+                ws[l], bs[l] = ws[l] + vws[l], bs[l] + vbs[l]
+            np.testing.assert_allclose(net.weights[l], ws[l], rtol=1e-13,
+                                       err_msg=f"W{l + 1} after step {step + 1}")
+            np.testing.assert_allclose(net.biases[l], bs[l], rtol=1e-13, atol=1e-16,
+                                       err_msg=f"b{l + 1} after step {step + 1}")
 
 
 def test_plain_sgd_is_w_minus_lr_g():

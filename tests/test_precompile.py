@@ -8,12 +8,15 @@ import textwrap
 
 import numpy as np
 import pytest
-from numba import njit
 
-import mlp.kernels as K
-from mlp import compile_notice, precompile
-from mlp.data import SHAPES, load_digits
-from mlp.precompile import CompileRefused, refuse_compiling
+pytest.importorskip("numba", reason="numba is not installed: there is nothing to compile")
+
+from numba import njit  # noqa: E402
+
+import mlp.kernels as K  # noqa: E402
+from mlp import compile_notice, precompile  # noqa: E402
+from mlp.data import SHAPES, load_digits  # noqa: E402
+from mlp.precompile import CompileRefused, refuse_compiling  # noqa: E402
 
 SPEC = precompile.make_spec([64, 16, 10], "sigmoid", "ce", dtype="float32", lr=0.1,
                             momentum=0.9, batch_size=8)
