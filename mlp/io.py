@@ -11,17 +11,22 @@ flushed to disk, then renamed over the final name: a crash never leaves a
 half-written file where a good one was.
 """
 
+import contextlib
 import io
 import json
+import math
 import os
 import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
+from numpy.lib import format as npy_format
 
-from .errors import ModelFileError
-from .network import Network
+from .activations import check_activation
+from .errors import MLPError, ModelFileError
+from .losses import get_loss
+from .network import Network, check_dtype
 from .optimizers import SGD
 
 FORMAT_VERSION = 1
@@ -73,17 +78,142 @@ def save_model(path, net, meta=None):
     return atomic_write_bytes(path, buf.getvalue())
 
 
+#: the largest JSON record (a model's header, a checkpoint's record) mlp reads. mlp writes
+#: kilobytes (a checkpoint's record holds at most one loss per batch of one epoch); a larger
+#: claim is a corrupt or hostile file, refused before its bytes are read
+MAX_RECORD_BYTES = 64 * 2**20
+
+_WHERE_MODELS_COME_FROM = ("mlp's model files are the model.npz (and checkpoint.npz) that "
+                           "`python -m mlp.train` writes into its run folder; pass one of "
+                           "those, or the run folder itself")
+
+
+def _not_mlp(path, what, why):
+    """The ModelFileError for a file that is no mlp model file (or checkpoint) at all."""
+    noun = "model file or checkpoint" if what == "checkpoint" else "model file"
+    return ModelFileError(f"{path}: not an mlp {noun} ({why}). {_WHERE_MODELS_COME_FROM}")
+
+
+class _Archive:
+    """An .npz archive read member by member; each member's npy header is checked first.
+
+    ``np.load`` allocates whatever a member's own npy header claims as soon as
+    the member is asked for, and a deflated member of a few megabytes can
+    claim gigabytes. Here the caller states the shape and dtype it expects
+    (from the model's JSON header) and a member that claims anything else is
+    refused before one byte of its data is read. Every failure is a
+    ModelFileError naming the file.
+    """
+
+    def __init__(self, path, what):
+        self.path, self.what = path, what
+        try:
+            with open(path, "rb") as f:
+                magic = f.read(4)
+        except OSError as e:
+            raise ModelFileError(f"{path}: cannot read the {what} ({e.strerror or e})") from None
+        if not magic.startswith(b"PK"):      # every zip archive, hence every .npz, starts so
+            why = ("an empty file" if not magic else
+                   "a single .npy array, not an .npz archive" if magic == b"\x93NUM" else
+                   "not an .npz archive")
+            raise _not_mlp(path, what, why)
+        with self._errors():
+            self.zf = zipfile.ZipFile(path)
+        # np.savez names the member of array "W0" "W0.npy"; other members are no arrays of ours
+        self.members = {i.filename[:-4]: i for i in self.zf.infolist()
+                        if i.filename.endswith(".npy")}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.zf.close()
+        return False
+
+    @contextlib.contextmanager
+    def _errors(self, name=None):
+        """Turn whatever zipfile, zlib or numpy raise on a damaged archive into a ModelFileError."""
+        where = f"array {name!r}" if name else "archive"
+        try:
+            yield
+        except MLPError:
+            raise
+        except Exception as e:  # zip/zlib/npy internals raise many types on corrupt data
+            raise ModelFileError(f"{self.path}: corrupt or truncated {self.what}: {where} "
+                                 f"unreadable ({type(e).__name__}: {e})") from None
+
+    def describe(self, name):
+        """(shape, dtype) from member ``name``'s npy header, its data unread; None if absent.
+
+        Refuses object arrays (they would need pickle) and a member whose
+        stored size is not what its header claims.
+        """
+        info = self.members.get(name)
+        if info is None:
+            return None
+        with self._errors(name), self.zf.open(info) as f:
+            version = npy_format.read_magic(f)
+            if version == (1, 0):
+                shape, fortran, dtype = npy_format.read_array_header_1_0(f)
+            elif version == (2, 0):
+                shape, fortran, dtype = npy_format.read_array_header_2_0(f)
+            else:            # 3.0 only adds UTF-8 field names, which mlp never writes
+                raise ModelFileError(f"{self.path}: array {name!r} has npy format version "
+                                     f"{version}, which mlp never writes")
+            offset = f.tell()
+        if dtype.hasobject:
+            raise ModelFileError(f"{self.path}: array {name!r} holds Python objects, which "
+                                 f"mlp never writes and does not load (no pickle); "
+                                 f"{_WHERE_MODELS_COME_FROM}")
+        nbytes = math.prod(shape) * dtype.itemsize
+        if info.file_size != offset + nbytes:
+            raise ModelFileError(f"{self.path}: array {name!r} claims shape {shape} "
+                                 f"({nbytes} bytes of {dtype}) but the archive stores "
+                                 f"{info.file_size - offset} bytes for it: corrupt or forged")
+        return shape, dtype
+
+    def check(self, name, shape, dtype, context=""):
+        """Refuse member ``name`` unless its npy header says ``shape`` and ``dtype``."""
+        found = self.describe(name)
+        if found is None:
+            raise ModelFileError(f"{self.path}: missing array {name!r}")
+        if found[0] != tuple(shape):
+            raise ModelFileError(f"{self.path}: array {name!r} has shape {found[0]}, "
+                                 f"expected {tuple(shape)}{context}")
+        if found[1] != np.dtype(dtype):
+            raise ModelFileError(f"{self.path}: array {name!r} has dtype {found[1]}, "
+                                 f"expected {np.dtype(dtype)}")
+
+    def read(self, name):
+        """Member ``name``'s array (call :meth:`describe` or :meth:`check` on it first)."""
+        with self._errors(name), self.zf.open(self.members[name]) as f:
+            return npy_format.read_array(f, allow_pickle=False)
+
+    def record(self, name, missing):
+        """The JSON document stored as uint8 array ``name``; ``missing``: the error's words."""
+        found = self.describe(name)
+        if found is None:
+            raise ModelFileError(f"{self.path}: missing the {name!r} array; {missing}")
+        shape, dtype = found
+        if dtype != np.uint8 or len(shape) != 1:
+            raise ModelFileError(f"{self.path}: {name!r} must be a 1-D uint8 array of JSON "
+                                 f"text, found {dtype} of shape {shape}")
+        if shape[0] > MAX_RECORD_BYTES:
+            raise ModelFileError(f"{self.path}: {name!r} claims {shape[0]} bytes of JSON; "
+                                 f"mlp writes kilobytes (limit {MAX_RECORD_BYTES}): refused")
+        return self.read(name)
+
+
 def read_npz(path, what):
-    """All arrays of an .npz file, refusing pickles; any failure is a ModelFileError."""
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            return {k: npz[k] for k in npz.files}
-    except ValueError as e:   # object arrays need pickle, which is refused
-        raise ModelFileError(f"{path}: refused to load: {e}") from None
-    except (OSError, zipfile.BadZipFile, EOFError, KeyError) as e:
-        raise ModelFileError(f"{path}: not a readable .npz {what} ({e})") from None
-    except Exception as e:  # zip/zlib internals raise many types on corrupt data
-        raise ModelFileError(f"{path}: corrupt {what} ({type(e).__name__}: {e})") from None
+    """All arrays of an .npz file, refusing pickles; any failure is a ModelFileError.
+
+    Each array's npy header is read first: object arrays are refused
+    unread, and a header whose size disagrees with the archive's is refused.
+    """
+    with _Archive(path, what) as archive:
+        for name in archive.members:
+            archive.describe(name)
+        return {name: archive.read(name) for name in archive.members}
 
 
 def _existing_file(path, name_in_folder, missing):
@@ -100,19 +230,20 @@ def load_model(path, with_meta=False):
     """Load a model saved by :func:`save_model`; every problem is a ModelFileError naming the file.
 
     A directory is taken to hold ``model.npz``. With ``with_meta`` returns
-    ``(net, meta)``.
+    ``(net, meta)``. Every array's shape and dtype are checked against the
+    header before any array's data are read.
     """
     path = _existing_file(path, "model.npz", "no such model file; pass a run folder or a "
                           "model.npz written by `python -m mlp.train`")
-    net, header = model_from_arrays(read_npz(path, "model file"), path)
+    with _Archive(path, "model file") as archive:
+        header, arch, specs = _model_specs(archive)
+        arrays = _read_checked(archive, specs, f" for sizes {arch[0]}")
+    net = _network(arrays, arch, path)
     return (net, header.get("meta", {})) if with_meta else net
 
 
-def model_from_arrays(arrays, path="<model>"):
-    """Rebuild a Network from a model file's arrays, checking every one."""
-    if "header" not in arrays:
-        raise ModelFileError(f"{path}: missing the 'header' array; not an mlp model file")
-    raw = arrays["header"]
+def _parse_header(raw, path):
+    """The model header's JSON document, checked for format and version."""
     if raw.dtype != np.uint8 or raw.ndim != 1:
         raise ModelFileError(f"{path}: 'header' must be a 1-D uint8 array of JSON text")
     try:
@@ -128,27 +259,81 @@ def model_from_arrays(arrays, path="<model>"):
         raise ModelFileError(
             f"{path}: format version {version} is newer than this mlp understands "
             f"({FORMAT_VERSION}); upgrade mlp to load it")
+    return header
+
+
+def _architecture(header, path):
+    """(sizes, activation, loss, output, dtype) of a header, each checked as Network would."""
     try:
         sizes = [int(s) for s in header["sizes"]]
-        net = Network(sizes, header["activation"], header["loss"], header.get("output"),
-                      header["dtype"])
+        if len(sizes) < 2 or min(sizes) < 1:
+            raise ValueError(f"sizes must list at least two positive widths, got {sizes}")
+        activation = check_activation(header["activation"])
+        loss = get_loss(header["loss"], header.get("output"))
+        dtype = check_dtype(header["dtype"])
     except (KeyError, TypeError, ValueError) as e:
         raise ModelFileError(f"{path}: invalid architecture in header ({e})") from None
-    for i in range(net.num_layers):
-        for name, like in ((f"W{i}", net.weights[i]), (f"b{i}", net.biases[i])):
-            if name not in arrays:
-                raise ModelFileError(f"{path}: missing array {name!r}")
-            a = arrays[name]
-            if a.shape != like.shape:
-                raise ModelFileError(f"{path}: array {name!r} has shape {a.shape}, "
-                                     f"expected {like.shape} for sizes {sizes}")
-            if a.dtype != like.dtype:
-                raise ModelFileError(f"{path}: array {name!r} has dtype {a.dtype}, "
-                                     f"expected {like.dtype}")
-            if not np.all(np.isfinite(a)):
-                raise ModelFileError(f"{path}: array {name!r} contains NaN or infinity")
-            like[...] = a
-    return net, header
+    return sizes, activation, loss, dtype
+
+
+def _param_specs(sizes, dtype):
+    """[(name, shape, dtype)] of a network's arrays W0, b0, W1, … in file order."""
+    specs = []
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        specs += [(f"W{i}", (n_in, n_out), dtype), (f"b{i}", (n_out,), dtype)]
+    return specs
+
+
+def _model_specs(archive):
+    """(header, architecture, param specs) from an archive's 'header' record."""
+    raw = archive.record("header", "not an mlp model file (it holds "
+                         f"{', '.join(sorted(archive.members)) or 'no arrays'}). "
+                         + _WHERE_MODELS_COME_FROM)
+    header = _parse_header(raw, archive.path)
+    arch = _architecture(header, archive.path)
+    return header, arch, _param_specs(arch[0], arch[3])
+
+
+def _read_checked(archive, specs, context=""):
+    """The arrays ``specs`` names: every npy header is checked before any data are read."""
+    for name, shape, dtype in specs:
+        archive.check(name, shape, dtype, context)
+    return {name: archive.read(name) for name, _, _ in specs}
+
+
+def _network(arrays, arch, path):
+    """A Network on copies of ``arrays`` (W0, b0, …), refusing NaN and infinity."""
+    sizes, activation, loss, dtype = arch
+    for name, a in arrays.items():
+        if not np.all(np.isfinite(a)):
+            raise ModelFileError(f"{path}: array {name!r} contains NaN or infinity")
+    n = len(sizes) - 1
+    weights = [np.array(arrays[f"W{i}"], dtype=dtype, order="C") for i in range(n)]
+    biases = [np.array(arrays[f"b{i}"], dtype=dtype, order="C") for i in range(n)]
+    return Network.from_arrays(weights, biases, activation, loss.name, loss.output)
+
+
+def model_from_arrays(arrays, path="<model>"):
+    """Rebuild a Network from a model file's arrays (already in memory), checking every one.
+
+    Returns ``(net, header)``.
+    """
+    if "header" not in arrays:
+        raise ModelFileError(f"{path}: missing the 'header' array; not an mlp model file")
+    header = _parse_header(arrays["header"], path)
+    arch = _architecture(header, path)
+    specs = _param_specs(arch[0], arch[3])
+    for name, shape, dtype in specs:
+        if name not in arrays:
+            raise ModelFileError(f"{path}: missing array {name!r}")
+        a = arrays[name]
+        if a.shape != shape:
+            raise ModelFileError(f"{path}: array {name!r} has shape {a.shape}, "
+                                 f"expected {shape} for sizes {arch[0]}")
+        if a.dtype != dtype:
+            raise ModelFileError(f"{path}: array {name!r} has dtype {a.dtype}, "
+                                 f"expected {dtype}")
+    return _network({name: arrays[name] for name, _, _ in specs}, arch, path), header
 
 
 def _json_array(obj):
@@ -184,27 +369,29 @@ def load_checkpoint(path):
     """
     path = _existing_file(path, "checkpoint.npz", "no checkpoint here; --resume takes the "
                           "--out folder of a run started with `python -m mlp.train`")
-    arrays = read_npz(path, "checkpoint")
-    net, header = model_from_arrays(arrays, path)
-    raw = arrays.get("checkpoint")
-    if raw is None or raw.dtype != np.uint8 or raw.ndim != 1:
-        raise ModelFileError(f"{path}: missing the 'checkpoint' record; not an mlp checkpoint")
-    try:
-        doc = json.loads(raw.tobytes().decode("utf-8"))
-        if doc.get("format") != "mlp-checkpoint":
-            raise ValueError("not an mlp checkpoint")
-        if doc.get("format_version", 0) > FORMAT_VERSION:
-            raise ValueError(f"format version {doc['format_version']} is newer than this "
-                             f"mlp understands ({FORMAT_VERSION}); upgrade mlp")
-        opt = SGD(**doc["optimizer"])
-    except (UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as e:
-        raise ModelFileError(f"{path}: bad checkpoint record ({e})") from None
-    velocities = []
-    for i, p in enumerate(net.params()):
-        v = arrays.get(f"V{i}")
-        if v is None or v.shape != p.shape or v.dtype != p.dtype:
-            raise ModelFileError(f"{path}: optimizer state V{i} is missing or has the wrong shape")
-        velocities.append(v.copy())
-    opt.set_state_arrays(velocities)
-    return {"net": net, "optimizer": opt, "trainer": doc["trainer"], "config": doc["config"],
+    with _Archive(path, "checkpoint") as archive:
+        header, arch, specs = _model_specs(archive)
+        raw = archive.record("checkpoint", "not an mlp checkpoint")
+        try:
+            doc = json.loads(raw.tobytes().decode("utf-8"))
+            if doc.get("format") != "mlp-checkpoint":
+                raise ValueError("not an mlp checkpoint")
+            if doc.get("format_version", 0) > FORMAT_VERSION:
+                raise ValueError(f"format version {doc['format_version']} is newer than this "
+                                 f"mlp understands ({FORMAT_VERSION}); upgrade mlp")
+            opt = SGD(**doc["optimizer"])
+            trainer_state, config = doc["trainer"], doc["config"]
+        except (UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as e:
+            raise ModelFileError(f"{path}: bad checkpoint record ({e})") from None
+        # the optimizer's velocities V0, V1, … have the shapes of W0, b0, W1, … in that order
+        v_specs = [(f"V{i}", shape, dtype) for i, (_, shape, dtype) in enumerate(specs)]
+        for name, shape, dtype in v_specs:
+            found = archive.describe(name)
+            if found is None or found != (shape, np.dtype(dtype)):
+                raise ModelFileError(f"{path}: optimizer state {name} is missing or has the "
+                                     f"wrong shape ({found and found[0]}, expected {shape})")
+        arrays = _read_checked(archive, specs + v_specs, f" for sizes {arch[0]}")
+    net = _network({name: arrays[name] for name, _, _ in specs}, arch, path)
+    opt.set_state_arrays([arrays[name].copy() for name, _, _ in v_specs])
+    return {"net": net, "optimizer": opt, "trainer": trainer_state, "config": config,
             "meta": header.get("meta", {})}

@@ -1,8 +1,18 @@
 """Model and checkpoint files: round trips, and hostile files that must fail cleanly."""
 
+import functools
 import io
 import json
+import math
 import os
+import struct
+import subprocess
+import sys
+import textwrap
+import tracemalloc
+import zipfile
+import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -191,3 +201,176 @@ def test_written_files_are_readable_like_ordinary_files(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "f").stat().st_mode & 0o777 == 0o644
+
+
+# --------------------------------------------------------------- forged sizes, refused unread
+def _npy_header(shape, dtype):
+    """The bytes np.save writes before an array's data (magic, version, dict, padding)."""
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        buf, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
+              "shape": tuple(shape)})
+    return buf.getvalue()
+
+
+@functools.lru_cache(maxsize=None)
+def _deflated_zeros_member(shape, dtype):
+    """(deflated bytes, crc32, size) of an .npy member: a real header, then zeros, ~1000:1.
+
+    Deflating gigabytes takes tens of seconds, so one block of zeros is
+    compressed once after a full flush (which makes the compressor forget what
+    came before) and its output repeated: the same bytes zlib would write.
+    """
+    head = _npy_header(shape, dtype)
+    nbytes = math.prod(shape) * np.dtype(dtype).itemsize
+    block = 1_000_000
+    assert nbytes % block == 0
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    out = [c.compress(head) + c.flush(zlib.Z_FULL_FLUSH)]
+    one = c.compress(bytes(block)) + c.flush(zlib.Z_FULL_FLUSH)
+    assert c.compress(bytes(block)) + c.flush(zlib.Z_FULL_FLUSH) == one    # it repeats
+    out += [one] * (nbytes // block) + [c.flush()]
+    crc, zeros = zlib.crc32(head), bytes(50_000_000)
+    assert nbytes % len(zeros) == 0
+    for _ in range(nbytes // len(zeros)):
+        crc = zlib.crc32(zeros, crc)
+    return b"".join(out), crc, len(head) + nbytes
+
+
+def _zip(path, members):
+    """A zip archive of ``members`` [(name, data, method, crc, size)], written by hand.
+
+    zipfile cannot store data that is already deflated; the layout is the
+    plain (non-zip64) one of APPNOTE.TXT, as np.savez writes it.
+    """
+    local, central = io.BytesIO(), io.BytesIO()
+    for name, data, method, crc, size in members:
+        offset, name = local.tell(), name.encode()
+        fields = (20, 0, method, 0, 0x21, crc, len(data), size, len(name))
+        local.write(struct.pack("<IHHHHHIIIHH", 0x04034B50, *fields, 0) + name + data)
+        central.write(struct.pack("<IH" + "HHHHHIIIH" + "HHHHII", 0x02014B50, 20, *fields,
+                                  0, 0, 0, 0, 0o644 << 16, offset) + name)
+    end = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(members), len(members),
+                      central.tell(), local.tell(), 0)
+    path.write_bytes(local.getvalue() + central.getvalue() + end)
+    return path
+
+
+def _forged(path, arrays, name, shape):
+    """``arrays`` as an .npz in which member ``name`` claims ``shape``: deflated zeros."""
+    members = []
+    for key, a in arrays.items():
+        if key == name:
+            data, crc, size = _deflated_zeros_member(shape, a.dtype.str)
+            members.append((f"{key}.npy", data, zipfile.ZIP_DEFLATED, crc, size))
+        else:
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, a, allow_pickle=False)
+            data = buf.getvalue()
+            members.append((f"{key}.npy", data, zipfile.ZIP_STORED, zlib.crc32(data), len(data)))
+    return _zip(path, members)
+
+
+_LOAD_UNDER_LIMIT = textwrap.dedent("""
+    import resource, sys, time, tracemalloc
+    import mlp.evaluate, mlp.io
+    # address space: what the interpreter has now plus 1 GiB, so the forged member's 3 GB
+    # cannot be allocated even if the loader tried (the test then fails, the machine survives)
+    with open("/proc/self/status") as f:
+        vm = next(int(l.split()[1]) * 1024 for l in f if l.startswith("VmSize"))
+    resource.setrlimit(resource.RLIMIT_AS, (vm + 2**30, vm + 2**30))
+    tracemalloc.start()
+    t = time.perf_counter()
+    if sys.argv[1] == "evaluate":
+        status = mlp.evaluate.main([sys.argv[2]])
+    else:
+        try:
+            mlp.io.load_checkpoint(sys.argv[2])
+            status = 0
+        except mlp.io.ModelFileError as e:
+            print("error:", e, file=sys.stderr)
+            status = 2
+    print("peak", tracemalloc.get_traced_memory()[1], "seconds", time.perf_counter() - t)
+    sys.exit(status)
+""")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"),
+                    reason="the memory limit of this test reads /proc (Linux)")
+@pytest.mark.parametrize("kind, member", [("evaluate", "W0"), ("checkpoint", "W0"),
+                                          ("checkpoint", "V0")])
+def test_an_array_claiming_another_shape_than_the_header_is_refused_unread(tmp_path, kind,
+                                                                           member):
+    """A 3 MB file whose W0 (or V0) inflates to 3 GB of zeros under a (30000, 25000) header."""
+    net = Network([784, 30, 10])
+    if kind == "evaluate":
+        arrays = model_arrays(net, {"dataset": "mnist"})
+    else:
+        save_checkpoint(tmp_path / "real.npz", net, SGD(0.1, 0.9), {}, {"args": {}})
+        with np.load(tmp_path / "real.npz") as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    path = _forged(tmp_path / f"{kind}.npz", arrays, member, (30000, 25000))
+    assert path.stat().st_size < 5_000_000
+    with zipfile.ZipFile(path) as zf:            # the archive really holds 3 GB for it
+        assert zf.getinfo(f"{member}.npy").file_size > 3_000_000_000
+    r = subprocess.run([sys.executable, "-c", _LOAD_UNDER_LIMIT, kind, str(path)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert str(path) in r.stderr and "(30000, 25000)" in r.stderr and "(784, 30)" in r.stderr
+    assert "Traceback" not in r.stderr and "MemoryError" not in r.stderr
+    peak, seconds = float(r.stdout.split()[1]), float(r.stdout.split()[3])
+    assert peak < 20e6, f"{peak / 1e6:.0f} MB traced while refusing"
+    assert seconds < 5
+
+
+@pytest.mark.parametrize("load", [load_model, load_checkpoint])
+@pytest.mark.parametrize("content", [b"# mlp\nA README, not a model.\n", b"",
+                                     b"\x93NUMPY\x01\x00v\x00{'descr': '<f8'"])
+def test_a_file_that_is_no_archive_is_not_an_mlp_model_file(tmp_path, load, content):
+    """Not the pickle advice np.load gives for anything that is not an archive."""
+    path = tmp_path / "README.md"
+    path.write_bytes(content)
+    with pytest.raises(ModelFileError, match="not an mlp model file") as err:
+        load(path)
+    assert str(path) in str(err.value) and "pickle" not in str(err.value)
+
+
+def test_evaluate_says_a_readme_is_not_a_model(capsys):
+    from mlp.evaluate import main
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    assert main([str(readme)]) == 2
+    err = capsys.readouterr().err
+    assert "README.md: not an mlp model file" in err and "pickle" not in err
+
+
+def test_an_archive_of_other_arrays_is_not_an_mlp_model_file(tmp_path):
+    np.savez(tmp_path / "data.npz", X=np.zeros((3, 4)), y=np.zeros(3))
+    with pytest.raises(ModelFileError, match=r"not an mlp model file \(it holds X, y\)"):
+        load_model(tmp_path / "data.npz")
+
+
+def test_a_member_shorter_than_its_header_claims_is_refused(tmp_path):
+    arrays = model_arrays(_net())
+    members = []
+    for key, a in arrays.items():
+        buf = io.BytesIO()
+        np.lib.format.write_array(buf, a)
+        data = buf.getvalue()[:-8] if key == "W1" else buf.getvalue()   # W1 loses 2 floats
+        members.append((f"{key}.npy", data, zipfile.ZIP_STORED, zlib.crc32(data), len(data)))
+    path = _zip(tmp_path / "short.npz", members)
+    with pytest.raises(ModelFileError, match="'W1' claims shape .* corrupt or forged"):
+        load_model(path)
+
+
+def test_a_json_record_claiming_too_many_bytes_is_refused_unread(tmp_path, monkeypatch):
+    import mlp.io
+    monkeypatch.setattr(mlp.io, "MAX_RECORD_BYTES", 10_000_000)   # a 100 MB claim is enough
+    path = _forged(tmp_path / "m.npz", model_arrays(_net()), "header", (100_000_000,))
+    tracemalloc.start()
+    try:
+        with pytest.raises(ModelFileError, match="'header' claims 100000000 bytes"):
+            load_model(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 5e6
