@@ -347,6 +347,9 @@ def run_metrics(steps, curve, threshold, zero_output_loss, window=0.1):
     * ``spread`` — the standard deviation of the loss around its straight-line
       trend over that window: the jitter that is left once the descent is
       taken out (how precisely the run has settled);
+    * ``settled`` — the final loss is ≤ ``threshold``: the run not only
+      reached the threshold at some step but ended there (a large rate can dip
+      below it and jitter back above);
     * ``diverged`` — the loss became NaN or infinite, or ended no better than
       an output of zeros (``zero_output_loss``, within 1%): the weights ran
       away, to infinity or into saturated units whose σ' ≈ 0 stops learning.
@@ -365,7 +368,7 @@ def run_metrics(steps, curve, threshold, zero_output_loss, window=0.1):
         spread = math.inf if not finite else 0.0
     final = float(tail.mean()) if finite else math.inf
     return {"steps_to_threshold": int(steps[reached[0]]) if reached.size else None,
-            "final_loss": final, "spread": spread,
+            "final_loss": final, "spread": spread, "settled": finite and final <= threshold,
             "diverged": not finite or final >= 0.99 * zero_output_loss}
 
 
@@ -458,8 +461,12 @@ def _mnist_run(data, lr, seed, steps, batch_size, every, window, pick):
 def summarize(results):
     """One row per rate: medians over the seeds, and how many seeds diverged.
 
-    ``status`` is "diverged" when most seeds diverged, "converged" when most
-    reached the threshold, else "too slow" (did not reach it in the steps given).
+    ``status`` is "diverged" when most seeds diverged; "converged" when most
+    settled (ended with a loss within the threshold, see :func:`run_metrics`);
+    "unsteady" when most reached the threshold but did not end within it;
+    else "too slow" (did not reach it in the steps given). Reaching the
+    threshold once is not converging: a rate whose loss jitters back above it
+    has not converged to it.
     """
     rows = []
     for r in results:
@@ -470,8 +477,10 @@ def summarize(results):
         median_steps = float(np.median(reach))
         if 2 * n_diverged > len(runs):
             status = "diverged"
-        elif math.isfinite(median_steps):
+        elif 2 * sum(m["settled"] for m in runs) > len(runs):
             status = "converged"
+        elif math.isfinite(median_steps):
+            status = "unsteady"
         else:
             status = "too slow"
         rows.append({"lr": r["lr"],
@@ -497,26 +506,30 @@ def trends(rows):
       threshold, over the rates that did not diverge (not reaching it counts
       as slowest): negative means larger rates converge faster;
     * ``jitter`` — rank correlation of the rate with the spread, over the
-      rates that converged (before that, the spread measures the descent,
-      not the noise): positive means larger rates settle less precisely;
+      rates that reached the threshold, converged or unsteady (before that,
+      the spread measures the descent, not the noise): positive means larger
+      rates settle less precisely;
     * ``final`` — the same for the final loss;
-    * the fastest and the most precise rate, the rates above the fastest
-      that did not diverge but were slower (``overshooting``: the edge of
-      stability), and the rates that were too slow or diverged.
+    * the fastest and the most precise rate that converged, the rates above
+      the fastest that did not diverge but were slower or unsteady
+      (``overshooting``: the edge of stability), and the rates that were
+      unsteady, too slow or diverged.
     """
     stable = [r for r in rows if r["status"] != "diverged"]
     converged = [r for r in rows if r["status"] == "converged"]
+    reached = [r for r in rows if r["status"] in ("converged", "unsteady")]
     reach = [r["steps_to_threshold"] if r["steps_to_threshold"] is not None else math.inf
              for r in stable]
     fastest = min(converged, key=lambda r: r["steps_to_threshold"])["lr"] if converged else None
     return {
         "speed": rank_correlation([r["lr"] for r in stable], reach),
-        "jitter": rank_correlation([r["lr"] for r in converged], [r["spread"] for r in converged]),
-        "final": rank_correlation([r["lr"] for r in converged],
-                                  [r["final_loss"] for r in converged]),
+        "jitter": rank_correlation([r["lr"] for r in reached], [r["spread"] for r in reached]),
+        "final": rank_correlation([r["lr"] for r in reached],
+                                  [r["final_loss"] for r in reached]),
         "fastest": fastest,
         "most_precise": min(converged, key=lambda r: r["spread"])["lr"] if converged else None,
         "overshooting": [r["lr"] for r in stable if fastest is not None and r["lr"] > fastest],
+        "unsteady": [r["lr"] for r in rows if r["status"] == "unsteady"],
         "too_slow": [r["lr"] for r in rows if r["status"] == "too slow"],
         "diverged": [r["lr"] for r in rows if r["status"] == "diverged"],
     }
@@ -530,15 +543,18 @@ def describe(name, t):
         return f"{up if rho > 0 else down} (rank correlation {rho:+.2f})"
 
     text = (f"{name}: as the rate grows, the steps to the threshold "
-            f"{trend(t['speed'], 'grow', 'fall')}; among the rates that converged, the "
+            f"{trend(t['speed'], 'grow', 'fall')}; among the rates that reached it, the "
             f"spread {trend(t['jitter'], 'grows', 'shrinks')} and the final loss "
             f"{trend(t['final'], 'grows', 'shrinks')}.")
     if t["fastest"] is not None:
         text += f" Fastest: lr {t['fastest']:g}; most precise: lr {t['most_precise']:g}."
     if t["overshooting"]:
-        text += (f" Above lr {t['fastest']:g} the steps overshoot and convergence slows again "
+        text += (f" Above lr {t['fastest']:g} the steps overshoot and convergence slows or fails "
                  f"(lr {', '.join(f'{lr:g}' for lr in t['overshooting'])}): the edge of "
                  f"stability.")
+    if t["unsteady"]:
+        text += (f" Reached the threshold but ended above it (not converged): "
+                 f"lr {', '.join(f'{lr:g}' for lr in t['unsteady'])}.")
     if t["too_slow"]:
         text += (f" Too slow to reach the threshold: "
                  f"lr {', '.join(f'{lr:g}' for lr in t['too_slow'])}.")

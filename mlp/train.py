@@ -10,11 +10,13 @@ validation) and reports its accuracy on the 10,000 test images. Into
 import argparse
 import copy
 import datetime
+import inspect
 import os
 import signal
 import sys
 from pathlib import Path
 
+import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 
 from .activations import ACTIVATIONS
@@ -35,50 +37,82 @@ DEFAULTS = dict(dataset="mnist", hidden=[256], activation="sigmoid", loss="ce",
                 weight_decay=0.0, seed=0, dtype="float32", backend="numba")
 
 
+#: seconds the MNIST downloader waits for a server: its own default, so that the two agree
+DOWNLOAD_TIMEOUT = inspect.signature(download_mnist).parameters["timeout"].default
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` with every option's default shown once.
+
+    argparse appends "(default: X)" to each option's help. An option whose
+    default is None (a value worked out at run time, or "not given") says in
+    its own help what that means, "(default: ...)", where argparse would add
+    a second, meaningless "(default: None)"; and a flag is simply off unless
+    given, so "(default: False)" would be noise.
+    """
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "(default" in text or action.default is None or action.nargs == 0:
+            return text
+        return super()._get_help_string(action)
+
+
 def build_parser():
     """The argument parser of ``python -m mlp.train``."""
     d = DEFAULTS
     p = argparse.ArgumentParser(
         prog="python -m mlp.train",
         description="Train a multilayer perceptron by backpropagation.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     p.add_argument("--dataset", choices=["mnist", "digits"], default=d["dataset"],
                    help="MNIST (needs the four IDX files) or scikit-learn's bundled 8x8 digits")
     p.add_argument("--data-dir",
-                   help="folder with the MNIST files (else $MLP_DATA_DIR, else data/mnist)")
+                   help="folder with the MNIST files (default: $MLP_DATA_DIR, else data/mnist)")
     p.add_argument("--no-download", action="store_true",
                    help="if MNIST is nowhere to be found, fail instead of downloading it "
                         "into data/mnist")
+    p.add_argument("--timeout", type=positive_float, default=DOWNLOAD_TIMEOUT, metavar="SECONDS",
+                   help="when downloading MNIST, how long to wait for a server to connect or "
+                        "send more data before trying again or another mirror")
     p.add_argument("--hidden", type=positive_int, nargs="+", default=d["hidden"],
                    metavar="N", help="hidden layer widths")
-    p.add_argument("--activation", choices=sorted(ACTIVATIONS), default=d["activation"])
+    p.add_argument("--activation", choices=sorted(ACTIVATIONS), default=d["activation"],
+                   help="activation of the hidden layers")
     p.add_argument("--loss", choices=list(LOSSES), default=d["loss"],
                    help="ce: softmax + cross-entropy; mse: sigmoid + squared error; "
                         "bce: sigmoid + binary cross-entropy")
-    p.add_argument("--epochs", type=positive_int, default=d["epochs"])
-    p.add_argument("--batch-size", type=positive_int, default=d["batch_size"])
+    p.add_argument("--epochs", type=positive_int, default=d["epochs"],
+                   help="passes over the training set")
+    p.add_argument("--batch-size", type=positive_int, default=d["batch_size"],
+                   help="images per SGD step (at most the training set's size)")
     p.add_argument("--lr", type=positive_float, default=d["lr"], help="learning rate")
-    p.add_argument("--momentum", type=fraction, default=d["momentum"])
+    p.add_argument("--momentum", type=fraction, default=d["momentum"],
+                   help="SGD momentum μ, 0 for plain SGD (use 0 with --loss mse or bce: "
+                        "momentum drives sigmoid outputs into saturation)")
     p.add_argument("--nesterov", action="store_true", help="use Nesterov momentum")
     p.add_argument("--weight-decay", type=nonnegative_float, default=d["weight_decay"],
                    help="L2 penalty λ: minimises loss + (λ/2) Σ‖W‖²")
-    p.add_argument("--seed", type=nonnegative_int, default=d["seed"])
-    p.add_argument("--dtype", choices=["float32", "float64"], default=d["dtype"])
-    p.add_argument("--backend", choices=list(BACKENDS), default=d["backend"])
+    p.add_argument("--seed", type=nonnegative_int, default=d["seed"],
+                   help="seed of the initial weights and of the order of the images")
+    p.add_argument("--dtype", choices=["float32", "float64"], default=d["dtype"],
+                   help="floating-point type of the weights and the arithmetic")
+    p.add_argument("--backend", choices=list(BACKENDS), default=d["backend"],
+                   help="numba: the fast kernels; numpy: the readable reference loop")
     p.add_argument("--threads", type=positive_int, default=None,
                    help="threads for Numba and BLAS (default: all cores)")
     p.add_argument("--validation", type=nonnegative_int, default=None, metavar="N",
                    help="hold out the last N training images for validation, 0 for none "
-                        "(default 10000 for MNIST, a sixth of the training set otherwise)")
+                        "(default: 10000 for MNIST, a sixth of the training set otherwise)")
     p.add_argument("--limit", type=positive_int, default=None, metavar="N",
-                   help="train on the first N training images only")
+                   help="train on the first N training images only (default: all of them)")
     p.add_argument("--out", help="output folder (default: a new folder under runs/)")
     p.add_argument("--checkpoint-every", type=nonnegative_int, default=1, metavar="N",
                    help="write checkpoint.npz into --out every N epochs (0: only when interrupted)")
     p.add_argument("--resume", metavar="DIR",
                    help="continue the run whose --out folder is DIR, with its own settings; "
                         "only " + ", ".join(_flag(k) for k in RESUME_OVERRIDES)
-                        + " may be given with it")
+                        + " may be given with it (default: start a new run)")
     return p
 
 
@@ -130,6 +164,72 @@ def split_train(data, validation, limit):
     return X_tr, y_tr, X_val, y_val
 
 
+def check_batch_size(batch_size, n_train):
+    """Refuse a batch larger than the training set, with an MLPError saying what to use.
+
+    Otherwise each epoch would be a single full-batch step: one step an epoch
+    learns next to nothing in the epochs a run has, and the whole set's
+    activations are held in memory at once.
+    """
+    if batch_size > n_train:
+        raise MLPError(f"--batch-size {batch_size} is larger than the training set "
+                       f"({n_train} images after --validation and --limit): each epoch "
+                       f"would be a single step. Use --batch-size {n_train} or less "
+                       f"(the default is {DEFAULTS['batch_size']}).")
+
+
+#: how far above chance an accuracy must be to count as learning: this share of the way from
+#: chance to 1 (with 10 balanced classes, 0.1 + 0.045; with two, 0.5 + 0.025)
+CHANCE_MARGIN = 0.05
+
+
+def chance_accuracy(y, n_classes):
+    """The accuracy of a network that learnt nothing about the images, on labels ``y``.
+
+    The larger of guessing (1 / n_classes) and always answering the most
+    frequent class of ``y``, which a network can learn from the biases alone.
+    ``y`` holds labels, or one-hot targets (a row per sample).
+    """
+    y = np.asarray(y)
+    if y.ndim == 2:
+        y = y.argmax(axis=1)
+    _, counts = np.unique(y, return_counts=True)
+    return max(1.0 / n_classes, counts.max() / counts.sum()) if counts.size else 1.0 / n_classes
+
+
+def at_chance(accuracy, chance):
+    """True when ``accuracy`` is less than CHANCE_MARGIN of the way from ``chance`` to 1."""
+    return accuracy <= chance + CHANCE_MARGIN * (1.0 - chance)
+
+
+def chance_warning(what, accuracy, chance, args, when=""):
+    """The one-line warning for a run whose ``what`` accuracy is at ``chance``, with advice."""
+    advice = [f"a lower --lr (e.g. --lr {args.lr / 10:g})"]
+    if args.momentum > 0 and args.loss in ("mse", "bce"):
+        # Nielsen's ch. 1 recipe (lr 3.0, batch 10) is plain SGD: with momentum 0.9 its
+        # steps are ten times longer and drive the sigmoid outputs where σ' ≈ 0
+        advice.insert(0, f"--momentum 0 (momentum {args.momentum:g} drives --loss "
+                         f"{args.loss}'s sigmoid outputs into saturation)")
+    elif args.momentum > 0:
+        advice.append(f"a lower --momentum than {args.momentum:g}")
+    advice.append("more --epochs if the loss is still falling")
+    return (f"warning: {what} accuracy {accuracy:.4f}{when} is at chance level (guessing, or "
+            f"always answering the most frequent class, scores {chance:.4f}): the network "
+            f"is not learning. Try " + ", ".join(advice[:-1]) + " or " + advice[-1] + ".")
+
+
+def run_title(config, epochs, test_accuracy):
+    """The title of curves.png: the run's settings and its test accuracy."""
+    momentum = f", momentum {config['momentum']:g}" if config["momentum"] else ""
+    if momentum and config.get("nesterov"):
+        momentum += " (Nesterov)"
+    decay = f", weight decay {config['weight_decay']:g}" if config.get("weight_decay") else ""
+    return (f"{'-'.join(map(str, config['sizes']))} {config['activation']}/{config['loss']} "
+            f"on {config['dataset']}: lr {config['lr']:g}{momentum}{decay}, "
+            f"batch {config['batch_size']}, {epochs} epochs\n"
+            f"test accuracy {test_accuracy:.4f}")
+
+
 def find_data(args, say):
     """The folder to load the dataset from (None: the loader's default).
 
@@ -145,13 +245,15 @@ def find_data(args, say):
         if args.data_dir or os.environ.get("MLP_DATA_DIR") or getattr(args, "no_download", False):
             raise
     say("MNIST not found: downloading it into data/mnist (pass --no-download to refuse)")
-    download_mnist("data/mnist")
+    # getattr: a checkpoint written before --timeout existed has no such setting
+    download_mnist("data/mnist", timeout=getattr(args, "timeout", DOWNLOAD_TIMEOUT))
     return "data/mnist"
 
 
 #: settings a resumed run may change (where the data are, how long and on how many threads it
 #: trains, how often it saves); everything else comes from the checkpoint
-RESUME_OVERRIDES = ("epochs", "data_dir", "no_download", "threads", "checkpoint_every")
+RESUME_OVERRIDES = ("epochs", "data_dir", "no_download", "timeout", "threads",
+                    "checkpoint_every")
 
 
 def resume_args(args):
@@ -261,6 +363,7 @@ def run(args, stdout=None):
     backend = get_backend(args.backend)
     data = load_dataset(args.dataset, data_dir=data_dir)
     X_tr, y_tr, X_val, y_val = split_train(data, args.validation, args.limit)
+    check_batch_size(args.batch_size, X_tr.shape[0])
     sizes = [X_tr.shape[1], *args.hidden, data.n_classes]
     if ckpt:
         net, opt = ckpt["net"], ckpt["optimizer"]
@@ -294,7 +397,25 @@ def run(args, stdout=None):
         if args.checkpoint_every and tr.epoch % args.checkpoint_every == 0:
             checkpoint(tr)
 
-    trainer.on_epoch = checkpoint_on_schedule
+    # A run stuck at chance (e.g. saturated sigmoid outputs) otherwise trains on silently
+    # and exits with status 0: say so, once, on the first epoch that shows it.
+    warned = []
+
+    def warn_once(what, accuracy, chance, when=""):
+        if not warned and at_chance(accuracy, chance):
+            warned.append(what)
+            print(chance_warning(what, accuracy, chance, args, when), file=sys.stderr,
+                  flush=True)
+
+    val_chance = chance_accuracy(y_val, data.n_classes) if len(y_val) else None
+
+    def after_epoch(tr):
+        checkpoint_on_schedule(tr)
+        if val_chance is not None:
+            warn_once("validation", tr.history[-1]["val_accuracy"], val_chance,
+                      f" after epoch {tr.epoch}")
+
+    trainer.on_epoch = after_epoch
 
     history = {"config": config, "epochs": trainer.history, "test_accuracy": None,
                "compile_seconds": 0.0}
@@ -316,11 +437,14 @@ def run(args, stdout=None):
     save_model(out / "model.npz", net, meta)
     _, test_acc = evaluate(net, backend, data.X_test, data.y_test, data.scale)
     history["test_accuracy"] = test_acc
+    if val_chance is None:        # --validation 0: the test set is the only measure there is
+        warn_once("test", test_acc, chance_accuracy(data.y_test, data.n_classes))
     history["train_seconds"] = sum(r["seconds"] for r in trainer.history)
     atomic_write_json(out / "history.json", history)
     pred = backend.predict_output(net, data.X_test, data.scale).argmax(axis=1)
     if trainer.history:
-        plot_curves(trainer.history, out / "curves.png")
+        plot_curves(trainer.history, out / "curves.png",
+                    title=run_title(config, len(trainer.history), test_acc))
     plot_confusion(confusion_matrix(data.y_test, pred, data.n_classes), out / "confusion.png")
     say(f"training time {history['train_seconds']:.2f}s "
         f"(+ {history['compile_seconds']:.2f}s compiling)")

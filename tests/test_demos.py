@@ -214,6 +214,39 @@ def test_run_metrics_on_known_curves():
     assert demos.run_metrics(steps, stuck, 0.2, zero_output_loss=0.5)["diverged"]
 
 
+def _runs(curves, threshold, steps):
+    return [demos.run_metrics(steps, c, threshold, zero_output_loss=100) for c in curves]
+
+
+def test_a_rate_that_reaches_the_threshold_but_ends_above_it_has_not_converged():
+    """A large rate dips below the threshold once and jitters back above: "unsteady"."""
+    steps, threshold = np.arange(1, 201), 1.0
+    descent = 5.0 * np.exp(-steps / 20.0) + 0.5          # settles at 0.5, below the threshold
+    jitter = 1.5 + 0.7 * (-1.0) ** steps                 # touches 0.8, ends around 1.5
+    jitter[:5] = 3.0
+    slow = 5.0 - 0.01 * steps                            # never reaches it
+    # the curves themselves, independent of mlp: where they end against the threshold
+    assert jitter.min() <= threshold < jitter[180:].mean()
+    assert descent[180:].mean() <= threshold < slow.min()
+    rows = demos.summarize([
+        {"lr": 0.1, "runs": _runs([slow, slow, slow], threshold, steps)},
+        {"lr": 0.3, "runs": _runs([descent, descent, jitter], threshold, steps)},
+        {"lr": 3.0, "runs": _runs([jitter, jitter, descent], threshold, steps)},
+    ])
+    status = {row["lr"]: row["status"] for row in rows}
+    assert status == {0.1: "too slow", 0.3: "converged", 3.0: "unsteady"}
+    first_dip = steps[np.flatnonzero(jitter <= threshold)[0]]
+    assert rows[2]["steps_to_threshold"] == first_dip and rows[2]["final_loss"] > threshold
+    table = demos.format_table(rows, "loss <= 1").splitlines()
+    assert table[-1].split()[-1] == "unsteady" and table[-2].split()[-1] == "converged"
+    t = demos.trends(rows)
+    assert t["fastest"] == t["most_precise"] == 0.3           # among the converged only
+    assert t["unsteady"] == [3.0] and t["too_slow"] == [0.1]
+    assert "ended above it (not converged): lr 3." in demos.describe("task", t)
+    assert all(m["settled"] for m in _runs([descent], threshold, steps))
+    assert not any(m["settled"] for m in _runs([jitter, slow], threshold, steps))
+
+
 def test_conclusion_follows_the_signs_of_the_measurement():
     fast_noisy = {"speed": -0.9, "jitter": 0.8}
     slow_precise = {"speed": 0.9, "jitter": -0.8}

@@ -283,3 +283,140 @@ def test_the_numpy_backend_never_imports_numba(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines()[-1] == "0 []"
+
+
+# ------------------------------------------------- help, chance, batch size, timeout, plots
+def _help_entries(text):
+    """{first long option: its help text, whitespace collapsed} of ``--help`` output."""
+    entries, key = {}, None
+    for line in text.split("options:", 1)[1].splitlines():
+        if line.startswith("  -"):                 # an option's first line: "  --x X  help..."
+            invocation, _, rest = line.strip().partition("  ")
+            key = next(w for w in invocation.replace(",", " ").split() if w.startswith("--"))
+            entries[key] = rest
+        elif key and line.startswith("   "):        # its help continued
+            entries[key] += " " + line
+    return {k: " ".join(v.split()) for k, v in entries.items()}
+
+
+def test_help_shows_every_default_once(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    assert "(default: None)" not in " ".join(text.split())
+    entries = _help_entries(text)
+    actions = [a for a in build_parser()._actions if a.option_strings and a.dest != "help"]
+    assert set(entries) == {"--help"} | {a.option_strings[-1] for a in actions}
+    for action in actions:
+        shown = entries[action.option_strings[-1]]
+        if action.nargs == 0:                       # a flag: off unless given
+            assert "default" not in shown, (action.option_strings, shown)
+            continue
+        assert shown.count("(default") == 1, (action.option_strings, shown)
+        if action.default is not None:
+            assert f"(default: {action.default})" in shown, (action.option_strings, shown)
+
+
+def _nielsen_ch1_on_digits(tmp_path, *extra):
+    """README's Nielsen line as it was (momentum left at the default 0.9), on digits."""
+    return ["--dataset", "digits", "--hidden", "30", "--loss", "mse", "--lr", "3.0",
+            "--batch-size", "10", "--epochs", "3", "--backend", "numpy", "--threads", "1",
+            "--out", str(tmp_path), *extra]
+
+
+def _chance_lines(text):
+    return [line for line in text.splitlines() if "at chance level" in line]
+
+
+def test_a_run_stuck_at_chance_warns_once_with_advice(tmp_path, capsys):
+    assert main(_nielsen_ch1_on_digits(tmp_path)) == 0
+    out, err = capsys.readouterr()
+    saved = _history(tmp_path)
+    val = [e["val_accuracy"] for e in saved["epochs"]]
+    # chance on these validation labels, counted here: the larger of 1/10 and the share of the
+    # most frequent class
+    y_val = load_digits().y_train[-saved["config"]["n_validation"]:]
+    chance = max(0.1, np.bincount(y_val).max() / len(y_val))
+    assert max(val) <= chance + 0.01                  # stuck: the case the warning is for
+    assert _chance_lines(out) == []
+    (line,) = _chance_lines(err)                      # once, although all 3 epochs are stuck
+    assert f"validation accuracy {val[0]:.4f} after epoch 1" in line
+    assert f"{chance:.4f}" in line
+    assert "--momentum 0" in line and "--lr 0.3" in line
+
+
+def test_without_validation_the_test_accuracy_is_checked(tmp_path, capsys):
+    assert main(_nielsen_ch1_on_digits(tmp_path, "--validation", "0")) == 0
+    (line,) = _chance_lines(capsys.readouterr().err)
+    assert f"test accuracy {_history(tmp_path)['test_accuracy']:.4f}" in line
+
+
+def test_a_healthy_run_does_not_warn(tmp_path, capsys):
+    assert main(_nielsen_ch1_on_digits(tmp_path, "--momentum", "0")) == 0
+    out, err = capsys.readouterr()
+    assert _history(tmp_path)["epochs"][0]["val_accuracy"] > 0.3
+    assert _chance_lines(out + err) == [] and "warning" not in out + err
+
+
+def test_chance_accuracy_is_the_better_of_guessing_and_the_majority_class():
+    assert mlp.train.chance_accuracy([0, 1, 2, 3] * 5, 4) == 0.25
+    assert mlp.train.chance_accuracy([0] * 7 + [1] * 3, 2) == 0.7
+    assert mlp.train.chance_accuracy(np.eye(3)[[2, 2, 2, 0]], 3) == 0.75   # one-hot rows
+    assert mlp.train.chance_accuracy([0, 1], 10) == 0.5
+    assert mlp.train.at_chance(0.14, 0.1) and not mlp.train.at_chance(0.2, 0.1)
+
+
+def test_batch_size_larger_than_the_training_set_is_a_clear_error(tmp_path, capsys):
+    n = load_digits().X_train.shape[0]
+    n_train = n - n // 6                              # a sixth is held out for validation
+    assert main(["--dataset", "digits", "--batch-size", "100000", "--backend", "numpy",
+                 "--out", str(tmp_path / "big")]) == 2
+    err = capsys.readouterr().err
+    assert "--batch-size 100000" in err and f"--batch-size {n_train} or less" in err
+    assert "Traceback" not in err and not (tmp_path / "big").exists()
+    # the whole training set in one batch is allowed
+    assert main(["--dataset", "digits", "--batch-size", str(n_train), "--epochs", "1",
+                 "--backend", "numpy", "--out", str(tmp_path / "whole")]) == 0
+
+
+def test_timeout_is_passed_to_the_downloader(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLP_DATA_DIR", raising=False)
+    monkeypatch.setattr(mlp.data, "_PROJECT_MNIST_DIR", tmp_path / "nowhere")
+    calls = []
+
+    def offline(dest, **kwargs):
+        calls.append(kwargs)
+        raise mlp.data.DataError("offline")
+    monkeypatch.setattr(mlp.train, "download_mnist", offline)
+    assert main(["--timeout", "7.5"]) == 2
+    assert main([]) == 2
+    import inspect  # here, not at the top: this block of tests is appended to a shared file
+    assert [c.get("timeout") for c in calls] == [
+        7.5, inspect.signature(mlp.data.download_mnist).parameters["timeout"].default]
+    assert parse_args(["--resume", "r", "--timeout", "3"]).given == {"resume", "timeout"}
+    assert "timeout" in RESUME_OVERRIDES
+
+
+@pytest.mark.parametrize("validation, panels", [(None, 2), ("0", 1)])
+def test_curves_are_titled_with_the_run_and_have_no_empty_panel(tmp_path, monkeypatch,
+                                                                validation, panels):
+    drawn = []
+    real = mlp.train.plot_curves
+
+    def recording(history, path, title=None):
+        drawn.append((mlp.plots.curves_figure(history, title), title))
+        return real(history, path, title)
+    monkeypatch.setattr(mlp.train, "plot_curves", recording)
+    extra = [] if validation is None else ["--validation", validation]
+    assert main(["--dataset", "digits", "--epochs", "2", "--lr", "0.3", "--batch-size", "32",
+                 "--backend", "numpy", "--threads", "1", "--out", str(tmp_path), *extra]) == 0
+    (fig, title), = drawn
+    saved = _history(tmp_path)
+    for part in ("64-256-10", "sigmoid/ce", "digits", "lr 0.3", "momentum 0.9", "batch 32",
+                 "2 epochs", f"test accuracy {saved['test_accuracy']:.4f}"):
+        assert part in title
+    assert fig._suptitle.get_text() == title
+    assert len(fig.axes) == panels
+    assert all(ax.lines for ax in fig.axes)           # no empty panel
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
