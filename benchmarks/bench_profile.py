@@ -38,9 +38,13 @@ def profile(data, batch_size, seed=0, lr=0.1):
     """({step: seconds per epoch}, the one-call epoch's seconds) for one epoch at ``batch_size``."""
     net = Network(common.SIZES, "sigmoid", "ce", seed=seed)
     f32 = np.float32
-    W0, V0, Wts, Vts, bs, vbs, h = K._working_copies(
-        tuple(net.weights), tuple(net.biases), tuple(net.weights), tuple(net.biases), True, f32(0))
-    nnz, cols, vals = K.sparse_buffers(batch_size, W0)
+    params = K.Params(tuple(net.weights), tuple(net.biases), tuple(net.weights),
+                      tuple(net.biases))
+    wk = K._working_copies(params, True, f32(0))
+    W0, Wts, bs, vbs = wk.W0, wk.Wts, wk.bs, wk.vbs
+    batch = K.sparse_buffers(batch_size, W0)
+    nnz, cols, vals = batch
+    model = K.Model(K.SIGMOID, K.CE, K.SOFTMAX)
     hp, n_out = W0.shape[1], common.SIZES[-1]
     a1, z2 = np.empty((batch_size, hp), f32), np.empty((batch_size, n_out), f32)
     d1, d2 = np.empty((batch_size, hp), f32), np.empty((batch_size, n_out), f32)
@@ -49,6 +53,7 @@ def profile(data, batch_size, seed=0, lr=0.1):
     X, scale, n = data.X_train, f32(data.scale), data.X_train.shape[0]
     order = epoch_order(seed, 0, n).astype(np.int64)
     lr = f32(lr)
+    bias_sgd = K.sgd_params(f32, lr, 0, 0, False)
     seconds = dict.fromkeys(STEPS, 0.0)
 
     def timed(step, fn, *args):
@@ -62,20 +67,19 @@ def profile(data, batch_size, seed=0, lr=0.1):
             m = rows.shape[0]
             timed("gather", lambda rows=rows, m=m: (
                 K.gather_targets(labels, T, rows, Y[:m]),
-                K.gather_sparse(X, rows, scale, nnz, cols, vals)))
-            timed("sparse forward", K.sparse_forward, nnz[:m], cols, vals, W0, bs[0], K.SIGMOID,
-                  a1[:m])
+                K.gather_sparse(X, rows, scale, batch)))
+            rows_m = K.SparseBatch(nnz[:m], cols, vals)
+            timed("sparse forward", K.sparse_forward, rows_m, W0, bs[0], K.SIGMOID, a1[:m])
             timed("output layer forward", K.dense_forward, a1[:m], Wts[1], bs[1], K.IDENTITY,
                   z2[:m])
-            timed("softmax, loss, output delta", K.output_delta, z2[:m], Y[:m], K.CE, K.SOFTMAX,
-                  d2[:m])
+            timed("softmax, loss, output delta", K.output_delta, z2[:m], Y[:m], model, d2[:m])
             timed("hidden delta", K.backprop_delta, d2[:m], Wts[1], a1[:m], K.SIGMOID, d1[:m])
             timed("bias gradients and SGD", lambda m=m: (
                 K.column_sums(d2[:m], gb1), K.column_sums(d1[:m], gb0),
-                K.sgd_update(bs[1], gb1, vbs[1], lr, f32(0), f32(0), False),
-                K.sgd_update(bs[0], gb0, vbs[0], lr, f32(0), f32(0), False)))
+                K.sgd_update(bs[1], gb1, vbs[1], bias_sgd),
+                K.sgd_update(bs[0], gb0, vbs[0], bias_sgd)))
             timed("output layer SGD", K.dense_sgd_plain, a1[:m], d2[:m], Wts[1], lr)
-            timed("sparse SGD", K.sparse_sgd_plain, nnz[:m], cols, vals, d1[:m], W0, lr)
+            timed("sparse SGD", K.sparse_sgd_plain, rows_m, d1[:m], W0, lr)
 
     epoch()                                     # compile or load every kernel
     for step in STEPS:

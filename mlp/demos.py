@@ -790,6 +790,9 @@ def run(args, stdout=sys.stdout):
     options = {k: v for k, v in vars(args).items() if k not in ("demo", "out")}
     if args.demo == "lr-compare":
         options["out"] = args.out
+        for task, default in (("regression", REGRESSION_SWEEP), ("mnist", MNIST_SWEEP)):
+            options[task] = default._replace(seeds=options.pop(f"{task}_seeds"),
+                                             steps=options.pop(f"{task}_steps"))
     if args.demo in ("mnist-sigmaprime", "lr-compare"):
         options["data_dir"] = options.pop("data_dir")
     result = DEMOS[args.demo][0](say=say, **options)

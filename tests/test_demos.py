@@ -315,3 +315,13 @@ def test_cli_missing_mnist_is_a_clean_error(tmp_path, capsys):
                        "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "nowhere" in err and "Traceback" not in err
+
+
+def test_cli_lr_compare_passes_its_options_on(tmp_path):
+    """Every lr-compare option of the command line reaches lr_compare (a Sweep per task)."""
+    assert demos.main(["lr-compare", "--dataset", "digits", "--regression-seeds", "1",
+                       "--regression-steps", "40", "--mnist-seeds", "2", "--mnist-steps", "30",
+                       "--out", str(tmp_path)]) == 0
+    saved = json.loads((tmp_path / "lr_compare.json").read_text())
+    assert saved["regression"]["steps"] == 40 and saved["mnist"]["steps"] == 30
+    assert saved["dataset"] == "digits"

@@ -23,7 +23,9 @@ import sys
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 import pytest
+from sklearn.datasets import load_digits
 from threadpoolctl import threadpool_limits
 
 from mlp.train import main
@@ -87,6 +89,13 @@ SHORTEN = [
     Rule("mlp.evaluate", None, replace=(("runs/<run>", "{run}"),), floor=0.5, mnist=False,
          why="evaluates a digits model trained by the fixture trained_run"),
     Rule("mlp.gradcheck", None, mnist=False, why="seconds as written"),
+    Rule("-c", "import numpy as np; from sklearn.datasets import load_digits; "
+               "np.save('runs/digits/five.npy', load_digits().data[:5])",
+         replace=(("runs/digits/five.npy", "{run}/five.npy"),), mnist=False,
+         why="the README's five digits to predict, written into the fixture's digits run"),
+    Rule("mlp.predict", None, replace=(("runs/digits/five.npy", "{run}/five.npy"),
+                                       ("runs/digits", "{run}")), mnist=False,
+         why="predicts the five digits with the fixture's digits run"),
     Rule("mlp.data", "download", ("--mirror", "http://127.0.0.1:9/"),
          replace=(("data/mnist", "{tmp}/mnist"),),
          why="into a folder that already holds the four files (links to the shared copy): "
@@ -113,11 +122,7 @@ SHORTEN = [
 
 #: README commands known not to work, with why: a strict xfail, which fails once they work
 #: again so that the entry is removed
-BROKEN = {
-    "benchmarks/bench_profile.py": "calls mlp.kernels._working_copies with the arguments it "
-                                   "took before the kernels took named bundles (87012b0): "
-                                   "TypeError",
-}
+BROKEN = {}
 
 
 def bash_commands(markdown):
@@ -196,6 +201,9 @@ def trained_run(tmp_path_factory):
     with threadpool_limits(limits=1):
         assert main(["--dataset", "digits", "--epochs", "20", "--backend", "numpy",
                      "--out", str(out)]) == 0
+    # what the README's python -c line writes, for its mlp.predict line (in whatever order
+    # the two run)
+    np.save(out / "five.npy", load_digits().data[:5])
     return out
 
 
@@ -271,9 +279,9 @@ def test_parsing_the_markdown():
 
 
 def test_a_command_no_rule_knows_fails_saying_what_to_add():
-    (command,) = bash_commands("```bash\npython -m mlp.predict model.npz\n```\n")
-    with pytest.raises(LookupError, match=r"line 2 runs `python -m mlp.predict model.npz`.*"
-                                          r"'mlp.predict'.*add one to SHORTEN"):
+    (command,) = bash_commands("```bash\npython -m mlp.nonesuch model.npz\n```\n")
+    with pytest.raises(LookupError, match=r"line 2 runs `python -m mlp.nonesuch model.npz`.*"
+                                          r"'mlp.nonesuch'.*add one to SHORTEN"):
         rule_for(command)
 
 
