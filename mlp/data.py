@@ -1,17 +1,30 @@
-"""Datasets for the MLP: MNIST from IDX files, and scikit-learn's 8x8 digits.
+"""Datasets for the MLP: MNIST, Fashion-MNIST and KMNIST from IDX files,
+scikit-learn's 8x8 digits. Your own data (a .npz, a .csv, a folder of IDX
+files) are read by :mod:`mlp.datasets`, which builds on this module.
 
-Both loaders return a :class:`Dataset` whose pixel arrays stay ``uint8`` in
+Every loader returns a :class:`Dataset`. Pixel arrays stay ``uint8`` in
 memory (47 MB for the MNIST training images instead of 376 MB as float64);
 callers turn a batch into floats in [0, 1] with ``X[idx] * dataset.scale``.
 
-MNIST is read from the four standard IDX files, gzip-compressed or raw, found
-by :func:`find_mnist_dir` (``--data-dir``, then ``$MLP_DATA_DIR``, then
-``data/mnist`` under the current folder, then ``data/mnist`` in the project).
-Their uncompressed content is checked against the canonical SHA-256 values in
-:data:`MNIST_FILES`. Nothing is downloaded implicitly; to fetch the files::
+MNIST, Fashion-MNIST and KMNIST are read from their four standard IDX files,
+gzip-compressed or raw, found by :func:`find_idx_dir` (``--data-dir``, then,
+for MNIST only, ``$MLP_DATA_DIR``, then ``data/<name>`` under the current
+folder, then ``data/<name>`` in the project). Every load verifies the files:
+
+* MNIST by the SHA-256 of each file's uncompressed content (:data:`MNIST_FILES`),
+  so a re-compressed or gunzipped copy passes too;
+* Fashion-MNIST and KMNIST by the SHA-256 of each ``.gz`` file as published
+  (:data:`FASHION_MNIST_FILES`, :data:`KMNIST_FILES`): no canonical checksum of
+  their uncompressed content is known to mlp, so only the published ``.gz``
+  files can be checked, and an uncompressed copy is refused (pass its folder
+  as ``--dataset DIR`` to use it unverified).
+
+Nothing is downloaded implicitly here (``python -m mlp.train`` does, when the
+files are nowhere to be found); to fetch or check the files::
 
     python -m mlp.data download --dest data/mnist   # fetch and verify
     python -m mlp.data verify --data-dir data/mnist  # check a folder
+    python -m mlp.data download --dataset fashion-mnist   # into data/fashion-mnist
 
 The digits set (1,797 images, bundled with scikit-learn) needs no download.
 
@@ -42,8 +55,12 @@ import numpy as np
 from mlp.cli import nonnegative_int, positive_float
 from mlp.errors import DataError, MLPError
 
-# key -> (file name without ".gz", SHA-256 of the uncompressed file,
-#         SHA-256 of the .gz file as published on the public mirrors)
+# The four files of each IDX dataset mlp knows by name:
+# key -> (file name without ".gz",
+#         SHA-256 of the uncompressed content, or None where no canonical value is known,
+#         SHA-256 of the .gz file as published, or None)
+# A file is verified by its uncompressed content when that value is known,
+# else by the bytes of the published .gz (see _checksum_problem).
 MNIST_FILES: dict = {
     "train_images": (
         "train-images-idx3-ubyte",
@@ -67,18 +84,103 @@ MNIST_FILES: dict = {
     ),
 }
 
-# Base URLs; a file is fetched from base + name + ".gz".
+# MNIST's base URLs; a file is fetched from base + name + ".gz".
 MIRRORS: list = [
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
     "https://storage.googleapis.com/cvdf-datasets/mnist/",
 ]
 
-DATASETS = ("mnist", "digits")
-#: (inputs, classes) of each dataset, known before it is loaded
-SHAPES = {"mnist": (784, 10), "digits": (64, 10)}
+# Fashion-MNIST (Zalando Research). Only SHA-256 values of the published .gz
+# files are known: those listed in tensorflow/datasets
+# (url_checksums/fashion_mnist.txt) and, identically, in pytorch/vision's
+# prototype datasets (_builtin/mnist.py). For the two label files they were
+# also recomputed from the .gz files in the git history of
+# zalandoresearch/fashion-mnist (commit 658ec8c), whose MD5s are the ones its
+# README publishes. Copies made before that commit removed duplicate images
+# (2017-08-31) have other checksums and are refused.
+FASHION_MNIST_FILES: dict = {
+    "train_images": (
+        "train-images-idx3-ubyte", None,
+        "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
+    ),
+    "train_labels": (
+        "train-labels-idx1-ubyte", None,
+        "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
+    ),
+    "test_images": (
+        "t10k-images-idx3-ubyte", None,
+        "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
+    ),
+    "test_labels": (
+        "t10k-labels-idx1-ubyte", None,
+        "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
+    ),
+}
 
-# Where find_mnist_dir looks last: data/mnist in the folder above the package.
-_PROJECT_MNIST_DIR = pathlib.Path(__file__).resolve().parent.parent / "data" / "mnist"
+# The GitHub copy first for HTTPS (the S3 website endpoint serves plain HTTP
+# only); both serve the same files, and the checksum is what protects them.
+FASHION_MNIST_MIRRORS: list = [
+    "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
+    "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+]
+
+# Kuzushiji-MNIST (ROIS-CODH). As for Fashion-MNIST, only the SHA-256 values
+# of the published .gz files are known: tensorflow/datasets
+# (url_checksums/kmnist.txt) and pytorch/vision's prototype datasets list the
+# same ones.
+KMNIST_FILES: dict = {
+    "train_images": (
+        "train-images-idx3-ubyte", None,
+        "51467d22d8cc72929e2a028a0428f2086b092bb31cfb79c69cc0a90ce135fde4",
+    ),
+    "train_labels": (
+        "train-labels-idx1-ubyte", None,
+        "e38f9ebcd0f3ebcdec7fc8eabdcdaef93bb0df8ea12bee65224341c8183d8e17",
+    ),
+    "test_images": (
+        "t10k-images-idx3-ubyte", None,
+        "edd7a857845ad6bb1d0ba43fe7e794d164fe2dce499a1694695a792adfac43c5",
+    ),
+    "test_labels": (
+        "t10k-labels-idx1-ubyte", None,
+        "20bb9a0ef54c7db3efc55a92eef5582c109615df22683c380526788f98e42a1c",
+    ),
+}
+
+KMNIST_MIRRORS: list = ["https://codh.rois.ac.jp/kmnist/dataset/kmnist/"]
+
+
+@dataclass(frozen=True)
+class IdxSet:
+    """An IDX dataset mlp knows by name. ``files`` and ``mirrors`` name the
+    module globals holding its tables: they are looked up when used, so that a
+    test (or a user) can replace a table, as the tests do with MNIST_FILES."""
+
+    title: str
+    files: str
+    mirrors: str
+    classes: tuple = None
+
+
+IDX_SETS = {
+    "mnist": IdxSet("MNIST", "MNIST_FILES", "MIRRORS"),
+    "fashion-mnist": IdxSet("Fashion-MNIST", "FASHION_MNIST_FILES", "FASHION_MNIST_MIRRORS",
+                            ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
+                             "Shirt", "Sneaker", "Bag", "Ankle boot")),
+    "kmnist": IdxSet("KMNIST", "KMNIST_FILES", "KMNIST_MIRRORS",
+                     ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo")),
+}
+
+#: the datasets known by name; anything else given as a dataset is a path (see mlp.datasets)
+DATASETS = ("mnist", "digits", "fashion-mnist", "kmnist")
+#: (inputs, classes) of each named dataset, known before it is loaded
+SHAPES = {"mnist": (784, 10), "digits": (64, 10), "fashion-mnist": (784, 10),
+          "kmnist": (784, 10)}
+
+# Where find_idx_dir looks last: data/<name> in the folder above the package
+# (MNIST's has a name of its own so that the tests can move it).
+_PROJECT_DATA_DIR = pathlib.Path(__file__).resolve().parent.parent / "data"
+_PROJECT_MNIST_DIR = _PROJECT_DATA_DIR / "mnist"
 
 # IDX type byte -> dtype of the (big-endian) data.
 _IDX_TYPES = {
@@ -98,11 +200,14 @@ _CHUNK = 1 << 20
 
 @dataclass
 class Dataset:
-    """A train/test split of images with integer labels.
+    """A train/test split of samples with integer labels.
 
-    ``X_*`` are C-contiguous ``uint8`` arrays of shape (n, n_features);
-    multiply by ``scale`` to get floats in [0, 1]. ``y_*`` are int64 labels
-    in ``0 .. n_classes - 1``.
+    ``X_*`` are C-contiguous arrays of shape (n, n_features): ``uint8`` pixels,
+    to be multiplied by ``scale`` to get floats in [0, 1], or floats used as
+    they are (``scale`` 1). ``y_*`` are int64 labels in ``0 .. n_classes - 1``.
+    ``classes`` names the classes, in label order, where they have names
+    other than their numbers (or came from a file's own labels); ``notes``
+    are one-line remarks a run prints about how the data were read.
     """
 
     name: str
@@ -114,6 +219,8 @@ class Dataset:
     n_classes: int
     image_shape: tuple
     source: str
+    classes: tuple = None
+    notes: tuple = ()
 
 
 # --------------------------------------------------------------------- IDX
@@ -239,11 +346,27 @@ def _parse_idx(stream, path, file_size, is_gzip, sha256):
     return array, digest
 
 
-# ------------------------------------------------------------------- MNIST
+# ------------------------------------------------ MNIST, Fashion-MNIST, KMNIST
 
 
-def _file_names():
-    return [name for name, _, _ in MNIST_FILES.values()]
+def _idx_set(dataset):
+    try:
+        return IDX_SETS[dataset]
+    except KeyError:
+        raise DataError(f"unknown IDX dataset {dataset!r}: choose one of "
+                        f"{', '.join(IDX_SETS)}.") from None
+
+
+def _files(dataset="mnist"):
+    return globals()[_idx_set(dataset).files]
+
+
+def _mirrors(dataset="mnist"):
+    return globals()[_idx_set(dataset).mirrors]
+
+
+def _file_names(dataset="mnist"):
+    return [entry[0] for entry in _files(dataset).values()]
 
 
 def _mnist_path(folder, name):
@@ -254,101 +377,176 @@ def _mnist_path(folder, name):
     return None
 
 
-def _missing_files(folder):
-    return [name for name in _file_names() if _mnist_path(folder, name) is None]
+def _missing_files(folder, dataset="mnist"):
+    return [name for name in _file_names(dataset) if _mnist_path(folder, name) is None]
+
+
+def _download_command(dataset, dest):
+    option = "" if dataset == "mnist" else f" --dataset {dataset}"
+    return f"python -m mlp.data download{option} --dest {dest}"
+
+
+def _default_dirs(dataset):
+    """data/<dataset> under the current folder, then in the project."""
+    project = _PROJECT_MNIST_DIR if dataset == "mnist" else _PROJECT_DATA_DIR / dataset
+    return [pathlib.Path.cwd() / "data" / dataset, project]
 
 
 def find_mnist_dir(data_dir=None) -> pathlib.Path:
-    """Return the folder holding the four MNIST files (each ``name`` or ``name.gz``).
+    """The folder holding the four MNIST files: :func:`find_idx_dir` for ``"mnist"``."""
+    return find_idx_dir("mnist", data_dir)
 
-    Lookup order: ``data_dir``, then the ``MLP_DATA_DIR`` environment
-    variable, then ``data/mnist`` under the current folder, then ``data/mnist``
-    under the project root. A folder named by the argument or the variable
-    must hold all four files (no falling through to other places); otherwise
-    the first of the default folders that does is used. Raises DataError
-    saying where it looked and how to get the files.
+
+def find_idx_dir(dataset, data_dir=None) -> pathlib.Path:
+    """Return the folder holding the four files of ``dataset`` (each ``name`` or ``name.gz``).
+
+    ``dataset`` is ``"mnist"``, ``"fashion-mnist"`` or ``"kmnist"``. Lookup
+    order: ``data_dir``, then (for MNIST only) the ``MLP_DATA_DIR``
+    environment variable, then ``data/<dataset>`` under the current folder,
+    then ``data/<dataset>`` under the project root. A folder named by the
+    argument or the variable must hold all four files (no falling through to
+    other places); otherwise the first of the default folders that does is
+    used. Raises DataError saying where it looked and how to get the files.
     """
-    explicit = [(data_dir, "--data-dir / the data_dir argument"),
-                (os.environ.get("MLP_DATA_DIR") or None, "MLP_DATA_DIR")]
+    title = _idx_set(dataset).title
+    explicit = [(data_dir, "--data-dir / the data_dir argument")]
+    if dataset == "mnist":  # MLP_DATA_DIR predates the other datasets and names MNIST's folder
+        explicit.append((os.environ.get("MLP_DATA_DIR") or None, "MLP_DATA_DIR"))
     for value, origin in explicit:
         if value is None:
             continue
         folder = pathlib.Path(value).expanduser().absolute()
         if not folder.is_dir():
-            raise DataError(f"MNIST folder {folder} (from {origin}) does not exist. "
+            raise DataError(f"{title} folder {folder} (from {origin}) does not exist. "
                             f"Fix the path, or fetch the files there with "
-                            f"`python -m mlp.data download --dest {folder}`.")
-        missing = _missing_files(folder)
+                            f"`{_download_command(dataset, folder)}`.")
+        missing = _missing_files(folder, dataset)
         if missing:
-            raise DataError(f"MNIST folder {folder} (from {origin}) lacks "
+            raise DataError(f"{title} folder {folder} (from {origin}) lacks "
                             f"{', '.join(missing)} (raw or .gz). Put the files there, or fetch "
-                            f"them with `python -m mlp.data download --dest {folder}`.")
+                            f"them with `{_download_command(dataset, folder)}`.")
         return folder
 
     looked = []
-    for folder in (pathlib.Path.cwd() / "data" / "mnist", _PROJECT_MNIST_DIR):
+    for folder in _default_dirs(dataset):
         folder = folder.absolute()
         if any(folder == seen for seen, _ in looked):
             continue
         if not folder.is_dir():
             looked.append((folder, "does not exist"))
             continue
-        missing = _missing_files(folder)
+        missing = _missing_files(folder, dataset)
         if not missing:
             return folder
         looked.append((folder, "lacks " + ", ".join(missing)))
     places = "\n".join(f"  {folder} ({why})" for folder, why in looked)
+    unset = ("No --data-dir was given, MLP_DATA_DIR is not set, and these " if dataset == "mnist"
+             else "No --data-dir was given (MLP_DATA_DIR is MNIST's only), and these ")
+    point = ("(or point MLP_DATA_DIR/--data-dir at them)" if dataset == "mnist"
+             else "(or point --data-dir at them)")
     raise DataError(
-        "MNIST not found. No --data-dir was given, MLP_DATA_DIR is not set, and these "
-        f"folders do not hold the files:\n{places}\n"
-        f"The four files are {', '.join(_file_names())} (each raw or .gz). Either put "
-        "them in one of those folders (or point MLP_DATA_DIR/--data-dir at them), or run "
-        "`python -m mlp.data download --dest data/mnist`. "
-        "To work offline without MNIST, use `--dataset digits`.")
+        f"{title} not found. {unset}folders do not hold the files:\n{places}\n"
+        f"The four files are {', '.join(_file_names(dataset))} (each raw or .gz). Either put "
+        f"them in one of those folders {point}, or run "
+        f"`{_download_command(dataset, 'data/' + dataset)}`. "
+        "To work offline without it, use `--dataset digits`.")
+
+
+def _file_sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _read_checked(path, entry, verify):
+    """Read the IDX file ``path`` of the table ``entry``; return (array, problem).
+
+    ``problem`` is None when the file passed (or ``verify`` is false), else
+    why it did not, in words: a checksum that differs, or an uncompressed
+    file where only the published .gz can be checked.
+    """
+    _, content_sha, gz_sha = entry[:3]
+    if content_sha or not verify:
+        array, digest = _read_idx(path, sha256=bool(verify and content_sha))
+        if verify and digest != content_sha:
+            return array, (f"checksum mismatch: the SHA-256 of its uncompressed content is "
+                           f"{digest}, expected {content_sha}")
+        return array, None
+    array = read_idx(path)  # parsed first: a damaged file gets the reader's precise message
+    digest = _file_sha256(path)
+    if digest == gz_sha:
+        return array, None
+    with open(path, "rb") as f:
+        compressed = f.read(2) == b"\x1f\x8b"
+    if not compressed:
+        return array, ("the file is uncompressed, and mlp knows only the SHA-256 of the .gz "
+                       "file as published, not of its content, so it cannot verify it")
+    return array, (f"checksum mismatch: the SHA-256 of the .gz file is {digest}, expected "
+                   f"{gz_sha} (that of the published .gz; a re-compressed copy differs too)")
 
 
 def load_mnist(data_dir=None, verify=True) -> Dataset:
-    """Load MNIST from the folder :func:`find_mnist_dir` finds.
+    """Load MNIST from the folder :func:`find_mnist_dir` finds: :func:`load_idx` for ``"mnist"``.
 
     Images come back as (n, 784) uint8 with ``scale`` 1/255, labels as int64.
     With ``verify`` the SHA-256 of each file's uncompressed content must equal
-    the canonical value in :data:`MNIST_FILES`. Whether verified or not, the
-    images must be 28x28 uint8, labels 0-9, and each image file must have as
-    many entries as its label file. Raises DataError otherwise.
+    the canonical value in :data:`MNIST_FILES`.
     """
-    folder = find_mnist_dir(data_dir)
+    return load_idx("mnist", data_dir, verify)
+
+
+def load_idx(dataset, data_dir=None, verify=True) -> Dataset:
+    """Load ``"mnist"``, ``"fashion-mnist"`` or ``"kmnist"`` from the folder
+    :func:`find_idx_dir` finds.
+
+    Images come back as (n, 784) uint8 with ``scale`` 1/255, labels as int64.
+    With ``verify`` each file must match its canonical SHA-256 (see the module
+    docstring for what is checked for which dataset). Whether verified or not,
+    the images must be 28x28 uint8, labels 0-9, and each image file must have
+    as many entries as its label file. Raises DataError otherwise.
+    """
+    spec = _idx_set(dataset)
+    title = spec.title
+    folder = find_idx_dir(dataset, data_dir)
+    redownload = _download_command(dataset, folder)
     arrays = {}
-    for key, (name, expected, _) in MNIST_FILES.items():
-        path = _mnist_path(folder, name)
-        array, digest = _read_idx(path, sha256=verify)
-        if verify and digest != expected:
+    for key, entry in _files(dataset).items():
+        path = _mnist_path(folder, entry[0])
+        array, problem = _read_checked(path, entry, verify)
+        if problem and problem.startswith("checksum mismatch"):
             raise DataError(
-                f"{path}: checksum mismatch: the SHA-256 of its uncompressed content is "
-                f"{digest}, expected {expected}. The file is damaged or not the canonical "
-                f"MNIST; delete it and re-download with "
-                f"`python -m mlp.data download --dest {folder}` (or pass verify=False "
-                f"to load a modified copy on purpose).")
+                f"{path}: {problem}. The file is damaged or not the canonical {title}; delete "
+                f"it and re-download with `{redownload}` (or, to train on a modified copy on "
+                f"purpose, pass the folder itself, `--dataset {folder}`, which reads IDX files "
+                f"without checksums; in Python, verify=False).")
+        if problem:
+            raise DataError(
+                f"{path}: {problem}. Put the published {entry[0]}.gz there instead "
+                f"(`{redownload}`), or, to use these files unverified, pass the folder "
+                f"itself: `--dataset {folder}`.")
         arrays[key] = (path, array)
 
+    original = f"Replace the file with the {title} original (`{redownload}`)."
     for part in ("train", "test"):
         image_path, images = arrays[part + "_images"]
         label_path, labels = arrays[part + "_labels"]
         if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (28, 28):
             raise DataError(f"{image_path}: expected uint8 images of shape (n, 28, 28), "
-                            f"found {images.dtype} with shape {images.shape}. Replace the file "
-                            f"with the MNIST original (`python -m mlp.data download`).")
+                            f"found {images.dtype} with shape {images.shape}. {original}")
         if labels.ndim != 1:
             raise DataError(f"{label_path}: expected a 1-D label array, found shape "
-                            f"{labels.shape}. Replace the file with the MNIST original.")
+                            f"{labels.shape}. {original}")
         if len(images) != len(labels):
             raise DataError(f"{image_path} holds {len(images)} images but {label_path} holds "
                             f"{len(labels)} labels; the two files do not belong together. "
-                            f"Replace them with the MNIST originals.")
+                            f"Replace them with the {title} originals.")
         bad = (labels < 0) | (labels > 9) | (labels != np.round(labels))
         if bad.any():
             i = int(np.argmax(bad))
             raise DataError(f"{label_path}: label {labels[i].item()} at index {i} is not an "
-                            f"integer 0-9. Replace the file with the MNIST original.")
+                            f"integer 0-9. {original}")
 
     def images(key):
         return arrays[key][1].reshape(len(arrays[key][1]), 28 * 28)
@@ -356,11 +554,11 @@ def load_mnist(data_dir=None, verify=True) -> Dataset:
     def labels(key):
         return arrays[key][1].astype(np.int64)
 
-    return Dataset(name="mnist",
+    return Dataset(name=dataset,
                    X_train=images("train_images"), y_train=labels("train_labels"),
                    X_test=images("test_images"), y_test=labels("test_labels"),
                    scale=1.0 / 255.0, n_classes=10, image_shape=(28, 28),
-                   source=str(folder))
+                   source=str(folder), classes=spec.classes)
 
 
 # ------------------------------------------------------------------ digits
@@ -395,13 +593,19 @@ def load_digits(test_size=360) -> Dataset:
 
 
 def load_dataset(name, data_dir=None) -> Dataset:
-    """Load ``"mnist"`` (from ``data_dir`` or the usual places) or ``"digits"``."""
+    """Load a dataset known by name: ``"mnist"``, ``"fashion-mnist"``, ``"kmnist"``
+    (from ``data_dir`` or the usual places, verified) or ``"digits"``.
+
+    Your own data (a path) are read by :func:`mlp.datasets.load_dataset`, which
+    takes names too.
+    """
     key = str(name).strip().lower()
-    if key == "mnist":
-        return load_mnist(data_dir)
     if key == "digits":
         return load_digits()
-    raise DataError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}.")
+    if key in IDX_SETS:
+        return load_idx(key, data_dir)
+    raise DataError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)} (for your "
+                    f"own data, a path, use mlp.datasets.load_dataset or `--dataset PATH`).")
 
 
 # ---------------------------------------------------------------- download
@@ -420,12 +624,17 @@ class _WriteError(Exception):
         super().__init__(error.strerror or str(error))
 
 
-def _fetch(url, out, expected_sha256, timeout):
-    """Stream ``url`` (a .gz file) into the open file ``out`` while checking
-    the SHA-256 of its decompressed content. Returns the compressed size."""
+def _fetch(url, out, entry, timeout):
+    """Stream ``url`` (a .gz file) into the open file ``out`` while checking it
+    against the table ``entry``: the SHA-256 of its decompressed content where
+    that is known, else the SHA-256 of the .gz bytes. Either way the gzip
+    stream is decompressed to the end, so a broken one is refused. Returns the
+    compressed size."""
+    _, content_sha, gz_sha = entry[:3]
     request = urllib.request.Request(url, headers={"User-Agent": "mlp-data-downloader"})
     inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)  # gzip wrapper
     sha = hashlib.sha256()
+    raw_sha = hashlib.sha256()
     size = 0
     with urllib.request.urlopen(request, timeout=timeout) as response:
         while chunk := response.read(1 << 16):
@@ -434,6 +643,7 @@ def _fetch(url, out, expected_sha256, timeout):
             except OSError as e:
                 raise _WriteError(e) from None
             size += len(chunk)
+            raw_sha.update(chunk)
             try:
                 sha.update(inflater.decompress(chunk))
             except zlib.error as e:
@@ -452,9 +662,13 @@ def _fetch(url, out, expected_sha256, timeout):
     # skipped by Python's gzip module, which the loader uses.
     if inflater.unused_data.strip(b"\0"):
         raise _BadContent("extra bytes after the end of the gzip stream")
-    if sha.hexdigest() != expected_sha256:
-        raise _BadContent(f"checksum mismatch: the SHA-256 of the uncompressed content is "
-                          f"{sha.hexdigest()}, expected {expected_sha256}")
+    if content_sha:
+        if sha.hexdigest() != content_sha:
+            raise _BadContent(f"checksum mismatch: the SHA-256 of the uncompressed content is "
+                              f"{sha.hexdigest()}, expected {content_sha}")
+    elif raw_sha.hexdigest() != gz_sha:
+        raise _BadContent(f"checksum mismatch: the SHA-256 of the .gz file is "
+                          f"{raw_sha.hexdigest()}, expected {gz_sha}")
     return size
 
 
@@ -510,7 +724,16 @@ def _compact(failures):
 
 
 def download_mnist(dest, mirrors=None, retries=2, timeout=30.0, quiet=False) -> pathlib.Path:
-    """Download the four MNIST files into ``dest`` as ``name.gz``; return ``dest``.
+    """Download the four MNIST files into ``dest``: :func:`download_dataset` for ``"mnist"``."""
+    return download_dataset("mnist", dest, mirrors, retries, timeout, quiet)
+
+
+def download_dataset(dataset, dest, mirrors=None, retries=2, timeout=30.0,
+                     quiet=False) -> pathlib.Path:
+    """Download the four files of ``dataset`` (``"mnist"``, ``"fashion-mnist"`` or
+    ``"kmnist"``) into ``dest`` as ``name.gz``; return ``dest``.
+
+    ``mirrors`` defaults to the dataset's own list of base URLs.
 
     Each file is tried from each mirror in turn (``base + name + ".gz"``). A
     network error, a timeout or a 5xx answer is retried up to ``retries`` more
@@ -519,16 +742,18 @@ def download_mnist(dest, mirrors=None, retries=2, timeout=30.0, quiet=False) -> 
     stream or a 4xx answer moves straight on to the next mirror. ``timeout``
     is how many seconds to wait for the server to connect or send more data.
 
-    The file is streamed to a temporary file in ``dest``, its uncompressed
-    SHA-256 is checked while it arrives, and only then is it renamed to its
-    final name, so a partial or wrong file never sits there. Files already
+    The file is streamed to a temporary file in ``dest``, its SHA-256 is
+    checked while it arrives (of the uncompressed content for MNIST, of the
+    .gz for the others: see the module docstring), and only then is it renamed
+    to its final name, so a partial or wrong file never sits there. Files already
     present and verified are skipped. Progress goes to stderr unless
     ``quiet``. Folders that the call created and that are still empty when it
     fails are removed again. If every mirror fails, or the files cannot be
     written, raises DataError with the URLs tried and what to do instead.
     """
+    files = _files(dataset)
     dest = pathlib.Path(dest).expanduser().absolute()
-    mirrors = list(MIRRORS if mirrors is None else mirrors)
+    mirrors = list(_mirrors(dataset) if mirrors is None else mirrors)
     if not mirrors:
         raise DataError("no mirrors given: pass at least one base URL.")
     if isinstance(retries, bool) or not isinstance(retries, numbers.Integral) or retries < 0:
@@ -539,8 +764,8 @@ def download_mnist(dest, mirrors=None, retries=2, timeout=30.0, quiet=False) -> 
         raise DataError(f"timeout={timeout!r}: must be a number of seconds > 0.")
     created = _make_folder(dest)
     try:
-        for name, expected, _ in MNIST_FILES.values():
-            _download_file(name, expected, dest, mirrors, retries, timeout, quiet)
+        for entry in files.values():
+            _download_file(entry, dest, mirrors, retries, timeout, quiet, files)
     except BaseException:
         # Leave no empty folder behind (a later lookup would find it and report
         # missing files instead of "not found"); rmdir removes only empty ones,
@@ -554,22 +779,26 @@ def download_mnist(dest, mirrors=None, retries=2, timeout=30.0, quiet=False) -> 
     return dest
 
 
-def _download_file(name, expected, dest, mirrors, retries, timeout, quiet):
-    """Put the verified ``name.gz`` into ``dest``, from the first mirror that has it."""
+def _download_file(entry, dest, mirrors, retries, timeout, quiet, files):
+    """Put the verified ``name.gz`` of the table ``entry`` into ``dest``, from the
+    first mirror that has it (``files``, the whole table, for the error message)."""
     def say(message):
         if not quiet:
             print(message, file=sys.stderr, flush=True)
 
+    name = entry[0]
     present = _mnist_path(dest, name)
     if present is not None:
         try:
-            ok = _read_idx(present, sha256=True)[1] == expected
+            problem = _read_checked(present, entry, verify=True)[1]
         except DataError:
-            ok = False
-        if ok:
+            problem = "damaged"
+        if problem is None:
             say(f"{present.name}: already present and verified, skipping")
             return
-        say(f"{present.name}: present but damaged or not canonical; downloading again")
+        why = "uncompressed, so it cannot be verified" if "uncompressed" in problem else \
+            "damaged or not canonical"
+        say(f"{present.name}: present but {why}; downloading {name}.gz")
 
     final = dest / (name + ".gz")
     failures = []  # (url, problem) for each failed attempt
@@ -589,7 +818,7 @@ def _download_file(name, expected, dest, mirrors, retries, timeout, quiet):
             retry = False
             try:
                 with tmp:
-                    size = _fetch(url, tmp, expected, timeout)
+                    size = _fetch(url, tmp, entry, timeout)
                 try:
                     os.chmod(tmp.name, 0o644)
                     os.replace(tmp.name, final)
@@ -626,7 +855,7 @@ def _download_file(name, expected, dest, mirrors, retries, timeout, quiet):
                 time.sleep(0.2 * attempt)
 
     tried = "\n".join(_compact(failures))
-    names = ", ".join(n + ".gz" for n in _file_names())
+    names = ", ".join(entry[0] + ".gz" for entry in files.values())
     hint = " (is the network reachable?)" if network_only else ""
     raise DataError(
         f"could not download {name}.gz into {dest}: every mirror failed{hint}.\n"
@@ -642,11 +871,14 @@ def _download_file(name, expected, dest, mirrors, retries, timeout, quiet):
 def main(argv=None) -> int:
     """Command line: ``python -m mlp.data download|verify``. Returns the exit status."""
     parser = argparse.ArgumentParser(
-        prog="python -m mlp.data", description="Fetch or check the MNIST files.")
+        prog="python -m mlp.data",
+        description="Fetch or check the files of MNIST, Fashion-MNIST or KMNIST.")
     commands = parser.add_subparsers(dest="command", required=True)
-    p = commands.add_parser("download", help="download and verify the four MNIST files")
-    p.add_argument("--dest", default="data/mnist",
-                   help="folder to put them in (default: data/mnist)")
+    dataset_help = "which dataset (default: mnist)"
+    p = commands.add_parser("download", help="download and verify a dataset's four files")
+    p.add_argument("--dataset", choices=list(IDX_SETS), default="mnist", help=dataset_help)
+    p.add_argument("--dest", default=None,
+                   help="folder to put them in (default: data/<dataset>, e.g. data/mnist)")
     p.add_argument("--mirror", action="append", metavar="URL",
                    help="base URL to fetch from (repeatable; default: the built-in mirrors)")
     p.add_argument("--retries", type=nonnegative_int, default=2,
@@ -657,20 +889,25 @@ def main(argv=None) -> int:
                    help="seconds to wait for a server to connect or send more data before "
                         "giving up on that attempt (default: 30)")
     p.add_argument("--quiet", action="store_true", help="no progress messages")
-    p = commands.add_parser("verify", help="check the MNIST files' format and checksums")
+    p = commands.add_parser("verify", help="check a dataset's files: format and checksums")
+    p.add_argument("--dataset", choices=list(IDX_SETS), default="mnist", help=dataset_help)
     p.add_argument("--data-dir", default=None,
-                   help="folder to check (default: the usual lookup, see find_mnist_dir)")
+                   help="folder to check (default: the usual lookup, see find_idx_dir)")
     args = parser.parse_args(argv)
 
+    title = IDX_SETS[args.dataset].title
     try:
         if args.command == "download":
-            folder = download_mnist(args.dest, mirrors=args.mirror, retries=args.retries,
-                                    timeout=args.timeout, quiet=args.quiet)
-            print(f"MNIST is in {folder}")
+            dest = args.dest if args.dest is not None else f"data/{args.dataset}"
+            folder = download_dataset(args.dataset, dest, mirrors=args.mirror,
+                                      retries=args.retries, timeout=args.timeout,
+                                      quiet=args.quiet)
+            print(f"{title} is in {folder}")
         else:
-            data = load_mnist(args.data_dir, verify=True)
+            data = load_idx(args.dataset, args.data_dir, verify=True)
+            what = "" if args.dataset == "mnist" else " (of the .gz files as published)"
             print(f"ok: {data.source}: {len(data.y_train)} training and {len(data.y_test)} "
-                  f"test images, checksums match")
+                  f"test images, checksums{what} match")
     except MLPError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -12,6 +12,7 @@ import copy
 import datetime
 import inspect
 import os
+import re
 import signal
 import sys
 from pathlib import Path
@@ -22,7 +23,8 @@ from threadpoolctl import threadpool_info, threadpool_limits
 from .activations import ACTIVATIONS
 from .backends import BACKENDS, get_backend, set_threads
 from .cli import fraction, nonnegative_float, nonnegative_int, positive_float, positive_int
-from .data import SHAPES, download_mnist, find_mnist_dir, load_dataset
+from .data import IDX_SETS, SHAPES, download_dataset, find_idx_dir
+from .datasets import dataset_argument, load_dataset
 from .errors import DataError, DivergenceError, MLPError
 from .io import atomic_write_json, load_checkpoint, save_checkpoint, save_model
 from .losses import LOSSES
@@ -38,7 +40,7 @@ DEFAULTS = dict(dataset="mnist", hidden=[256], activation="sigmoid", loss="ce",
 
 
 #: seconds the MNIST downloader waits for a server: its own default, so that the two agree
-DOWNLOAD_TIMEOUT = inspect.signature(download_mnist).parameters["timeout"].default
+DOWNLOAD_TIMEOUT = inspect.signature(download_dataset).parameters["timeout"].default
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -65,16 +67,27 @@ def build_parser():
         prog="python -m mlp.train",
         description="Train a multilayer perceptron by backpropagation.",
         formatter_class=HelpFormatter)
-    p.add_argument("--dataset", choices=["mnist", "digits"], default=d["dataset"],
-                   help="MNIST (needs the four IDX files) or scikit-learn's bundled 8x8 digits")
+    p.add_argument("--dataset", type=dataset_argument, default=d["dataset"],
+                   metavar="NAME|PATH",
+                   help="mnist, fashion-mnist or kmnist (each needs its four IDX files), digits "
+                        "(scikit-learn's bundled 8x8 digits), or the path of your own data: a "
+                        ".npz with arrays X and y (and optionally X_test, y_test), a .csv with a "
+                        "label column (see --label-column) or a folder of IDX files "
+                        "(train-images-idx3-ubyte, ...; not checksum-verified). Without a test "
+                        "set, a stratified 1/6 is held out (with --seed)")
+    p.add_argument("--label-column", metavar="NAME|INDEX", default=None,
+                   help="the column of a .csv dataset that holds the labels: a header name or a "
+                        "0-based index, negative from the end (default: the column named label, "
+                        "target, class or y)")
     p.add_argument("--data-dir",
-                   help="folder with the MNIST files (default: $MLP_DATA_DIR, else data/mnist)")
+                   help="folder with the files of mnist, fashion-mnist or kmnist (default: "
+                        "$MLP_DATA_DIR for MNIST, else data/<dataset>)")
     p.add_argument("--no-download", action="store_true",
-                   help="if MNIST is nowhere to be found, fail instead of downloading it "
-                        "into data/mnist")
+                   help="if mnist, fashion-mnist or kmnist is nowhere to be found, fail instead "
+                        "of downloading it into data/<dataset>")
     p.add_argument("--timeout", type=positive_float, default=DOWNLOAD_TIMEOUT, metavar="SECONDS",
-                   help="when downloading MNIST, how long to wait for a server to connect or "
-                        "send more data before trying again or another mirror")
+                   help="when downloading a dataset, how long to wait for a server to connect "
+                        "or send more data before trying again or another mirror")
     p.add_argument("--hidden", type=positive_int, nargs="+", default=d["hidden"],
                    metavar="N", help="hidden layer widths")
     p.add_argument("--activation", choices=sorted(ACTIVATIONS), default=d["activation"],
@@ -138,8 +151,11 @@ def _flag(dest):
 
 
 def default_out_dir(dataset):
-    """A new, unused folder runs/<date-time>-<dataset>."""
+    """A new, unused folder runs/<date-time>-<dataset>; for a path, the file's name
+    without its suffix, in letters, digits, ".", "_" and "-" only."""
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    if dataset not in SHAPES:  # a path: its slashes must not make folders
+        dataset = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(dataset).stem).strip("-.") or "data"
     base = Path("runs") / f"{stamp}-{dataset}"
     path, k = base, 1
     while path.exists():
@@ -181,6 +197,10 @@ def check_batch_size(batch_size, n_train):
 #: how far above chance an accuracy must be to count as learning: this share of the way from
 #: chance to 1 (with 10 balanced classes, 0.1 + 0.045; with two, 0.5 + 0.025)
 CHANCE_MARGIN = 0.05
+
+
+#: a training loss above this share of the first epoch's has stalled (for the chance warning)
+STALLED = 0.95
 
 
 def chance_accuracy(y, n_classes):
@@ -233,21 +253,36 @@ def run_title(config, epochs, test_accuracy):
 def find_data(args, say):
     """The folder to load the dataset from (None: the loader's default).
 
-    MNIST found nowhere is downloaded into data/mnist, but only when the
-    user named no folder (no --data-dir, no $MLP_DATA_DIR) and did not pass
-    --no-download; offline, the downloader's error says what to do.
+    MNIST, Fashion-MNIST or KMNIST found nowhere is downloaded into
+    data/<dataset>, but only when the user named no folder (no --data-dir,
+    and for MNIST no $MLP_DATA_DIR) and did not pass --no-download; offline,
+    the downloader's error says what to do. With your own data (a path),
+    --data-dir has no meaning and is refused rather than ignored.
     """
-    if args.dataset != "mnist":
+    label_column = getattr(args, "label_column", None)
+    if args.dataset in IDX_SETS or args.dataset == "digits":
+        if label_column is not None:
+            raise MLPError(f"--label-column {label_column} given with --dataset {args.dataset}, "
+                           "which has its own labels: --label-column is for a .csv given as "
+                           "--dataset. Leave it out.")
+    elif args.data_dir:
+        raise MLPError(f"--data-dir {args.data_dir} given with --dataset {args.dataset}: "
+                       "--data-dir is for mnist, fashion-mnist and kmnist; with your own data "
+                       "the path given to --dataset says where they are. Leave --data-dir out.")
+    if args.dataset not in IDX_SETS:
         return args.data_dir
     try:
-        return find_mnist_dir(args.data_dir)
+        return find_idx_dir(args.dataset, args.data_dir)
     except DataError:
-        if args.data_dir or os.environ.get("MLP_DATA_DIR") or getattr(args, "no_download", False):
+        named = args.data_dir or (args.dataset == "mnist" and os.environ.get("MLP_DATA_DIR"))
+        if named or getattr(args, "no_download", False):
             raise
-    say("MNIST not found: downloading it into data/mnist (pass --no-download to refuse)")
+    dest = f"data/{args.dataset}"
+    say(f"{IDX_SETS[args.dataset].title} not found: downloading it into {dest} "
+        "(pass --no-download to refuse)")
     # getattr: a checkpoint written before --timeout existed has no such setting
-    download_mnist("data/mnist", timeout=getattr(args, "timeout", DOWNLOAD_TIMEOUT))
-    return "data/mnist"
+    download_dataset(args.dataset, dest, timeout=getattr(args, "timeout", DOWNLOAD_TIMEOUT))
+    return dest
 
 
 #: settings a resumed run may change (where the data are, how long and on how many threads it
@@ -311,7 +346,9 @@ def compile_ahead(args, ckpt=None):
     kernels (:mod:`mlp.precompile`), so that this process never holds the
     compiler's memory, and never together with the data.
     """
-    if args.backend != "numba":
+    if args.backend != "numba" or not (ckpt or args.dataset in SHAPES):
+        # numpy: nothing to compile. Your own data (a path): the network's shape is known only
+        # once the file is read, so the kernels compile in this process on first use instead.
         return 0.0
     from . import precompile  # the Numba path's module: a numpy run never imports it (nor Numba)
     if ckpt:
@@ -319,13 +356,11 @@ def compile_ahead(args, ckpt=None):
         spec = precompile.make_spec(net.sizes, net.activation, net.loss.name, net.loss.output,
                                     net.dtype, opt.lr, opt.momentum, opt.nesterov,
                                     opt.weight_decay, args.batch_size)
-    elif args.dataset in SHAPES:
+    else:
         n_in, n_out = SHAPES[args.dataset]
         spec = precompile.make_spec([n_in, *args.hidden, n_out], args.activation, args.loss,
                                     None, args.dtype, args.lr, args.momentum, args.nesterov,
                                     args.weight_decay, args.batch_size)
-    else:
-        return 0.0
     return precompile.compile_ahead(spec, threads=args.threads)
 
 
@@ -361,7 +396,11 @@ def run(args, stdout=None):
     compile_seconds = compile_ahead(args, ckpt)  # before Numba is imported: see there
     threads = use_threads(args.backend, args.threads)
     backend = get_backend(args.backend)
-    data = load_dataset(args.dataset, data_dir=data_dir)
+    label_column = getattr(args, "label_column", None)  # absent from older checkpoints
+    data = load_dataset(args.dataset, data_dir=data_dir, label_column=label_column,
+                        seed=args.seed)
+    for note in data.notes:                      # how the data were read, one line each
+        say(f"mlp: {note}")
     X_tr, y_tr, X_val, y_val = split_train(data, args.validation, args.limit)
     check_batch_size(args.batch_size, X_tr.shape[0])
     sizes = [X_tr.shape[1], *args.hidden, data.n_classes]
@@ -379,7 +418,11 @@ def run(args, stdout=None):
     config = {k: v for k, v in vars(args).items() if k not in ("resume", "given")}
     config.update(sizes=sizes, threads=threads,
                   n_train=int(X_tr.shape[0]), n_validation=int(X_val.shape[0]))
-    meta = {"dataset": data.name, "scale": data.scale, "image_shape": list(data.image_shape)}
+    # what mlp.evaluate needs to load the same test set again: for a path, the absolute path,
+    # the label column, and the seed that drew a held-out test set
+    meta = {"dataset": data.name, "scale": data.scale, "image_shape": list(data.image_shape),
+            "classes": list(data.classes) if data.classes is not None else None,
+            "label_column": label_column, "split_seed": args.seed}
     trainer = Trainer(net, opt, backend, args.batch_size, args.seed,
                       progress=sys.stderr.isatty(), log=say)
     if ckpt:
@@ -398,7 +441,9 @@ def run(args, stdout=None):
             checkpoint(tr)
 
     # A run stuck at chance (e.g. saturated sigmoid outputs) otherwise trains on silently
-    # and exits with status 0: say so, once, on the first epoch that shows it.
+    # and exits with status 0: say so, once. Not for a first epoch that is still at chance
+    # while its loss falls (small data sets take several epochs to get going): only once the
+    # loss has stalled (within STALLED of the first epoch's), or at the last epoch.
     warned = []
 
     def warn_once(what, accuracy, chance, when=""):
@@ -411,7 +456,9 @@ def run(args, stdout=None):
 
     def after_epoch(tr):
         checkpoint_on_schedule(tr)
-        if val_chance is not None:
+        losses = [record["train_loss"] for record in tr.history]
+        stalled = len(losses) >= 2 and losses[-1] > STALLED * losses[0]
+        if val_chance is not None and (stalled or tr.epoch >= args.epochs):
             warn_once("validation", tr.history[-1]["val_accuracy"], val_chance,
                       f" after epoch {tr.epoch}")
 

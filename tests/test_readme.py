@@ -77,10 +77,24 @@ class Rule(NamedTuple):
     why: str = ""
 
 
-# {tmp}: the test's temporary folder; {mnist}: the MNIST folder; {run}: a trained run folder.
+# {shared}: a folder the module's tests share; {tmp}: the test's own folder; {mnist}: the
+# MNIST folder; {run}: a trained run folder.
 # One epoch on the first 5,000 MNIST images reaches 0.87 with the default recipe and with
 # Nielsen's, 0.10 when stuck at chance: a floor of 0.5 separates the two.
 SHORTEN = [
+    # "Your own data": these run in README order and share {shared}, a folder of the module
+    Rule("-c", "np.savez('digits.npz'", replace=(("digits.npz", "{shared}/digits.npz"),),
+         mnist=False, why="writes the digits as an .npz, for the next two lines"),
+    Rule("mlp.train", "digits.npz", replace=(("digits.npz", "{shared}/digits.npz"),
+                                             ("runs/", "{shared}/runs/")),
+         floor=0.8, mnist=False, why="seconds as written"),
+    Rule("mlp.evaluate", "runs/digits-npz", replace=(("runs/", "{shared}/runs/"),),
+         floor=0.8, mnist=False, why="the run of the line before"),
+    Rule("-c", "np.savetxt('iris.csv'", replace=(("iris.csv", "{shared}/iris.csv"),), mnist=False,
+         why="writes iris as a CSV, for the next line"),
+    Rule("mlp.train", "iris.csv", replace=(("iris.csv", "{shared}/iris.csv"),
+                                           ("runs/", "{shared}/runs/")),
+         floor=0.8, mnist=False, why="seconds as written"),
     Rule("mlp.train", "--help", mnist=False, why="prints the options and exits"),
     Rule("mlp.train", "digits", ("--out", "{tmp}/run"), floor=0.8, mnist=False,
          why="digits trains in seconds: run as written"),
@@ -89,8 +103,7 @@ SHORTEN = [
     Rule("mlp.evaluate", None, replace=(("runs/<run>", "{run}"),), floor=0.5, mnist=False,
          why="evaluates a digits model trained by the fixture trained_run"),
     Rule("mlp.gradcheck", None, mnist=False, why="seconds as written"),
-    Rule("-c", "import numpy as np; from sklearn.datasets import load_digits; "
-               "np.save('runs/digits/five.npy', load_digits().data[:5])",
+    Rule("-c", "five.npy",
          replace=(("runs/digits/five.npy", "{run}/five.npy"),), mnist=False,
          why="the README's five digits to predict, written into the fixture's digits run"),
     Rule("mlp.predict", None, replace=(("runs/digits/five.npy", "{run}/five.npy"),
@@ -161,10 +174,16 @@ COMMANDS = bash_commands(README.read_text(encoding="utf-8"))
 RUN = [c for c in COMMANDS if c.program not in NOT_RUN]
 
 
+def _in_script(text, command):
+    """Whether ``text`` is part of the script of a ``python -c SCRIPT`` command."""
+    return command.program == "-c" and len(command.argv) > 2 and text in command.argv[2]
+
+
 def rule_for(command):
     """The first rule of SHORTEN for ``command``; LookupError saying what to add if none fits."""
     for rule in SHORTEN:
-        if rule.program == command.program and (rule.when is None or rule.when in command.argv):
+        if rule.program == command.program and (rule.when is None or rule.when in command.argv
+                                                or _in_script(rule.when, command)):
             return rule
     raise LookupError(
         f"README.md line {command.line} runs `{command.text}`, and tests/test_readme.py has no "
@@ -207,6 +226,12 @@ def trained_run(tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="module")
+def shared_dir(tmp_path_factory):
+    """Where README lines that build on each other (write a file, train on it) keep their files."""
+    return tmp_path_factory.mktemp("readme-shared")
+
+
 def _id(command):
     return f"line{command.line}-{command.program}"
 
@@ -219,7 +244,7 @@ def test_readme_command_runs(command, request, tmp_path):
         pytest.fail(str(e))
     if command.program in BROKEN:
         request.applymarker(pytest.mark.xfail(reason=BROKEN[command.program], strict=True))
-    places = {"tmp": tmp_path}
+    places = {"tmp": tmp_path, "shared": request.getfixturevalue("shared_dir")}
     if rule.mnist:
         places["mnist"] = request.getfixturevalue("mnist_dir")
         (tmp_path / "mnist").mkdir()
