@@ -804,11 +804,12 @@ def _download_file(entry, dest, mirrors, retries, timeout, quiet, files):
     failures = []  # (url, problem) for each failed attempt
     network_only = True  # every failure a network error: then the network is the suspect
     attempts = retries + 1
+    # one line per file: failed attempts are not printed one by one (offline, that was two
+    # dozen lines before the error), the error lists them, and a success says how many failed
+    say(f"downloading {name}.gz")
     for base in mirrors:
         url = base.rstrip("/") + "/" + name + ".gz"
         for attempt in range(1, attempts + 1):
-            again = f" (attempt {attempt}/{attempts})" if attempt > 1 else ""
-            say(f"downloading {url}{again}")
             try:
                 tmp = tempfile.NamedTemporaryFile(dir=dest, prefix=f".{name}.gz.",
                                                   suffix=".part", delete=False)
@@ -824,7 +825,10 @@ def _download_file(entry, dest, mirrors, retries, timeout, quiet, files):
                     os.replace(tmp.name, final)
                 except OSError as e:
                     raise _WriteError(e) from None
-                say(f"  ok, {size / 1e6:.1f} MB, checksum verified -> {final}")
+                after = (f" after {len(failures)} failed attempt"
+                         f"{'s' if len(failures) > 1 else ''} (last: {failures[-1][1]})"
+                         if failures else "")
+                say(f"  ok, {size / 1e6:.1f} MB from {url}, checksum verified -> {final}{after}")
                 return
             except _WriteError as e:
                 raise DataError(
@@ -848,7 +852,6 @@ def _download_file(entry, dest, mirrors, retries, timeout, quiet, files):
             finally:
                 if os.path.exists(tmp.name):
                     os.unlink(tmp.name)
-            say(f"  failed: {failures[-1][1]}")
             if not retry:
                 break
             if attempt < attempts:

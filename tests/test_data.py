@@ -774,7 +774,8 @@ def test_download_retries_after_503(fake_files, tmp_path, capsys):
     assert all(counts[name] == 1 for name in fake_files if name != flaky)
     assert_all_fake_files(tmp_path / "d", fake_files)
     err = capsys.readouterr().err
-    assert "HTTP 503" in err and f"{url}{flaky} (attempt 2/2)" in err
+    assert f"{url}{flaky}, checksum verified" in err
+    assert "after 1 failed attempt (last: HTTP 503 Service Unavailable)" in err
 
 
 @pytest.mark.parametrize("stall", ["stall", "headers"],

@@ -273,7 +273,7 @@ def test_train_downloads_a_missing_named_dataset(fake_set, tmp_path, monkeypatch
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(data, "_PROJECT_DATA_DIR", tmp_path / "nowhere")
     argv = ["--dataset", key, "--backend", "numpy", "--epochs", "1", "--hidden", "8",
-            "--out", str(tmp_path / "run")]
+            "--batch-size", "4", "--out", str(tmp_path / "run")]
     assert main([*argv, "--no-download"]) == 2  # refused: nothing fetched, nothing trained
     assert not (tmp_path / "data").exists()
     with serve(files) as (url, counts):
