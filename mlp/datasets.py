@@ -72,6 +72,17 @@ IDX_NAMES = {"train_images": "train-images-idx3-ubyte", "train_labels": "train-l
 _CSV_CHUNK = 2000
 
 
+#: the end of the error for a label that is not a class
+NOT_A_CLASS = ("not a class: labels must be whole numbers or names (mlp classifies; it does "
+               "not fit continuous targets).")
+
+
+def _first_not_whole(values):
+    """The index of the first value that is not a finite whole number, or None."""
+    whole = np.isfinite(values) & (values == np.floor(values))
+    return None if whole.all() else int(np.argmin(whole))
+
+
 def load_dataset(name, data_dir=None, label_column=None, seed=0) -> Dataset:
     """Load a dataset by name, or your own data by path.
 
@@ -528,12 +539,10 @@ def _csv_careful(path, delimiter, header, header_line, ncols, label):
     X = np.concatenate(chunks) if chunks else np.empty((0, ncols - 1))
     if all(_number(v) for v in labels):
         values = np.array([float(v) for v in labels])
-        whole = np.isfinite(values) & (values == np.floor(values))
-        if not whole.all():
-            i = int(np.argmin(whole))
+        i = _first_not_whole(values)
+        if i is not None:
             raise DataError(f"{path}, line {lines[i]}: the label {labels[i]!r} "
-                            f"({column(label)}) is not a class: labels must be whole numbers "
-                            f"or names (mlp classifies; it does not fit continuous targets).")
+                            f"({column(label)}) is {NOT_A_CLASS}")
         y = values.astype(np.int64)
     else:
         y = np.array(labels)
@@ -579,13 +588,9 @@ def _classes(y, y_test, source, describe):
         parts = [a.astype(str) for a in parts]
     else:
         for test, a in enumerate(parts):
-            if a.dtype.kind == "f":
-                whole = np.isfinite(a) & (a == np.floor(a))
-                if not whole.all():
-                    i = int(np.argmin(whole))
-                    raise DataError(f"{describe(i, bool(test))} is {a[i]}, not a class: labels "
-                                    f"must be whole numbers or names (mlp classifies; it does "
-                                    f"not fit continuous targets).")
+            i = _first_not_whole(a) if a.dtype.kind == "f" else None
+            if i is not None:
+                raise DataError(f"{describe(i, bool(test))} is {a[i]}, {NOT_A_CLASS}")
         parts = [a.astype(np.int64) for a in parts]
     values, index = np.unique(np.concatenate(parts), return_inverse=True)
     if len(values) < 2:

@@ -4,11 +4,9 @@ They follow scikit-learn's conventions (``__init__`` only stores its
 arguments; ``fit`` returns ``self``; fitted attributes end in ``_``) and the
 names of :class:`sklearn.neural_network.MLPClassifier`, so they drop into a
 ``Pipeline`` or ``GridSearchCV`` where that one was. Underneath they are
-mlp's pieces, unchanged: :class:`mlp.network.Network` (the layers and
-backpropagation), :class:`mlp.optimizers.SGD` (momentum, Nesterov, L2),
-:class:`mlp.trainer.Trainer` (epochs of shuffled minibatches, divergence
-checks) and a backend of :mod:`mlp.backends` (``"numba"`` by default, the
-NumPy reference with ``backend="numpy"``).
+mlp's pieces: :class:`mlp.network.Network`, :class:`mlp.optimizers.SGD`,
+:class:`mlp.trainer.Trainer` and a backend of :mod:`mlp.backends` (``"numba"``
+by default, the NumPy reference with ``backend="numpy"``).
 
 What scikit-learn's MLP lacks and these have: ``sample_weight`` in ``fit``,
 ``class_weight``, dropout, float32 training, and the Numba backend.

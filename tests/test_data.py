@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from localhttp import http_server
 from sklearn.datasets import load_digits as sk_load
 
 import mlp.data as data
@@ -535,16 +536,8 @@ def serve(directory):
             requests.append(self.path)
             super().do_GET()
 
-    server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(Counting, directory=str(directory)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/", requests
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with http_server(functools.partial(Counting, directory=str(directory))) as url:
+        yield url, requests
 
 
 def dead_url():
@@ -742,18 +735,8 @@ def scripted_server(files, script=lambda name, n: "ok"):
                 return
             self.wfile.write(body)
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    # a short poll interval: shutdown() waits for it, and the tests start many servers
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/", counts
-    finally:
-        done.set()
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=STALL_LIMIT)
+    with http_server(Handler, on_stop=done.set, join_timeout=STALL_LIMIT) as url:
+        yield url, counts
 
 
 def assert_all_fake_files(dest, files):

@@ -15,10 +15,10 @@ import pathlib
 import re
 import subprocess
 import sys
-import threading
 
 import numpy as np
 import pytest
+from localhttp import http_server
 from sklearn.datasets import load_digits as sk_digits
 
 import mlp.data as data
@@ -107,16 +107,8 @@ def serve(files):
             self.end_headers()
             self.wfile.write(body)
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/", counts
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with http_server(Handler) as url:
+        yield url, counts
 
 
 def write_folder(folder, files):
