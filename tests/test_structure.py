@@ -132,3 +132,8 @@ def test_networks_are_built_through_their_constructors():
              if isinstance(node, ast.Attribute) and node.attr == "__new__"
              and isinstance(node.value, ast.Name) and node.value.id == "object"]
     assert not users
+
+
+def test_the_estimators_module_stays_small():
+    """Its training policy lives in estimator_training.py, in named pieces."""
+    assert len(MODULES["estimators"].read_text(encoding="utf-8").splitlines()) < 500
