@@ -9,6 +9,12 @@ seconds of the same epoch in one compiled call (``mlp.kernels.train_chunk``,
 one thread). The sum is larger than the one-call epoch by the cost of calling
 each kernel from Python (see docs/performance.md).
 
+A second table gives the rate of the kernels that are multiply-add loops, in
+GFMA/s per core (one thread): the multiply-adds each does in an epoch over its
+seconds. The sparse first layer does one per non-zero pixel and unit of its
+padded width (forward: x · W¹; SGD: W¹ += −η xᵀδ), the output layer one per
+sample, padded hidden unit and output (forward, δ · Wᵀ, and SGD).
+
 Usage (from the project root)::
 
     python benchmarks/bench_profile.py [--batch-sizes 10 32 128 1024] [--out FILE]
@@ -29,6 +35,10 @@ from mlp.trainer import epoch_order
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
+
+#: the steps that are multiply-add loops, and their multiply-adds per epoch (see fmas_per_epoch)
+FMA_STEPS = ("sparse forward", "output layer forward", "hidden delta", "output layer SGD",
+             "sparse SGD")
 
 STEPS = ("gather", "sparse forward", "output layer forward", "softmax, loss, output delta",
          "hidden delta", "output layer SGD", "bias gradients and SGD", "sparse SGD")
@@ -94,6 +104,14 @@ def profile(data, batch_size, seed=0, lr=0.1):
     return seconds, time.perf_counter() - t0
 
 
+def fmas_per_epoch(data, hidden_width):
+    """{step: multiply-adds in one epoch} for the steps of FMA_STEPS (padded hidden width)."""
+    nnz = int(np.count_nonzero(data.X_train))
+    dense = data.X_train.shape[0] * hidden_width * common.SIZES[-1]
+    return {"sparse forward": nnz * hidden_width, "sparse SGD": nnz * hidden_width,
+            "output layer forward": dense, "hidden delta": dense, "output layer SGD": dense}
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[10, 32, 128, 1024])
@@ -116,6 +134,16 @@ def main(argv=None):
     rows.append(["epoch in one compiled call"]
                 + [f"{results[str(b)]['one_call_epoch']:.4f}" for b in args.batch_sizes])
     print("\nseconds per epoch, one thread, MNIST 784-100-10 (plain SGD, sparse first layer)\n")
+    print(common.markdown_table(header, rows))
+    q = 64 // np.dtype(np.float32).itemsize                 # the first layer's padded width
+    fmas = fmas_per_epoch(data, -(-common.SIZES[1] // q) * q)
+    for b in args.batch_sizes:
+        seconds = results[str(b)]["seconds_per_epoch"]
+        results[str(b)]["gfma_per_s"] = {step: fmas[step] / seconds[step] / 1e9
+                                         for step in FMA_STEPS}
+    rows = [[step] + [f"{results[str(b)]['gfma_per_s'][step]:.1f}" for b in args.batch_sizes]
+            for step in FMA_STEPS]
+    print("\nGFMA/s per core (one thread) of the multiply-add kernels\n")
     print(common.markdown_table(header, rows))
     result = {"benchmark": "bench_profile", "network": common.SIZES, "threads": 1,
               "machine": common.machine(), "command": " ".join(sys.argv), "results": results}
