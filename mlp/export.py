@@ -27,8 +27,8 @@ from .predict import Predictor
 #: onnxruntime since 1.6, so an old runtime can load the file.
 OPSET, IR_VERSION = 13, 7
 
-#: ONNX operators of mlp's activations; identity needs no node
-ONNX_ACTIVATIONS = {"sigmoid": "Sigmoid", "tanh": "Tanh", "relu": "Relu", "identity": None}
+#: ONNX operators of mlp's activations (softmax, over axis 1, is written apart)
+ONNX_ACTIVATIONS = {"sigmoid": "Sigmoid", "tanh": "Tanh", "relu": "Relu", "identity": "Identity"}
 
 #: protobuf refuses to serialise a message of 2 GiB or more
 MAX_ONNX_BYTES = 2**31 - 1
@@ -77,8 +77,6 @@ def to_onnx(net, scale=1.0, meta=None, dtype=None):
         out = "output" if l == last else f"a{l}"
         if fn == "softmax":
             nodes.append(helper.make_node("Softmax", [f"z{l}"], [out], axis=1, name="softmax"))
-        elif ONNX_ACTIVATIONS[fn] is None:
-            nodes.append(helper.make_node("Identity", [f"z{l}"], [out], name=f"identity{l}"))
         else:
             nodes.append(helper.make_node(ONNX_ACTIVATIONS[fn], [f"z{l}"], [out],
                                           name=f"{fn}{l}"))

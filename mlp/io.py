@@ -94,6 +94,16 @@ def _not_mlp(path, what, why):
     return ModelFileError(f"{path}: not an mlp {noun} ({why}). {_WHERE_MODELS_COME_FROM}")
 
 
+def _check_array(path, name, found_shape, found_dtype, shape, dtype, context=""):
+    """Refuse array ``name`` of ``path`` unless it has ``shape`` and ``dtype``."""
+    if tuple(found_shape) != tuple(shape):
+        raise ModelFileError(f"{path}: array {name!r} has shape {tuple(found_shape)}, "
+                             f"expected {tuple(shape)}{context}")
+    if found_dtype != np.dtype(dtype):
+        raise ModelFileError(f"{path}: array {name!r} has dtype {found_dtype}, "
+                             f"expected {np.dtype(dtype)}")
+
+
 class _Archive:
     """An .npz archive read member by member; each member's npy header is checked first.
 
@@ -177,12 +187,7 @@ class _Archive:
         found = self.describe(name)
         if found is None:
             raise ModelFileError(f"{self.path}: missing array {name!r}")
-        if found[0] != tuple(shape):
-            raise ModelFileError(f"{self.path}: array {name!r} has shape {found[0]}, "
-                                 f"expected {tuple(shape)}{context}")
-        if found[1] != np.dtype(dtype):
-            raise ModelFileError(f"{self.path}: array {name!r} has dtype {found[1]}, "
-                                 f"expected {np.dtype(dtype)}")
+        _check_array(self.path, name, *found, shape, dtype, context)
 
     def read(self, name):
         """Member ``name``'s array (call :meth:`describe` or :meth:`check` on it first)."""
@@ -326,13 +331,8 @@ def model_from_arrays(arrays, path="<model>"):
     for name, shape, dtype in specs:
         if name not in arrays:
             raise ModelFileError(f"{path}: missing array {name!r}")
-        a = arrays[name]
-        if a.shape != shape:
-            raise ModelFileError(f"{path}: array {name!r} has shape {a.shape}, "
-                                 f"expected {shape} for sizes {arch[0]}")
-        if a.dtype != dtype:
-            raise ModelFileError(f"{path}: array {name!r} has dtype {a.dtype}, "
-                                 f"expected {dtype}")
+        _check_array(path, name, arrays[name].shape, arrays[name].dtype, shape, dtype,
+                     f" for sizes {arch[0]}")
     return _network({name: arrays[name] for name, _, _ in specs}, arch, path), header
 
 
@@ -390,8 +390,10 @@ def load_checkpoint(path):
             if found is None or found != (shape, np.dtype(dtype)):
                 raise ModelFileError(f"{path}: optimizer state {name} is missing or has the "
                                      f"wrong shape ({found and found[0]}, expected {shape})")
-        arrays = _read_checked(archive, specs + v_specs, f" for sizes {arch[0]}")
-    net = _network({name: arrays[name] for name, _, _ in specs}, arch, path)
-    opt.set_state_arrays([arrays[name].copy() for name, _, _ in v_specs])
+        arrays = _read_checked(archive, specs, f" for sizes {arch[0]}")
+        # described just above; read as fresh arrays, so only a Fortran-order one is copied
+        velocities = [np.ascontiguousarray(archive.read(name)) for name, _, _ in v_specs]
+    net = _network(arrays, arch, path)
+    opt.set_state_arrays(velocities)
     return {"net": net, "optimizer": opt, "trainer": trainer_state, "config": config,
             "meta": header.get("meta", {})}

@@ -145,7 +145,10 @@ class Predictor:
         With the "ce" loss these are softmax probabilities; with "mse" or
         "bce", each output's own value (sigmoid: in (0, 1), not summing to 1).
         """
-        X = self.features(X)
+        return self._outputs(self.features(X))
+
+    def _outputs(self, X):
+        """:meth:`predict_proba` of X already checked by :meth:`features`."""
         dtype = self.net.dtype
         out = np.empty((X.shape[0], self.n_classes), dtype=dtype)
         scale = dtype.type(self.scale)
@@ -346,7 +349,10 @@ def ascii_art(img):
 
 
 def inputs_of(model, path, key=None, show=False, warn=None):
-    """(names, rows of raw features) of one input file; a DataError/MLPError if it is bad."""
+    """(names, rows of raw features, checked as Predictor.features does) of one input file.
+
+    A DataError/MLPError if it is bad.
+    """
     path = Path(path)
     suffix = path.suffix.lower()
     if not path.is_file():
@@ -405,7 +411,7 @@ def main(argv=None):
             print(f"error: {e}", file=sys.stderr)
             failed += 1
             continue
-        out = model.predict_proba(X)
+        out = model._outputs(X)    # inputs_of gives checked 2-D rows: no second features()
         for name, label, row in zip(names, model.classes_of(out), out):
             print(f"{name}: {label}  ({_top_text(model, row, args.top)})")
     return 2 if failed else 0
