@@ -2,13 +2,14 @@
 
 For a change that must not cost speed (a refactoring, a tidy-up), time the
 tree before it and the tree after it side by side on the same machine at
-the same time: each epoch runs in a fresh child process that imports mlp
-from one tree (``PYTHONPATH``), loads its kernels (from that tree's Numba
-cache: compiling is not timed), trains a throwaway network for ``--warmup``
-seconds and then times one epoch of 784-100-10 sigmoid, plain SGD at 0.1,
-as bench_speed.py does. The trees alternate, ``--runs`` epochs each per
-batch size, so a busy moment of the machine hits both; the median is
-reported with the ratio new/old.
+the same time: each epoch is bench_speed.py's mlp-numba measurement, run
+in a fresh child process that imports mlp from one tree (``PYTHONPATH``):
+it loads the kernels (from that tree's Numba cache: compiling is not
+timed), trains a throwaway network for ``--warmup`` seconds and then times
+one epoch of 784-100-10 sigmoid, plain SGD at 0.1, on all of Numba's
+threads. The trees alternate, ``--runs`` epochs each per batch size, so a
+busy moment of the machine hits both; the median is reported with the
+ratio new/old.
 
 Usage (from the project root; make the old tree with ``git worktree add``)::
 
@@ -24,39 +25,20 @@ import subprocess
 import sys
 from pathlib import Path
 
-CHILD = r"""
-import json, sys, time
-from mlp.backends import get_backend
-from mlp.data import load_mnist
-from mlp.network import Network
-from mlp.optimizers import SGD
-from mlp.trainer import Trainer
-batch, warmup = int(sys.argv[1]), float(sys.argv[2])
-data = load_mnist()
-X, y = data.X_train, data.y_train
-def trainer(seed):
-    return Trainer(Network([784, 100, 10], seed=seed), SGD(0.1), get_backend("numba"), batch,
-                   seed=seed)
-timed, spare = trainer(0), trainer(1)
-timed.prepare(X, y, data.scale)
-t0 = time.perf_counter()
-while time.perf_counter() - t0 < warmup:         # the cores ramp up before the clock starts
-    spare.epoch = spare.position = 0
-    spare.fit(X[:4096], y[:4096], 1, data.scale)
-t0 = time.perf_counter()
-timed.fit(X, y, 1, data.scale)
-print(json.dumps(time.perf_counter() - t0))
-"""
+#: the measurement of each epoch: bench_speed.py's worker, with the benchmarks of this tree
+SPEED = Path(__file__).resolve().parent / "bench_speed.py"
 
 
 def epoch_seconds(tree, batch, warmup):
     """One timed epoch with mlp imported from ``tree``, in a child process."""
     env = dict(os.environ, PYTHONPATH=str(tree))
-    done = subprocess.run([sys.executable, "-c", CHILD, str(batch), str(warmup)], env=env,
-                          cwd=tree, capture_output=True, text=True)
+    # worker arguments: framework, batch size, seed, threads (0: Numba's default), budget, warmup
+    cmd = [sys.executable, str(SPEED), "--worker", "mlp-numba", str(batch), "0", "0", "inf",
+           str(warmup)]
+    done = subprocess.run(cmd, env=env, cwd=tree, capture_output=True, text=True)
     if done.returncode:
         sys.exit(f"{tree}: the epoch failed:\n{done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return json.loads(done.stdout.strip().splitlines()[-1])["seconds"]
 
 
 def main(argv=None):
