@@ -673,21 +673,19 @@ def lr_compare(seed=0, out=None, dataset="mnist", data_dir=None, data=None,
     """
     _require_positive(regression_seeds=regression.seeds, regression_steps=regression.steps,
                       mnist_seeds=mnist.seeds, mnist_steps=mnist.steps, threads=threads)
-    regression_seeds, regression_steps = regression.seeds, regression.steps
-    mnist_seeds, mnist_steps = mnist.seeds, mnist.steps
     if data is None:
         data = load_dataset(dataset, data_dir)
     with threadpool_limits(limits=threads):
-        reg = compare_regression(regression.rates, range(seed, seed + regression_seeds),
-                                 regression_steps)
-        mn = compare_mnist(data, mnist.rates, range(seed, seed + mnist_seeds), mnist_steps)
+        reg = compare_regression(regression.rates, range(seed, seed + regression.seeds),
+                                 regression.steps)
+        mn = compare_mnist(data, mnist.rates, range(seed, seed + mnist.seeds), mnist.steps)
     reg_rows = summarize(reg)
     say(f"regression (x·a → 10, the tutorial's rate on (x·a − 10)², one sample a step), "
-        f"{regression_seeds} seeds × {regression_steps} steps; loss averaged over the 100 points")
+        f"{regression.seeds} seeds × {regression.steps} steps; loss averaged over the 100 points")
     say(format_table(reg_rows, "loss ≤ 1.1 × its least-squares minimum (a = 10·Σx/Σx²)"))
     mn_rows = summarize(mn)
     say(f"{data.name} ({data.X_train.shape[1]}-30-10 sigmoid, squared error, mlp's rate, "
-        f"batch 10), {mnist_seeds} seeds × {mnist_steps} steps; loss on 500 training images")
+        f"batch 10), {mnist.seeds} seeds × {mnist.steps} steps; loss on 500 training images")
     say(format_table(mn_rows, "loss ≤ 0.2"))
     reg_trends, mn_trends = trends(reg_rows), trends(mn_rows)
     say(describe("regression", reg_trends))
@@ -700,8 +698,8 @@ def lr_compare(seed=0, out=None, dataset="mnist", data_dir=None, data=None,
                                      "MNIST" if data.name == "mnist" else data.name))
         say(f"figure: {figure}")
     return {"demo": "lr-compare", "seed": seed, "dataset": data.name,
-            "regression": {"rows": reg_rows, "trends": reg_trends, "steps": regression_steps},
-            "mnist": {"rows": mn_rows, "trends": mn_trends, "steps": mnist_steps},
+            "regression": {"rows": reg_rows, "trends": reg_trends, "steps": regression.steps},
+            "mnist": {"rows": mn_rows, "trends": mn_trends, "steps": mnist.steps},
             "conclusion": verdict, "figure": figure}
 
 
@@ -793,8 +791,6 @@ def run(args, stdout=sys.stdout):
         for task, default in (("regression", REGRESSION_SWEEP), ("mnist", MNIST_SWEEP)):
             options[task] = default._replace(seeds=options.pop(f"{task}_seeds"),
                                              steps=options.pop(f"{task}_steps"))
-    if args.demo in ("mnist-sigmaprime", "lr-compare"):
-        options["data_dir"] = options.pop("data_dir")
     result = DEMOS[args.demo][0](say=say, **options)
     path = Path(args.out) / f"{args.demo.replace('-', '_')}.json"
     atomic_write_json(path, to_json(result))
