@@ -149,6 +149,9 @@ KMNIST_FILES: dict = {
 
 KMNIST_MIRRORS: list = ["https://codh.rois.ac.jp/kmnist/dataset/kmnist/"]
 
+#: seconds a download waits for a server to connect or send more data
+DOWNLOAD_TIMEOUT = 30.0
+
 
 @dataclass(frozen=True)
 class IdxSet:
@@ -239,8 +242,28 @@ def read_idx(path) -> np.ndarray:
     return _read_idx(path)[0]
 
 
-def _read_idx(path, sha256=False):
-    """Return ``(array, hex SHA-256 of the uncompressed bytes or None)``."""
+class _HashingFile:
+    """A binary file whose every byte read through it goes into a SHA-256."""
+
+    def __init__(self, f):
+        self.f = f
+        self.sha = hashlib.sha256()
+
+    def read(self, n=-1):
+        data = self.f.read(n)
+        self.sha.update(data)
+        return data
+
+    def readinto(self, buffer):
+        n = self.f.readinto(buffer)
+        self.sha.update(memoryview(buffer)[:n])
+        return n
+
+
+def _read_idx(path, sha256=None):
+    """Return ``(array, hex SHA-256 or None)``: with ``sha256="content"`` that of the
+    uncompressed bytes, with ``sha256="file"`` that of the file as it is on disk
+    (hashed in the same single read that parses it)."""
     path = pathlib.Path(path)
     try:
         size = path.stat().st_size
@@ -253,11 +276,19 @@ def _read_idx(path, sha256=False):
     with f:
         is_gzip = f.read(2) == b"\x1f\x8b"
         f.seek(0)
+        source = _HashingFile(f) if sha256 == "file" else f
+        content = sha256 == "content"
         try:
             if is_gzip:
-                with gzip.GzipFile(fileobj=f, mode="rb") as stream:
-                    return _parse_idx(stream, path, size, True, sha256)
-            return _parse_idx(f, path, size, False, sha256)
+                with gzip.GzipFile(fileobj=source, mode="rb") as stream:
+                    array, digest = _parse_idx(stream, path, size, True, content)
+            else:
+                array, digest = _parse_idx(source, path, size, False, content)
+            if sha256 == "file":
+                while source.read(_CHUNK):  # the parser stops at the data's end: hash it all
+                    pass
+                digest = source.sha.hexdigest()
+            return array, digest
         except (OSError, EOFError, zlib.error) as e:
             what = "corrupt or truncated gzip data" if is_gzip else "read error"
             raise _idx_error(path, f"{what} ({e})") from None
@@ -452,14 +483,6 @@ def find_idx_dir(dataset, data_dir=None) -> pathlib.Path:
         "To work offline without it, use `--dataset digits`.")
 
 
-def _file_sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _read_checked(path, entry, verify):
     """Read the IDX file ``path`` of the table ``entry``; return (array, problem).
 
@@ -469,13 +492,13 @@ def _read_checked(path, entry, verify):
     """
     _, content_sha, gz_sha = entry[:3]
     if content_sha or not verify:
-        array, digest = _read_idx(path, sha256=bool(verify and content_sha))
+        array, digest = _read_idx(path, sha256="content" if verify and content_sha else None)
         if verify and digest != content_sha:
             return array, (f"checksum mismatch: the SHA-256 of its uncompressed content is "
                            f"{digest}, expected {content_sha}")
         return array, None
-    array = read_idx(path)  # parsed first: a damaged file gets the reader's precise message
-    digest = _file_sha256(path)
+    # parsed before the checksum is compared: a damaged file gets the reader's precise message
+    array, digest = _read_idx(path, sha256="file")
     if digest == gz_sha:
         return array, None
     with open(path, "rb") as f:
@@ -633,8 +656,7 @@ def _fetch(url, out, entry, timeout):
     _, content_sha, gz_sha = entry[:3]
     request = urllib.request.Request(url, headers={"User-Agent": "mlp-data-downloader"})
     inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)  # gzip wrapper
-    sha = hashlib.sha256()
-    raw_sha = hashlib.sha256()
+    sha = hashlib.sha256()  # of the content where that is known, else of the .gz bytes
     size = 0
     with urllib.request.urlopen(request, timeout=timeout) as response:
         while chunk := response.read(1 << 16):
@@ -643,11 +665,11 @@ def _fetch(url, out, entry, timeout):
             except OSError as e:
                 raise _WriteError(e) from None
             size += len(chunk)
-            raw_sha.update(chunk)
             try:
-                sha.update(inflater.decompress(chunk))
+                content = inflater.decompress(chunk)
             except zlib.error as e:
                 raise _BadContent(f"not a valid gzip stream ({e})") from None
+            sha.update(content if content_sha else chunk)
     try:
         # the file is buffered: a full disk may only show when the rest is written out
         out.flush()
@@ -666,9 +688,9 @@ def _fetch(url, out, entry, timeout):
         if sha.hexdigest() != content_sha:
             raise _BadContent(f"checksum mismatch: the SHA-256 of the uncompressed content is "
                               f"{sha.hexdigest()}, expected {content_sha}")
-    elif raw_sha.hexdigest() != gz_sha:
+    elif sha.hexdigest() != gz_sha:
         raise _BadContent(f"checksum mismatch: the SHA-256 of the .gz file is "
-                          f"{raw_sha.hexdigest()}, expected {gz_sha}")
+                          f"{sha.hexdigest()}, expected {gz_sha}")
     return size
 
 
@@ -723,12 +745,13 @@ def _compact(failures):
             for url, problem, n in lines]
 
 
-def download_mnist(dest, mirrors=None, retries=2, timeout=30.0, quiet=False) -> pathlib.Path:
+def download_mnist(dest, mirrors=None, retries=2, timeout=DOWNLOAD_TIMEOUT,
+                   quiet=False) -> pathlib.Path:
     """Download the four MNIST files into ``dest``: :func:`download_dataset` for ``"mnist"``."""
     return download_dataset("mnist", dest, mirrors, retries, timeout, quiet)
 
 
-def download_dataset(dataset, dest, mirrors=None, retries=2, timeout=30.0,
+def download_dataset(dataset, dest, mirrors=None, retries=2, timeout=DOWNLOAD_TIMEOUT,
                      quiet=False) -> pathlib.Path:
     """Download the four files of ``dataset`` (``"mnist"``, ``"fashion-mnist"`` or
     ``"kmnist"``) into ``dest`` as ``name.gz``; return ``dest``.
@@ -888,7 +911,7 @@ def main(argv=None) -> int:
                    help="how many times to try a mirror again after a network error, a "
                         "timeout or a 5xx answer: 0 tries each mirror once (default: 2, "
                         "so up to 3 attempts per mirror)")
-    p.add_argument("--timeout", type=positive_float, default=30.0,
+    p.add_argument("--timeout", type=positive_float, default=DOWNLOAD_TIMEOUT,
                    help="seconds to wait for a server to connect or send more data before "
                         "giving up on that attempt (default: 30)")
     p.add_argument("--quiet", action="store_true", help="no progress messages")

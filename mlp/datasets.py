@@ -64,9 +64,8 @@ from mlp.errors import DataError
 TEST_FRACTION = 1 / 6
 #: header names taken for the label column of a CSV (compared in lower case)
 LABEL_NAMES = ("label", "target", "class", "y")
-#: the IDX files of a folder given as the dataset
-IDX_NAMES = {"train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
-             "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte"}
+#: the IDX files of a folder given as the dataset: the standard names, as MNIST's
+IDX_NAMES = {key: entry[0] for key, entry in data.MNIST_FILES.items()}
 # rows converted to floats at a time by the careful CSV reader: a Python list
 # of strings costs ~50 bytes a cell, too much to hold for a whole large file
 _CSV_CHUNK = 2000

@@ -10,7 +10,6 @@ validation) and reports its accuracy on the 10,000 test images. Into
 import argparse
 import copy
 import datetime
-import inspect
 import os
 import re
 import signal
@@ -23,7 +22,7 @@ from threadpoolctl import threadpool_info, threadpool_limits
 from .activations import ACTIVATIONS
 from .backends import BACKENDS, get_backend, set_threads
 from .cli import fraction, nonnegative_float, nonnegative_int, positive_float, positive_int
-from .data import IDX_SETS, SHAPES, download_dataset, find_idx_dir
+from .data import DOWNLOAD_TIMEOUT, IDX_SETS, SHAPES, download_dataset, find_idx_dir
 from .datasets import dataset_argument, load_dataset
 from .errors import DataError, DivergenceError, MLPError
 from .io import atomic_write_json, load_checkpoint, save_checkpoint, save_model
@@ -37,10 +36,6 @@ from .trainer import Trainer, evaluate
 DEFAULTS = dict(dataset="mnist", hidden=[256], activation="sigmoid", loss="ce",
                 epochs=12, batch_size=64, lr=0.2, momentum=0.9, nesterov=False,
                 weight_decay=0.0, seed=0, dtype="float32", backend="numba")
-
-
-#: seconds the MNIST downloader waits for a server: its own default, so that the two agree
-DOWNLOAD_TIMEOUT = inspect.signature(download_dataset).parameters["timeout"].default
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -260,7 +255,7 @@ def find_data(args, say):
     --data-dir has no meaning and is refused rather than ignored.
     """
     label_column = getattr(args, "label_column", None)
-    if args.dataset in IDX_SETS or args.dataset == "digits":
+    if args.dataset in SHAPES:  # a dataset known by name
         if label_column is not None:
             raise MLPError(f"--label-column {label_column} given with --dataset {args.dataset}, "
                            "which has its own labels: --label-column is for a .csv given as "
