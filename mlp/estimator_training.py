@@ -46,7 +46,7 @@ import numbers
 import warnings
 
 import numpy as np
-from sklearn.base import ClassifierMixin, RegressorMixin
+from sklearn.base import RegressorMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
@@ -348,7 +348,7 @@ class TrainingPolicy:
     # ------------------------------------------------------------ early stopping
     def _validation_split(self, X, targets, y, sample_weight):
         """Hold out ``validation_fraction`` of the rows (stratified for classifiers)."""
-        stratify = y if isinstance(self, ClassifierMixin) else None
+        stratify = self._stratify(y)
         arrays = [X, targets, y] + ([sample_weight] if sample_weight is not None else [])
         parts = train_test_split(*arrays, test_size=self.validation_fraction,
                                  random_state=self._split_seed, stratify=stratify)

@@ -28,7 +28,8 @@ from .predict import Predictor
 OPSET, IR_VERSION = 13, 7
 
 #: ONNX operators of mlp's activations (softmax, over axis 1, is written apart)
-ONNX_ACTIVATIONS = {"sigmoid": "Sigmoid", "tanh": "Tanh", "relu": "Relu", "identity": "Identity"}
+ONNX_ACTIVATIONS = {"sigmoid": "Sigmoid", "tanh": "Tanh", "relu": "Relu", "identity": "Identity",
+                    "exp": "Exp"}
 
 #: protobuf refuses to serialise a message of 2 GiB or more
 MAX_ONNX_BYTES = 2**31 - 1
