@@ -200,18 +200,21 @@ class _BaseMLP(TrainingPolicy, BaseEstimator):
         return self
 
     # ------------------------------------------------------------ prediction
-    def _output(self, X):
+    def _output(self, X, like_X=False):
         """The network's output ŷ for X, validated against the fitted model.
 
         Computed in float64 from the (possibly float32) weights: each row's
         result is then the same whatever other rows come with it (float32
         matrix products round differently for 1 row and for 1000), and the
-        outputs are float64 as scikit-learn expects.
+        outputs are float64 as scikit-learn expects. ``like_X``: rounded to
+        float32 where both X and the model are float32, as scikit-learn's
+        regressor predicts.
         """
         check_is_fitted(self, "coefs_")
         X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
         net = self._net.astype(np.float64)
-        return NumpyBackend().predict_output(net, np.ascontiguousarray(X, dtype=np.float64))
+        out = NumpyBackend().predict_output(net, np.ascontiguousarray(X, dtype=np.float64))
+        return out.astype(np.result_type(X.dtype, self._net.dtype)) if like_X else out
 
 
 class MLPClassifier(ClassifierMixin, ClassifierTargets, _BaseMLP):
@@ -399,7 +402,7 @@ class MLPRegressor(RegressorMixin, RegressorTargets, _BaseMLP):
 
         Shape (n_samples,) if y was 1-D in fit, else (n_samples, n_outputs).
         """
-        out = self._output(X).astype(self._net.dtype, copy=False)    # in coefs_' dtype
+        out = self._output(X, like_X=True)
         return out.ravel() if self._y_1d else out
 
     def __sklearn_tags__(self):
