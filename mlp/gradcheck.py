@@ -272,7 +272,7 @@ def random_problem(inputs, hidden, outputs, activation="sigmoid", loss="ce", out
     N(0, 1) with a fraction ``zero_inputs`` of its entries set to 0 (like the
     blank pixels of images, for which the numba backend uses a sparse
     first-layer kernel); Y is one-hot for "ce", random 0/1 for "bce", uniform
-    in [0, 1) for "mse" (N(0, 1) with an identity output).
+    in [0, 1) for "mse" (N(0, 1) with an identity output) and "poisson".
     """
     if not 0 <= zero_inputs <= 1:
         raise ValueError(f"zero_inputs must be a fraction in [0, 1], got {zero_inputs!r}")
