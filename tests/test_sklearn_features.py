@@ -12,16 +12,16 @@ import warnings
 import numpy as np
 import pytest
 from optional import backend_params
-from sklearn.datasets import make_multilabel_classification, make_regression
-from sklearn.exceptions import ConvergenceWarning
+from sklearn.datasets import load_iris, make_multilabel_classification, make_regression
+from sklearn.exceptions import ConvergenceWarning, FitFailedWarning
 from sklearn.linear_model import PoissonRegressor
 from sklearn.metrics import d2_tweedie_score, mean_poisson_deviance
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import GridSearchCV, train_test_split
 from sklearn.neural_network import MLPClassifier as SkMLPClassifier
 from sklearn.neural_network import MLPRegressor as SkMLPRegressor
 from sklearn.preprocessing import StandardScaler
 
-from mlp import MLPClassifier, MLPRegressor
+from mlp import DivergenceError, MLPClassifier, MLPRegressor
 from mlp.losses import get_loss
 
 BACKENDS = backend_params(["numpy", "numba"])
@@ -212,3 +212,21 @@ def test_sample_weight_with_early_stopping(backend):
     weighted = MLPRegressor(**params).fit(X, y, sample_weight=weights)
     assert not np.allclose(weighted.predict(X), plain.predict(X))
     assert weighted.best_validation_score_ > 0.9
+
+
+# ------------------------------------------------------------ divergence (a deliberate difference)
+@pytest.mark.filterwarnings("ignore:One or more of the test scores are non-finite")
+def test_grid_search_scores_a_diverging_fit_with_error_score():
+    """README, "Divergence": DivergenceError where scikit-learn goes on with NaN; GridSearchCV
+    gives such a fit error_score (NaN by default, ranked last) or, with "raise", raises."""
+    X, y = load_iris(return_X_y=True)
+    est = MLPRegressor(hidden_layer_sizes=20, activation="identity", max_iter=5,
+                       random_state=0, backend="numpy")
+    grid = GridSearchCV(est, {"learning_rate_init": [1.0, 1e-4]}, cv=2)
+    with pytest.warns(FitFailedWarning, match="DivergenceError"):
+        grid.fit(X, y)
+    assert np.isnan(grid.cv_results_["mean_test_score"][0])
+    assert list(grid.cv_results_["rank_test_score"]) == [2, 1]
+    assert grid.best_params_ == {"learning_rate_init": 1e-4}
+    with pytest.raises(DivergenceError, match="Lower learning_rate_init"):
+        grid.set_params(error_score="raise").fit(X, y)
