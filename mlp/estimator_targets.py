@@ -76,6 +76,10 @@ class ClassifierTargets:
         if multilabel:
             return self._encode_multilabel(y, first, incremental, classes, dtype), sample_weight
         check_classification_targets(y)
+        if y.ndim != 1:
+            raise ValueError(f"y must be 1-D class labels or a 2-D 0/1 indicator matrix "
+                             f"(multilabel); got a 2-D y of type {type_of_target(y)!r}, "
+                             "which scikit-learn's MLPClassifier does not take either")
         if first:
             self._multilabel = False
             self._set_classes(y, incremental, classes)

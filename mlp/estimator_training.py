@@ -347,7 +347,8 @@ class TrainingPolicy:
 
     # ------------------------------------------------------------ early stopping
     def _validation_split(self, X, targets, y, sample_weight):
-        """Hold out ``validation_fraction`` of the rows (stratified for classifiers)."""
+        """Hold out ``validation_fraction`` of the rows (stratified on the estimator's
+        ``_stratify(y)``: a single-label classifier's classes, as scikit-learn)."""
         stratify = self._stratify(y)
         arrays = [X, targets, y] + ([sample_weight] if sample_weight is not None else [])
         parts = train_test_split(*arrays, test_size=self.validation_fraction,

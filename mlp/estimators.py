@@ -223,7 +223,9 @@ class MLPClassifier(ClassifierMixin, ClassifierTargets, _BaseMLP):
     A drop-in for :class:`sklearn.neural_network.MLPClassifier` (the SGD
     solver), with sample weights, class weights, dropout and the Numba
     backend. Labels may be strings, integers or any sortable values; two or
-    more classes.
+    more classes. A 2-D 0/1 indicator ``y`` is multilabel: one sigmoid output
+    per column, binary cross-entropy, ``predict`` returns the indicator matrix
+    (see :mod:`mlp.estimator_targets`).
 
     Parameters
     ----------
@@ -275,7 +277,8 @@ class MLPClassifier(ClassifierMixin, ClassifierTargets, _BaseMLP):
     nesterovs_momentum : bool, default=True
         Use Nesterov's momentum (when momentum > 0).
     early_stopping : bool, default=False
-        Hold out ``validation_fraction`` of the training data (stratified),
+        Hold out ``validation_fraction`` of the training data (stratified
+        unless multilabel),
         stop when its accuracy stalls, and keep the best weights.
     validation_fraction : float, default=0.1
     n_iter_no_change : int, default=10
@@ -299,7 +302,7 @@ class MLPClassifier(ClassifierMixin, ClassifierTargets, _BaseMLP):
 
     Attributes
     ----------
-    classes_ : ndarray of the class labels, sorted.
+    classes_ : ndarray of the class labels, sorted (multilabel: 0 … n_labels − 1).
     n_features_in_ : int
     coefs_, intercepts_ : lists of the weight matrices (n_in, n_out) and bias vectors.
     loss_, loss_curve_ : training loss (with the L2 penalty) of the last epoch / every epoch.
@@ -360,13 +363,14 @@ class MLPClassifier(ClassifierMixin, ClassifierTargets, _BaseMLP):
 
 
 class MLPRegressor(RegressorMixin, RegressorTargets, _BaseMLP):
-    """Multilayer perceptron regressor: identity output, squared error ½Σ(ŷ − y)², SGD.
+    """Multilayer perceptron regressor: identity output and squared error ½Σ(ŷ − y)², or Poisson.
 
     A drop-in for :class:`sklearn.neural_network.MLPRegressor` (the SGD
     solver), with sample weights, dropout and the Numba backend. ``y`` may
     have one column or several (one output unit each). The parameters are
     the classifier's (see :class:`MLPClassifier`) except that ``loss`` is
-    "mse" (alias "squared_error"), there is no ``class_weight``, the
+    "mse" (alias "squared_error") or "poisson" (exp output, half the Poisson
+    deviance Σ y log(y/ŷ) − y + ŷ, for targets y >= 0), there is no ``class_weight``, the
     validation score of ``early_stopping`` is R², and the default
     ``learning_rate_init`` is 0.01: the identity output is unbounded, so
     scale the targets (e.g. ``sklearn.compose.TransformedTargetRegressor``
