@@ -47,8 +47,11 @@ def is_multilabel(y):
 class ClassifierTargets:
     """Targets of :class:`mlp.estimators.MLPClassifier` (see the module docstring)."""
 
+    #: set by fit; the class default keeps models pickled before multilabel existed working
+    _multilabel = False
+
     def _network_loss(self):
-        table = MULTILABEL_LOSSES if getattr(self, "_multilabel", False) else CLASSIFIER_LOSSES
+        table = MULTILABEL_LOSSES if self._multilabel else CLASSIFIER_LOSSES
         return table[self.loss], None
 
     def _single_output(self):
