@@ -9,7 +9,7 @@ mlp's pieces: :class:`mlp.network.Network`, :class:`mlp.optimizers.SGD`,
 by default, the NumPy reference with ``backend="numpy"``).
 
 What scikit-learn's MLP lacks and these have: ``sample_weight`` in ``fit``,
-``class_weight``, dropout, float32 training, and the Numba backend.
+``class_weight``, dropout, an explicit ``dtype``, and the Numba backend.
 
 Conventions, exactly
 --------------------

@@ -310,7 +310,8 @@ def build_parser():
                    help="hidden-layer function")
     p.add_argument("--loss", choices=list(LOSSES), default="ce",
                    help="ce: softmax + cross-entropy; mse: sigmoid + squared error; "
-                        "bce: sigmoid + binary cross-entropy")
+                        "bce: sigmoid + binary cross-entropy; poisson: exp + half the "
+                        "Poisson deviance")
     p.add_argument("--output-activation", choices=sorted(ACTIVATIONS), default=None,
                    help="output function for --loss mse (None: sigmoid)")
     p.add_argument("--batch-size", type=positive_int, default=7, metavar="N",
