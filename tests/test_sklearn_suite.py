@@ -13,8 +13,9 @@ strict: a test that starts to pass (a feature landed) fails the run until its en
 removed.
 
 The estimators keep their default backend, Numba: on these small sets it ran the suite in
-13 s against 28 s for backend="numpy" (warm Numba cache, 2 busy cores), and the float64
-specialisations it compiles are those the other tests of the estimators compile too.
+12-17 s against 16-23 s with backend="numpy" (two runs each, warm Numba cache, a shared
+2-core machine), and the float64 specialisations it compiles are those that the other
+tests of the estimators compile too.
 """
 
 import pathlib
