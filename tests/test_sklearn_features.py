@@ -215,7 +215,12 @@ def test_sample_weight_with_early_stopping(backend):
     weights = np.random.default_rng(0).uniform(0.5, 2.0, len(y))
     weighted = MLPRegressor(**params).fit(X, y, sample_weight=weights)
     assert not np.allclose(weighted.predict(X), plain.predict(X))
-    assert weighted.best_validation_score_ > 0.9
+    del params["backend"]
+    theirs = SkMLPRegressor(**params, solver="sgd", alpha=1e-4 * 10).fit(X, y,
+                                                                          sample_weight=weights)
+    # measured: weighted R² 0.986 (both backends) / 0.995, after 19 / 18 epochs
+    assert weighted.score(X, y, sample_weight=weights) == pytest.approx(
+        theirs.score(X, y, sample_weight=weights), abs=0.03)
 
 
 # ------------------------------------------------------------ divergence (a deliberate difference)
