@@ -160,7 +160,8 @@ def _seed(rs):
 class TrainingPolicy:
     """The training half of the estimators (see the module docstring).
 
-    Needs the estimator's parameters and its ``_network_loss`` and ``_validation_score``.
+    Needs the estimator's parameters and its ``_network_loss``, ``_validation_score`` and
+    ``_stratify`` (:mod:`mlp.estimator_targets`).
     """
 
     def _initialize(self, sizes, dtype, activation):
