@@ -3,7 +3,7 @@
 The graph takes the raw features the model was trained on (MNIST: pixels
 0–255, as floats), multiplies them by the model's saved input scale, and
 runs the layers as ``MatMul → Add → activation``, ending in the output
-function of the model's loss (softmax for "ce", sigmoid for "bce", the
+function of the model's loss (softmax for "ce", sigmoid for "bce", exp for "poisson", the
 chosen output function for "mse"). Outputs: ``output`` (one row per sample,
 one column per class, as :meth:`mlp.network.Network.feedforward`) and
 ``label`` (the argmax, int64). Needs the ``onnx`` package (the optional
