@@ -82,8 +82,10 @@ EXPECTED_FAILURES = {
     "test_mlp_warm_start_no_convergence[adam-MLPRegressor]": ADAM,
     "test_mlp_sample_weight_with_early_stopping": f"{ADAM} (its sgd twin: "
                                                   "test_sklearn_features.py)",
-    "test_nonfinite_params": "mlp trains these float64 data to finite weights (a saturated "
-                             "sigmoid's gradient is 0), so there is nothing to refuse",
+    "test_nonfinite_params": "mlp's default activation is logistic (scikit-learn's: relu), "
+                             "whose saturated units train these data to finite weights, as "
+                             "scikit-learn's logistic MLP does; with relu mlp raises "
+                             "DivergenceError (README, 'Divergence'), not a ValueError",
     "test_mlp_diverging_loss": "deliberate: mlp raises DivergenceError where scikit-learn "
                                "records a NaN validation score (README, 'Divergence')",
 }
