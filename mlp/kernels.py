@@ -180,6 +180,20 @@ class Data(NamedTuple):
     labels: np.ndarray  #: int class labels (one-hot targets), or empty when T is used
     T: np.ndarray     #: (n, n_out) float targets, or (0, n_out) when labels are used
     order: np.ndarray  #: int64 sample order: batch b is order[b*batch_size:(b+1)*batch_size]
+    csr: "CSR"        #: X as compressed sparse rows (X is then (0, n_in)), or :func:`no_csr`
+
+
+class CSR(NamedTuple):
+    """Rows of X in scipy's CSR format: row r's non-zeros are values[p], in columns indices[p],
+    for p in indptr[r] … indptr[r+1]-1, columns increasing (scipy's canonical form)."""
+    indptr: np.ndarray   #: (n + 1,) int32 or int64
+    indices: np.ndarray  #: (nnz,) of indptr's dtype
+    values: np.ndarray   #: (nnz,) in the network's dtype
+
+
+def no_csr(dtype):
+    """The :class:`CSR` of a dense X: three empty arrays (the types a CSR X would have)."""
+    return CSR(np.empty(0, np.int32), np.empty(0, np.int32), np.empty(0, dtype))
 
 
 class Plan(NamedTuple):
@@ -540,6 +554,27 @@ def gather_sparse(X, rows, scale, batch):
 
 
 @_kernel()
+def gather_csr(csr, rows, batch):
+    """Fill the :class:`SparseBatch` ``batch`` with rows ``rows`` of the :class:`CSR` matrix.
+
+    Returns their number of stored entries. Row s of the batch is a copy of
+    CSR row rows[s]: no search for non-zeros (CSR lists them already), and
+    ``batch`` needs only as many columns as the longest row has entries.
+    """
+    indptr, indices, values = csr
+    nnz, cols, vals = batch
+    total = 0
+    for s in range(rows.shape[0]):
+        lo, hi = indptr[rows[s]], indptr[rows[s] + 1]
+        for p in range(lo, hi):
+            cols[s, p - lo] = indices[p]
+            vals[s, p - lo] = values[p]
+        nnz[s] = hi - lo
+        total += hi - lo
+    return total
+
+
+@_kernel()
 def gather_targets(labels, T, rows, Y):
     """Y[s] = the target of sample rows[s]: one-hot of ``labels`` when given, else T[rows[s]]."""
     if labels.shape[0] > 0:
@@ -651,6 +686,18 @@ def sparse_gather_forward_par(X, rows, scale, batch, W, b, kind, out):
         lo, hi = blk * step, min(n, (blk + 1) * step)
         _gather_sparse_rows(X, rows, scale, batch, lo, hi)
         _sparse_forward_rows(batch, W, b, kind, out, lo, hi)
+    return out
+
+
+@_kernel(parallel=True)
+def sparse_forward_par(batch, W, b, kind, out):
+    """:func:`sparse_forward` on several threads (blocks of the batch's rows), for batches
+    gathered already (:func:`gather_csr`). Every row is computed as by the serial kernel."""
+    n = out.shape[0]
+    n_blocks = min(n, 32)
+    step = -(-n // max(n_blocks, 1))
+    for blk in prange(n_blocks):
+        _sparse_forward_rows(batch, W, b, kind, out, blk * step, min(n, (blk + 1) * step))
     return out
 
 
@@ -1307,7 +1354,9 @@ def _gather(data, rows, work, plan):
     """
     nb = rows.shape[0]
     gather_targets(data.labels, data.T, rows, work.Y[:nb])
-    if not plan.sparse:
+    if data.csr.indptr.shape[0] > 0:  # CSR rows (plan.sparse is then True): a plain copy
+        gather_csr(data.csr, rows, work.batch)
+    elif not plan.sparse:
         gather_dense(data.X, rows, data.scale, work.acts[0][:nb])
     elif plan.threads <= 1:           # with threads, _forward gathers (see above)
         gather_sparse(data.X, rows, data.scale, work.batch)
@@ -1326,7 +1375,9 @@ def _forward(work, wk, data, rows, model, plan):
         kind = model.act if l < nl - 1 else IDENTITY
         out = work.acts[l + 1][:nb]
         if l == 0 and plan.sparse:
-            if plan.threads > 1:
+            if plan.threads > 1 and data.csr.indptr.shape[0] > 0:
+                sparse_forward_par(work.batch, wk.W0, wk.bs[0], kind, out)
+            elif plan.threads > 1:
                 sparse_gather_forward_par(data.X, rows, data.scale, work.batch, wk.W0, wk.bs[0],
                                           kind, out)
             else:
@@ -1402,7 +1453,7 @@ def train_chunk(data, params, model, sgd, plan, start, stop, losses, sparse_batc
         lo = b * bsz
         rows = data.order[lo:min(lo + bsz, n)]
         _gather(data, rows, work, plan)
-        if b + 1 < stop:              # the next batch's rows load while this one computes
+        if b + 1 < stop and data.X.shape[0] > 0:   # the next batch's rows load meanwhile
             _prefetch_rows(data.X, data.order[lo + bsz:min(lo + 2 * bsz, n)])
         losses[b - start] = _forward(work, wk, data, rows, model, plan)
         _backward(work, wk, rows.shape[0], model, sgd, plan, _runtime_true(n))
@@ -1423,7 +1474,8 @@ def loss_and_gradients(X, Y, weights, biases, model, sparse):
     work = _workspace(wk.W0 if sparse else weights[0], wk.Wts, nb, sparse,
                       sparse_buffers(nb, weights[0]))
     rows = np.arange(nb)
-    data = Data(X, X.dtype.type(1), np.empty(0, np.int64), Y, rows)
+    data = Data(X, X.dtype.type(1), np.empty(0, np.int64), Y, rows,
+                CSR(np.empty(0, np.int32), np.empty(0, np.int32), np.empty(0, X.dtype)))
     plan = Plan(sparse, _runtime_one(nb), nb)
     _gather(data, rows, work, plan)
     value = _forward(work, wk, data, rows, model, plan)
@@ -1438,6 +1490,93 @@ def loss_and_gradients(X, Y, weights, biases, model, sparse):
                                      np.empty((n_in_l, n_out_l), X.dtype)))
         gb.append(work.gbs[l][:n_out_l].copy())
     return value, gw, gb
+
+
+@_kernel(nogil=True)
+def block_gradient(data, weights, biases, model, sample_weight, plan, lo, hi, g):
+    """Rows order[lo:hi] of the full-batch loss (1/n) Σᵢ wᵢ lᵢ: their Σ wᵢ lᵢ (returned) and
+    their share of its gradient, written flat into g.
+
+    ``data`` is a :class:`Data` whose order lists the n rows of the whole
+    batch; ``sample_weight`` holds one wᵢ per row of X, or nothing (wᵢ = 1).
+    g (the network's dtype) receives ∂/∂W¹ … ∂/∂Wᴸ, each row-major (as
+    W.ravel()), then ∂/∂b¹ … ∂/∂bᴸ: scikit-learn's packing of the parameters
+    for L-BFGS. No weight decay (the caller adds λW). Sub-batches of
+    plan.batch_size rows each run the serial kernels: gather, forward, for
+    each row its loss and δᴸ (:func:`output_delta` of the row, times
+    wᵢ/n), the backward pass without update; their gradients are summed in
+    row order. Blocks of rows can run on threads of their own (the GIL is
+    released), each into a g of its own, to be added in block order.
+    """
+    n = data.order.shape[0]
+    wk = _working_copies(Params(weights, biases, weights, biases), plan.sparse,
+                         weights[0].dtype.type(0))
+    nl = len(wk.Wts)
+    sparse = plan.sparse
+    dtype = g.dtype
+    one = dtype.type(1)
+    bsz = plan.batch_size
+    width = 0                        # columns of the sparse batch: the longest row's entries
+    if data.csr.indptr.shape[0] > 0:
+        for s in range(lo, hi):
+            r = data.order[s]
+            width = max(width, data.csr.indptr[r + 1] - data.csr.indptr[r])
+    elif sparse:
+        width = wk.W0.shape[0]
+    batch = SparseBatch(np.zeros(bsz, np.int64), np.empty((bsz if sparse else 0, width), np.int32),
+                        np.empty((bsz if sparse else 0, width), dtype))
+    work = _workspace(wk.W0 if sparse else weights[0], wk.Wts, bsz, sparse, batch)
+    acc, acc_b = [], []                  # the dense layers' summed gradients (transposed)
+    for l in range(nl):                  # (a sparse first layer sums into work.grads[0] itself)
+        acc.append(np.zeros((0, 0) if l == 0 and sparse else work.grads[l].shape, dtype))
+        acc_b.append(np.zeros(work.gbs[l].shape[0], dtype))
+    zero = dtype.type(0)
+    sgd = SGDParams(zero, zero, zero, lo < 0)
+    serial = Plan(sparse, _runtime_one(lo), bsz)
+    weighted = sample_weight.shape[0] > 0
+    total = 0.0
+    for s0 in range(lo, hi, bsz):
+        rows = data.order[s0:min(s0 + bsz, hi)]
+        nb = rows.shape[0]
+        _gather(data, rows, work, serial)
+        for l in range(nl):
+            kind = model.act if l < nl - 1 else IDENTITY
+            out = work.acts[l + 1][:nb]
+            if l == 0 and sparse:
+                sparse_forward(work.batch, wk.W0, wk.bs[0], kind, out)
+                out[:, wk.h:] = 0
+            else:
+                dense_forward(work.acts[l][:nb], wk.Wts[l], wk.bs[l], kind, out)
+        z, d = work.acts[nl], work.deltas[nl]
+        for s in range(nb):
+            w = sample_weight[rows[s]] if weighted else one
+            total += w * output_delta(z[s:s + 1], work.Y[s:s + 1], model, d[s:s + 1])
+            c = w / dtype.type(n)
+            for k in range(d.shape[1]):
+                d[s, k] *= c
+        _backward(work, wk, nb, model, sgd, serial, not _runtime_true(nb))
+        for l in range(nl):
+            if l > 0 or not sparse:
+                A, Gt = acc[l], work.grads[l]
+                for i in range(A.shape[0]):
+                    for j in range(A.shape[1]):
+                        A[i, j] += Gt[i, j]
+            for k in range(acc_b[l].shape[0]):
+                acc_b[l][k] += work.gbs[l][k]
+    off = 0
+    for l in range(nl):                  # ∂/∂Wˡ row-major, as Wˡ.ravel()
+        n_in_l, n_out_l = weights[l].shape
+        for i in range(n_in_l):
+            for j in range(n_out_l):
+                g[off + i * n_out_l + j] = (work.grads[0][i, j] if l == 0 and sparse
+                                            else acc[l][j, i])
+        off += n_in_l * n_out_l
+    for l in range(nl):                  # then ∂/∂bˡ
+        n_out_l = weights[l].shape[1]
+        for j in range(n_out_l):
+            g[off + j] = acc_b[l][j]
+        off += n_out_l
+    return total
 
 
 @_kernel()

@@ -1,0 +1,45 @@
+"""Sparse input: scipy.sparse matrices as mlp takes them.
+
+Any scipy.sparse matrix or array X becomes CSR (compressed sparse rows) in
+the network's float dtype, in canonical form: each row's column indices
+increasing and unique. That is the order in which the Numba kernels read a
+row's non-zeros (:func:`mlp.kernels.gather_csr`), and the NumPy reference
+multiplies it with SciPy's sparse products (:meth:`mlp.network.Network.forward`).
+"""
+
+import numpy as np
+import scipy.sparse as sp
+
+#: scikit-learn's ``accept_sparse``: the formats the estimators take (others are converted)
+ACCEPTED_FORMATS = ("csr", "csc", "coo")
+
+
+def issparse(X):
+    """Whether X is a scipy.sparse matrix or array."""
+    return sp.issparse(X)
+
+
+def as_csr(X, dtype):
+    """X as a canonical CSR matrix of ``dtype`` (a copy only where X is not one already)."""
+    X = X.tocsr() if X.format != "csr" else X
+    if X.dtype != dtype:
+        X = X.astype(dtype)
+    if not X.has_canonical_format:
+        X = X.copy()
+        X.sum_duplicates()           # sorts each row's indices too
+    return X
+
+
+def as_input(X, dtype):
+    """Training or prediction input in ``dtype``: canonical CSR if X is sparse, else a
+    C-contiguous, writeable array (Numba compiles its kernels anew for read-only arrays,
+    e.g. a memmap, which is slower than the copy)."""
+    if issparse(X):
+        return as_csr(X, dtype)
+    X = np.ascontiguousarray(X, dtype=dtype)
+    return X if X.flags.writeable else X.copy()
+
+
+def max_row_nnz(X):
+    """The most stored entries of any row of the CSR matrix X (0 for no rows)."""
+    return int(np.diff(X.indptr).max(initial=0))
