@@ -48,23 +48,19 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.metrics import accuracy_score, r2_score
 from sklearn.utils.class_weight import compute_class_weight
+from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from .backends import BACKENDS, NumpyBackend
-from .estimator_training import TrainingPolicy
+from .csr import ACCEPTED_FORMATS, as_input
+from .estimator_training import SOLVERS, TrainingPolicy, stochastic_solver
 from .network import check_dtype
 
 #: scikit-learn's activation names → mlp's (mlp's own names are accepted too)
 ACTIVATION_NAMES = {"logistic": "sigmoid", "sigmoid": "sigmoid", "tanh": "tanh",
                     "relu": "relu", "identity": "identity"}
 LEARNING_RATES = ("constant", "invscaling", "adaptive")
-
-
-def _writeable(a):
-    """``a``, or a copy of it if it is read-only (a memmap, say): Numba compiles its
-    kernels anew for read-only arrays, which is slower than the copy."""
-    return a if a.flags.writeable else a.copy()
 
 
 def _store_params(est, args):
@@ -116,13 +112,14 @@ class _BaseMLP(TrainingPolicy, BaseEstimator):
         "hidden_layer_sizes": lambda v: _hidden_sizes(v) is None and (
             "an int or a sequence of ints >= 1"),
         "activation": _one_of(ACTIVATION_NAMES),
-        "solver": _one_of(("sgd",), "'sgd' (mlp trains by minibatch SGD with momentum)"),
+        "solver": _one_of(SOLVERS),
         "alpha": _real(0),
         "batch_size": lambda v: v != "auto" and _integer(1)(v),
         "learning_rate": _one_of(LEARNING_RATES),
         "learning_rate_init": _real(0, low_open=True),
         "power_t": _real(0),
         "max_iter": _integer(1),
+        "max_fun": _integer(1),
         "tol": _real(0),
         "momentum": _real(0, 1),
         "validation_fraction": _real(0, 1, low_open=True),
@@ -174,13 +171,13 @@ class _BaseMLP(TrainingPolicy, BaseEstimator):
         self._check_params()
         first = not hasattr(self, "_net") or not (self.warm_start or incremental)
         X, y = validate_data(self, X, y, reset=first, dtype=(np.float64, np.float32),
-                             **self._y_check_params())
+                             accept_sparse=ACCEPTED_FORMATS, **self._y_check_params())
         n = X.shape[0]
         sample_weight = self._check_sample_weight(sample_weight, n)
         targets, sample_weight = self._encode_targets(y, sample_weight, first, incremental,
                                                       classes)
         dtype = check_dtype(self.dtype)
-        X = _writeable(np.ascontiguousarray(X, dtype=dtype))
+        X = as_input(X, dtype)          # scipy.sparse X: canonical CSR (mlp.csr)
         hidden = _hidden_sizes(self.hidden_layer_sizes)
         if first:
             self._initialize([X.shape[1], *hidden, self._n_network_outputs()], dtype,
@@ -204,9 +201,9 @@ class _BaseMLP(TrainingPolicy, BaseEstimator):
         outputs are float64 as scikit-learn expects.
         """
         check_is_fitted(self, "coefs_")
-        X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
-        net = self._net.astype(np.float64)
-        return NumpyBackend().predict_output(net, np.ascontiguousarray(X, dtype=np.float64))
+        X = as_input(validate_data(self, X, reset=False, dtype=(np.float64, np.float32),
+                                   accept_sparse=ACCEPTED_FORMATS), np.float64)
+        return NumpyBackend().predict_output(self._net.astype(np.float64), X)
 
 
 class MLPClassifier(ClassifierMixin, _BaseMLP):
@@ -231,8 +228,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         With "mse" and multi-class "bce", ``predict_proba`` divides the
         sigmoid outputs by their sum (they are scores, not calibrated
         probabilities).
-    solver : "sgd"
-        The only solver: minibatch SGD (accepted so scikit-learn code runs).
+    solver : {"sgd", "lbfgs"}, default="sgd"
+        Minibatch SGD, or L-BFGS-B on the whole set (:mod:`mlp.lbfgs`; no partial_fit).
     alpha : float, default=1e-4
         L2 penalty: the objective is the batch-mean loss + (alpha/2) Σ‖W‖².
         scikit-learn's ``alpha=a`` with batch size b is ``alpha=a/b`` here;
@@ -250,7 +247,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     power_t : float, default=0.5
         Exponent of "invscaling".
     max_iter : int, default=200
-        Maximum epochs per call to ``fit``.
+        Maximum epochs (L-BFGS: iterations) per call to ``fit``.
+    max_fun : int, default=15000
+        "lbfgs" only: maximum evaluations of the objective per call to ``fit``.
     shuffle : bool, default=True
         Shuffle the samples every epoch (else they are visited in order).
     random_state : int, RandomState or None
@@ -307,7 +306,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  n_iter_no_change=10, class_weight=None, dropout=0.0, input_dropout=0.0,
-                 backend="numba", dtype="float32"):
+                 backend="numba", dtype="float32", max_fun=15000):
         _store_params(self, locals())
 
     _LOSSES = {"ce": "ce", "log_loss": "ce", "mse": "mse", "bce": "bce"}
@@ -384,6 +383,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             return (idx == 1).astype(check_dtype(self.dtype))[:, None], sample_weight
         return idx.astype(np.int64), sample_weight
 
+    @available_if(stochastic_solver)
     def partial_fit(self, X, y, classes=None, sample_weight=None):
         """One epoch over (X, y), continuing from the current weights.
 
@@ -448,7 +448,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  n_iter_no_change=10, dropout=0.0, input_dropout=0.0, backend="numba",
-                 dtype="float32"):
+                 dtype="float32", max_fun=15000):
         _store_params(self, locals())
 
     _PARAMETER_CHECKS = {"loss": _one_of(("mse", "squared_error"),
@@ -474,8 +474,9 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         elif Y.shape[1] != self.n_outputs_:
             raise ValueError(f"y has {Y.shape[1]} columns but the fitted model has "
                              f"{self.n_outputs_} outputs; set warm_start=False to start over")
-        return _writeable(np.ascontiguousarray(Y, dtype=check_dtype(self.dtype))), sample_weight
+        return as_input(Y, check_dtype(self.dtype)), sample_weight
 
+    @available_if(stochastic_solver)
     def partial_fit(self, X, y, sample_weight=None):
         """One epoch over (X, y), continuing from the current weights. Returns self."""
         return self._fit(X, y, sample_weight, incremental=True)
