@@ -27,6 +27,10 @@ def as_csr(X, dtype):
     if not X.has_canonical_format:
         X = X.copy()
         X.sum_duplicates()           # sorts each row's indices too
+    if X.indices.dtype != np.int32 and max(X.nnz, *X.shape) < 2**31:
+        # one index type for the kernels: each other one would compile them again
+        X = sp.csr_matrix((X.data, X.indices.astype(np.int32), X.indptr.astype(np.int32)),
+                          shape=X.shape)
     return X
 
 

@@ -58,6 +58,7 @@ from sklearn.utils import check_random_state
 
 from .backends import BACKENDS, NumpyBackend, get_backend
 from .batches import batch_inputs, batch_rows, run_batches
+from .csr import issparse
 from .errors import DivergenceError
 from .lbfgs import Objective, minimize
 from .network import Network, l2_penalty
@@ -118,7 +119,9 @@ class FitBackend:
         if self.input_dropout:
             rows = order[start * batch_size:stop * batch_size]
             mask = net.dropout_masks(len(rows), self.dropout_rates, self.rng)[0]
-            X_masked = batch_inputs(X, rows, scale, net.dtype) * mask
+            X_rows = batch_inputs(X, rows, scale, net.dtype)
+            X_masked = (X_rows.multiply(mask).tocsr() if issparse(X_rows)    # (* is @ there)
+                        else X_rows * mask)
             return self.backend.train_batches(net, opt, X_masked, targets[rows],
                                               np.arange(len(rows)), 0, stop - start,
                                               batch_size)

@@ -248,7 +248,7 @@ def test_regressor_one_and_several_outputs():
 @pytest.mark.parametrize("param,value,match", [
     ("hidden_layer_sizes", (10, 0), "hidden_layer_sizes"),
     ("activation", "softplus", "activation"),
-    ("solver", "adam", "solver"),
+    ("solver", "newton", "solver"),
     ("alpha", -1.0, "alpha"),
     ("batch_size", 0, "batch_size"),
     ("learning_rate", "cosine", "learning_rate"),
@@ -475,8 +475,7 @@ def test_invscaling_rate_is_the_closed_form_after_every_epoch():
     ({"max_iter": True}, "max_iter must be an integer >= 1, got True"),
     ({"hidden_layer_sizes": (3, 0)},
      "hidden_layer_sizes must be an int or a sequence of ints >= 1, got (3, 0)"),
-    ({"solver": "adam"},
-     "solver must be 'sgd' (mlp trains by minibatch SGD with momentum), got 'adam'"),
+    ({"solver": "newton"}, "solver must be one of sgd, lbfgs, got 'newton'"),
     ({"alpha": -1.0, "loss": "hinge"}, "loss must be one of ce, log_loss, mse, bce, got 'hinge'"),
     ({"alpha": -1.0, "activation": "elu"}, "activation must be one of logistic, sigmoid, tanh, "
                                            "relu, identity, got 'elu'"),
