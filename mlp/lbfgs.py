@@ -14,10 +14,17 @@ dtype by the backend's ``full_batch_gradients`` (:mod:`mlp.backends`: the
 NumPy reference, or the Numba kernels in blocks of rows). scikit-learn's
 penalty is ``alpha/(2n) Σ‖W‖²`` (its alpha is per sample): its ``alpha=a``
 is ``λ = a/n`` here, or ``a/Σwᵢ`` with sample weights.
+
+Threads. L-BFGS-B's own vector arithmetic (a few passes over θ per
+iteration) runs on one BLAS thread, the objective on as many as before: the
+level-1 BLAS calls inside SciPy's L-BFGS-B are too short to share, and
+spinning BLAS threads made them 20× slower on a busy 2-core machine
+(docs/performance.md).
 """
 
 import numpy as np
 import scipy.optimize
+from threadpoolctl import ThreadpoolController
 
 from .network import with_weight_decay
 
@@ -48,11 +55,13 @@ class Objective:
         self.weight_decay = float(weight_decay)
         self.calls = 0
         self.last = None
+        self.blas_threads = None          # set by minimize: BLAS threads for the objective
 
     def __call__(self, theta):
         unpack(theta, self.net)
-        loss, nabla_w, nabla_b = self.backend.full_batch_gradients(
-            self.net, self.X, self.targets, self.sample_weight)
+        with _blas_limit(self.blas_threads):
+            loss, nabla_w, nabla_b = self.backend.full_batch_gradients(
+                self.net, self.X, self.targets, self.sample_weight)
         loss, nabla_w = with_weight_decay(self.net.weights, loss, nabla_w, self.weight_decay)
         self.calls += 1
         self.last = float(loss)
@@ -71,14 +80,32 @@ def minimize(objective, max_iter, max_fun, tol, callback=None):
     """
     net = objective.net
     iteration = [0]
+    blas = [info["num_threads"] for info in _controller().info() if info["user_api"] == "blas"]
+    objective.blas_threads = max(blas, default=None)
 
     def after_iteration(theta):
         iteration[0] += 1
         if callback is not None:
             callback(iteration[0], objective.last)
-    result = scipy.optimize.minimize(
-        objective, pack(net.weights, net.biases), method="L-BFGS-B", jac=True,
-        callback=after_iteration,
-        options={"maxiter": int(max_iter), "maxfun": int(max_fun), "gtol": float(tol)})
+    with _blas_limit(1):
+        result = scipy.optimize.minimize(
+            objective, pack(net.weights, net.biases), method="L-BFGS-B", jac=True,
+            callback=after_iteration,
+            options={"maxiter": int(max_iter), "maxfun": int(max_fun), "gtol": float(tol)})
     unpack(result.x, net)
     return result
+
+
+_CONTROLLER = []
+
+
+def _controller():
+    """A threadpoolctl controller of the loaded BLAS libraries (made once: it inspects them)."""
+    if not _CONTROLLER:
+        _CONTROLLER.append(ThreadpoolController())
+    return _CONTROLLER[0]
+
+
+def _blas_limit(threads):
+    """A context that holds BLAS at ``threads`` threads (None: as it is)."""
+    return _controller().limit(limits=threads, user_api="blas")
