@@ -95,10 +95,10 @@ ACCURACY_DATA = sparse_teacher(n=1500, n_in=1000, density=0.01)
 
 
 def accuracy_setup(solver):
-    common = dict(hidden_layer_sizes=(32,), solver=solver, max_iter=40, random_state=0,
-                  batch_size=50)
+    common = dict(hidden_layer_sizes=(32,), solver=solver, max_iter=40, random_state=0)
     if solver == "sgd":      # the same SGD: η, momentum, batches; no penalty in either
-        common.update(learning_rate_init=0.05, momentum=0.9, alpha=0.0)
+        common.update(max_iter=20, batch_size=100, learning_rate_init=0.1, momentum=0.9,
+                      alpha=0.0)
     return common
 
 
