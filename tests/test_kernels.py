@@ -557,7 +557,7 @@ def test_train_chunk_against_its_twin(act, loss, out_kind, sparse, threads, dtyp
     order = rng.permutation(50)
     model = K.Model(K.ACTIVATION_CODES[act], loss, out_kind)
     sgd = K.sgd_params(dtype, 0.1, 0.9, 0.01, True)
-    data = K.Data(X, dtype(1 / 255), labels, T, order)
+    data = K.Data(X, dtype(1 / 255), labels, T, order, K.no_csr(dtype))
     plan = K.Plan(sparse, threads, 8)
     copies = [tuple(a.copy() for a in group) for group in (weights, biases, vw, vb)]
     losses_ref = R.train_chunk(data, K.Params(*copies), model, sgd, plan, 1, 7, np.empty(6))
