@@ -2,13 +2,15 @@
 
 ``lbfgs``: solver="lbfgs" on scikit-learn's digits (1,797 × 64) and on a 20,000-sample
 tabular set (make_classification, 20 features, 3 classes), 100 tanh hidden units, the same
-max_iter and tol=0 for everyone, in float64; scikit-learn's alpha=1e-4 is mlp's 1e-4/n
-(mlp's alpha is per mean loss, see mlp.estimators). Seconds per fit (median of --runs,
+max_iter and tol=0 for everyone, in --dtype (float64; scikit-learn computes in X's
+dtype); scikit-learn's alpha=1e-4 is mlp's 1e-4/n (mlp's alpha is per mean loss, see
+mlp.estimators). Seconds per fit (median of --runs,
 interleaved), iterations, final loss and train/test accuracy (80/20 split).
 
 ``sparse``: 1% dense CSR input, 10,000 features, 5 classes, rows like bags of words (a
-class shows in a few words of its own vocabulary, :func:`sparse_set`); 100 relu hidden units, solver="sgd" (η 0.05, momentum 0.9, batch 200, no
-penalty, --epochs epochs, no early stop) for all; mlp on the CSR matrix (Numba and NumPy
+class shows in a few words of its own vocabulary, :func:`sparse_set`); 100 relu hidden
+units, solver="sgd" (η 0.05, momentum 0.9, batch 200, no penalty, --epochs epochs, no
+early stop) for all; mlp on the CSR matrix (Numba and NumPy
 backends), mlp on the same rows densified (float32, Numba), scikit-learn on the CSR matrix.
 Seconds per fit and test accuracy.
 
@@ -62,12 +64,13 @@ def split(X, y, frac=0.8):
 
 
 def fit_lbfgs(who, X, y, max_iter):
+    """An unfitted estimator (scikit-learn's, or mlp's with ``who``'s backend) for X."""
     from sklearn.neural_network import MLPClassifier as SkClassifier
     common = dict(hidden_layer_sizes=(100,), activation="tanh", solver="lbfgs",
                   max_iter=max_iter, tol=0.0, random_state=0)
     if who == "sklearn":
         return SkClassifier(alpha=1e-4, **common)
-    return mlp.MLPClassifier(alpha=1e-4 / X.shape[0], dtype="float64",
+    return mlp.MLPClassifier(alpha=1e-4 / X.shape[0], dtype=X.dtype.name,
                              backend=who.split("-")[1], **common)
 
 
@@ -99,9 +102,10 @@ def run(makers, data, runs):
 def bench_lbfgs(args):
     rows = []
     for name, (X, y) in lbfgs_sets().items():
+        X = X.astype(args.dtype)
         X_tr, y_tr, X_te, y_te = split(X, y)
         whos = ["mlp-numba", "mlp-numpy", "sklearn"]
-        makers = {w: (lambda w=w: fit_lbfgs(w, X_tr, y_tr, args.max_iter), X_tr, y_tr)
+        makers = {w: (lambda w=w, X=X_tr, y=y_tr: fit_lbfgs(w, X, y, args.max_iter), X_tr, y_tr)
                   for w in whos}
         fit_lbfgs("mlp-numba", X_tr[:300], y_tr[:300], 2).fit(X_tr[:300], y_tr[:300])  # compile
         seconds, fitted = run(makers, None, args.runs)
@@ -146,6 +150,8 @@ def main(argv=None):
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--max-iter", type=int, default=200, help="L-BFGS iterations")
+    parser.add_argument("--dtype", default="float64", choices=["float64", "float32"],
+                        help="of X and the L-BFGS fits")
     parser.add_argument("--epochs", type=int, default=5, help="SGD epochs of the sparse part")
     parser.add_argument("--samples", type=int, default=20000, help="rows of the sparse set")
     parser.add_argument("--out", default=None)

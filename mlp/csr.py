@@ -5,18 +5,25 @@ the network's float dtype, in canonical form: each row's column indices
 increasing and unique. That is the order in which the Numba kernels read a
 row's non-zeros (:func:`mlp.kernels.gather_csr`), and the NumPy reference
 multiplies it with SciPy's sparse products (:meth:`mlp.network.Network.forward`).
+
+SciPy is not imported here: a sparse X means scipy.sparse is loaded already,
+and ``python -m mlp.train`` (which reads this module through the Numba
+backend) does not pay for loading it (docs/performance.md, "What the
+deferred imports cost").
 """
 
+import sys
+
 import numpy as np
-import scipy.sparse as sp
 
 #: scikit-learn's ``accept_sparse``: the formats the estimators take (others are converted)
 ACCEPTED_FORMATS = ("csr", "csc", "coo")
 
 
 def issparse(X):
-    """Whether X is a scipy.sparse matrix or array."""
-    return sp.issparse(X)
+    """Whether X is a scipy.sparse matrix or array (never, while scipy.sparse is not loaded)."""
+    sparse = sys.modules.get("scipy.sparse")
+    return sparse is not None and sparse.issparse(X)
 
 
 def as_csr(X, dtype):
@@ -29,8 +36,8 @@ def as_csr(X, dtype):
         X.sum_duplicates()           # sorts each row's indices too
     if X.indices.dtype != np.int32 and max(X.nnz, *X.shape) < 2**31:
         # one index type for the kernels: each other one would compile them again
-        X = sp.csr_matrix((X.data, X.indices.astype(np.int32), X.indptr.astype(np.int32)),
-                          shape=X.shape)
+        arrays = (X.data, X.indices.astype(np.int32), X.indptr.astype(np.int32))
+        X = sys.modules["scipy.sparse"].csr_matrix(arrays, shape=X.shape)
     return X
 
 

@@ -33,9 +33,9 @@ Every fast kernel (see :mod:`mlp.backends`) is tested against these methods.
 """
 
 import numpy as np
-import scipy.sparse as sp
 
 from .activations import ACTIVATIONS, DERIVATIVES, check_activation
+from .csr import issparse
 from .losses import get_loss
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
@@ -184,7 +184,7 @@ class Network:
         """
         f = ACTIVATIONS[self.activation]
         # a scipy.sparse X stays sparse: SciPy's products then skip its zeros
-        a = X.astype(self.dtype, copy=False) if sp.issparse(X) else np.asarray(X, dtype=self.dtype)
+        a = X.astype(self.dtype, copy=False) if issparse(X) else np.asarray(X, dtype=self.dtype)
         activations = [a]
         zs = []
         for l, (w, b) in enumerate(zip(self.weights, self.biases)):
@@ -256,7 +256,7 @@ def _masked(a, dropout_masks, l):
     """``a ⊙ dropout_masks[l]``, or ``a`` itself when there is no mask for layer l."""
     if dropout_masks is None or dropout_masks[l] is None:
         return a
-    if sp.issparse(a):               # (for a scipy.sparse matrix, * is the matrix product)
+    if issparse(a):                  # (for a scipy.sparse matrix, * is the matrix product)
         return a.multiply(dropout_masks[l]).tocsr()
     return a * dropout_masks[l]
 
