@@ -8,6 +8,7 @@ mlp, so that the reference never depends on Numba. The kernels fuse what
 NumPy does in separate passes::
 
     gather_dense, gather_sparse    x = X[rows] · scale   (sparse: each row's non-zeros only)
+    gather_csr                     the same from a CSR matrix (its rows' entries, copied)
     sparse_forward, dense_forward  a = f(x · W + b)     (bias and activation fused in)
     output_delta                   ŷ = g(z), the loss and δᴸ = ∂L/∂z, one pass per row
     backprop_delta                 δˡ⁻¹ = (δˡ · Wˡᵀ) ⊙ f'(aˡ⁻¹)
@@ -16,20 +17,23 @@ NumPy does in separate passes::
     sgd_update_rows                the same for the sparse first layer, on its touched rows
     sparse_sgd_plain, dense_sgd_plain   plain SGD fused with the gradient (no gradient array)
 
-and two parallel kernels for the sparse first layer, which split the work between threads::
+and parallel kernels for the sparse first layer, which split the work between threads::
 
     sparse_gather_forward_par      gather_sparse, then sparse_forward (blocks of batch rows)
+    sparse_forward_par             sparse_forward of a gathered (CSR) batch (blocks of rows)
     sparse_update_par              its SGD step: sparse_sgd_plain, or sparse_gradient and
                                    sgd_update_rows (blocks of rows of W)
 
 and :func:`train_chunk` runs whole minibatches with them — gather, forward,
-loss, backward, update — without returning to Python.
+loss, backward, update — without returning to Python. :func:`block_gradient`
+sums the loss and gradient of a block of rows for a full-batch objective
+(L-BFGS, :mod:`mlp.lbfgs`); blocks run on threads of their own.
 
 Arguments come in named bundles (NamedTuples, which Numba compiles as
 typed records): :class:`Model` (the codes of the activation, loss and
 output), :class:`SGDParams` (η, μ, λ, Nesterov), :class:`Params` (the
 network's and optimizer's arrays), :class:`Data` (the training set and its
-epoch order), :class:`Plan` (sparse or dense, threads, batch size),
+epoch order, or :class:`CSR` rows), :class:`Plan` (sparse or dense, threads, batch size),
 :class:`SparseBatch` (a gathered sparse batch). A new hyper-parameter is a
 new field of one of them.
 
@@ -1468,37 +1472,6 @@ def train_chunk(data, params, model, sgd, plan, start, stop, losses, sparse_batc
         _backward(work, wk, rows.shape[0], model, sgd, plan, _runtime_true(n))
     _copy_back(params, wk, plan.sparse, sgd.mu)
     return losses
-
-
-@_kernel()
-def loss_and_gradients(X, Y, weights, biases, model, sparse):
-    """Mean loss of the float batch (X, Y) and the gradients: (loss, [∂L/∂W], [∂L/∂b]).
-
-    Y holds 2-D targets; no weight decay here (the caller adds λW and the penalty).
-    """
-    nb = X.shape[0]
-    zero = X.dtype.type(0)
-    sgd = SGDParams(zero, zero, zero, nb < 0)
-    wk = _working_copies(Params(weights, biases, weights, biases), sparse, zero)
-    work = _workspace(wk.W0 if sparse else weights[0], wk.Wts, nb, sparse,
-                      sparse_buffers(nb, weights[0]))
-    rows = np.arange(nb)
-    data = Data(X, X.dtype.type(1), np.empty(0, np.int64), Y, rows,
-                CSR(np.empty(0, np.int32), np.empty(0, np.int32), np.empty(0, X.dtype)))
-    plan = Plan(sparse, _runtime_one(nb), nb)
-    _gather(data, rows, work, plan)
-    value = _forward(work, wk, data, rows, model, plan)
-    _backward(work, wk, nb, model, sgd, plan, not _runtime_true(nb))
-    gw, gb = [], []
-    for l in range(len(weights)):
-        n_in_l, n_out_l = weights[l].shape
-        if l == 0 and sparse:
-            gw.append(work.grads[0][:, :n_out_l].copy())
-        else:
-            gw.append(transpose_into(work.grads[l][:, :n_in_l],
-                                     np.empty((n_in_l, n_out_l), X.dtype)))
-        gb.append(work.gbs[l][:n_out_l].copy())
-    return value, gw, gb
 
 
 @_kernel(nogil=True)

@@ -314,22 +314,15 @@ class NumbaBackend:
         return threads if _other_load() < 0.5 else 1
 
     def loss_and_gradients(self, net, X, Y, weight_decay=0.0):
-        """Loss and gradients of one float batch.
-
-        In the form :meth:`Network.loss_and_gradients` returns them.
-        """
-        _contiguous_params(net)
-        X = np.ascontiguousarray(X, dtype=net.dtype)
-        Y = np.ascontiguousarray(Y, dtype=net.dtype)
+        """Loss and gradients of one float batch, as :meth:`Network.loss_and_gradients`
+        returns them: :meth:`full_batch_gradients` of (X, Y) plus the L2 penalty."""
+        X = np.asarray(X, dtype=net.dtype)
+        Y = np.asarray(Y, dtype=net.dtype)
         if Y.ndim != 2 or Y.shape != (X.shape[0], net.sizes[-1]):
             raise ValueError(f"Y must have shape ({X.shape[0]}, {net.sizes[-1]}), got {Y.shape}")
-        value, grads, gbs = K.loss_and_gradients(
-            _check_X(X, net), Y, tuple(net.weights), tuple(net.biases), model_of(net),
-            use_sparse(X))
-        nabla_w = [np.array(g) for g in grads]
-        nabla_b = [np.array(g) for g in gbs]
+        value, nabla_w, nabla_b = self.full_batch_gradients(net, X, Y)
         value, nabla_w = with_weight_decay(net.weights, value, nabla_w, weight_decay)
-        return value, nabla_w, nabla_b
+        return value, [np.array(g) for g in nabla_w], [np.array(g) for g in nabla_b]
 
     def full_batch_gradients(self, net, X, targets, sample_weight=None):
         """Loss and gradients over all rows of X, as :meth:`Network.loss_and_gradients` with
