@@ -20,6 +20,16 @@ import numpy as np
 ACCEPTED_FORMATS = ("csr", "csc", "coo")
 
 
+class SparseInputTags:
+    """Mixin of the estimators: scikit-learn's tag that they take sparse X (its
+    ``check_estimator`` then fits them on sparse matrices too)."""
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        return tags
+
+
 def issparse(X):
     """Whether X is a scipy.sparse matrix or array (never, while scipy.sparse is not loaded)."""
     sparse = sys.modules.get("scipy.sparse")

@@ -53,7 +53,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from .backends import BACKENDS, NumpyBackend
-from .csr import ACCEPTED_FORMATS, as_input
+from .csr import ACCEPTED_FORMATS, SparseInputTags, as_input
 from .estimator_training import SOLVERS, TrainingPolicy, stochastic_solver
 from .network import check_dtype
 
@@ -103,7 +103,7 @@ def _real(low, high=np.inf, low_open=False):
                       and f"a number {bounds}")
 
 
-class _BaseMLP(TrainingPolicy, BaseEstimator):
+class _BaseMLP(SparseInputTags, TrainingPolicy, BaseEstimator):
     """What the classifier and the regressor share: parameters, data, fit, prediction."""
 
     #: parameter → its check, in the order _check_params applies them (the subclasses put

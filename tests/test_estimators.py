@@ -51,10 +51,11 @@ def expected_failures(estimator):
     if estimator.dtype == "float32" and isinstance(estimator, MLPClassifier):
         # measured: the float32 classifiers' probabilities (some small) differ by 3e-7 … 5e-7
         # relative; the float32 regressors' predictions (near 1) by 2e-8, and pass
-        return {"check_sample_weight_equivalence_on_dense_data":
-                "compares weighted and repeated fits' predict_proba at rtol=1e-7, finer than "
-                "float32 resolution (eps 1.2e-7); the float64 instances pass it, and "
-                "test_integer_weights_equal_repeated_rows checks float32 at rtol 1e-5"}
+        why = ("compares weighted and repeated fits' predict_proba at rtol=1e-7, finer than "
+               "float32 resolution (eps 1.2e-7); the float64 instances pass it, and "
+               "test_integer_weights_equal_repeated_rows checks float32 at rtol 1e-5")
+        return {"check_sample_weight_equivalence_on_dense_data": why,
+                "check_sample_weight_equivalence_on_sparse_data": why}
     return {}
 
 
