@@ -9,8 +9,8 @@ interleaved), iterations, final loss and train/test accuracy (80/20 split).
 
 ``sparse``: 1% dense CSR input, 10,000 features, 5 classes, rows like bags of words (a
 class shows in a few words of its own vocabulary, :func:`sparse_set`); 100 relu hidden
-units, solver="sgd" (η 0.05, momentum 0.9, batch 200, no penalty, --epochs epochs, no
-early stop) for all; mlp on the CSR matrix (Numba and NumPy
+units, solver="sgd" (η 0.05, --momentum 0.9 (Nesterov), batch 200, no penalty, --epochs
+epochs, no early stop) for all; mlp on the CSR matrix (Numba and NumPy
 backends), mlp on the same rows densified (float32, Numba), scikit-learn on the CSR matrix.
 Seconds per fit and test accuracy.
 
@@ -74,10 +74,10 @@ def fit_lbfgs(who, X, y, max_iter):
                              backend=who.split("-")[1], **common)
 
 
-def fit_sparse(who, epochs):
+def fit_sparse(who, epochs, momentum):
     from sklearn.neural_network import MLPClassifier as SkClassifier
     common = dict(hidden_layer_sizes=(100,), activation="relu", solver="sgd",
-                  learning_rate_init=0.05, momentum=0.9, batch_size=200, alpha=0.0,
+                  learning_rate_init=0.05, momentum=momentum, batch_size=200, alpha=0.0,
                   max_iter=epochs, tol=0.0, n_iter_no_change=10**6, random_state=0)
     if who == "sklearn":
         return SkClassifier(**common)
@@ -124,10 +124,12 @@ def bench_sparse(args):
     X, y = sparse_set(n=args.samples)
     X_tr, y_tr, X_te, y_te = split(X, y)
     dense = X_tr.toarray()
-    makers = {"mlp-numba CSR": (lambda: fit_sparse("mlp-numba", args.epochs), X_tr, y_tr),
-              "mlp-numpy CSR": (lambda: fit_sparse("mlp-numpy", args.epochs), X_tr, y_tr),
-              "mlp-numba dense": (lambda: fit_sparse("mlp-numba", args.epochs), dense, y_tr),
-              "sklearn CSR": (lambda: fit_sparse("sklearn", args.epochs), X_tr, y_tr)}
+    def maker(who):
+        return lambda: fit_sparse(who, args.epochs, args.momentum)
+    makers = {"mlp-numba CSR": (maker("mlp-numba"), X_tr, y_tr),
+              "mlp-numpy CSR": (maker("mlp-numpy"), X_tr, y_tr),
+              "mlp-numba dense": (maker("mlp-numba"), dense, y_tr),
+              "sklearn CSR": (maker("sklearn"), X_tr, y_tr)}
     for name in ("mlp-numba CSR", "mlp-numba dense"):                     # compile first
         make, Xc, yc = makers[name]
         est = make().set_params(max_iter=1)
@@ -154,6 +156,7 @@ def main(argv=None):
                         help="of X and the L-BFGS fits")
     parser.add_argument("--epochs", type=int, default=5, help="SGD epochs of the sparse part")
     parser.add_argument("--samples", type=int, default=20000, help="rows of the sparse set")
+    parser.add_argument("--momentum", type=float, default=0.9, help="of the sparse part's SGD")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     threads = set_threads(args.threads)
