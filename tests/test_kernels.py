@@ -338,6 +338,23 @@ def test_sigmoid_is_accurate_to_a_few_ulps_everywhere(dtype, ulps):
     assert np.isnan(nan[0]) and nan[1] == 1 and 0 <= nan[2] < 1e-37
 
 
+@pytest.mark.parametrize("dtype, ulps", [(np.float32, 3), (np.float64, 3)])
+def test_tanh_is_accurate_to_a_few_ulps_of_one_everywhere(dtype, ulps):
+    """tanh through e^{2|x|} (kernels._tanh): absolute error a few ulps of 1 (relative
+    error grows near 0, where tanh x ≈ x is small), odd, ±1 far out, NaN kept."""
+    z = np.concatenate([np.linspace(-30, 30, 20001), [0.0, -0.0, 1e-30, 400.0, -400.0]])
+    z = z.astype(dtype)
+    got = K.bias_activation(z[None, :].copy(), np.zeros(len(z), dtype), K.TANH)[0]
+    exact = np.tanh(z.astype(np.longdouble))
+    assert np.max(np.abs(got - exact)) <= ulps * np.finfo(dtype).eps
+    np.testing.assert_array_equal(got[z > 0], -K.bias_activation(
+        -z[None, z > 0].copy(), np.zeros((z > 0).sum(), dtype), K.TANH)[0])
+    assert got[-2] == 1 and got[-1] == -1
+    nan = K.bias_activation(np.array([[np.nan, np.inf, -np.inf]], dtype), np.zeros(3, dtype),
+                            K.TANH)[0]
+    assert np.isnan(nan[0]) and nan[1] == 1 and nan[2] == -1
+
+
 def layer_batch(shape, dtype):
     """(rng, a, d) for a dense layer's test: inputs a (n, n_in) and output errors d (n, n_out)."""
     n, n_in, n_out, seed = shape
