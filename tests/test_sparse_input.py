@@ -71,6 +71,10 @@ def test_csr_with_sample_weight_early_stopping_input_dropout_and_partial_fit(bac
         dense = MLPClassifier(**params).fit(X.toarray(), y, sample_weight=w)
         csr = MLPClassifier(**params).fit(X, y, sample_weight=w)
         assert_same_model(csr, dense)
+    params = dict(hidden_layer_sizes=(8,), max_iter=5, random_state=0, backend=backend,
+                  dtype="float64", input_dropout=0.2)        # masked rows on the chosen backend
+    assert_same_model(MLPClassifier(**params).fit(X, y), MLPClassifier(**params).fit(
+        X.toarray(), y))
     dense, csr = (MLPClassifier((8,), backend=backend, dtype="float64", random_state=0)
                   for _ in range(2))
     for lo in (0, 100, 200):
