@@ -19,7 +19,8 @@ The pieces, one module each:
 * :mod:`mlp.gradcheck` — analytic gradients against finite differences
 * :mod:`mlp.demos` — the programs of the tutorial mlp grew from
 * :mod:`mlp.estimators` — scikit-learn's MLPClassifier/MLPRegressor interface
-  (:mod:`mlp.estimator_training`: their training policy)
+  (:mod:`mlp.estimator_training`: their training policy; :mod:`mlp.lbfgs`:
+  solver="lbfgs"; :mod:`mlp.csr`: scipy.sparse input)
 """
 
 from .errors import DataError, DivergenceError, MLPError, ModelFileError
