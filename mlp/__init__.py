@@ -20,7 +20,7 @@ The pieces, one module each:
 * :mod:`mlp.demos` — the programs of the tutorial mlp grew from
 * :mod:`mlp.estimators` — scikit-learn's MLPClassifier/MLPRegressor interface
   (:mod:`mlp.estimator_targets`: their targets; :mod:`mlp.estimator_training`: their
-  training policy)
+  training policy; :mod:`mlp.lbfgs`: solver="lbfgs"; :mod:`mlp.csr`: scipy.sparse input)
 """
 
 from .errors import DataError, DivergenceError, MLPError, ModelFileError

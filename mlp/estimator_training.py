@@ -36,6 +36,11 @@ runs on the chosen backend (the masked inputs are handed to it). If
 ``mlp.numba_backend`` cannot be imported, ``backend="numba"`` falls back to
 NumPy with a warning; both compute the same arithmetic.
 
+``solver="lbfgs"`` trains by :mod:`mlp.lbfgs` instead of epochs
+(:meth:`~TrainingPolicy._train_lbfgs`): no minibatches, so no learning
+rates, stopping rules or early stopping, and no dropout; sample weights run
+on the chosen backend.
+
 Each epoch's sample order is drawn from ``random_state`` (as in
 :func:`mlp.trainer.epoch_order`), so the same ``random_state`` (an int) gives
 the same ``coefs_`` on the same backend and thread count.
@@ -53,7 +58,9 @@ from sklearn.utils import check_random_state
 
 from .backends import BACKENDS, NumpyBackend, get_backend
 from .batches import batch_inputs, batch_rows, run_batches
+from .csr import issparse
 from .errors import DivergenceError
+from .lbfgs import Objective, minimize
 from .network import Network, l2_penalty
 from .optimizers import SGD
 from .trainer import Trainer
@@ -62,6 +69,19 @@ from .trainer import Trainer
 #: scikit-learn's SGD optimizer does
 ADAPTIVE_DIVISOR = 5.0
 ADAPTIVE_MIN_LR = 1e-6
+#: the values of the estimators' ``solver``
+SOLVERS = ("sgd", "lbfgs")
+#: what an L-BFGS fit does not record (scikit-learn's lbfgs has none of them either)
+STOCHASTIC_RECORD = ("loss_curve_", "best_loss_", "validation_scores_", "best_validation_score_")
+
+
+def stochastic_solver(est):
+    """True for a minibatch solver, else an AttributeError: scikit-learn's rule for
+    ``partial_fit`` (``hasattr(MLPClassifier(solver="lbfgs"), "partial_fit")`` is False)."""
+    if est.solver == "lbfgs":
+        raise AttributeError("partial_fit is only available for stochastic optimizers; "
+                             f"{est.solver!r} is not stochastic")
+    return True
 
 
 class FitBackend:
@@ -99,7 +119,9 @@ class FitBackend:
         if self.input_dropout:
             rows = order[start * batch_size:stop * batch_size]
             mask = net.dropout_masks(len(rows), self.dropout_rates, self.rng)[0]
-            X_masked = batch_inputs(X, rows, scale, net.dtype) * mask
+            X_rows = batch_inputs(X, rows, scale, net.dtype)
+            X_masked = (X_rows.multiply(mask).tocsr() if issparse(X_rows)    # (* is @ there)
+                        else X_rows * mask)
             return self.backend.train_batches(net, opt, X_masked, targets[rows],
                                               np.arange(len(rows)), 0, stop - start,
                                               batch_size)
@@ -203,6 +225,10 @@ class TrainingPolicy:
 
     def _train(self, X, targets, y, sample_weight, incremental):
         """Run the epochs of one call to fit or partial_fit."""
+        if self.solver == "lbfgs":
+            return self._train_lbfgs(X, targets, sample_weight)
+        if not hasattr(self, "loss_curve_"):      # a warm start after solver="lbfgs"
+            self._start_training_record()
         if self.early_stopping and incremental:
             raise ValueError("partial_fit does not support early_stopping=True; "
                              "use fit, or hold out your own validation data")
@@ -236,6 +262,36 @@ class TrainingPolicy:
                 "The weights are those before the failing batches.") from e
         self._restore_best_weights(run)
         self._warn_if_not_converged(run, incremental)
+
+    def _train_lbfgs(self, X, targets, sample_weight):
+        """One call to fit with solver="lbfgs": L-BFGS-B from the current weights (mlp.lbfgs).
+
+        As scikit-learn's: ``n_iter_`` (iterations, at most max_iter) and
+        ``loss_`` (J at the solution) are recorded, the epoch record is not
+        (:data:`STOCHASTIC_RECORD`), early stopping is not used, and a
+        ConvergenceWarning says when max_iter or max_fun stopped it.
+        """
+        if self._dropout_rates(len(self._net.sizes) - 2) is not None:
+            raise ValueError("dropout and input_dropout need solver='sgd': L-BFGS minimises "
+                             "one fixed objective, which random masks would change")
+        for name in STOCHASTIC_RECORD:
+            self.__dict__.pop(name, None)
+        objective = Objective(self._net, resolve_backend(self.backend), X, targets,
+                              normalized_weights(sample_weight, self._net.dtype), self.alpha)
+        result = minimize(objective, self.max_iter, self.max_fun, self.tol,
+                          lambda i, loss: self._report("Iteration {}, loss = {:.8f}", i, loss))
+        self.n_iter_ = min(int(result.nit), self.max_iter)
+        self.loss_ = float(result.fun)
+        if not all(np.all(np.isfinite(p)) for p in self._net.params()):
+            raise DivergenceError(f"{type(self).__name__} with solver='lbfgs' produced "
+                                  "non-finite weights: scale the features (e.g. with sklearn."
+                                  "preprocessing.StandardScaler)")
+        if result.status != 0:
+            limit = (f" Increase max_iter (now {self.max_iter}) or max_fun (now "
+                     f"{self.max_fun})." if result.status == 1 else "")
+            warnings.warn(f"lbfgs failed to converge after {self.n_iter_} iteration(s) "
+                          f"(status={result.status}): {result.message}.{limit} Scaling the "
+                          "features may help too.", ConvergenceWarning, stacklevel=5)
 
     def _batch_size(self, n):
         """Rows per minibatch: "auto" is min(200, n); more than n rows is n, with a warning."""

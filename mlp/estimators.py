@@ -47,17 +47,18 @@ import numbers
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.metrics import accuracy_score, r2_score
+from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from .backends import BACKENDS, NumpyBackend
+from .csr import ACCEPTED_FORMATS, SparseInputTags, as_input
 from .estimator_targets import (
     CLASSIFIER_LOSSES,
     REGRESSOR_LOSSES,
     ClassifierTargets,
     RegressorTargets,
-    writeable,
 )
-from .estimator_training import TrainingPolicy
+from .estimator_training import SOLVERS, TrainingPolicy, stochastic_solver
 from .network import check_dtype
 
 #: scikit-learn's activation names → mlp's (mlp's own names are accepted too)
@@ -106,7 +107,7 @@ def _real(low, high=np.inf, low_open=False):
                       and f"a number {bounds}")
 
 
-class _BaseMLP(TrainingPolicy, BaseEstimator):
+class _BaseMLP(SparseInputTags, TrainingPolicy, BaseEstimator):
     """What the classifier and the regressor share: parameters, data, fit, prediction."""
 
     #: parameter → its check, in the order _check_params applies them (the subclasses put
@@ -115,13 +116,14 @@ class _BaseMLP(TrainingPolicy, BaseEstimator):
         "hidden_layer_sizes": lambda v: _hidden_sizes(v) is None and (
             "an int or a sequence of ints >= 1"),
         "activation": _one_of(ACTIVATION_NAMES),
-        "solver": _one_of(("sgd",), "'sgd' (mlp trains by minibatch SGD with momentum)"),
+        "solver": _one_of(SOLVERS),
         "alpha": _real(0),
         "batch_size": lambda v: v != "auto" and _integer(1)(v),
         "learning_rate": _one_of(LEARNING_RATES),
         "learning_rate_init": _real(0, low_open=True),
         "power_t": _real(0),
         "max_iter": _integer(1),
+        "max_fun": _integer(1),
         "tol": _real(0),
         "momentum": _real(0, 1),
         "validation_fraction": _real(0, 1, low_open=True),
@@ -175,7 +177,7 @@ class _BaseMLP(TrainingPolicy, BaseEstimator):
         self._check_params()
         first = not hasattr(self, "_net") or not (self.warm_start or incremental)
         X, y = validate_data(self, X, y, reset=first, dtype=(np.float64, np.float32),
-                             **self._y_check_params())
+                             accept_sparse=ACCEPTED_FORMATS, **self._y_check_params())
         y = self._target_array(y)
         n = X.shape[0]
         sample_weight = self._check_sample_weight(sample_weight, n)
@@ -185,7 +187,7 @@ class _BaseMLP(TrainingPolicy, BaseEstimator):
                  else X.dtype if first else self._net.dtype)
         targets, sample_weight = self._encode_targets(y, sample_weight, first, incremental,
                                                       classes, dtype)
-        X = writeable(np.ascontiguousarray(X, dtype=dtype))
+        X = as_input(X, dtype)          # scipy.sparse X: canonical CSR (mlp.csr)
         hidden = _hidden_sizes(self.hidden_layer_sizes)
         if first:
             self._initialize([X.shape[1], *hidden, self._n_network_outputs()], dtype,
@@ -211,9 +213,10 @@ class _BaseMLP(TrainingPolicy, BaseEstimator):
         regressor predicts.
         """
         check_is_fitted(self, "coefs_")
-        X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
-        net = self._net.astype(np.float64)
-        out = NumpyBackend().predict_output(net, np.ascontiguousarray(X, dtype=np.float64))
+        X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32),
+                          accept_sparse=ACCEPTED_FORMATS)
+        out = NumpyBackend().predict_output(self._net.astype(np.float64),
+                                            as_input(X, np.float64))
         return out.astype(np.result_type(X.dtype, self._net.dtype)) if like_X else out
 
 
@@ -241,8 +244,8 @@ class MLPClassifier(ClassifierMixin, ClassifierTargets, _BaseMLP):
         With "mse" and multi-class "bce", ``predict_proba`` divides the
         sigmoid outputs by their sum (they are scores, not calibrated
         probabilities).
-    solver : "sgd"
-        The only solver: minibatch SGD (accepted so scikit-learn code runs).
+    solver : {"sgd", "lbfgs"}, default="sgd"
+        Minibatch SGD, or L-BFGS-B on the whole set (:mod:`mlp.lbfgs`; no partial_fit).
     alpha : float, default=1e-4
         L2 penalty: the objective is the batch-mean loss + (alpha/2) Σ‖W‖².
         scikit-learn's ``alpha=a`` with batch size b is ``alpha=a/b`` here;
@@ -260,7 +263,9 @@ class MLPClassifier(ClassifierMixin, ClassifierTargets, _BaseMLP):
     power_t : float, default=0.5
         Exponent of "invscaling".
     max_iter : int, default=200
-        Maximum epochs per call to ``fit``.
+        Maximum epochs (L-BFGS: iterations) per call to ``fit``.
+    max_fun : int, default=15000
+        "lbfgs" only: maximum evaluations of the objective per call to ``fit``.
     shuffle : bool, default=True
         Shuffle the samples every epoch (else they are visited in order).
     random_state : int, RandomState or None
@@ -320,7 +325,7 @@ class MLPClassifier(ClassifierMixin, ClassifierTargets, _BaseMLP):
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  n_iter_no_change=10, class_weight=None, dropout=0.0, input_dropout=0.0,
-                 backend="numba", dtype=None):
+                 backend="numba", dtype=None, max_fun=15000):
         _store_params(self, locals())
 
     _PARAMETER_CHECKS = {
@@ -332,6 +337,7 @@ class MLPClassifier(ClassifierMixin, ClassifierTargets, _BaseMLP):
     def _y_check_params(self):
         return {"multi_output": True}
 
+    @available_if(stochastic_solver)
     def partial_fit(self, X, y, classes=None, sample_weight=None):
         """One epoch over (X, y), continuing from the current weights.
 
@@ -383,7 +389,7 @@ class MLPRegressor(RegressorMixin, RegressorTargets, _BaseMLP):
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  n_iter_no_change=10, dropout=0.0, input_dropout=0.0, backend="numba",
-                 dtype=None):
+                 dtype=None, max_fun=15000):
         _store_params(self, locals())
 
     _PARAMETER_CHECKS = {"loss": _one_of(REGRESSOR_LOSSES,
@@ -393,6 +399,7 @@ class MLPRegressor(RegressorMixin, RegressorTargets, _BaseMLP):
     def _y_check_params(self):
         return {"multi_output": True, "y_numeric": True}
 
+    @available_if(stochastic_solver)
     def partial_fit(self, X, y, sample_weight=None):
         """One epoch over (X, y), continuing from the current weights. Returns self."""
         return self._fit(X, y, sample_weight, incremental=True)

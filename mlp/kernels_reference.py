@@ -11,6 +11,7 @@ kernels write into ``out`` arrays.
 """
 
 import numpy as np
+import scipy.sparse as sp
 
 from .activations import ACTIVATIONS, DERIVATIVES
 from .batches import batch_inputs, batch_rows, batch_targets, run_batches
@@ -62,6 +63,17 @@ def gather_sparse(X, rows, scale, dtype):
     return SparseBatch(nnz, cols, vals)
 
 
+def csr_matrix_of(data, n_in):
+    """The scipy.sparse CSR matrix of a :class:`~mlp.kernels.Data`'s ``csr`` bundle."""
+    indptr, indices, values = data.csr
+    return sp.csr_matrix((values, indices, indptr), shape=(len(indptr) - 1, n_in))
+
+
+def gather_csr(X, rows):
+    """Twin of :func:`mlp.kernels.gather_csr`: rows ``rows`` of the scipy.sparse X, dense."""
+    return X[rows].toarray()
+
+
 def gather_targets(labels, T, rows, n_out, dtype):
     """Twin of :func:`mlp.kernels.gather_targets`: the reference's ``batch_targets``."""
     return batch_targets(labels if len(labels) else T, rows, n_out, np.dtype(dtype))
@@ -80,6 +92,11 @@ def dense_forward(a, W, b, kind):
 def sparse_forward(batch, W, b, kind):
     """Twin of :func:`mlp.kernels.sparse_forward`: densify, then f(x · W + b)."""
     return dense_forward(densify(batch, W.shape[0]), W, b, kind)
+
+
+def sparse_forward_par(batch, W, b, kind):
+    """Twin of :func:`mlp.kernels.sparse_forward_par`: the serial kernel's twin."""
+    return sparse_forward(batch, W, b, kind)
 
 
 def output_delta(z, Y, model):
@@ -171,6 +188,26 @@ def train_chunk(data, params, model, sgd, plan, start, stop, losses):
     losses[:] = run_batches(net, opt, data.X, targets,
                             batch_rows(data.order, start, stop, plan.batch_size), data.scale)
     return losses
+
+
+def block_gradient(data, weights, biases, model, sample_weight, lo, hi):
+    """Twin of :func:`mlp.kernels.block_gradient`: (Σ wᵢ lᵢ, flat gradient) of rows
+    order[lo:hi], from :meth:`Network.loss_and_gradients` with sample weights.
+
+    The reference returns (1/m) Σ wᵢ lᵢ over its m rows and that mean's
+    gradient; the kernel's share of the n-row mean is m/n of it.
+    """
+    net = network_of(weights, biases, model)
+    rows = data.order[lo:hi]
+    X = csr_matrix_of(data, net.sizes[0]) if len(data.csr.indptr) else data.X
+    xb = batch_inputs(X, rows, data.scale, net.dtype)
+    yb = batch_targets(data.labels if len(data.labels) else data.T, rows, net.sizes[-1],
+                       net.dtype)
+    w = sample_weight[rows] if len(sample_weight) else np.ones(len(rows), net.dtype)
+    loss, nabla_w, nabla_b = net.loss_and_gradients(xb, yb, sample_weight=w)
+    share = len(rows) / len(data.order)
+    flat = np.concatenate([g.ravel() for g in nabla_w + nabla_b])
+    return loss * len(rows), flat * share
 
 
 def predict(X, scale, weights, biases, model):

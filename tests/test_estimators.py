@@ -52,10 +52,11 @@ def expected_failures(estimator):
     if estimator.dtype == "float32" and isinstance(estimator, MLPClassifier):
         # measured: the float32 classifiers' probabilities (some small) differ by 3e-7 … 5e-7
         # relative; the float32 regressors' predictions (near 1) by 2e-8, and pass
-        return {"check_sample_weight_equivalence_on_dense_data":
-                "compares weighted and repeated fits' predict_proba at rtol=1e-7, finer than "
-                "float32 resolution (eps 1.2e-7); the float64 instances pass it, and "
-                "test_integer_weights_equal_repeated_rows checks float32 at rtol 1e-5"}
+        why = ("compares weighted and repeated fits' predict_proba at rtol=1e-7, finer than "
+               "float32 resolution (eps 1.2e-7); the float64 instances pass it, and "
+               "test_integer_weights_equal_repeated_rows checks float32 at rtol 1e-5")
+        return {"check_sample_weight_equivalence_on_dense_data": why,
+                "check_sample_weight_equivalence_on_sparse_data": why}
     return {}
 
 
@@ -249,7 +250,7 @@ def test_regressor_one_and_several_outputs():
 @pytest.mark.parametrize("param,value,match", [
     ("hidden_layer_sizes", (10, 0), "hidden_layer_sizes"),
     ("activation", "softplus", "activation"),
-    ("solver", "adam", "solver"),
+    ("solver", "newton", "solver"),
     ("alpha", -1.0, "alpha"),
     ("batch_size", 0, "batch_size"),
     ("learning_rate", "cosine", "learning_rate"),
@@ -476,8 +477,7 @@ def test_invscaling_rate_is_the_closed_form_after_every_epoch():
     ({"max_iter": True}, "max_iter must be an integer >= 1, got True"),
     ({"hidden_layer_sizes": (3, 0)},
      "hidden_layer_sizes must be an int or a sequence of ints >= 1, got (3, 0)"),
-    ({"solver": "adam"},
-     "solver must be 'sgd' (mlp trains by minibatch SGD with momentum), got 'adam'"),
+    ({"solver": "newton"}, "solver must be one of sgd, lbfgs, got 'newton'"),
     ({"alpha": -1.0, "loss": "hinge"}, "loss must be one of ce, log_loss, mse, bce, got 'hinge'"),
     ({"alpha": -1.0, "activation": "elu"}, "activation must be one of logistic, sigmoid, tanh, "
                                            "relu, identity, got 'elu'"),

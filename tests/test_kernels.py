@@ -11,6 +11,7 @@ in both dtypes: float32 is the default, and the one with kernel-only code
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -93,6 +94,25 @@ def test_gather_sparse(shape, xdtype, density, dtype):
     for s in range(n):
         np.testing.assert_array_equal(cols[s, :nnz[s]], ref_cols[s, :nnz[s]])
         np.testing.assert_array_equal(vals[s, :nnz[s]], ref_vals[s, :nnz[s]])
+
+
+@SETTINGS
+@given(shapes, st.floats(0.0, 1.0), st.sampled_from(DTYPES))
+def test_gather_csr(shape, density, dtype):
+    n, n_in, _, seed = shape
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((30, n_in)).astype(dtype)
+    X[rng.random(X.shape) > density] = 0
+    Xs = sp.csr_matrix(X)
+    rows = rng.integers(0, 30, n)
+    width = max(1, int(np.diff(Xs.indptr).max()))
+    batch = K.SparseBatch(np.full(n, -1, np.int64), np.empty((n, width), np.int32),
+                          np.empty((n, width), dtype))
+    total = K.gather_csr(K.CSR(Xs.indptr, Xs.indices, Xs.data), rows, batch)
+    assert total == np.count_nonzero(X[rows])
+    np.testing.assert_array_equal(R.densify(batch, n_in), R.gather_csr(Xs, rows))
+    for s in range(n):                              # columns increase along each row
+        assert np.all(np.diff(batch.cols[s, :batch.nnz[s]]) > 0)
 
 
 @pytest.mark.parametrize("compact, dtype", [("words", np.float32), ("words", np.float64),
@@ -204,6 +224,21 @@ def test_sparse_gather_forward_par_is_the_serial_pair_bit_for_bit(shape, xdtype,
     close(parallel, R.dense_forward(x, W, b, kind), dtype)
 
 
+@SETTINGS
+@given(shapes, st.sampled_from(KINDS), st.sampled_from(DTYPES))
+def test_sparse_forward_par_is_the_serial_kernel_bit_for_bit(shape, kind, dtype):
+    n, n_in, n_out, seed = shape
+    rng = np.random.default_rng(seed)
+    X, nnz, cols, vals = sparse_batch(rng, 40 + n, n_in, dtype)
+    batch = K.SparseBatch(nnz, cols, vals)
+    W = rng.standard_normal((n_in, n_out)).astype(dtype)
+    b = rng.standard_normal(n_out).astype(dtype)
+    serial = K.sparse_forward(batch, W, b, kind, np.empty((len(nnz), n_out), dtype))
+    parallel = K.sparse_forward_par(batch, W, b, kind, np.empty((len(nnz), n_out), dtype))
+    np.testing.assert_array_equal(parallel, serial)
+    close(parallel, R.sparse_forward_par(batch, W, b, kind), dtype)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n, n_in, n_out", [(3, 7, 5), (1, 1, 1), (64, 300, 120)])   # last: BLAS
 @pytest.mark.parametrize("kind", KINDS)
@@ -305,6 +340,23 @@ def test_sigmoid_is_accurate_to_a_few_ulps_everywhere(dtype, ulps):
     nan = K.bias_activation(np.array([[np.nan, np.inf, -np.inf]], dtype), np.zeros(3, dtype),
                             K.SIGMOID)[0]
     assert np.isnan(nan[0]) and nan[1] == 1 and 0 <= nan[2] < 1e-37
+
+
+@pytest.mark.parametrize("dtype, ulps", [(np.float32, 3), (np.float64, 3)])
+def test_tanh_is_accurate_to_a_few_ulps_of_one_everywhere(dtype, ulps):
+    """tanh through e^{2|x|} (kernels._tanh): absolute error a few ulps of 1 (relative
+    error grows near 0, where tanh x ≈ x is small), odd, ±1 far out, NaN kept."""
+    z = np.concatenate([np.linspace(-30, 30, 20001), [0.0, -0.0, 1e-30, 400.0, -400.0]])
+    z = z.astype(dtype)
+    got = K.bias_activation(z[None, :].copy(), np.zeros(len(z), dtype), K.TANH)[0]
+    exact = np.tanh(z.astype(np.longdouble))
+    assert np.max(np.abs(got - exact)) <= ulps * np.finfo(dtype).eps
+    np.testing.assert_array_equal(got[z > 0], -K.bias_activation(
+        -z[None, z > 0].copy(), np.zeros((z > 0).sum(), dtype), K.TANH)[0])
+    assert got[-2] == 1 and got[-1] == -1
+    nan = K.bias_activation(np.array([[np.nan, np.inf, -np.inf]], dtype), np.zeros(3, dtype),
+                            K.TANH)[0]
+    assert np.isnan(nan[0]) and nan[1] == 1 and nan[2] == -1
 
 
 def layer_batch(shape, dtype):
@@ -526,7 +578,7 @@ def test_train_chunk_against_its_twin(act, loss, out_kind, sparse, threads, dtyp
     order = rng.permutation(50)
     model = K.Model(K.ACTIVATION_CODES[act], loss, out_kind)
     sgd = K.sgd_params(dtype, 0.1, 0.9, 0.01, True)
-    data = K.Data(X, dtype(1 / 255), labels, T, order)
+    data = K.Data(X, dtype(1 / 255), labels, T, order, K.no_csr(dtype))
     plan = K.Plan(sparse, threads, 8)
     copies = [tuple(a.copy() for a in group) for group in (weights, biases, vw, vb)]
     losses_ref = R.train_chunk(data, K.Params(*copies), model, sgd, plan, 1, 7, np.empty(6))
@@ -550,3 +602,40 @@ def test_predict_against_its_twin(act, loss, out_kind, dtype):
     model = K.Model(K.ACTIVATION_CODES[act], loss, out_kind)
     out = K.predict(X, dtype(1 / 255), weights, biases, model, np.empty((2100, 3), dtype))
     close(out, R.predict(X, dtype(1 / 255), weights, biases, model), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("act, loss, out_kind", CONFIGS)
+@pytest.mark.parametrize("layout", ["dense", "sparse", "csr"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_block_gradient_against_its_twin(act, loss, out_kind, layout, weighted, dtype):
+    """Two blocks of rows (one spanning several sub-batches, the last one short), each
+    against the reference on its rows; CSR rows against the same rows dense."""
+    rng = np.random.default_rng(3)
+    sizes, n = [20, 9, 7, 4], 45
+    X = rng.standard_normal((n, 20)).astype(dtype)
+    X[rng.random(X.shape) < (0.8 if layout != "dense" else 0.0)] = 0
+    weights = tuple((rng.standard_normal((a, b)) / np.sqrt(a)).astype(dtype)
+                    for a, b in zip(sizes[:-1], sizes[1:]))
+    biases = tuple((0.1 * rng.standard_normal(b)).astype(dtype) for b in sizes[1:])
+    if loss == K.CE:
+        labels, T = rng.integers(0, 4, n), np.empty((0, 4), dtype)
+    else:
+        labels, T = np.empty(0, np.int64), rng.random((n, 4)).astype(dtype)
+    sw = rng.random(n).astype(dtype) * 2 if weighted else np.empty(0, dtype)
+    order = rng.permutation(n)
+    if layout == "csr":
+        Xs = sp.csr_matrix(X)
+        data = K.Data(np.empty((0, 20), dtype), dtype(1), labels, T, order,
+                      K.CSR(Xs.indptr, Xs.indices, Xs.data))
+    else:
+        data = K.Data(X, dtype(1), labels, T, order, K.no_csr(dtype))
+    model = K.Model(K.ACTIVATION_CODES[act], loss, out_kind)
+    n_params = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+    for lo, hi in [(0, 31), (31, n)]:
+        g = np.full(n_params, np.nan, dtype)
+        total = K.block_gradient(data, weights, biases, model, sw,
+                                 K.Plan(layout != "dense", 1, 8), lo, hi, g)
+        ref_total, ref_g = R.block_gradient(data, weights, biases, model, sw, lo, hi)
+        assert total == pytest.approx(ref_total, rel=TOL[dtype] * 10)
+        close(g, ref_g, dtype)

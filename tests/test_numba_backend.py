@@ -78,13 +78,18 @@ def test_sparse_and_dense_paths_agree():
     X[rng.random(X.shape) < 0.9] = 0
     Y = one_hot(rng.integers(0, 3, 9), 3, np.float64)
     assert nb.use_sparse(X) and not nb.use_sparse(X + 1)
-    sparse = NUMBA.loss_and_gradients(net, X, Y)
     K = nb.K
-    dense = K.loss_and_gradients(X, Y, tuple(net.weights), tuple(net.biases),
-                                 K.Model(K.TANH, K.CE, K.SOFTMAX), False)
-    assert sparse[0] == pytest.approx(dense[0], rel=1e-13)
-    for got, ref in zip(sparse[1] + sparse[2], list(dense[1]) + list(dense[2])):
-        assert_close(got, ref, "float64")
+    data = K.Data(X, 1.0, np.empty(0, np.int64), Y, np.arange(9), K.no_csr(np.float64))
+    sparse, dense = (np.empty(net.n_parameters) for _ in range(2))
+    args = (data, tuple(net.weights), tuple(net.biases), K.Model(K.TANH, K.CE, K.SOFTMAX),
+            np.empty(0))
+    loss_sparse = K.block_gradient(*args, K.Plan(True, 1, 4), 0, 9, sparse)
+    loss_dense = K.block_gradient(*args, K.Plan(False, 1, 4), 0, 9, dense)
+    assert loss_sparse == pytest.approx(loss_dense, rel=1e-13)
+    assert_close(sparse, dense, "float64")
+    value, gw, gb = NUMBA.loss_and_gradients(net, X, Y)
+    assert value == pytest.approx(loss_sparse / 9, rel=1e-13)
+    assert_close(np.concatenate([g.ravel() for g in gw + gb]), sparse, "float64")
 
 
 # ------------------------------------------------------- several steps
