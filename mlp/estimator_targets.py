@@ -95,9 +95,10 @@ class ClassifierTargets:
                              f"first call to partial_fit, {self.classes_.tolist()}")
         elif self.warm_start and not incremental and not np.array_equal(
                 np.unique(y), self.classes_):
-            raise ValueError("warm_start can only be used where y has the same classes as in "
-                             f"the previous call to fit: {self.classes_.tolist()}, got "
-                             f"{np.unique(y).tolist()}")
+            # scikit-learn's words, which code written for it may match
+            raise ValueError("warm_start can only be used where `y` has the same classes as in "
+                             f"the previous call to fit. Previously got {self.classes_}, `y` "
+                             f"has {np.unique(y)}; set warm_start=False to start over")
         unknown = ~np.isin(y, self.classes_)
         if unknown.any():
             raise ValueError(f"y contains labels not in classes_ {self.classes_.tolist()}: "

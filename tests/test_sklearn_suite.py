@@ -53,7 +53,6 @@ _suite = _load_suite()
 globals().update({name: value for name, value in vars(_suite).items()
                   if name.startswith("test_")})
 
-LBFGS = "solver='lbfgs' is not implemented yet (branch lbfgs)"
 ADAM = "solver='adam' is not implemented yet (branch adam)"
 PRIVATE = "sets or reads private attributes of scikit-learn's implementation"
 
@@ -64,20 +63,6 @@ EXPECTED_FAILURES = {
                      "finite differences by tests/test_gradcheck.py",
     "test_learning_rate_warmstart": f"{PRIVATE} (_optimizer.learning_rate; mlp's is .lr)",
     "test_adaptive_learning_rate": f"{PRIVATE} (_optimizer.learning_rate; mlp's is .lr)",
-    "test_lbfgs_classification": LBFGS,
-    "test_lbfgs_regression": LBFGS,
-    "test_lbfgs_classification_maxfun": LBFGS,
-    "test_lbfgs_regression_maxfun": LBFGS,
-    "test_multilabel_classification": f"{LBFGS} (its sgd part: test_sklearn_features.py)",
-    "test_predict_proba_multilabel": f"{LBFGS} (multilabel itself: test_sklearn_features.py)",
-    "test_multioutput_regression": LBFGS,
-    "test_partial_fit_errors": f"{LBFGS}: partial_fit must vanish with solver='lbfgs'",
-    "test_sparse_matrices": f"{LBFGS}, and sparse X (branch lbfgs)",
-    "test_warm_start": LBFGS,
-    "test_mlp_warm_start_no_convergence[lbfgs-MLPClassifier]": LBFGS,
-    "test_mlp_warm_start_no_convergence[lbfgs-MLPRegressor]": LBFGS,
-    "test_mlp_vs_poisson_glm_equivalent": f"{LBFGS} (Poisson with sgd against the GLM: "
-                                          "test_sklearn_features.py)",
     "test_mlp_warm_start_no_convergence[adam-MLPClassifier]": ADAM,
     "test_mlp_warm_start_no_convergence[adam-MLPRegressor]": ADAM,
     "test_mlp_sample_weight_with_early_stopping": f"{ADAM} (its sgd twin: "
