@@ -3,7 +3,8 @@
 Each twin computes what its kernel computes by calling the reference code —
 :mod:`mlp.batches` (gathering rows), :mod:`mlp.network` (forward and
 backward passes), :mod:`mlp.losses`, :mod:`mlp.activations`,
-:func:`mlp.optimizers.sgd_step`, :func:`~mlp.optimizers.adam_step` — so that no formula has a third copy.
+:func:`mlp.optimizers.sgd_step`, :func:`~mlp.optimizers.adam_step` — so
+that no formula has a third copy.
 tests/test_kernels.py runs each pair on random inputs and compares them.
 The twins take the kernels' bundles (:class:`mlp.kernels.Model`,
 :class:`~mlp.kernels.SGDParams`, …) and return their results where the

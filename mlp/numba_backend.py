@@ -302,8 +302,9 @@ class NumbaBackend:
                       np.ascontiguousarray(order, dtype=np.int64))
         plan = K.Plan(use_sparse(X), self.threads_for(net, batch_size), int(batch_size))
         buffers = self._sparse_buffers(plan.batch_size, net, plan.sparse)
-        K.train_chunk(data, params_of(net, opt), model_of(net), opt_params_of(opt, net, len(losses)),
-                      plan, int(start), int(stop), losses, buffers)
+        K.train_chunk(data, params_of(net, opt), model_of(net),
+                      opt_params_of(opt, net, len(losses)), plan, int(start), int(stop), losses,
+                      buffers)
         opt.t += len(losses)
         return losses
 
