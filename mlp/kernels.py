@@ -309,7 +309,7 @@ def _sgd_of(opt, k, like):
 def _adam_of(opt, k, like):
     """The :class:`AdamParams` of batch k of the chunk's weight matrices."""
     t = like.dtype.type
-    zero = opt.wd * 0
+    zero = t(0)
     if opt.decoupled:
         return AdamParams(t(opt.steps[k]), opt.beta1, opt.beta2, opt.eps, zero,
                           t(opt.lrs[k]) * opt.wd)
@@ -317,9 +317,10 @@ def _adam_of(opt, k, like):
 
 
 @_inline()
-def _adam_without_decay(adam):
-    """The same step with neither decay: biases are not decayed."""
-    return AdamParams(adam.step, adam.beta1, adam.beta2, adam.eps, adam.wd * 0, adam.decay * 0)
+def _adam_without_decay(adam, like):
+    """The same step with no decay of either kind (``like``: an array of the dtype), for biases."""
+    zero = like.dtype.type(0)
+    return AdamParams(adam.step, adam.beta1, adam.beta2, adam.eps, zero, zero)
 
 
 # ----------------------------------------------------------------- scalars
@@ -1611,7 +1612,8 @@ def _adam_all(work, wk, adam, plan):
                 adam_update(wk.W0, work.grads[0], wk.V0, wk.S0, adam)
         else:
             adam_update(wk.Wts[l], work.grads[l], wk.Vts[l], wk.Sts[l], adam)
-        adam_update(wk.bs[l], work.gbs[l], wk.vbs[l], wk.sbs[l], _adam_without_decay(adam))
+        adam_update(wk.bs[l], work.gbs[l], wk.vbs[l], wk.sbs[l],
+                    _adam_without_decay(adam, wk.bs[l]))
 
 
 @_inline()
