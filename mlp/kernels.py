@@ -289,14 +289,19 @@ def _without_decay(sgd):
     return SGDParams(sgd.lr, sgd.mu, sgd.wd * 0, sgd.nesterov)
 
 
-def opt_params(dtype, adam, lrs, steps, t0, mu=0.0, wd=0.0, nesterov=False, betas=(0.9, 0.999),
-               eps=1e-8, decoupled=False, max_norm=0.0):
-    """An :class:`OptParams` as the kernels take it (scalars in ``dtype``, rates in float64)."""
+def opt_params(dtype, adam, rates, t0, mu=0.0, wd=0.0, nesterov=False,
+               adam_hyper=(0.9, 0.999, 1e-8, False), max_norm=0.0):
+    """An :class:`OptParams` as the kernels take it (scalars in ``dtype``, rates in float64).
+
+    ``rates``: (η of each batch, Adam's αₜ of each batch); ``adam_hyper``:
+    Adam's (β₁, β₂, ε, decoupled).
+    """
     t = np.dtype(dtype).type
+    lrs, steps = rates
+    b1, b2, eps, decoupled = adam_hyper
     return OptParams(bool(adam), np.ascontiguousarray(lrs, np.float64),
                      np.ascontiguousarray(steps, np.float64), np.int64(t0), t(mu), t(wd),
-                     bool(nesterov), t(betas[0]), t(betas[1]), t(eps), bool(decoupled),
-                     t(max_norm))
+                     bool(nesterov), t(b1), t(b2), t(eps), bool(decoupled), t(max_norm))
 
 
 @_inline()

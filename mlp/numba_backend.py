@@ -67,10 +67,10 @@ def opt_params_of(opt, net, n):
     """
     lrs = opt.rates(n)
     if opt.name == "adam":
-        return K.opt_params(net.dtype, True, lrs, opt.step_sizes(lrs), opt.t,
-                            wd=opt.weight_decay, betas=(opt.beta1, opt.beta2), eps=opt.eps,
-                            decoupled=opt.decoupled, max_norm=opt.max_norm)
-    return K.opt_params(net.dtype, False, lrs, lrs[:0], opt.t, mu=opt.momentum,
+        return K.opt_params(net.dtype, True, (lrs, opt.step_sizes(lrs)), opt.t,
+                            wd=opt.weight_decay, max_norm=opt.max_norm,
+                            adam_hyper=(opt.beta1, opt.beta2, opt.eps, opt.decoupled))
+    return K.opt_params(net.dtype, False, (lrs, lrs[:0]), opt.t, mu=opt.momentum,
                         wd=opt.weight_decay, nesterov=opt.nesterov, max_norm=opt.max_norm)
 
 

@@ -601,8 +601,9 @@ def test_train_chunk_against_its_twin(act, loss, out_kind, sparse, threads, dtyp
 #: (η of each batch, other OptParams): SGD with a schedule and max-norm, Adam with an L2 term,
 #: AdamW with max-norm (rates that vary from batch to batch, as a schedule makes them)
 OPTIMIZERS = {"sgd-schedule-maxnorm": dict(mu=0.9, wd=0.01, max_norm=0.7),
-              "adam": dict(adam=True, wd=0.01, betas=(0.8, 0.95), eps=1e-6),
-              "adamw-maxnorm": dict(adam=True, wd=0.1, decoupled=True, max_norm=0.7)}
+              "adam": dict(adam=True, wd=0.01, adam_hyper=(0.8, 0.95, 1e-6, False)),
+              "adamw-maxnorm": dict(adam=True, wd=0.1, adam_hyper=(0.9, 0.999, 1e-8, True),
+                                    max_norm=0.7)}
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -636,9 +637,9 @@ def _train_chunk_against_its_twin(act, loss, out_kind, sparse, threads, dtype, o
     kwargs = dict(opt_kwargs)
     adam = kwargs.pop("adam", False)
     lrs = (0.01 if adam else 0.1) * np.linspace(1, 0.5, 6)     # as a schedule makes them
-    b1, b2 = kwargs.get("betas", (0.9, 0.999))
+    b1, b2, _, _ = kwargs.get("adam_hyper", (0.9, 0.999, 1e-8, False))
     steps = np.array([adam_step_size(lr, b1, b2, 4 + k) for k, lr in enumerate(lrs)])
-    opt = K.opt_params(dtype, adam, lrs, steps, 3, **kwargs)     # 3 steps taken before
+    opt = K.opt_params(dtype, adam, (lrs, steps), 3, **kwargs)     # 3 steps taken before
     data = K.Data(X, dtype(1 / 255), labels, T, order)
     plan = K.Plan(sparse, threads, 8)
     copies = [tuple(a.copy() for a in group) for group in (weights, biases, vw, vb, sw, sb)]
