@@ -64,8 +64,10 @@ for dot products, ``reassoc`` (a vectorised sum): both change results at
 round-off level only; NaN and infinity propagate as usual, so a diverging
 loss is still seen. The NumPy error model is used (x/0 is inf, no check
 that would stop vectorisation). float32 exponentials use a polynomial
-accurate to under one ulp that vectorises (:func:`_exp`). The SGD update
-is the reference's arithmetic in the reference's order. Sparse inputs skip
+accurate to under one ulp that vectorises (:func:`_exp`). The SGD and Adam
+updates are the reference's arithmetic in the reference's order (Adam's
+without fused multiply-adds: the same gradient gives the same bits), with
+the rates of each batch computed in Python (:class:`OptParams`). Sparse inputs skip
 exact zeros, which changes nothing unless W holds infinities.
 
 Threads. The ``_par`` kernels split a batch's *outputs* between threads
