@@ -23,8 +23,8 @@ and two parallel kernels for the sparse first layer, which split the work betwee
     sparse_gather_forward_par      gather_sparse, then sparse_forward (blocks of batch rows)
     sparse_update_par              its SGD step: sparse_sgd_plain, or sparse_gradient and
                                    sgd_update_rows (blocks of rows of W)
-    sparse_gradient_par            its gradient alone (for Adam; blocks of rows of W)
-    adam_update_par                adam_update on blocks of the flat arrays
+    sparse_adam_par                its Adam step: sparse_gradient and adam_update (blocks
+                                   of rows of W)
 
 Adam takes every layer's full gradient (:func:`_backward` without its
 update), then updates every weight: the moments decay everywhere, so
@@ -1261,37 +1261,29 @@ def adam_update(p, g, m, v, adam):
 
 
 @_kernel(parallel=True)
-def adam_update_par(p, g, m, v, adam, n_blocks):
-    """:func:`adam_update` with blocks of the flat arrays split between threads.
+def sparse_adam_par(batch, d, layer, S, adam, n_blocks):
+    """The sparse first layer's Adam step from its δ, with the rows of W split between threads.
 
-    Every entry is computed alone, as by the serial kernel: the same bits
-    whatever the number of threads.
+    ``layer`` is a :class:`FirstLayer` whose V holds Adam's m; ``S`` holds its
+    v. gb = Σ δ; then each thread takes a range of rows of W (balanced by
+    their non-zeros, as :func:`sparse_update_par`), sums their gradient over
+    the batch in batch order (:func:`sparse_gradient`'s rows) and updates them
+    (:func:`adam_update`'s entries, leaving G zero) while they are in its
+    cache. Every row is computed as by the serial pair: the same bits
+    whatever the number of threads. One parallel region, not two: each
+    parallel kernel is compiler memory that Numba never gives back.
     """
-    pf, gf, mf, vf = p.ravel(), g.ravel(), m.ravel(), v.ravel()
-    n = pf.shape[0]
-    blocks = max(1, n_blocks)
-    size = -(-n // blocks)
-    for blk in prange(blocks):
-        _adam_range(pf, gf, mf, vf, adam, blk * size, min(n, (blk + 1) * size))
-    return p
-
-
-@_kernel(parallel=True)
-def sparse_gradient_par(batch, d, G, gb, touched, n_blocks):
-    """:func:`sparse_gradient` with the rows of G split between threads.
-
-    As :func:`sparse_update_par` splits them (ranges balanced by their
-    non-zeros, each summed over the batch in batch order): the serial
-    kernel's bits whatever the number of threads.
-    """
-    column_sums(d, gb)
-    counts = _column_counts(batch, d.shape[0], np.empty(G.shape[0], np.int64))
-    for i in range(G.shape[0]):
-        touched[i] = counts[i] > 0
+    W, G = layer.W, layer.G
+    column_sums(d, layer.gb)
+    counts = _column_counts(batch, d.shape[0], np.empty(W.shape[0], np.int64))
     bounds = _balanced_ranges(counts, max(1, n_blocks))
+    m = W.shape[1]
+    Wf, Gf, Mf, Sf = W.ravel(), G.ravel(), layer.V.ravel(), S.ravel()
     for blk in prange(bounds.shape[0] - 1):
-        _sparse_outer_rows(batch, d, G, G.dtype.type(1), bounds[blk], bounds[blk + 1])
-    return G
+        lo, hi = bounds[blk], bounds[blk + 1]
+        _sparse_outer_rows(batch, d, G, G.dtype.type(1), lo, hi)
+        _adam_range(Wf, Gf, Mf, Sf, adam, lo * m, hi * m)
+    return W
 
 
 @_kernel()
@@ -1563,7 +1555,9 @@ def _backward(work, wk, nb, model, sgd, plan, update):
 
     With ``update`` each layer takes its SGD step (``sgd``) as soon as its
     gradient is known (after the error of the layer below, which needs the
-    old W, is computed); else the gradients stay in the workspace.
+    old W, is computed); else the gradients stay in the workspace, except a
+    sparse first layer's on threads, which Adam's step computes
+    (:func:`sparse_adam_par`, from δ¹ left in the workspace).
     """
     mu, wd = sgd.mu, sgd.wd
     nl = len(wk.Wts)
@@ -1579,9 +1573,8 @@ def _backward(work, wk, nb, model, sgd, plan, update):
             elif update:
                 sparse_gradient(work.batch, d, work.grads[0], work.gbs[0], work.touched)
                 sgd_update_rows(first, sgd)
-            elif plan.threads > 1:                      # the gradient alone (Adam), threads
-                sparse_gradient_par(work.batch, d, work.grads[0], work.gbs[0], work.touched,
-                                    plan.threads)
+            elif plan.threads > 1:
+                pass                 # Adam on threads: its gradient comes with its step (_adam_all)
             else:
                 sparse_gradient(work.batch, d, work.grads[0], work.gbs[0], work.touched)
         else:
@@ -1604,17 +1597,20 @@ def _backward(work, wk, nb, model, sgd, plan, update):
 
 
 @_inline()
-def _adam_all(work, wk, adam, plan):
+def _adam_all(work, wk, nb, adam, plan):
     """Adam's step of every layer from the gradients :func:`_backward` left in the workspace.
 
-    The sparse first layer's gradient buffer is left zero, as
+    On threads, the sparse first layer's gradient is computed here, with its
+    step (:func:`sparse_adam_par`). Its gradient buffer is left zero, as
     :func:`sparse_gradient` needs it; every entry of W¹ moves (the moments
-    decay everywhere), on several threads when the plan has them.
+    decay everywhere).
     """
     for l in range(len(wk.Wts)):
         if l == 0 and plan.sparse:
             if plan.threads > 1:
-                adam_update_par(wk.W0, work.grads[0], wk.V0, wk.S0, adam, plan.threads)
+                first = FirstLayer(wk.W0, wk.V0, work.grads[0], work.gbs[0], work.touched)
+                sparse_adam_par(work.batch, work.deltas[1][:nb], first, wk.S0, adam,
+                                plan.threads)
             else:
                 adam_update(wk.W0, work.grads[0], wk.V0, wk.S0, adam)
         else:
@@ -1666,7 +1662,7 @@ def train_chunk(data, params, model, opt, plan, start, stop, losses, sparse_batc
         _backward(work, wk, rows.shape[0], model, _sgd_of(opt, b - start, wk.bs[0]), plan,
                   not opt.adam)
         if opt.adam:
-            _adam_all(work, wk, _adam_of(opt, b - start, wk.bs[0]), plan)
+            _adam_all(work, wk, rows.shape[0], _adam_of(opt, b - start, wk.bs[0]), plan)
         if opt.max_norm > 0:
             _max_norm_all(wk, opt.max_norm, plan.sparse)
     _copy_back(params, wk, plan.sparse, n_state)

@@ -174,14 +174,14 @@ def adam_update(p, g, m, v, adam):
     return p
 
 
-def adam_update_par(p, g, m, v, adam):
-    """Twin of :func:`mlp.kernels.adam_update_par`: the serial update's twin."""
-    return adam_update(p, g, m, v, adam)
+def sparse_adam_par(batch, d, layer, S, adam):
+    """Twin of :func:`mlp.kernels.sparse_adam_par`: the gradient's twin, then adam_update's.
 
-
-def sparse_gradient_par(batch, d, n_in):
-    """Twin of :func:`mlp.kernels.sparse_gradient_par`: the serial kernel's twin."""
-    return sparse_gradient(batch, d, n_in)
+    In place on layer.W, layer.V (m) and S (v); returns (W, Σ δ).
+    """
+    G, gb, _ = sparse_gradient(batch, d, layer.W.shape[0])
+    adam_update(layer.W, G.astype(layer.W.dtype), layer.V, S, adam)
+    return layer.W, gb
 
 
 def max_norm_cols(W, c):
