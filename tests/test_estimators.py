@@ -571,3 +571,32 @@ def test_adam_ignores_the_sgd_schedules_as_scikit_learn_does():
     est.set_params(learning_rate="adaptive")
     est._no_improvement_count = 11
     assert est._trigger_stopping(est._optimizer) is True and est._optimizer.lr == 0.01
+
+
+def test_adam_follows_scikit_learns_mlp_step_for_step():
+    """From the same weights, full batches in order, no penalty: scikit-learn's
+    MLPClassifier(solver="adam") and mlp's take the same steps (float64 round-off)."""
+    from sklearn.neural_network import MLPClassifier as SklearnMLP  # the reference here
+    X, y = classification_data(n=40)
+    common = dict(hidden_layer_sizes=(6,), activation="logistic", solver="adam", alpha=0.0,
+                  batch_size=40, shuffle=False, learning_rate_init=0.05, beta_1=0.8,
+                  beta_2=0.95, epsilon=1e-6, tol=0.0, n_iter_no_change=100, warm_start=True,
+                  random_state=0)
+    ours = MLPClassifier(**common, max_iter=1, dtype="float64", backend="numpy")
+    theirs = SklearnMLP(**common, max_iter=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ours.fit(X, y)
+        theirs.fit(X, y)
+        start = [p.copy() for p in ours.coefs_ + ours.intercepts_]
+        for p, q in zip(theirs.coefs_ + theirs.intercepts_, start):
+            p[...] = q
+        ours._optimizer = None                     # both start Adam afresh: step 1 next
+        for p, q in zip(ours.coefs_ + ours.intercepts_, start):
+            p[...] = q
+        ours.set_params(max_iter=7).fit(X, y)      # each refits from these weights, with a
+        theirs.set_params(max_iter=7).fit(X, y)    # new Adam (scikit-learn's fit always)
+    assert ours._optimizer.t == theirs._optimizer.t == 7
+    for a, b in zip(ours.coefs_ + ours.intercepts_, theirs.coefs_ + theirs.intercepts_):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(ours.loss_curve_[-7:], theirs.loss_curve_[-7:], rtol=1e-10)
