@@ -10,12 +10,6 @@ import numbers
 import numpy as np
 
 
-def _writeable(a):
-    """``a``, or a copy of it if it is read-only (a memmap, say): Numba compiles its
-    kernels anew for read-only arrays, which is slower than the copy."""
-    return a if a.flags.writeable else a.copy()
-
-
 def _store_params(est, args):
     """Store every parameter of ``__init__`` unchanged (``args``: its ``locals()``), as
     scikit-learn requires of an ``__init__``; ``get_params`` reads them back."""

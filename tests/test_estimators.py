@@ -39,12 +39,12 @@ CONVERGE = dict(batch_size=10_000, tol=0.0, n_iter_no_change=10**6, dtype="float
 
 
 def check_instances():
-    """Small, fast instances for scikit-learn's checks: SGD on NumPy in float64 and float32,
-    and Adam (the default solver) on NumPy in float64 and in the default configuration (Numba,
-    float32; its checks are skipped where Numba is missing)."""
+    """Small, fast instances for scikit-learn's checks: SGD on NumPy in the dtype of X (the
+    default, float64 or float32) and in float32, and Adam (the default solver) on NumPy in the
+    dtype of X and on Numba in float32 (its checks are skipped where Numba is missing)."""
     out = []
-    for backend, dtype, solver in [("numpy", "float64", "sgd"), ("numpy", "float32", "sgd"),
-                                   ("numpy", "float64", "adam"), ("numba", "float32", "adam")]:
+    for backend, dtype, solver in [("numpy", None, "sgd"), ("numpy", "float32", "sgd"),
+                                   ("numpy", None, "adam"), ("numba", "float32", "adam")]:
         common = dict(hidden_layer_sizes=(20,), max_iter=50, backend=backend, dtype=dtype,
                       solver=solver)
         out += [MLPClassifier(**common, learning_rate_init=SGD_RATES["classifier"]),
@@ -499,7 +499,8 @@ def test_parameter_checks_say_what_the_value_must_be_in_order(params, message):
     with pytest.raises(ValueError) as info:
         MLPClassifier(**params).fit(X, y)
     assert str(info.value) == message
-    with pytest.raises(ValueError, match="'mse' \\(alias 'squared_error'\\), got 'ce'"):
+    with pytest.raises(ValueError,
+                       match="'mse' \\(alias 'squared_error'\\) or 'poisson', got 'ce'"):
         MLPRegressor(loss="ce").fit(*regression_data(n=20))
 
 

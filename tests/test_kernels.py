@@ -219,7 +219,8 @@ def test_dense_forward(n, n_in, n_out, kind, dtype):
 
 
 # ------------------------------------------------------------------ output
-LOSS_PAIRS = [(K.CE, K.SOFTMAX), (K.BCE, K.SIGMOID)] + [(K.MSE, kind) for kind in KINDS]
+LOSS_PAIRS = ([(K.CE, K.SOFTMAX), (K.BCE, K.SIGMOID), (K.POISSON, K.EXP)]
+              + [(K.MSE, kind) for kind in KINDS])
 
 
 @SETTINGS
@@ -233,6 +234,9 @@ def test_output_delta(shape, pair, dtype):
         Y = (2 * rng.random((n, n_out))).astype(dtype)
     elif loss == K.CE:
         Y = np.eye(n_out, dtype=dtype)[rng.integers(0, n_out, n)]
+    elif loss == K.POISSON:               # counts, zeros included (0 log 0 = 0)
+        z /= 4
+        Y = rng.poisson(2.0, (n, n_out)).astype(dtype)
     else:
         Y = rng.random((n, n_out)).astype(dtype)
     value, yhat, delta = R.output_delta(z, Y, K.Model(K.SIGMOID, loss, out_kind))
@@ -580,7 +584,7 @@ def test_transpose_into(dtype):
 
 # --------------------------------------------------------------- whole loop
 CONFIGS = [("sigmoid", K.CE, K.SOFTMAX), ("tanh", K.MSE, K.IDENTITY),
-           ("relu", K.BCE, K.SIGMOID), ("identity", K.MSE, K.TANH)]
+           ("relu", K.BCE, K.SIGMOID), ("identity", K.MSE, K.TANH), ("tanh", K.POISSON, K.EXP)]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
