@@ -54,7 +54,6 @@ globals().update({name: value for name, value in vars(_suite).items()
                   if name.startswith("test_")})
 
 LBFGS = "solver='lbfgs' is not implemented yet (branch lbfgs)"
-ADAM = "solver='adam' is not implemented yet (branch adam)"
 PRIVATE = "sets or reads private attributes of scikit-learn's implementation"
 
 #: test id (a function name, or name[parameters] for one case) → why it fails
@@ -78,10 +77,6 @@ EXPECTED_FAILURES = {
     "test_mlp_warm_start_no_convergence[lbfgs-MLPRegressor]": LBFGS,
     "test_mlp_vs_poisson_glm_equivalent": f"{LBFGS} (Poisson with sgd against the GLM: "
                                           "test_sklearn_features.py)",
-    "test_mlp_warm_start_no_convergence[adam-MLPClassifier]": ADAM,
-    "test_mlp_warm_start_no_convergence[adam-MLPRegressor]": ADAM,
-    "test_mlp_sample_weight_with_early_stopping": f"{ADAM} (its sgd twin: "
-                                                  "test_sklearn_features.py)",
     "test_nonfinite_params": "mlp's default activation is logistic (scikit-learn's: relu), "
                              "whose saturated units train these data to finite weights, as "
                              "scikit-learn's logistic MLP does; with relu mlp raises "
