@@ -18,9 +18,11 @@ order, one named method each:
   :meth:`~TrainingPolicy._trigger_stopping` (after more than
   ``n_iter_no_change`` epochs without improvement), then, at the end of
   ``fit``, :meth:`~TrainingPolicy._warn_if_not_converged`;
-* learning-rate schedules: :meth:`~TrainingPolicy._initial_learning_rate` and
-  :meth:`~TrainingPolicy._update_learning_rate` ("constant", "invscaling"),
-  and "adaptive" in :meth:`~TrainingPolicy._trigger_stopping`;
+* learning-rate schedules of the "sgd" solver: :meth:`~TrainingPolicy._initial_learning_rate`
+  and :meth:`~TrainingPolicy._update_learning_rate` ("constant", "invscaling"),
+  and "adaptive" in :meth:`~TrainingPolicy._trigger_stopping`. As in
+  scikit-learn, they do not apply to "adam", whose step size is
+  ``learning_rate_init`` with Adam's bias correction (:mod:`mlp.optimizers`);
 * early stopping: :meth:`~TrainingPolicy._validation_split`,
   :meth:`~TrainingPolicy._record_validation_score` (which keeps the best
   weights) and :meth:`~TrainingPolicy._restore_best_weights`.
@@ -62,15 +64,15 @@ from .csr import issparse
 from .errors import DivergenceError
 from .lbfgs import Objective, minimize
 from .network import Network, l2_penalty
-from .optimizers import SGD
+from .optimizers import SGD, Adam
 from .trainer import Trainer
 
 #: "adaptive" divides the learning rate by this while it is above ADAPTIVE_MIN_LR, as
 #: scikit-learn's SGD optimizer does
 ADAPTIVE_DIVISOR = 5.0
 ADAPTIVE_MIN_LR = 1e-6
-#: the values of the estimators' ``solver``
-SOLVERS = ("sgd", "lbfgs")
+#: the values of the estimators' ``solver``: scikit-learn's
+SOLVERS = ("adam", "sgd", "lbfgs")
 #: what an L-BFGS fit does not record (scikit-learn's lbfgs has none of them either)
 STOCHASTIC_RECORD = ("loss_curve_", "best_loss_", "validation_scores_", "best_validation_score_")
 
@@ -303,11 +305,21 @@ class TrainingPolicy:
         return min(self.batch_size, n)
 
     def _prepare_optimizer(self, incremental):
-        """This call's SGD: a new one, unless warm_start or partial_fit continue the last."""
-        if self._optimizer is None or not (self.warm_start or incremental):
-            self._optimizer = SGD(self.learning_rate_init, self.momentum,
-                                  nesterov=bool(self.nesterovs_momentum) and self.momentum > 0,
-                                  weight_decay=self.alpha)
+        """This call's optimizer: a new one, unless warm_start or partial_fit continue the last.
+
+        "adam" is scikit-learn's AdamOptimizer: its ``alpha`` an L2 term of the
+        gradient (not AdamW's decoupled decay), its step count going on across
+        the calls that continue it.
+        """
+        if (self._optimizer is None or not (self.warm_start or incremental)
+                or self._optimizer.name != self.solver):
+            if self.solver == "adam":
+                self._optimizer = Adam(self.learning_rate_init, self.beta_1, self.beta_2,
+                                       self.epsilon, weight_decay=self.alpha)
+            else:
+                self._optimizer = SGD(self.learning_rate_init, self.momentum,
+                                      nesterov=bool(self.nesterovs_momentum)
+                                      and self.momentum > 0, weight_decay=self.alpha)
         self._optimizer.weight_decay = float(self.alpha)
         self._initial_learning_rate(self._optimizer)
         return self._optimizer
@@ -374,7 +386,7 @@ class TrainingPolicy:
         With "adaptive" and a rate above 1e-6 it divides the rate by 5 and
         starts counting anew instead.
         """
-        if self.learning_rate == "adaptive" and opt.lr > ADAPTIVE_MIN_LR:
+        if self.solver == "sgd" and self.learning_rate == "adaptive" and opt.lr > ADAPTIVE_MIN_LR:
             opt.lr /= ADAPTIVE_DIVISOR
             self._no_improvement_count = 0
             self._report("Setting learning rate to {:f}", opt.lr)
@@ -393,13 +405,13 @@ class TrainingPolicy:
 
     # ------------------------------------------------------------ learning-rate schedules
     def _initial_learning_rate(self, opt):
-        """"constant" starts every call at learning_rate_init; the others go on from opt.lr."""
-        if self.learning_rate == "constant":
+        """"constant" (and "adam") start every call at learning_rate_init; the others go on."""
+        if self.learning_rate == "constant" or self.solver == "adam":
             opt.lr = float(self.learning_rate_init)
 
     def _update_learning_rate(self, opt):
         """After each epoch, "invscaling" sets lr = learning_rate_init / (t_ + 1) ** power_t."""
-        if self.learning_rate == "invscaling":
+        if self.solver == "sgd" and self.learning_rate == "invscaling":
             opt.lr = float(self.learning_rate_init) / (self.t_ + 1) ** self.power_t
 
     # ------------------------------------------------------------ early stopping

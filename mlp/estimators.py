@@ -4,7 +4,7 @@ They follow scikit-learn's conventions (``__init__`` only stores its
 arguments; ``fit`` returns ``self``; fitted attributes end in ``_``) and the
 names of :class:`sklearn.neural_network.MLPClassifier`, so they drop into a
 ``Pipeline`` or ``GridSearchCV`` where that one was. Underneath they are
-mlp's pieces: :class:`mlp.network.Network`, :class:`mlp.optimizers.SGD`,
+mlp's pieces: :class:`mlp.network.Network`, :class:`mlp.optimizers.Adam` or ``SGD``,
 :class:`mlp.trainer.Trainer` and a backend of :mod:`mlp.backends` (``"numba"``
 by default, the NumPy reference with ``backend="numpy"``).
 
@@ -42,8 +42,6 @@ Backends, the order of the samples and the stopping rules, learning-rate
 schedules and early stopping of scikit-learn: :mod:`mlp.estimator_training`.
 """
 
-import numbers
-
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.metrics import accuracy_score, r2_score
@@ -52,6 +50,7 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from .backends import BACKENDS, NumpyBackend
 from .csr import ACCEPTED_FORMATS, SparseInputTags, as_input
+from .estimator_params import _hidden_sizes, _integer, _one_of, _real, _store_params
 from .estimator_targets import (
     CLASSIFIER_LOSSES,
     REGRESSOR_LOSSES,
@@ -65,46 +64,6 @@ from .network import check_dtype
 ACTIVATION_NAMES = {"logistic": "sigmoid", "sigmoid": "sigmoid", "tanh": "tanh",
                     "relu": "relu", "identity": "identity"}
 LEARNING_RATES = ("constant", "invscaling", "adaptive")
-
-
-def _store_params(est, args):
-    """Store every parameter of ``__init__`` unchanged (``args``: its ``locals()``), as
-    scikit-learn requires of an ``__init__``; ``get_params`` reads them back."""
-    for name in est._get_param_names():
-        setattr(est, name, args[name])
-
-
-def _hidden_sizes(sizes):
-    """``hidden_layer_sizes`` as a list of ints (an int means one hidden layer); None if invalid."""
-    if isinstance(sizes, numbers.Integral):
-        sizes = (sizes,)
-    try:
-        sizes = list(sizes)
-    except TypeError:
-        return None
-    if not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 1
-               for s in sizes):
-        return None
-    return [int(s) for s in sizes]
-
-
-# A parameter check takes the value and returns what the value must be if it is invalid,
-# else something false; _check_params turns that into "{name} must be {what}, got {value!r}".
-def _one_of(choices, what=None):
-    return lambda v: v not in choices and (what or f"one of {', '.join(choices)}")
-
-
-def _integer(low):
-    return lambda v: ((not isinstance(v, numbers.Integral) or isinstance(v, bool) or v < low)
-                      and f"an integer >= {low}")
-
-
-def _real(low, high=np.inf, low_open=False):
-    bounds = f"{'>' if low_open else '>='} {low}" + (
-        f" and < {high}" if np.isfinite(high) else "")
-    return lambda v: ((not isinstance(v, numbers.Real) or isinstance(v, bool)
-                       or not np.isfinite(v) or v < low or (low_open and v == low) or v >= high)
-                      and f"a number {bounds}")
 
 
 class _BaseMLP(SparseInputTags, TrainingPolicy, BaseEstimator):
@@ -126,6 +85,9 @@ class _BaseMLP(SparseInputTags, TrainingPolicy, BaseEstimator):
         "max_fun": _integer(1),
         "tol": _real(0),
         "momentum": _real(0, 1),
+        "beta_1": _real(0, 1),
+        "beta_2": _real(0, 1),
+        "epsilon": _real(0, low_open=True),
         "validation_fraction": _real(0, 1, low_open=True),
         "n_iter_no_change": lambda v: v != np.inf and _integer(1)(v) and (
             "an integer >= 1 or np.inf (never stop)"),
@@ -221,10 +183,10 @@ class _BaseMLP(SparseInputTags, TrainingPolicy, BaseEstimator):
 
 
 class MLPClassifier(ClassifierMixin, ClassifierTargets, _BaseMLP):
-    """Multilayer perceptron classifier trained by backpropagation and minibatch SGD.
+    """Multilayer perceptron classifier trained by backpropagation and Adam or minibatch SGD.
 
-    A drop-in for :class:`sklearn.neural_network.MLPClassifier` (the SGD
-    solver), with sample weights, class weights, dropout and the Numba
+    A drop-in for :class:`sklearn.neural_network.MLPClassifier` (its adam and
+    sgd solvers), with sample weights, class weights, dropout and the Numba
     backend. Labels may be strings, integers or any sortable values; two or
     more classes. A 2-D 0/1 indicator ``y`` is multilabel: one sigmoid output
     per column, binary cross-entropy, ``predict`` returns the indicator matrix
@@ -244,8 +206,11 @@ class MLPClassifier(ClassifierMixin, ClassifierTargets, _BaseMLP):
         With "mse" and multi-class "bce", ``predict_proba`` divides the
         sigmoid outputs by their sum (they are scores, not calibrated
         probabilities).
-    solver : {"sgd", "lbfgs"}, default="sgd"
-        Minibatch SGD, or L-BFGS-B on the whole set (:mod:`mlp.lbfgs`; no partial_fit).
+    solver : {"adam", "sgd", "lbfgs"}, default="adam"
+        "adam": Adam with scikit-learn's bias correction (``beta_1``, ``beta_2``,
+        ``epsilon``; ``learning_rate`` and ``momentum`` do not apply); "sgd":
+        minibatch SGD with ``momentum``; "lbfgs": L-BFGS-B on the whole set
+        (:mod:`mlp.lbfgs`; no partial_fit).
     alpha : float, default=1e-4
         L2 penalty: the objective is the batch-mean loss + (alpha/2) Σ‖W‖².
         scikit-learn's ``alpha=a`` with batch size b is ``alpha=a/b`` here;
@@ -253,13 +218,13 @@ class MLPClassifier(ClassifierMixin, ClassifierTargets, _BaseMLP):
     batch_size : int or "auto", default="auto"
         Rows per minibatch; "auto" is min(200, n_samples).
     learning_rate : {"constant", "invscaling", "adaptive"}, default="constant"
-        Schedule, as scikit-learn's: "invscaling" sets the rate to
+        Schedule of "sgd", as scikit-learn's: "invscaling" sets the rate to
         ``learning_rate_init / (t + 1) ** power_t`` after every epoch, t being
         the samples seen; "adaptive" divides it by 5 each time the loss (or
         validation score) stalls for ``n_iter_no_change`` epochs, and stops
         once it is below 1e-6.
-    learning_rate_init : float, default=0.1
-        η, the step size of SGD.
+    learning_rate_init : float, default=0.001
+        η, the step size.
     power_t : float, default=0.5
         Exponent of "invscaling".
     max_iter : int, default=200
@@ -278,14 +243,16 @@ class MLPClassifier(ClassifierMixin, ClassifierTargets, _BaseMLP):
     warm_start : bool, default=False
         ``fit`` continues from the fitted weights and optimizer state.
     momentum : float, default=0.9
-        μ in ``v ← μv − η(g + αw)``.
+        μ in ``v ← μv − η(g + αw)`` ("sgd").
     nesterovs_momentum : bool, default=True
-        Use Nesterov's momentum (when momentum > 0).
+        Use Nesterov's momentum ("sgd", when momentum > 0).
     early_stopping : bool, default=False
         Hold out ``validation_fraction`` of the training data (stratified
         unless multilabel),
         stop when its accuracy stalls, and keep the best weights.
     validation_fraction : float, default=0.1
+    beta_1, beta_2, epsilon : float, default=0.9, 0.999, 1e-8
+        Adam's β₁, β₂ and ε ("adam"; see :mod:`mlp.optimizers`).
     n_iter_no_change : int, default=10
         Epochs without improvement before stopping (or, with "adaptive",
         lowering the learning rate).
@@ -320,12 +287,13 @@ class MLPClassifier(ClassifierMixin, ClassifierTargets, _BaseMLP):
     """
 
     def __init__(self, hidden_layer_sizes=(100,), activation="logistic", *, loss="ce",
-                 solver="sgd", alpha=1e-4, batch_size="auto", learning_rate="constant",
-                 learning_rate_init=0.1, power_t=0.5, max_iter=200, shuffle=True,
+                 solver="adam", alpha=1e-4, batch_size="auto", learning_rate="constant",
+                 learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
-                 n_iter_no_change=10, class_weight=None, dropout=0.0, input_dropout=0.0,
-                 backend="numba", dtype=None, max_fun=15000):
+                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10,
+                 class_weight=None, dropout=0.0, input_dropout=0.0, backend="numba",
+                 dtype=None, max_fun=15000):
         _store_params(self, locals())
 
     _PARAMETER_CHECKS = {
@@ -371,25 +339,24 @@ class MLPClassifier(ClassifierMixin, ClassifierTargets, _BaseMLP):
 class MLPRegressor(RegressorMixin, RegressorTargets, _BaseMLP):
     """Multilayer perceptron regressor: identity output and squared error ½Σ(ŷ − y)², or Poisson.
 
-    A drop-in for :class:`sklearn.neural_network.MLPRegressor` (the SGD
-    solver), with sample weights, dropout and the Numba backend. ``y`` may
+    A drop-in for :class:`sklearn.neural_network.MLPRegressor` (its adam and
+    sgd solvers), with sample weights, dropout and the Numba backend. ``y`` may
     have one column or several (one output unit each). The parameters are
     the classifier's (see :class:`MLPClassifier`) except that ``loss`` is
     "mse" (alias "squared_error") or "poisson" (exp output, half the Poisson
     deviance Σ y log(y/ŷ) − y + ŷ, for targets y >= 0), there is no ``class_weight``, the
-    validation score of ``early_stopping`` is R², and the default
-    ``learning_rate_init`` is 0.01: the identity output is unbounded, so
+    validation score of ``early_stopping`` is R². The identity output is unbounded:
     scale the targets (e.g. ``sklearn.compose.TransformedTargetRegressor``
     with a ``StandardScaler``) if they are far from unit size.
     """
 
     def __init__(self, hidden_layer_sizes=(100,), activation="logistic", *, loss="mse",
-                 solver="sgd", alpha=1e-4, batch_size="auto", learning_rate="constant",
-                 learning_rate_init=0.01, power_t=0.5, max_iter=200, shuffle=True,
+                 solver="adam", alpha=1e-4, batch_size="auto", learning_rate="constant",
+                 learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
-                 n_iter_no_change=10, dropout=0.0, input_dropout=0.0, backend="numba",
-                 dtype=None, max_fun=15000):
+                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, dropout=0.0,
+                 input_dropout=0.0, backend="numba", dtype=None, max_fun=15000):
         _store_params(self, locals())
 
     _PARAMETER_CHECKS = {"loss": _one_of(REGRESSOR_LOSSES,

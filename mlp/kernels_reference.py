@@ -3,7 +3,8 @@
 Each twin computes what its kernel computes by calling the reference code —
 :mod:`mlp.batches` (gathering rows), :mod:`mlp.network` (forward and
 backward passes), :mod:`mlp.losses`, :mod:`mlp.activations`,
-:func:`mlp.optimizers.sgd_step` — so that no formula has a third copy.
+:func:`mlp.optimizers.sgd_step`, :func:`~mlp.optimizers.adam_step` — so
+that no formula has a third copy.
 tests/test_kernels.py runs each pair on random inputs and compares them.
 The twins take the kernels' bundles (:class:`mlp.kernels.Model`,
 :class:`~mlp.kernels.SGDParams`, …) and return their results where the
@@ -18,7 +19,7 @@ from .batches import batch_inputs, batch_rows, batch_targets, run_batches
 from .kernels import ACTIVATION_NAMES, CE, LOSS_NAMES, POISSON, SparseBatch
 from .losses import get_loss
 from .network import Network
-from .optimizers import SGD, sgd_step
+from .optimizers import SGD, Adam, adam_step, max_norm_step, sgd_step
 
 
 def loss_of(model):
@@ -176,17 +177,70 @@ def sgd_update_rows(layer, sgd):
     return W
 
 
-def train_chunk(data, params, model, sgd, plan, start, stop, losses):
+def adam_update(p, g, m, v, adam):
+    """Twin of :func:`mlp.kernels.adam_update`: :func:`mlp.optimizers.adam_step`, then g ← 0.
+
+    In place on p, m and v. AdamW's ``decay`` (ηλ, already a product) is
+    passed as λ = ηλ with η = 1.
+    """
+    if adam.decay:
+        adam_step(p, g, m, v, adam.step, adam.beta1, adam.beta2, adam.eps, adam.decay, lr=1.0)
+    else:
+        adam_step(p, g, m, v, adam.step, adam.beta1, adam.beta2, adam.eps, adam.wd)
+    g[...] = 0
+    return p
+
+
+def sparse_adam_par(batch, d, layer, S, adam):
+    """Twin of :func:`mlp.kernels.sparse_adam_par`: the gradient's twin, then adam_update's.
+
+    In place on layer.W, layer.V (m) and S (v); returns (W, Σ δ).
+    """
+    G, gb, _ = sparse_gradient(batch, d, layer.W.shape[0])
+    adam_update(layer.W, G.astype(layer.W.dtype), layer.V, S, adam)
+    return layer.W, gb
+
+
+def max_norm_cols(W, c):
+    """Twin of :func:`mlp.kernels.max_norm_cols`: :func:`mlp.optimizers.max_norm_step`."""
+    return max_norm_step(W, c)
+
+
+def max_norm_rows(Wt, c):
+    """Twin of :func:`mlp.kernels.max_norm_rows` (which takes Wᵀ): max-norm of W = Wtᵀ."""
+    max_norm_step(Wt.T, c)
+    return Wt
+
+
+def optimizer_of(opt, params):
+    """The reference optimizer of an :class:`~mlp.kernels.OptParams`, on ``params``' state.
+
+    Its η is left to the caller (``opt.lrs`` holds one per batch).
+    """
+    if opt.adam:
+        ref = Adam(1.0, float(opt.beta1), float(opt.beta2), float(opt.eps), float(opt.wd),
+                   bool(opt.decoupled), float(opt.max_norm))
+        ref.m_w, ref.m_b = list(params.vel_w), list(params.vel_b)
+        ref.v_w, ref.v_b = list(params.sq_w), list(params.sq_b)
+    else:
+        ref = SGD(1.0, float(opt.mu), bool(opt.nesterov), float(opt.wd), float(opt.max_norm))
+        ref.velocity_w, ref.velocity_b = list(params.vel_w), list(params.vel_b)
+    return ref
+
+
+def train_chunk(data, params, model, opt, plan, start, stop, losses):
     """Twin of :func:`mlp.kernels.train_chunk`.
 
-    :func:`mlp.batches.run_batches` with the reference Network and SGD.
+    :func:`mlp.batches.run_batches` with the reference Network and optimizer,
+    one batch at a time at the rate ``opt.lrs[k]``, counting steps from ``opt.t0``.
     """
     net = network_of(params.weights, params.biases, model)
-    opt = SGD(float(sgd.lr), float(sgd.mu), bool(sgd.nesterov), float(sgd.wd))
-    opt.velocity_w, opt.velocity_b = list(params.vel_w), list(params.vel_b)
+    ref = optimizer_of(opt, params)
     targets = data.labels if len(data.labels) else data.T
-    losses[:] = run_batches(net, opt, data.X, targets,
-                            batch_rows(data.order, start, stop, plan.batch_size), data.scale)
+    for k, b in enumerate(range(start, stop)):
+        ref.lr, ref.t = float(opt.lrs[k]), int(opt.t0) + k
+        losses[k] = run_batches(net, ref, data.X, targets,
+                                batch_rows(data.order, b, b + 1, plan.batch_size), data.scale)[0]
     return losses
 
 

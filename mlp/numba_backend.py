@@ -3,7 +3,7 @@
 :class:`NumbaBackend` implements the interface of :mod:`mlp.backends` with
 the kernels of :mod:`mlp.kernels`. One call of :func:`mlp.kernels.train_chunk`
 runs a whole chunk of minibatches — gather, forward, loss, backward, SGD
-update — with no Python in the batch loop. Its results equal the NumPy
+or Adam update — with no Python in the batch loop. Its results equal the NumPy
 reference's up to floating-point round-off (the order of some sums differs).
 
 Choices made per call, from the data and the shapes only (never from the
@@ -64,9 +64,28 @@ def model_of(net):
                    K.ACTIVATION_CODES[net.loss.output])
 
 
-def sgd_params_of(opt, net):
-    """The :class:`mlp.kernels.SGDParams` of the optimizer ``opt`` in ``net``'s dtype."""
-    return K.sgd_params(net.dtype, opt.lr, opt.momentum, opt.weight_decay, opt.nesterov)
+def opt_params_of(opt, net, n):
+    """The :class:`mlp.kernels.OptParams` of ``opt``'s next ``n`` steps, in ``net``'s dtype.
+
+    The rates (the schedule's, and Adam's αₜ) are computed here, in Python,
+    by the optimizer itself: the reference uses the very same numbers.
+    """
+    lrs = opt.rates(n)
+    if opt.name == "adam":
+        return K.opt_params(net.dtype, True, (lrs, opt.step_sizes(lrs)), opt.t,
+                            wd=opt.weight_decay, max_norm=opt.max_norm,
+                            adam_hyper=(opt.beta1, opt.beta2, opt.eps, opt.decoupled))
+    return K.opt_params(net.dtype, False, (lrs, lrs[:0]), opt.t, mu=opt.momentum,
+                        wd=opt.weight_decay, nesterov=opt.nesterov, max_norm=opt.max_norm)
+
+
+def params_of(net, opt):
+    """The :class:`mlp.kernels.Params` of ``net`` and ``opt``'s state (SGD: v twice, unused)."""
+    state = opt.state_arrays()
+    n = len(net.params())
+    first, second = state[:n], state[n:] or state[:n]
+    return K.Params(tuple(net.weights), tuple(net.biases), tuple(first[0::2]),
+                    tuple(first[1::2]), tuple(second[0::2]), tuple(second[1::2]))
 
 
 def _contiguous_params(net):
@@ -382,15 +401,15 @@ class NumbaBackend:
             return losses
         data = K.Data(X, _scale_for(X, scale, net.dtype), labels, T,
                       np.ascontiguousarray(order, dtype=np.int64), csr)
-        params = K.Params(tuple(net.weights), tuple(net.biases), tuple(opt.velocity_w),
-                          tuple(opt.velocity_b))
         is_csr = len(csr.indptr) > 0           # CSR rows always take the sparse first layer
         plan = K.Plan(is_csr or use_sparse(X), self.threads_for(net, batch_size),
                       int(batch_size))
         buffers = self._sparse_buffers(plan.batch_size, net, plan.sparse,
                                        max_row_nnz(X_in) if is_csr else None)
-        K.train_chunk(data, params, model_of(net), sgd_params_of(opt, net), plan, int(start),
-                      int(stop), losses, buffers)
+        K.train_chunk(data, params_of(net, opt), model_of(net),
+                      opt_params_of(opt, net, len(losses)), plan, int(start), int(stop), losses,
+                      buffers)
+        opt.t += len(losses)
         return losses
 
     def predict_output(self, net, X, scale=1.0):

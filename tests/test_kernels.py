@@ -19,6 +19,7 @@ pytest.importorskip("numba", reason="numba is not installed: the kernels need it
 
 from mlp import kernels as K  # noqa: E402
 from mlp import kernels_reference as R  # noqa: E402
+from mlp.optimizers import adam_step_size  # noqa: E402
 
 SETTINGS = settings(max_examples=25, deadline=None, derandomize=True)
 KINDS = [K.SIGMOID, K.TANH, K.RELU, K.IDENTITY]
@@ -547,6 +548,86 @@ def test_sgd_update_rows(mu, wd, nesterov, dtype):
     assert np.all(W[moved] != W0[moved])
 
 
+#: (λ as Adam's L2 term, AdamW's ηλ): neither, each
+ADAM_DECAYS = [(0.0, 0.0), (0.05, 0.0), (0.0, 0.002)]
+
+
+def _adam_arrays(rng, shape, dtype):
+    """p, g, m, v for an Adam step from mid-run state (v ≥ 0)."""
+    p, g, m = (rng.standard_normal(shape).astype(dtype) for _ in range(3))
+    return p, g, m, (0.1 * rng.random(shape)).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("wd, decay", ADAM_DECAYS)
+def test_adam_update_is_the_reference_bit_for_bit(wd, decay, dtype):
+    """The reference's arithmetic in its order, no fused multiply-add: the same bits."""
+    rng = np.random.default_rng(int(100 * wd + 1000 * decay))
+    p, g, m, v = _adam_arrays(rng, (6, 5), dtype)
+    t = np.dtype(dtype).type
+    adam = K.AdamParams(t(0.003), t(0.9), t(0.999), t(1e-8), t(wd), t(decay))
+    ref = [a.copy() for a in (p, g, m, v)]
+    R.adam_update(*ref, adam)
+    for shape in [(6, 5), (30,)]:                   # a weight matrix and a bias vector
+        got = [a.reshape(shape).copy() for a in (p, g, m, v)]
+        K.adam_update(*got, adam)
+        for a, b, name in zip(got, ref, "pgmv"):
+            np.testing.assert_array_equal(a.reshape(b.shape), b, err_msg=name)
+    assert not ref[1].any()                         # g left zero, ready for sparse_gradient
+
+
+@SETTINGS
+@given(shapes, st.integers(1, 5), st.sampled_from(ADAM_DECAYS), st.sampled_from(DTYPES))
+def test_sparse_adam_par_is_the_serial_kernels_bit_for_bit(shape, blocks, decays, dtype):
+    """sparse_adam_par = sparse_gradient then adam_update, bit for bit, whatever the blocks;
+    and its twin within round-off (the gradient's sums are reordered)."""
+    n, n_in, n_out, seed = shape
+    rng = np.random.default_rng(seed)
+    _, nnz, cols, vals = sparse_batch(rng, n, n_in, dtype)
+    batch = K.SparseBatch(nnz, cols, vals)
+    d = rng.standard_normal((n, n_out)).astype(dtype)
+    W, _, M, S = _adam_arrays(rng, (n_in, n_out), dtype)
+    t = np.dtype(dtype).type
+    adam = K.AdamParams(t(0.01), t(0.8), t(0.99), t(1e-7), t(decays[0]), t(decays[1]))
+    out = []
+    for par in (False, True):
+        W1, M1, S1, G1 = W.copy(), M.copy(), S.copy(), np.zeros_like(W)
+        gb, touched = np.empty(n_out, dtype), np.zeros(n_in, np.uint8)
+        if par:
+            K.sparse_adam_par(batch, d, K.FirstLayer(W1, M1, G1, gb, touched), S1, adam, blocks)
+        else:
+            K.sparse_gradient(batch, d, G1, gb, touched)
+            K.adam_update(W1, G1, M1, S1, adam)
+        out.append((W1, M1, S1, G1, gb))
+    for a, b, name in zip(*out, ["W", "m", "v", "G", "gb"]):
+        np.testing.assert_array_equal(a, b, err_msg=name)
+    assert not out[1][3].any()                       # G left zero
+    W2, M2, S2 = W.copy(), M.copy(), S.copy()
+    layer = K.FirstLayer(W2, M2, None, None, None)
+    _, gb_ref = R.sparse_adam_par(batch, d, layer, S2, adam)
+    for a, b in [(out[1][0], W2), (out[1][1], M2), (out[1][2], S2), (out[1][4], gb_ref)]:
+        close(a, b, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_max_norm_kernels_against_their_twins(dtype):
+    """Columns of W (the sparse first layer's layout) and rows of Wᵀ (the dense layers'): long
+    ones scaled to norm c, short ones untouched bit for bit, as the reference does."""
+    rng = np.random.default_rng(0)
+    W = (rng.standard_normal((9, 12)) * rng.uniform(0.05, 0.8, 12)).astype(dtype)
+    c = dtype(1.0)
+    short = np.linalg.norm(W.astype(np.float64), axis=0) <= 1.0
+    assert short.any() and not short.all()
+    ref = R.max_norm_cols(W.copy(), c)
+    cols = K.max_norm_cols(W.copy(), c)
+    rows = K.max_norm_rows(np.ascontiguousarray(W.T), c).T
+    for got in (cols, rows):
+        close(got, ref, dtype)
+        np.testing.assert_array_equal(got[:, short], W[:, short])
+        assert np.linalg.norm(got.astype(np.float64), axis=0).max() <= 1.0 + 4 * TOL[dtype]
+    close(R.max_norm_rows(np.ascontiguousarray(W.T), c).T, ref, dtype)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_transpose_into(dtype):
     A = np.arange(12.0, dtype=dtype).reshape(3, 4)
@@ -563,29 +644,62 @@ CONFIGS = [("sigmoid", K.CE, K.SOFTMAX), ("tanh", K.MSE, K.IDENTITY),
 @pytest.mark.parametrize("sparse", [True, False])
 @pytest.mark.parametrize("threads", [1, 2])
 def test_train_chunk_against_its_twin(act, loss, out_kind, sparse, threads, dtype):
+    _train_chunk_against_its_twin(act, loss, out_kind, sparse, threads, dtype,
+                                  dict(mu=0.9, wd=0.01, nesterov=True))
+
+
+#: (η of each batch, other OptParams): SGD with a schedule and max-norm, Adam with an L2 term,
+#: AdamW with max-norm (rates that vary from batch to batch, as a schedule makes them)
+OPTIMIZERS = {"sgd-schedule-maxnorm": dict(mu=0.9, wd=0.01, max_norm=0.7),
+              "adam": dict(adam=True, wd=0.01, adam_hyper=(0.8, 0.95, 1e-6, False)),
+              "adamw-maxnorm": dict(adam=True, wd=0.1, adam_hyper=(0.9, 0.999, 1e-8, True),
+                                    max_norm=0.7)}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+@pytest.mark.parametrize("sparse", [True, False])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_train_chunk_with_adam_schedules_and_max_norm_against_its_twin(optimizer, sparse,
+                                                                      threads, dtype):
+    _train_chunk_against_its_twin("relu", K.CE, K.SOFTMAX, sparse, threads, dtype,
+                                  OPTIMIZERS[optimizer])
+
+
+def _train_chunk_against_its_twin(act, loss, out_kind, sparse, threads, dtype, opt_kwargs):
+    """Batches 1 … 6 of an epoch, from optimizer state that is not zero (as mid-run)."""
     rng = np.random.default_rng(1)
     sizes = [12, 9, 7, 4]
     X = sparse_uint8(rng, 50, 12, 0.3)
     weights = tuple((rng.standard_normal((a, b)) / np.sqrt(a)).astype(dtype)
                     for a, b in zip(sizes[:-1], sizes[1:]))
     biases = tuple((0.1 * rng.standard_normal(b)).astype(dtype) for b in sizes[1:])
-    vw = tuple(np.zeros_like(w) for w in weights)
-    vb = tuple(np.zeros_like(b) for b in biases)
+    vw = tuple(0.01 * rng.standard_normal(w.shape).astype(dtype) for w in weights)
+    vb = tuple(0.01 * rng.standard_normal(b.shape).astype(dtype) for b in biases)
+    sw = tuple(0.01 * rng.random(w.shape).astype(dtype) for w in weights)
+    sb = tuple(0.01 * rng.random(b.shape).astype(dtype) for b in biases)
     if loss == K.CE:
         labels, T = rng.integers(0, 4, 50), np.empty((0, 4), dtype)
     else:
         labels, T = np.empty(0, np.int64), rng.random((50, 4)).astype(dtype)
     order = rng.permutation(50)
     model = K.Model(K.ACTIVATION_CODES[act], loss, out_kind)
-    sgd = K.sgd_params(dtype, 0.1, 0.9, 0.01, True)
+    kwargs = dict(opt_kwargs)
+    adam = kwargs.pop("adam", False)
+    lrs = (0.01 if adam else 0.1) * np.linspace(1, 0.5, 6)     # as a schedule makes them
+    b1, b2, _, _ = kwargs.get("adam_hyper", (0.9, 0.999, 1e-8, False))
+    steps = np.array([adam_step_size(lr, b1, b2, 4 + k) for k, lr in enumerate(lrs)])
+    opt = K.opt_params(dtype, adam, (lrs, steps), 3, **kwargs)     # 3 steps taken before
     data = K.Data(X, dtype(1 / 255), labels, T, order, K.no_csr(dtype))
     plan = K.Plan(sparse, threads, 8)
-    copies = [tuple(a.copy() for a in group) for group in (weights, biases, vw, vb)]
-    losses_ref = R.train_chunk(data, K.Params(*copies), model, sgd, plan, 1, 7, np.empty(6))
-    losses = K.train_chunk(data, K.Params(weights, biases, vw, vb), model, sgd, plan, 1, 7,
-                           np.empty(6), K.sparse_buffers(8 if sparse else 0, weights[0]))
+    copies = [tuple(a.copy() for a in group) for group in (weights, biases, vw, vb, sw, sb)]
+    losses_ref = R.train_chunk(data, K.Params(*copies), model, opt, plan, 1, 7, np.empty(6))
+    losses = K.train_chunk(data, K.Params(weights, biases, vw, vb, sw, sb), model, opt, plan,
+                           1, 7, np.empty(6), K.sparse_buffers(8 if sparse else 0, weights[0]))
     close(losses, losses_ref, dtype)
-    for got, ref in zip(weights + biases + vw + vb, sum(copies, ())):
+    used = 6 if opt.adam else 4
+    for got, ref in zip((weights + biases + vw + vb + sw + sb)[:used * 3],
+                        sum(copies, ())[:used * 3]):
         assert got.dtype == dtype
         close(got, ref, dtype)
 

@@ -53,7 +53,6 @@ _suite = _load_suite()
 globals().update({name: value for name, value in vars(_suite).items()
                   if name.startswith("test_")})
 
-ADAM = "solver='adam' is not implemented yet (branch adam)"
 PRIVATE = "sets or reads private attributes of scikit-learn's implementation"
 
 #: test id (a function name, or name[parameters] for one case) → why it fails
@@ -63,10 +62,6 @@ EXPECTED_FAILURES = {
                      "finite differences by tests/test_gradcheck.py",
     "test_learning_rate_warmstart": f"{PRIVATE} (_optimizer.learning_rate; mlp's is .lr)",
     "test_adaptive_learning_rate": f"{PRIVATE} (_optimizer.learning_rate; mlp's is .lr)",
-    "test_mlp_warm_start_no_convergence[adam-MLPClassifier]": ADAM,
-    "test_mlp_warm_start_no_convergence[adam-MLPRegressor]": ADAM,
-    "test_mlp_sample_weight_with_early_stopping": f"{ADAM} (its sgd twin: "
-                                                  "test_sklearn_features.py)",
     "test_nonfinite_params": "mlp's default activation is logistic (scikit-learn's: relu), "
                              "whose saturated units train these data to finite weights, as "
                              "scikit-learn's logistic MLP does; with relu mlp raises "
