@@ -65,8 +65,10 @@ def expected_failures(estimator):
         why = ("compares weighted and repeated fits' predict_proba at rtol=1e-7, finer than "
                "float32 resolution (eps 1.2e-7); the float64 instances pass it, and "
                "test_integer_weights_equal_repeated_rows checks float32 at rtol 1e-5")
-        return {"check_sample_weight_equivalence_on_dense_data": why,
-                "check_sample_weight_equivalence_on_sparse_data": why}
+        out = {"check_sample_weight_equivalence_on_dense_data": why}
+        if isinstance(estimator, MLPClassifier):     # measured: the regressor's sparse run passes
+            out["check_sample_weight_equivalence_on_sparse_data"] = why
+        return out
     return {}
 
 

@@ -86,7 +86,8 @@ def test_csr_with_sample_weight_early_stopping_input_dropout_and_partial_fit(bac
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_float32_csr_with_int64_indices(backend):
     X, y, _ = sparse_teacher(n=200)
-    X64 = sp.csr_matrix((X.data, X.indices.astype(np.int64), X.indptr.astype(np.int64)),
+    X64 = sp.csr_matrix((X.data.astype(np.float32), X.indices.astype(np.int64),
+                         X.indptr.astype(np.int64)),
                         shape=X.shape)
     params = dict(hidden_layer_sizes=(8,), max_iter=3, random_state=0, backend=backend)
     a = MLPClassifier(**params).fit(X64, y)
