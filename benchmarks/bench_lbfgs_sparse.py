@@ -10,9 +10,9 @@ interleaved), iterations, final loss and train/test accuracy (80/20 split).
 ``sparse``: 1% dense CSR input, 10,000 features, 5 classes, rows like bags of words (a
 class shows in a few words of its own vocabulary, :func:`sparse_set`); 100 relu hidden
 units, solver="sgd" (η 0.05, --momentum 0.9 (Nesterov), batch 200, no penalty, --epochs
-epochs, no early stop) for all; mlp on the CSR matrix (Numba and NumPy
-backends), mlp on the same rows densified (float32, Numba), scikit-learn on the CSR matrix.
-Seconds per fit and test accuracy.
+epochs, no early stop; or --solver adam with scikit-learn's defaults) for all; mlp on the
+CSR matrix (Numba and NumPy backends), mlp on the same rows densified (float32, Numba),
+scikit-learn on the CSR matrix. Seconds per fit and test accuracy.
 
     python benchmarks/bench_lbfgs_sparse.py [--part lbfgs sparse] [--runs 3] [--threads N]
 """
@@ -74,11 +74,12 @@ def fit_lbfgs(who, X, y, max_iter):
                              backend=who.split("-")[1], **common)
 
 
-def fit_sparse(who, epochs, momentum):
+def fit_sparse(who, epochs, momentum, solver="sgd"):
     from sklearn.neural_network import MLPClassifier as SkClassifier
-    common = dict(hidden_layer_sizes=(100,), activation="relu", solver="sgd",
-                  learning_rate_init=0.05, momentum=momentum, batch_size=200, alpha=0.0,
-                  max_iter=epochs, tol=0.0, n_iter_no_change=10**6, random_state=0)
+    common = dict(hidden_layer_sizes=(100,), activation="relu", solver=solver, batch_size=200,
+                  alpha=0.0, max_iter=epochs, tol=0.0, n_iter_no_change=10**6, random_state=0)
+    if solver == "sgd":
+        common.update(learning_rate_init=0.05, momentum=momentum)
     if who == "sklearn":
         return SkClassifier(**common)
     return mlp.MLPClassifier(dtype="float32", backend=who.split()[0].split("-")[1], **common)
@@ -125,7 +126,7 @@ def bench_sparse(args):
     X_tr, y_tr, X_te, y_te = split(X, y)
     dense = X_tr.toarray()
     def maker(who):
-        return lambda: fit_sparse(who, args.epochs, args.momentum)
+        return lambda: fit_sparse(who, args.epochs, args.momentum, args.solver)
     makers = {"mlp-numba CSR": (maker("mlp-numba"), X_tr, y_tr),
               "mlp-numpy CSR": (maker("mlp-numpy"), X_tr, y_tr),
               "mlp-numba dense": (maker("mlp-numba"), dense, y_tr),
@@ -157,6 +158,9 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=5, help="SGD epochs of the sparse part")
     parser.add_argument("--samples", type=int, default=20000, help="rows of the sparse set")
     parser.add_argument("--momentum", type=float, default=0.9, help="of the sparse part's SGD")
+    parser.add_argument("--solver", default="sgd", choices=["sgd", "adam"],
+                        help="the sparse part's solver (adam: scikit-learn's defaults, "
+                             "learning_rate_init 0.001)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     threads = set_threads(args.threads)
