@@ -7,15 +7,17 @@
 
 A backend provides:
 
-``loss_and_gradients(net, X, Y, weight_decay=0.0)``
-    loss and gradients on one float batch (what gradient checking compares).
-``train_batches(net, opt, X, targets, order, start, stop, batch_size, scale)``
+``loss_and_gradients(net, X, Y, weight_decay=0.0, extras=None)``
+    loss and gradients on one float batch (what gradient checking compares),
+    optionally with sample weights and dropout masks (``extras``).
+``train_batches(net, opt, X, targets, order, start, stop, batch_size, extras)``
     runs batches ``start … stop-1`` of an epoch whose sample order is
     ``order``; batch b is ``order[b*batch_size:(b+1)*batch_size]``. X may be
-    uint8 (pixels, multiplied by ``scale`` per batch) or float; targets are
-    int labels (1-D, one-hot on the fly) or a 2-D float array. Updates the
-    network and optimizer state in place and returns each batch's loss
-    (before its update) as a float64 array.
+    uint8 (pixels, multiplied by ``extras.scale`` per batch) or float; targets are
+    int labels (1-D, one-hot on the fly) or a 2-D float array. ``extras``
+    (a :class:`mlp.batches.Extras`, or just the scale) adds sample weights
+    and dropout. Updates the network and optimizer state in place and
+    returns each batch's loss (before its update) as a float64 array.
 ``predict_output(net, X, scale=1.0)``
     the network's output ŷ for all rows, computed in chunks.
 ``prepare(net, opt, X, targets, batch_size, scale)``
@@ -26,7 +28,7 @@ A backend provides:
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from .batches import batch_inputs, batch_rows, run_batches
+from .batches import batch_inputs, run_batches
 
 BACKENDS = ("numba", "numpy")
 
@@ -36,13 +38,23 @@ class NumpyBackend:
 
     name = "numpy"
 
-    def loss_and_gradients(self, net, X, Y, weight_decay=0.0):
-        """Loss and gradients of one batch (see :meth:`Network.loss_and_gradients`)."""
-        return net.loss_and_gradients(X, Y, weight_decay)
+    def loss_and_gradients(self, net, X, Y, weight_decay=0.0, extras=None):
+        """Loss and gradients of one batch (see :meth:`Network.loss_and_gradients`).
 
-    def train_batches(self, net, opt, X, targets, order, start, stop, batch_size, scale=1.0):
+        ``extras`` (an :class:`mlp.batches.Extras`) may add sample weights
+        and dropout, row s being sample position s of ``extras.epoch``.
+        """
+        if extras is None:
+            return net.loss_and_gradients(X, Y, weight_decay)
+        masks = None
+        if extras.dropout is not None:
+            masks = net.dropout_masks(extras.dropout, extras.seed, extras.epoch,
+                                      np.arange(len(X)))
+        return net.loss_and_gradients(X, Y, weight_decay, extras.sample_weight, masks)
+
+    def train_batches(self, net, opt, X, targets, order, start, stop, batch_size, extras=1.0):
         """Train on batches start … stop-1 of ``order``; return their losses."""
-        return run_batches(net, opt, X, targets, batch_rows(order, start, stop, batch_size), scale)
+        return run_batches(net, opt, X, targets, order, start, stop, batch_size, extras)
 
     def predict_output(self, net, X, scale=1.0, chunk=4096):
         """ŷ for every row of X, computed ``chunk`` rows at a time."""

@@ -15,6 +15,8 @@ NumPy does in separate passes::
     sgd_update                     v ← μv − η(g + λw);  w ← w + v   (Nesterov, plain SGD)
     sgd_update_rows                the same for the sparse first layer, on its touched rows
     sparse_sgd_plain, dense_sgd_plain   plain SGD fused with the gradient (no gradient array)
+    drop_entries, drop_rows        inverted dropout: a sparse batch's dropped non-zeros removed,
+                                   a dense layer's input masked (masks from row_key, below)
 
 and two parallel kernels for the sparse first layer, which split the work between threads::
 
@@ -28,10 +30,23 @@ loss, backward, update — without returning to Python.
 Arguments come in named bundles (NamedTuples, which Numba compiles as
 typed records): :class:`Model` (the codes of the activation, loss and
 output), :class:`SGDParams` (η, μ, λ, Nesterov), :class:`Params` (the
-network's and optimizer's arrays), :class:`Data` (the training set and its
-epoch order), :class:`Plan` (sparse or dense, threads, batch size),
+network's and optimizer's arrays), :class:`Data` (the training set, its
+sample weights and its epoch order), :class:`Plan` (sparse or dense,
+threads, batch size), :class:`Dropout` (rates per layer, seed, epoch),
 :class:`SparseBatch` (a gathered sparse batch). A new hyper-parameter is a
-new field of one of them.
+new field of one of them; "off" is a value (no sample weights: an empty
+array; no dropout: zero thresholds), so one compiled train_chunk serves
+every combination.
+
+Dropout. Whether unit j of layer l's input is dropped for the sample at
+position pos of the epoch's order is a hash of (seed, epoch, pos, l, j)
+(:func:`row_key`, :func:`_keep_bits`; the formulas and their NumPy version
+are in :mod:`mlp.dropout`): the masks are the reference's bit for bit and
+depend on no thread or chunk boundary. They are computed where they are
+used: a sparse batch's dropped inputs are removed when it is gathered
+(fewer multiply-adds); a hidden layer's mask is drawn once per batch into
+the workspace, which also keeps the masked outputs ã = a ⊙ m that the next
+layer reads, beside a for f'(a).
 
 Conventions as in the reference: rows are samples, ``W`` is (n_in, n_out),
 hidden layers compute ``a = f(a_prev · W + b)``, the loss is averaged over
@@ -147,6 +162,47 @@ def _runtime_one(n):
     return n * 0 + 1
 
 
+# ----------------------------------------------------------------- dropout's hash
+
+# SplitMix64's increment and finalizer constants (see mlp.dropout), as uint64 so that every
+# operation stays in unsigned 64-bit arithmetic (an int64 operand would make it float64)
+_GAMMA = np.uint64(0x9E3779B97F4A7C15)
+_MIX1, _MIX2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+_SH30, _SH27, _SH31, _SH11 = np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(11)
+_U1 = np.uint64(1)
+
+
+@_inline()
+def _mix(z):
+    """SplitMix64's finalizer of the uint64 z."""
+    z = (z ^ (z >> _SH30)) * _MIX1
+    z = (z ^ (z >> _SH27)) * _MIX2
+    return z ^ (z >> _SH31)
+
+
+@_inline()
+def _step(key, count):
+    """key + γ · (count + 1) modulo 2⁶⁴, count an integer >= 0."""
+    return key + _GAMMA * (np.uint64(count) + _U1)
+
+
+@_inline()
+def row_key(seed, epoch, pos, layer):
+    """The dropout key of sample position ``pos`` of epoch ``epoch`` at layer ``layer``.
+
+    mix(mix(mix(mix(seed) + γ(epoch+1)) + γ(pos+1)) + γ(layer+1)), as
+    :func:`mlp.dropout.row_keys`.
+    """
+    k = _mix(_step(_mix(np.uint64(seed)), epoch))
+    return _mix(_step(_mix(_step(k, pos)), layer))
+
+
+@_inline()
+def _keep_bits(key, j):
+    """The 53 uniform bits of unit j under row key ``key``: mix(key + γ(j+1)) >> 11."""
+    return _mix(_step(key, j)) >> _SH11
+
+
 # ----------------------------------------------------------------- bundles
 
 
@@ -180,6 +236,21 @@ class Data(NamedTuple):
     labels: np.ndarray  #: int class labels (one-hot targets), or empty when T is used
     T: np.ndarray     #: (n, n_out) float targets, or (0, n_out) when labels are used
     order: np.ndarray  #: int64 sample order: batch b is order[b*batch_size:(b+1)*batch_size]
+    weights: np.ndarray  #: (n,) sample weights in the network's dtype, or empty for none
+
+
+class Dropout(NamedTuple):
+    """Inverted dropout of each weight layer's input (see "Dropout" in the module docstring).
+
+    Layer l's input unit is kept when its 53 bits are >= thresholds[l] (then
+    multiplied by scales[l] = 1/(1 − p)), else zeroed; thresholds[l] = 0 is no
+    dropout at layer l (:func:`dropout_of` builds one).
+    """
+    thresholds: np.ndarray  #: (L,) uint64: ⌈p · 2⁵³⌉ per layer (0: off)
+    scales: np.ndarray      #: (L,) 1/(1 − p) per layer, in the network's dtype
+    seed: np.uint64         #: the run's dropout seed
+    epoch: np.int64         #: the epoch the batches belong to
+    rates: np.ndarray       #: (L,) float64: the rates p themselves (what the twins take)
 
 
 class Plan(NamedTuple):
@@ -222,12 +293,38 @@ class Working(NamedTuple):
 class Workspace(NamedTuple):
     """Work arrays for batches of up to batch_size rows (see :func:`_workspace`)."""
     acts: list        #: acts[l]: layer l's input (acts[0] the dense batch, empty when sparse)
+    masks: list       #: masks[l]: layer l's input's dropout mask (0 or 1/(1 − p)), or empty
+    dropped: list     #: dropped[l] = acts[l] ⊙ masks[l], what layer l reads, or empty
+    weights: np.ndarray  #: the batch's sample weights (unused without weights)
     deltas: list      #: deltas[l]: the error at layer l's output
     grads: list       #: layer l's weight gradient (transposed, except a sparse first layer's)
     gbs: list         #: layer l's bias gradient
     Y: np.ndarray     #: the batch's targets
     batch: SparseBatch  #: the gathered sparse batch
     touched: np.ndarray  #: (n_in,) uint8 for a sparse first layer, else empty
+
+
+def dropout_of(rates, n_layers, dtype, seed=0, epoch=0):
+    """A :class:`Dropout` of the rates per weight layer (input features first) in ``dtype``.
+
+    ``rates`` None (or all 0): no dropout at any of the ``n_layers`` layers. The thresholds and scales are
+    computed as :mod:`mlp.dropout` computes them (the same bits), here
+    without importing it (this module imports nothing from mlp).
+    """
+    rates = [0.0] * n_layers if rates is None else [float(p) for p in rates]
+    t = np.dtype(dtype).type
+    thresholds = np.array([math.ceil(p * 2.0 ** 53) for p in rates], np.uint64)
+    scales = np.array([t(1) / t(1 - p) for p in rates], dtype)
+    return Dropout(thresholds, scales, np.uint64(int(seed) % 2 ** 64), np.int64(epoch),
+                   np.array(rates, np.float64))
+
+
+@_inline()
+def _no_dropout(weights):
+    """A :class:`Dropout` that drops nothing, for the layers of ``weights`` (inside the kernels)."""
+    n = len(weights)
+    return Dropout(np.zeros(n, np.uint64), np.ones(n, weights[0].dtype), np.uint64(0),
+                   np.int64(0), np.zeros(n, np.float64))
 
 
 def sgd_params(dtype, lr, momentum, weight_decay, nesterov):
@@ -567,6 +664,63 @@ def _prefetch_rows(X, rows):
             _prefetch(X, base + off)
 
 
+# ----------------------------------------------------------------- dropout
+
+
+@_kernel()
+def _drop_entries_rows(batch, dropout, pos0, s0, s1):
+    """:func:`drop_entries` for batch rows s0 … s1-1."""
+    nnz, cols, vals = batch
+    thr, keep = dropout.thresholds[0], dropout.scales[0]
+    for s in range(s0, s1):
+        key = row_key(dropout.seed, dropout.epoch, pos0 + s, 0)
+        k = 0
+        for p in range(nnz[s]):        # branch-free: write every entry, keep the survivors
+            c = cols[s, p]
+            cols[s, k] = c
+            vals[s, k] = vals[s, p] * keep
+            k += _keep_bits(key, c) >= thr
+        nnz[s] = k
+
+
+@_kernel()
+def drop_entries(batch, n, dropout, pos0):
+    """Input dropout of a gathered :class:`SparseBatch`: the dropped non-zeros are removed.
+
+    Row s (sample position pos0 + s of the epoch) keeps the non-zeros whose
+    columns draw "kept" at layer 0, times 1/(1 − p), in their order; the
+    first n rows. Nothing when layer 0 has no dropout.
+    """
+    if dropout.thresholds[0] != 0:
+        _drop_entries_rows(batch, dropout, pos0, _row0(), n)
+    return batch
+
+
+@_kernel(fastmath=_FAST)
+def _drop_rows(a, layer, dropout, pos0, mask, out):
+    """mask[s] = layer's dropout mask of sample pos0 + s, out[s] = a[s] ⊙ mask[s], every row."""
+    thr, keep = dropout.thresholds[layer], dropout.scales[layer]
+    zero = a.dtype.type(0)
+    for s in range(a.shape[0]):
+        key = row_key(dropout.seed, dropout.epoch, pos0 + s, layer)
+        for j in range(a.shape[1]):
+            m = keep if _keep_bits(key, j) >= thr else zero
+            mask[s, j] = m
+            out[s, j] = a[s, j] * m
+
+
+@_kernel()
+def drop_rows(a, layer, dropout, pos0, mask, out):
+    """Inverted dropout of layer ``layer``'s input a (row s: sample position pos0 + s).
+
+    Writes the mask (0 where dropped, 1/(1 − p) where kept) and out = a ⊙ mask
+    (out may be a itself); returns out. Nothing when that layer has no dropout.
+    """
+    if dropout.thresholds[layer] != 0:
+        _drop_rows(a, layer, dropout, pos0, mask, out)
+    return out
+
+
 # ----------------------------------------------------------------- forward
 
 
@@ -636,13 +790,14 @@ def sparse_forward(batch, W, b, kind, out):
 
 
 @_kernel(parallel=True)
-def sparse_gather_forward_par(X, rows, scale, batch, W, b, kind, out):
-    """:func:`gather_sparse` then :func:`sparse_forward`, on several threads.
+def sparse_gather_forward_par(X, rows, scale, batch, W, b, kind, out, dropout, pos0):
+    """:func:`gather_sparse`, :func:`drop_entries` and :func:`sparse_forward`, on several threads.
 
     Blocks of the batch's rows are split between threads, in one parallel
-    region for both: a thread gathers its rows and computes their outputs
-    while they are in its cache. Every row is computed as by the serial
-    pair, so the results are the same bits.
+    region for all three: a thread gathers its rows (sample positions pos0 +
+    s of the epoch for ``dropout``, a :class:`Dropout`) and computes their
+    outputs while they are in its cache. Every row is computed as by the
+    serial kernels, so the results are the same bits.
     """
     n = rows.shape[0]
     n_blocks = min(n, 32)
@@ -650,6 +805,8 @@ def sparse_gather_forward_par(X, rows, scale, batch, W, b, kind, out):
     for blk in prange(n_blocks):
         lo, hi = blk * step, min(n, (blk + 1) * step)
         _gather_sparse_rows(X, rows, scale, batch, lo, hi)
+        if dropout.thresholds[0] != 0:
+            _drop_entries_rows(batch, dropout, pos0, lo, hi)
         _sparse_forward_rows(batch, W, b, kind, out, lo, hi)
     return out
 
@@ -693,21 +850,25 @@ def dense_forward(a, Wt, b, kind, out):
 
 
 @_kernel(fastmath=_FAST)
-def output_delta(z, Y, model, delta):
+def output_delta(z, Y, model, delta, w):
     """ŷ = g(z), the batch-mean loss, and δ = ∂L/∂z, in one pass over each row.
 
     ``z`` is the output layer's pre-activation and is overwritten with ŷ.
     Returns the loss (float64). The pairs of :mod:`mlp.losses`: ce (softmax)
     gives δ = (ŷ·Σ_k y_k − y)/n, which is (ŷ − y)/n for one-hot rows; bce (sigmoid)
-    gives δ = (ŷ − y)/n; mse (any g) gives δ = (ŷ − y) g'(z)/n.
+    gives δ = (ŷ − y)/n; mse (any g) gives δ = (ŷ − y) g'(z)/n. With sample
+    weights ``w`` (one per row; empty for none) row s's loss and δ are
+    multiplied by w[s] (as the reference: (w[s] · (ŷ − y)) / n).
     """
     loss, out_kind = model.loss, model.out_kind
     n, n_out = z.shape
     one = z.dtype.type(1)
     zero = z.dtype.type(0)
     nf = z.dtype.type(n)
+    weighted = w.shape[0] > 0
     total = 0.0
     for s in range(n):
+        ws = w[s] if weighted else one
         row = zero
         if loss == CE:
             # log ŷ_k = (z_k − m) − log Σ exp(z − m): finite for any finite z
@@ -726,7 +887,7 @@ def output_delta(z, Y, model, delta):
                 row -= y * (shifted - lse)
                 yhat = _exp(shifted) / se
                 z[s, k] = yhat
-                delta[s, k] = (yhat * ysum - y) / nf
+                delta[s, k] = ws * (yhat * ysum - y) / nf
         elif loss == BCE:
             # −[y log σ(z) + (1 − y) log(1 − σ(z))] = softplus(z) − y z
             for k in range(n_out):
@@ -735,16 +896,16 @@ def output_delta(z, Y, model, delta):
                 row += max(x, zero) + math.log1p(math.exp(-abs(x))) - y * x
                 yhat = _f(x, SIGMOID, one)
                 z[s, k] = yhat
-                delta[s, k] = (yhat - y) / nf
+                delta[s, k] = ws * (yhat - y) / nf
         else:
             for k in range(n_out):
                 yhat = _f(z[s, k], out_kind, one)
                 err = yhat - Y[s, k]
                 row += err * err
                 z[s, k] = yhat
-                delta[s, k] = err * _fprime(yhat, out_kind, one) / nf
+                delta[s, k] = ws * err * _fprime(yhat, out_kind, one) / nf
             row *= z.dtype.type(0.5)
-        total += row
+        total += row * ws if weighted else row
     return total / n
 
 
@@ -815,8 +976,11 @@ def _backprop_row(d, Wt, out, s):
 
 
 @_kernel(fastmath=_FAST)
-def backprop_delta(d, Wt, a, kind, out):
-    """out = (δ · Wᵀ) ⊙ f'(a) given ``Wt`` = Wᵀ: the error of the layer below (before W changes)."""
+def backprop_delta(d, Wt, a, kind, out, mask):
+    """out = (δ · Wᵀ) ⊙ m ⊙ f'(a) given ``Wt`` = Wᵀ: the error of the layer below (before W changes).
+
+    m is the dropout ``mask`` of a (see :func:`drop_rows`); an empty mask is none.
+    """
     n = d.shape[0]
     n_out, n_in = Wt.shape
     if n * n_in * n_out >= BLAS_MIN_FLOPS:
@@ -824,6 +988,10 @@ def backprop_delta(d, Wt, a, kind, out):
     else:
         for s in range(n):
             _backprop_row(d, Wt, out, s)
+    if mask.shape[0] > 0:
+        for s in range(n):
+            for i in range(n_in):
+                out[s, i] *= mask[s, i]
     return times_fprime(out, a, kind)
 
 
@@ -1271,11 +1439,13 @@ def sparse_buffers(batch_size, W):
 
 
 @_inline()
-def _workspace(W0, Wts, batch_size, sparse, sparse_batch):
+def _workspace(W0, Wts, batch_size, sparse, sparse_batch, dropout):
     """A :class:`Workspace` for batches of up to ``batch_size`` rows.
 
     A sparse first layer's weight gradient starts at zero (:func:`sparse_gradient`
-    needs it so); ``sparse_batch`` is the caller's :class:`SparseBatch`.
+    needs it so); ``sparse_batch`` is the caller's :class:`SparseBatch`. Layers
+    with dropout (a :class:`Dropout`) get a mask and a masked copy of their
+    input (a sparse first layer's dropped inputs are removed from the batch instead).
     """
     dtype = W0.dtype
     nl = len(Wts)
@@ -1293,32 +1463,54 @@ def _workspace(W0, Wts, batch_size, sparse, sparse_batch):
         else:
             grads.append(np.empty(Wts[l].shape, dtype))
         gbs.append(np.empty(n_out, dtype))
+    masks, dropped = [], []
+    for l in range(nl):
+        on = dropout.thresholds[l] != 0 and not (l == 0 and sparse)
+        width = acts[l].shape[1]
+        masks.append(np.zeros((batch_size if on else 0, width if on else 0), dtype))
+        dropped.append(np.zeros((batch_size if on else 0, width if on else 0), dtype))
     Y = np.empty((batch_size, acts[nl].shape[1]), dtype)
     touched = np.zeros(n_in if sparse else 0, np.uint8)
-    return Workspace(acts, deltas, grads, gbs, Y, sparse_batch, touched)
+    return Workspace(acts, masks, dropped, np.empty(batch_size, dtype), deltas, grads, gbs, Y,
+                     sparse_batch, touched)
 
 
 @_inline()
-def _gather(data, rows, work, plan):
-    """Fill the workspace with batch ``rows`` of ``data``: targets and inputs (sparse or dense).
+def _layer_input(work, l, nb):
+    """What layer l reads for the first nb rows: its input, or its masked input with dropout."""
+    if work.masks[l].shape[0] > 0:
+        return work.dropped[l][:nb]
+    return work.acts[l][:nb]
 
-    With threads, sparse inputs are gathered by :func:`_forward`, in one
-    parallel region with the first layer's forward pass.
+
+@_inline()
+def _gather(data, rows, work, plan, dropout, pos0):
+    """Fill the workspace with batch ``rows`` of ``data``: targets, weights and inputs.
+
+    The batch starts at position pos0 of the epoch's order (its dropout
+    masks' counter). With threads, sparse inputs are gathered by
+    :func:`_forward`, in one parallel region with the first layer's forward pass.
     """
     nb = rows.shape[0]
     gather_targets(data.labels, data.T, rows, work.Y[:nb])
+    if data.weights.shape[0] > 0:
+        for s in range(nb):
+            work.weights[s] = data.weights[rows[s]]
     if not plan.sparse:
         gather_dense(data.X, rows, data.scale, work.acts[0][:nb])
+        drop_rows(work.acts[0][:nb], 0, dropout, pos0, work.masks[0][:nb], work.dropped[0][:nb])
     elif plan.threads <= 1:           # with threads, _forward gathers (see above)
         gather_sparse(data.X, rows, data.scale, work.batch)
+        drop_entries(work.batch, nb, dropout, pos0)
 
 
 @_inline()
-def _forward(work, wk, data, rows, model, plan):
+def _forward(work, wk, data, rows, model, plan, dropout, pos0):
     """The forward pass of the gathered batch ``rows``; returns its mean loss and leaves δᴸ in work.
 
     The output layer keeps z (identity) for :func:`output_delta`, which
-    turns it into ŷ and computes the loss and δᴸ.
+    turns it into ŷ and computes the loss and δᴸ. Hidden layers' outputs
+    are masked for the layer after them where it has dropout.
     """
     nb = rows.shape[0]
     nl = len(wk.Wts)
@@ -1328,13 +1520,17 @@ def _forward(work, wk, data, rows, model, plan):
         if l == 0 and plan.sparse:
             if plan.threads > 1:
                 sparse_gather_forward_par(data.X, rows, data.scale, work.batch, wk.W0, wk.bs[0],
-                                          kind, out)
+                                          kind, out, dropout, pos0)
             else:
                 sparse_forward(work.batch, wk.W0, wk.bs[0], kind, out)
             out[:, wk.h:] = 0             # padding units: f(0) may be ½, their output is 0
         else:
-            dense_forward(work.acts[l][:nb], wk.Wts[l], wk.bs[l], kind, out)
-    return output_delta(work.acts[nl][:nb], work.Y[:nb], model, work.deltas[nl][:nb])
+            dense_forward(_layer_input(work, l, nb), wk.Wts[l], wk.bs[l], kind, out)
+        if l < nl - 1:
+            drop_rows(out, l + 1, dropout, pos0, work.masks[l + 1][:nb],
+                      work.dropped[l + 1][:nb])
+    weights = work.weights[:nb] if data.weights.shape[0] > 0 else work.weights[:0]
+    return output_delta(work.acts[nl][:nb], work.Y[:nb], model, work.deltas[nl][:nb], weights)
 
 
 @_inline()
@@ -1343,7 +1539,9 @@ def _backward(work, wk, nb, model, sgd, plan, update):
 
     With ``update`` each layer takes its SGD step (``sgd``) as soon as its
     gradient is known (after the error of the layer below, which needs the
-    old W, is computed); else the gradients stay in the workspace.
+    old W, is computed); else the gradients stay in the workspace. A layer
+    with dropout takes the gradient of its masked input, and the error
+    below it is masked too.
     """
     mu, wd = sgd.mu, sgd.wd
     nl = len(wk.Wts)
@@ -1361,7 +1559,7 @@ def _backward(work, wk, nb, model, sgd, plan, update):
                 if update:
                     sgd_update_rows(first, sgd)
         else:
-            a = work.acts[l][:nb]
+            a = _layer_input(work, l, nb)
             plain = (update and mu == 0 and wd == 0
                      and nb * a.shape[1] * d.shape[1] < BLAS_MIN_FLOPS)
             # small layer, plain SGD: fused, no gradient array
@@ -1370,7 +1568,8 @@ def _backward(work, wk, nb, model, sgd, plan, update):
             else:
                 dense_gradient(a, d, work.grads[l], work.gbs[l])
             if l > 0:
-                backprop_delta(d, wk.Wts[l], a, model.act, work.deltas[l][:nb])
+                backprop_delta(d, wk.Wts[l], work.acts[l][:nb], model.act, work.deltas[l][:nb],
+                               work.masks[l][:nb])
             if plain:
                 dense_sgd_plain(a, d, wk.Wts[l], sgd.lr)
             elif update:
@@ -1380,53 +1579,57 @@ def _backward(work, wk, nb, model, sgd, plan, update):
 
 
 @_kernel()
-def train_chunk(data, params, model, sgd, plan, start, stop, losses, sparse_batch):
+def train_chunk(data, params, model, sgd, plan, start, stop, losses, sparse_batch, dropout):
     """Train on batches start … stop-1 of an epoch in place; losses[k] = loss of batch start+k.
 
     ``data``: a :class:`Data` (batch b is rows ``order[b*batch_size:(b+1)*batch_size]``
     of X, uint8 pixels times ``scale`` or floats with scale 1; its targets
     are the one-hot ``labels`` of those rows, or rows of T when labels is
-    empty). ``params``: a :class:`Params`, updated as
+    empty; their sample weights, unless empty). ``params``: a :class:`Params`, updated as
     :meth:`mlp.optimizers.SGD.step` would with the :class:`SGDParams`
     ``sgd``. ``model``: a :class:`Model`. ``plan``: a :class:`Plan`.
     ``sparse_batch``: a :class:`SparseBatch` of ``plan.batch_size`` rows
     (:func:`sparse_buffers`), passed in so that calls can reuse it (fresh
-    pages cost a fault each when first written).
+    pages cost a fault each when first written). ``dropout``: a
+    :class:`Dropout` (the sample at position p of ``order`` draws its masks
+    from p).
     """
     n = data.order.shape[0]
     bsz = plan.batch_size
     wk = _working_copies(params, plan.sparse, sgd.mu)
     work = _workspace(wk.W0 if plan.sparse else params.weights[0], wk.Wts, bsz, plan.sparse,
-                      sparse_batch)
+                      sparse_batch, dropout)
     for b in range(start, stop):
         lo = b * bsz
         rows = data.order[lo:min(lo + bsz, n)]
-        _gather(data, rows, work, plan)
+        _gather(data, rows, work, plan, dropout, lo)
         if b + 1 < stop:              # the next batch's rows load while this one computes
             _prefetch_rows(data.X, data.order[lo + bsz:min(lo + 2 * bsz, n)])
-        losses[b - start] = _forward(work, wk, data, rows, model, plan)
+        losses[b - start] = _forward(work, wk, data, rows, model, plan, dropout, lo)
         _backward(work, wk, rows.shape[0], model, sgd, plan, _runtime_true(n))
     _copy_back(params, wk, plan.sparse, sgd.mu)
     return losses
 
 
 @_kernel()
-def loss_and_gradients(X, Y, weights, biases, model, sparse):
+def loss_and_gradients(X, Y, weights, biases, model, sparse, sample_weight, dropout):
     """Mean loss of the float batch (X, Y) and the gradients: (loss, [∂L/∂W], [∂L/∂b]).
 
-    Y holds 2-D targets; no weight decay here (the caller adds λW and the penalty).
+    Y holds 2-D targets; no weight decay here (the caller adds λW and the
+    penalty). ``sample_weight``: one per row, or empty for none.
+    ``dropout``: a :class:`Dropout`; row s is sample position s of its epoch.
     """
     nb = X.shape[0]
     zero = X.dtype.type(0)
     sgd = SGDParams(zero, zero, zero, nb < 0)
     wk = _working_copies(Params(weights, biases, weights, biases), sparse, zero)
     work = _workspace(wk.W0 if sparse else weights[0], wk.Wts, nb, sparse,
-                      sparse_buffers(nb, weights[0]))
+                      sparse_buffers(nb, weights[0]), dropout)
     rows = np.arange(nb)
-    data = Data(X, X.dtype.type(1), np.empty(0, np.int64), Y, rows)
+    data = Data(X, X.dtype.type(1), np.empty(0, np.int64), Y, rows, sample_weight)
     plan = Plan(sparse, _runtime_one(nb), nb)
-    _gather(data, rows, work, plan)
-    value = _forward(work, wk, data, rows, model, plan)
+    _gather(data, rows, work, plan, dropout, _row0())
+    value = _forward(work, wk, data, rows, model, plan, dropout, _row0())
     _backward(work, wk, nb, model, sgd, plan, not _runtime_true(nb))
     gw, gb = [], []
     for l in range(len(weights)):
@@ -1457,7 +1660,7 @@ def predict(X, scale, weights, biases, model, out):
     chunk = 1024
     Wts = _transposed(weights, False)
     acts = _workspace(weights[0], Wts, min(chunk, max(n, 1)), False,
-                      sparse_buffers(_row0(), weights[0])).acts
+                      sparse_buffers(_row0(), weights[0]), _no_dropout(weights)).acts
     bs = _as_list(biases)
     for lo in range(0, n, chunk):
         hi = min(lo + chunk, n)

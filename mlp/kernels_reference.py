@@ -13,7 +13,8 @@ kernels write into ``out`` arrays.
 import numpy as np
 
 from .activations import ACTIVATIONS, DERIVATIVES
-from .batches import batch_inputs, batch_rows, batch_targets, run_batches
+from .batches import Extras, batch_inputs, batch_targets, run_batches
+from .dropout import kept, mask, row_keys
 from .kernels import ACTIVATION_NAMES, CE, LOSS_NAMES, SparseBatch
 from .losses import get_loss
 from .network import Network
@@ -82,11 +83,14 @@ def sparse_forward(batch, W, b, kind):
     return dense_forward(densify(batch, W.shape[0]), W, b, kind)
 
 
-def output_delta(z, Y, model):
-    """Twin of :func:`mlp.kernels.output_delta`: (loss, ŷ, δ) from the reference loss."""
+def output_delta(z, Y, model, w=None):
+    """Twin of :func:`mlp.kernels.output_delta`: (loss, ŷ, δ) from the reference loss.
+
+    ``w``: sample weights (one per row), or None.
+    """
     loss = loss_of(model)
     yhat = loss.activate(z)
-    return loss.value(z, yhat, Y), yhat, loss.delta(z, yhat, Y)
+    return loss.value(z, yhat, Y, w), yhat, loss.delta(z, yhat, Y, w)
 
 
 def output_activation(z, model):
@@ -99,9 +103,45 @@ def times_fprime(d, a, kind):
     return d * DERIVATIVES[ACTIVATION_NAMES[kind]](a, a)
 
 
-def backprop_delta(d, W, a, kind):
-    """Twin of :func:`mlp.kernels.backprop_delta` (which takes Wᵀ): (δ · Wᵀ) ⊙ f'(a)."""
-    return times_fprime(d @ W.T, a, kind)
+def backprop_delta(d, W, a, kind, mask=None):
+    """Twin of :func:`mlp.kernels.backprop_delta` (which takes Wᵀ): (δ · Wᵀ) (⊙ m) ⊙ f'(a)."""
+    upstream = d @ W.T
+    return times_fprime(upstream if mask is None else upstream * mask, a, kind)
+
+
+def row_key(seed, epoch, pos, layer):
+    """Twin of :func:`mlp.kernels.row_key`: :func:`mlp.dropout.row_keys` of one position."""
+    return row_keys(seed, epoch, [pos], layer)[0]
+
+
+def _masks(dropout, dtype, layer, width, positions):
+    """Layer ``layer``'s masks of ``positions``, as Network.dropout_masks draws them."""
+    return mask(int(dropout.seed), int(dropout.epoch), positions, layer, width,
+                float(dropout.rates[layer]), dtype)
+
+
+def drop_rows(a, layer, dropout, pos0):
+    """Twin of :func:`mlp.kernels.drop_rows`: (mask, a ⊙ mask) from Network.dropout_masks."""
+    mask = _masks(dropout, a.dtype, layer, a.shape[1], pos0 + np.arange(len(a)))
+    return mask, a * mask
+
+
+def drop_entries(batch, n_in, dropout, pos0):
+    """Twin of :func:`mlp.kernels.drop_entries`: the dense rows masked, as a :class:`SparseBatch`.
+
+    Also checks that the kept entries are those :func:`mlp.dropout.kept` keeps.
+    """
+    x = densify(batch, n_in)
+    positions = pos0 + np.arange(len(x))
+    masked = x * _masks(dropout, x.dtype, 0, n_in, positions)
+    keep = kept(int(dropout.seed), int(dropout.epoch), positions, 0, n_in, dropout.rates[0])
+    assert not (masked[~keep]).any()
+    nnz = np.count_nonzero((x != 0) & keep, axis=1)
+    cols, vals = np.zeros(x.shape, np.int32), np.zeros(x.shape, x.dtype)
+    for s in range(len(x)):
+        (c,) = np.nonzero((x[s] != 0) & keep[s])
+        cols[s, :len(c)], vals[s, :len(c)] = c, masked[s, c]
+    return SparseBatch(nnz, cols, vals)
 
 
 def column_sums(d):
@@ -159,17 +199,21 @@ def sgd_update_rows(layer, sgd):
     return W
 
 
-def train_chunk(data, params, model, sgd, plan, start, stop, losses):
+def train_chunk(data, params, model, sgd, plan, start, stop, losses, dropout):
     """Twin of :func:`mlp.kernels.train_chunk`.
 
-    :func:`mlp.batches.run_batches` with the reference Network and SGD.
+    :func:`mlp.batches.run_batches` with the reference Network and SGD, the
+    sample weights of ``data`` and the rates and key of ``dropout``.
     """
     net = network_of(params.weights, params.biases, model)
     opt = SGD(float(sgd.lr), float(sgd.mu), bool(sgd.nesterov), float(sgd.wd))
     opt.velocity_w, opt.velocity_b = list(params.vel_w), list(params.vel_b)
     targets = data.labels if len(data.labels) else data.T
-    losses[:] = run_batches(net, opt, data.X, targets,
-                            batch_rows(data.order, start, stop, plan.batch_size), data.scale)
+    rates = [float(p) for p in dropout.rates]
+    extras = Extras(float(data.scale), data.weights if len(data.weights) else None,
+                    rates if any(rates) else None, int(dropout.seed), int(dropout.epoch))
+    losses[:] = run_batches(net, opt, data.X, targets, data.order, start, stop,
+                            plan.batch_size, extras)
     return losses
 
 

@@ -34,6 +34,7 @@ import scipy.linalg.cython_blas  # noqa: F401
 from threadpoolctl import ThreadpoolController
 
 from . import kernels as K
+from .batches import as_extras
 from .compile_notice import install_listener
 from .network import with_weight_decay
 
@@ -130,6 +131,26 @@ def _targets(targets, net):
         raise ValueError(f"targets must be 1-D labels or an (n, {n_out}) array, "
                          f"got shape {targets.shape}")
     return np.empty(0, np.int64), np.ascontiguousarray(targets)
+
+
+def _sample_weights(sample_weight, net, n):
+    """The kernels' sample weights: one per row of X in the net's dtype, or empty for none."""
+    if sample_weight is None:
+        return np.empty(0, net.dtype)
+    w = np.ascontiguousarray(sample_weight, dtype=net.dtype)
+    if w.shape != (n,):
+        raise ValueError(f"sample_weight must hold one weight per row of X ({n}), "
+                         f"got shape {w.shape}")
+    return w
+
+
+def _dropout(extras, net):
+    """The kernels' :class:`mlp.kernels.Dropout` of ``extras`` (none when it has no rates)."""
+    rates = extras.dropout
+    if rates is not None and len(rates) != net.num_layers:
+        raise ValueError(f"dropout needs one rate per weight layer ({net.num_layers}), "
+                         f"got {len(rates)}")
+    return K.dropout_of(rates, net.num_layers, net.dtype, extras.seed, extras.epoch)
 
 
 def _blas_threads_at_most_numba():
@@ -249,29 +270,35 @@ class NumbaBackend:
             return threads
         return threads if _other_load() < 0.5 else 1
 
-    def loss_and_gradients(self, net, X, Y, weight_decay=0.0):
+    def loss_and_gradients(self, net, X, Y, weight_decay=0.0, extras=None):
         """Loss and gradients of one float batch.
 
         In the form :meth:`Network.loss_and_gradients` returns them.
+        ``extras`` (an :class:`mlp.batches.Extras`) may add sample weights
+        (one per row) and dropout, row s being sample position s of
+        ``extras.epoch``.
         """
         _contiguous_params(net)
         X = np.ascontiguousarray(X, dtype=net.dtype)
         Y = np.ascontiguousarray(Y, dtype=net.dtype)
         if Y.ndim != 2 or Y.shape != (X.shape[0], net.sizes[-1]):
             raise ValueError(f"Y must have shape ({X.shape[0]}, {net.sizes[-1]}), got {Y.shape}")
+        extras = as_extras(1.0 if extras is None else extras)
         value, grads, gbs = K.loss_and_gradients(
             _check_X(X, net), Y, tuple(net.weights), tuple(net.biases), model_of(net),
-            use_sparse(X))
+            use_sparse(X), _sample_weights(extras.sample_weight, net, X.shape[0]),
+            _dropout(extras, net))
         nabla_w = [np.array(g) for g in grads]
         nabla_b = [np.array(g) for g in gbs]
         value, nabla_w = with_weight_decay(net.weights, value, nabla_w, weight_decay)
         return value, nabla_w, nabla_b
 
-    def train_batches(self, net, opt, X, targets, order, start, stop, batch_size, scale=1.0):
+    def train_batches(self, net, opt, X, targets, order, start, stop, batch_size, extras=1.0):
         """Train on batches start … stop-1 of ``order`` in one compiled call.
 
-        Returns their losses.
+        Returns their losses. ``extras``: an :class:`mlp.batches.Extras` (or the scale).
         """
+        extras = as_extras(extras)
         opt.ensure_state(net)
         _contiguous_params(net)
         X = _check_X(X, net)
@@ -279,14 +306,15 @@ class NumbaBackend:
         losses = np.empty(stop - start, dtype=np.float64)
         if stop <= start:
             return losses
-        data = K.Data(X, _scale_for(X, scale, net.dtype), labels, T,
-                      np.ascontiguousarray(order, dtype=np.int64))
+        data = K.Data(X, _scale_for(X, extras.scale, net.dtype), labels, T,
+                      np.ascontiguousarray(order, dtype=np.int64),
+                      _sample_weights(extras.sample_weight, net, X.shape[0]))
         params = K.Params(tuple(net.weights), tuple(net.biases), tuple(opt.velocity_w),
                           tuple(opt.velocity_b))
         plan = K.Plan(use_sparse(X), self.threads_for(net, batch_size), int(batch_size))
         buffers = self._sparse_buffers(plan.batch_size, net, plan.sparse)
         K.train_chunk(data, params, model_of(net), sgd_params_of(opt, net), plan, int(start),
-                      int(stop), losses, buffers)
+                      int(stop), losses, buffers, _dropout(extras, net))
         return losses
 
     def predict_output(self, net, X, scale=1.0):
