@@ -20,7 +20,7 @@ from .losses import one_hot
 class Extras(NamedTuple):
     """What the batch loop needs besides the rows: the pixels' scale, sample weights, dropout."""
     scale: float = 1.0          #: factor of uint8 pixels (float X is used as it is)
-    sample_weight: object = None  #: one weight per row of X (mean 1, see normalized weights), or None
+    sample_weight: object = None  #: one weight per row of X (e.g. of mean 1), or None
     dropout: object = None      #: one rate per weight layer (input features first), or None
     seed: int = 0               #: dropout's seed (see :mod:`mlp.dropout`)
     epoch: int = 0              #: the epoch the batches belong to (dropout's counter)
@@ -55,7 +55,7 @@ def batch_rows(order, start, stop, batch_size):
     return [order[b * batch_size:(b + 1) * batch_size] for b in range(start, stop)]
 
 
-def run_batches(net, opt, X, targets, order, start, stop, batch_size, extras=Extras()):
+def run_batches(net, opt, X, targets, order, start, stop, batch_size, extras=1.0):
     """Train ``net`` with ``opt`` on batches start … stop-1 of ``order``; return their losses.
 
     Each batch: gather its rows (:func:`batch_inputs`, :func:`batch_targets`),

@@ -14,6 +14,7 @@ NumPy does in separate passes::
     dense_gradient, sparse_gradient   ∂L/∂W = aᵀ · δ,  ∂L/∂b = Σ δ
     sgd_update                     v ← μv − η(g + λw);  w ← w + v   (Nesterov, plain SGD)
     sgd_update_rows                the same for the sparse first layer, on its touched rows
+    sparse_update                  the sparse first layer's gradient and step fused, row by row
     sparse_sgd_plain, dense_sgd_plain   plain SGD fused with the gradient (no gradient array)
     drop_entries, drop_rows        inverted dropout: a sparse batch's dropped non-zeros removed,
                                    a dense layer's input masked (masks from row_key, below)
@@ -21,8 +22,8 @@ NumPy does in separate passes::
 and two parallel kernels for the sparse first layer, which split the work between threads::
 
     sparse_gather_forward_par      gather_sparse, then sparse_forward (blocks of batch rows)
-    sparse_update_par              its SGD step: sparse_sgd_plain, or sparse_gradient and
-                                   sgd_update_rows (blocks of rows of W)
+    sparse_update_par              its SGD step: sparse_sgd_plain or sparse_update
+                                   (blocks of rows of W)
 
 and :func:`train_chunk` runs whole minibatches with them — gather, forward,
 loss, backward, update — without returning to Python.
@@ -305,11 +306,12 @@ class Workspace(NamedTuple):
 
 
 def dropout_of(rates, n_layers, dtype, seed=0, epoch=0):
-    """A :class:`Dropout` of the rates per weight layer (input features first) in ``dtype``.
+    """A :class:`Dropout` of ``rates``, one per weight layer (input features first), in ``dtype``.
 
-    ``rates`` None (or all 0): no dropout at any of the ``n_layers`` layers. The thresholds and scales are
-    computed as :mod:`mlp.dropout` computes them (the same bits), here
-    without importing it (this module imports nothing from mlp).
+    ``rates`` None (or all 0): no dropout at any of the ``n_layers`` layers.
+    The thresholds and scales are computed as :mod:`mlp.dropout` computes
+    them (the same bits), here without importing it (this module imports
+    nothing from mlp).
     """
     rates = [0.0] * n_layers if rates is None else [float(p) for p in rates]
     t = np.dtype(dtype).type
@@ -977,7 +979,7 @@ def _backprop_row(d, Wt, out, s):
 
 @_kernel(fastmath=_FAST)
 def backprop_delta(d, Wt, a, kind, out, mask):
-    """out = (δ · Wᵀ) ⊙ m ⊙ f'(a) given ``Wt`` = Wᵀ: the error of the layer below (before W changes).
+    """out = (δ · Wᵀ) ⊙ m ⊙ f'(a), ``Wt`` = Wᵀ: the error of the layer below (before W changes).
 
     m is the dropout ``mask`` of a (see :func:`drop_rows`); an empty mask is none.
     """
@@ -1173,33 +1175,127 @@ def sparse_sgd_plain(batch, d, W, lr):
     return W
 
 
+@_kernel()
+def _column_lists(batch, n, counts):
+    """The first n rows' non-zeros column by column: (starts, samples, values).
+
+    Column i's entries are samples[starts[i]:starts[i+1]] (batch rows, increasing)
+    with values values[starts[i]:starts[i+1]]; counts[i] is their number
+    (:func:`_column_counts`).
+    """
+    nnz, cols, vals = batch
+    n_in = counts.shape[0]
+    starts = np.empty(n_in + 1, np.int64)
+    fill = np.empty(n_in, np.int64)
+    starts[0] = 0
+    for i in range(n_in):
+        fill[i] = starts[i]
+        starts[i + 1] = starts[i] + counts[i]
+    samples = np.empty(starts[n_in], np.int64)
+    values = np.empty(starts[n_in], vals.dtype)
+    for s in range(n):
+        for p in range(nnz[s]):
+            i = cols[s, p]
+            q = fill[i]
+            samples[q] = s
+            values[q] = vals[s, p]
+            fill[i] = q + 1
+    return starts, samples, values
+
+
+@_kernel(fastmath=_FAST)
+def _sgd_rows_fused(layer, sgd, d, lists, g, i0, i1):
+    """Rows i0 … i1-1 of the sparse first layer's SGD step, each row's gradient made on the spot.
+
+    Row i's gradient g = Σ_s x[s, i] δ[s] over column i's non-zeros (``lists``
+    from :func:`_column_lists`; four at a time, in batch order) is summed in
+    the row buffer g, which stays in L1, then row i takes the step of
+    :func:`_sgd_rows`, in its arithmetic. W and V are read and written once
+    per step; there is no gradient array to fill, read and clear. A row
+    without non-zeros has g = 0 (momentum and decay still move it; plain SGD
+    skips it).
+    """
+    W, V = layer.W, layer.V
+    starts, samples, values = lists
+    lr, mu, wd, nesterov = sgd
+    m = _unsigned(W.shape[1])
+    for i in range(i0, i1):
+        for k in range(m):
+            g[k] = 0
+        p, end = starts[i], starts[i + 1]
+        while p + 4 <= end:
+            s0, s1 = _unsigned(samples[p]), _unsigned(samples[p + 1])
+            s2, s3 = _unsigned(samples[p + 2]), _unsigned(samples[p + 3])
+            x0, x1, x2, x3 = values[p], values[p + 1], values[p + 2], values[p + 3]
+            for k in range(m):
+                g[k] += x0 * d[s0, k] + x1 * d[s1, k] + x2 * d[s2, k] + x3 * d[s3, k]
+            p += 4
+        while p < end:
+            s0, x0 = _unsigned(samples[p]), values[p]
+            for k in range(m):
+                g[k] += x0 * d[s0, k]
+            p += 1
+        if mu == 0 and wd == 0:
+            if end > starts[i]:
+                for k in range(m):
+                    W[i, k] -= lr * g[k]
+        elif mu == 0:
+            for k in range(m):
+                W[i, k] -= lr * (g[k] + wd * W[i, k])
+        elif nesterov:
+            for k in range(m):
+                gk = g[k] + wd * W[i, k] if wd != 0 else g[k]
+                V[i, k] = mu * V[i, k] - lr * gk
+                W[i, k] += mu * V[i, k] - lr * gk
+        else:
+            for k in range(m):
+                gk = g[k] + wd * W[i, k] if wd != 0 else g[k]
+                V[i, k] = mu * V[i, k] - lr * gk
+                W[i, k] += V[i, k]
+
+
+@_kernel()
+def sparse_update(batch, d, layer, sgd):
+    """The sparse first layer's SGD step from its δ, in one pass over W (one thread).
+
+    gb = Σ δ, then every row of W takes its step with its gradient made on
+    the spot (:func:`_sgd_rows_fused`): what :func:`sparse_gradient` followed
+    by :func:`sgd_update_rows` computes, up to the order of the gradient's
+    sums, without the gradient array. ``layer`` is a :class:`FirstLayer`
+    (its G and touched are not used).
+    """
+    W = layer.W
+    column_sums(d, layer.gb)
+    counts = _column_counts(batch, d.shape[0], np.empty(W.shape[0], np.int64))
+    lists = _column_lists(batch, d.shape[0], counts)
+    _sgd_rows_fused(layer, sgd, d, lists, np.empty(W.shape[1], W.dtype), _row0(), W.shape[0])
+    return W
+
+
 @_kernel(parallel=True)
 def sparse_update_par(batch, d, layer, sgd, n_blocks):
     """The sparse first layer's SGD step from its δ, with the rows of W split between threads.
 
     ``layer`` is a :class:`FirstLayer`, ``sgd`` an :class:`SGDParams`.
-    gb = Σ δ; then with μ = λ = 0 plain SGD as :func:`sparse_sgd_plain`
-    (G and touched are not used), else :func:`sparse_gradient` followed by
-    :func:`sgd_update_rows`. Each thread owns a range of input pixels (rows
-    of W, balanced by their non-zeros) and sums their share over the whole
-    batch in batch order: nothing is shared, every row is computed exactly
-    as by the serial kernels, whatever the number of threads.
+    gb = Σ δ; then with μ = λ = 0 plain SGD as :func:`sparse_sgd_plain`,
+    else as :func:`sparse_update` (G and touched are not used). Each thread
+    owns a range of input pixels (rows of W, balanced by their non-zeros)
+    and sums their share over the whole batch in batch order: nothing is
+    shared, every row is computed exactly as by the serial kernels, whatever
+    the number of threads.
     """
-    W, G, touched = layer.W, layer.G, layer.touched
+    W = layer.W
     column_sums(d, layer.gb)
     counts = _column_counts(batch, d.shape[0], np.empty(W.shape[0], np.int64))
     plain = sgd.mu == 0 and sgd.wd == 0
-    if not plain:
-        for i in range(W.shape[0]):
-            touched[i] = counts[i] > 0
+    lists = _column_lists(batch, d.shape[0] if not plain else 0, counts)
     bounds = _balanced_ranges(counts, max(1, n_blocks))
     for blk in prange(bounds.shape[0] - 1):
         lo, hi = bounds[blk], bounds[blk + 1]
         if plain:
             _sparse_outer_rows(batch, d, W, -sgd.lr, lo, hi)
         else:
-            _sparse_outer_rows(batch, d, G, G.dtype.type(1), lo, hi)
-            _sgd_rows(layer, sgd, lo, hi)
+            _sgd_rows_fused(layer, sgd, d, lists, np.empty(W.shape[1], W.dtype), lo, hi)
     return W
 
 
@@ -1554,6 +1650,8 @@ def _backward(work, wk, nb, model, sgd, plan, update):
             elif update and mu == 0 and wd == 0:        # plain SGD: no gradient array needed
                 column_sums(d, work.gbs[0])
                 sparse_sgd_plain(work.batch, d, wk.W0, sgd.lr)
+            elif update:
+                sparse_update(work.batch, d, first, sgd)
             else:
                 sparse_gradient(work.batch, d, work.grads[0], work.gbs[0], work.touched)
                 if update:

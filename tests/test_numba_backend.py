@@ -81,7 +81,8 @@ def test_sparse_and_dense_paths_agree():
     sparse = NUMBA.loss_and_gradients(net, X, Y)
     K = nb.K
     dense = K.loss_and_gradients(X, Y, tuple(net.weights), tuple(net.biases),
-                                 K.Model(K.TANH, K.CE, K.SOFTMAX), False)
+                                 K.Model(K.TANH, K.CE, K.SOFTMAX), False, np.empty(0),
+                                 K.dropout_of(None, 2, np.float64))
     assert sparse[0] == pytest.approx(dense[0], rel=1e-13)
     for got, ref in zip(sparse[1] + sparse[2], list(dense[1]) + list(dense[2])):
         assert_close(got, ref, "float64")
