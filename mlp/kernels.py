@@ -1289,7 +1289,9 @@ def sparse_update_par(batch, d, layer, sgd, n_blocks):
     counts = _column_counts(batch, d.shape[0], np.empty(W.shape[0], np.int64))
     plain = sgd.mu == 0 and sgd.wd == 0
     lists = _column_lists(batch, d.shape[0] if not plain else 0, counts)
-    bounds = _balanced_ranges(counts, max(1, n_blocks))
+    # a row's share of the work: its non-zeros, and with momentum or decay also the pass
+    # over its W and V that every row takes (about two non-zeros' worth)
+    bounds = _balanced_ranges(counts if plain else counts + 2, max(1, n_blocks))
     for blk in prange(bounds.shape[0] - 1):
         lo, hi = bounds[blk], bounds[blk + 1]
         if plain:
