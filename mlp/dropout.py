@@ -32,12 +32,16 @@ UNIT_BITS = 53
 
 
 def mix(z):
-    """SplitMix64's finalizer of the uint64 array (or scalar) z, modulo 2⁶⁴."""
-    z = np.asarray(z, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(MIX1)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(MIX2)
-    return z ^ (z >> np.uint64(31))
+    """SplitMix64's finalizer of the uint64 array (or scalar) z, modulo 2⁶⁴ (a new array)."""
+    z = np.array(z, dtype=np.uint64)
+    t = np.empty_like(z)
+    with np.errstate(over="ignore"):     # in place, one scratch array: the masks' are large
+        for shift, factor in ((30, MIX1), (27, MIX2), (31, None)):
+            np.right_shift(z, np.uint64(shift), out=t)
+            np.bitwise_xor(z, t, out=z)
+            if factor is not None:
+                np.multiply(z, np.uint64(factor), out=z)
+    return z
 
 
 def _step(key, count):

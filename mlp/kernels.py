@@ -1596,7 +1596,8 @@ def _gather(data, rows, work, plan, dropout, pos0):
             work.weights[s] = data.weights[rows[s]]
     if not plan.sparse:
         gather_dense(data.X, rows, data.scale, work.acts[0][:nb])
-        drop_rows(work.acts[0][:nb], 0, dropout, pos0, work.masks[0][:nb], work.dropped[0][:nb])
+        drop_rows(work.acts[0][:nb], _row0(), dropout, pos0, work.masks[0][:nb],
+                  work.dropped[0][:nb])
     elif plan.threads <= 1:           # with threads, _forward gathers (see above)
         gather_sparse(data.X, rows, data.scale, work.batch)
         drop_entries(work.batch, nb, dropout, pos0)
