@@ -1391,7 +1391,9 @@ def sgd_update_rows(layer, sgd):
 
     Its gradient G is zero off the touched rows. Plain SGD skips the
     untouched rows; momentum and weight decay still move them. G is left
-    all zero, ready for the next :func:`sparse_gradient`.
+    all zero, ready for the next :func:`sparse_gradient`. Training uses the
+    fused :func:`sparse_update` instead (no gradient array); the tests check
+    that against this pair.
     """
     _sgd_rows(layer, sgd, _row0(), layer.W.shape[0])
     return layer.W
@@ -1657,8 +1659,6 @@ def _backward(work, wk, nb, model, sgd, plan, update):
                 sparse_update(work.batch, d, first, sgd)
             else:
                 sparse_gradient(work.batch, d, work.grads[0], work.gbs[0], work.touched)
-                if update:
-                    sgd_update_rows(first, sgd)
         else:
             a = _layer_input(work, l, nb)
             plain = (update and mu == 0 and wd == 0
