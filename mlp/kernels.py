@@ -941,21 +941,27 @@ def output_activation(z, model):
 @_kernel(fastmath=_FAST)
 def times_fprime(d, a, kind):
     """d ← d ⊙ f'(a) in place, f' taken from the layer's output a; one loop per function."""
+    _times_fprime_rows(d, a, kind, _row0(), d.shape[0])
+    return d
+
+
+@_inline(fastmath=_FAST)
+def _times_fprime_rows(d, a, kind, s0, s1):
+    """:func:`times_fprime` on rows s0 … s1-1."""
     one = a.dtype.type(1)
-    n, m = d.shape
+    m = d.shape[1]
     if kind == SIGMOID:
-        for s in range(n):
+        for s in range(s0, s1):
             for i in range(m):
                 d[s, i] *= a[s, i] * (one - a[s, i])
     elif kind == TANH:
-        for s in range(n):
+        for s in range(s0, s1):
             for i in range(m):
                 d[s, i] *= one - a[s, i] * a[s, i]
     elif kind == RELU:
-        for s in range(n):
+        for s in range(s0, s1):
             for i in range(m):
                 d[s, i] = d[s, i] if a[s, i] > 0 else d[s, i] * 0
-    return d
 
 
 @_inline(fastmath=_FAST)
@@ -985,16 +991,17 @@ def backprop_delta(d, Wt, a, kind, out, mask):
     """
     n = d.shape[0]
     n_out, n_in = Wt.shape
-    if n * n_in * n_out >= BLAS_MIN_FLOPS:
+    blas = n * n_in * n_out >= BLAS_MIN_FLOPS
+    if blas:
         np.dot(d, Wt, out)
-    else:
-        for s in range(n):
+    for s in range(n):               # row by row: the row is still in L1 for ⊙ m and ⊙ f'
+        if not blas:
             _backprop_row(d, Wt, out, s)
-    if mask.shape[0] > 0:
-        for s in range(n):
+        if mask.shape[0] > 0:
             for i in range(n_in):
                 out[s, i] *= mask[s, i]
-    return times_fprime(out, a, kind)
+        _times_fprime_rows(out, a, kind, s, s + 1)
+    return out
 
 
 @_kernel(fastmath=_FAST)
