@@ -8,18 +8,34 @@ trainer's per-epoch ``seconds``): compilation, evaluation and data loading
 are not. Prints per-epoch test accuracy with the cumulative training
 seconds, and the first epoch at or above the target.
 
+Where PyTorch is installed, the same recipe is trained in eager PyTorch in
+the same run (``--skip-torch`` to leave it out), in a child process (its
+OpenMP runtime must not run beside Numba's threads): the same layer widths,
+activation, softmax cross-entropy, ``torch.optim.SGD`` with the same
+learning rate, momentum, Nesterov flag and weight decay, the same batch
+size, the same 50,000 training images scaled to [0, 1] as float32, a new
+random order each epoch, ``torch.set_num_threads`` = the thread count, and
+PyTorch's own initialisation. Its clock, too, covers the training steps
+only. The ratio printed is PyTorch's median seconds to the target over
+mlp's.
+
 Usage (from the project root)::
 
     python benchmarks/bench_time_to_accuracy.py [--target 0.98] [--threads N] [--runs 1]
         [--hidden 512] [--lr 0.1] [--momentum 0.9] [--batch-size 64] [--epochs 10]
-        [--backend numba] [--out FILE]
+        [--backend numba] [--skip-torch] [--torch-runs R] [--out FILE]
 
 Options other than --target, --threads, --runs and --out override the defaults.
 """
 
 import argparse
+import json
+import subprocess
 import sys
+import time
 from pathlib import Path
+
+import numpy as np
 
 from mlp.backends import get_backend
 from mlp.network import Network
@@ -70,6 +86,74 @@ def run_once(r, data, target):
     return records, hit, trainer.compile_seconds
 
 
+def torch_run(r, data, target, threads):
+    """Train the recipe in eager PyTorch in this process; return records and the first hit.
+
+    Called in a child process (see :func:`torch_in_child`).
+    """
+    import torch  # optional, and only in its own process (PyTorch brings its own OpenMP runtime)
+    if r.get("optimizer", "sgd") != "sgd" or r.get("lr_schedule", "constant") != "constant":
+        raise SystemExit("the PyTorch run covers plain SGD at a constant rate; extend "
+                         "torch_run for this recipe")
+    torch.set_num_threads(threads)
+    torch.manual_seed(r["seed"])
+    nn = torch.nn
+    act = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU, "tanh": nn.Tanh}[r["activation"]]
+    X_tr, y_tr, _, _ = split_train(data, None, None)
+    scale = np.float32(data.scale)
+    X = torch.from_numpy(X_tr.astype(np.float32) * scale)
+    y = torch.from_numpy(y_tr.astype(np.int64))
+    X_test = torch.from_numpy(data.X_test.astype(np.float32) * scale)
+    y_test = torch.from_numpy(data.y_test.astype(np.int64))
+    sizes = [X.shape[1], *r["hidden"], data.n_classes]
+    layers = []
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        layers += [nn.Linear(a, b), act()]
+    model = nn.Sequential(*layers[:-1])
+    opt = torch.optim.SGD(model.parameters(), lr=r["lr"], momentum=r["momentum"],
+                          nesterov=r["nesterov"], weight_decay=r["weight_decay"])
+    loss_fn = nn.CrossEntropyLoss()
+    n, bs, seconds, records = X.shape[0], r["batch_size"], 0.0, []
+    for epoch in range(1, r["epochs"] + 1):
+        order = torch.randperm(n)
+        t0 = time.perf_counter()
+        for start in range(0, n, bs):
+            idx = order[start:start + bs]
+            opt.zero_grad(set_to_none=True)
+            loss_fn(model(X[idx]), y[idx]).backward()
+            opt.step()
+        seconds += time.perf_counter() - t0
+        with torch.no_grad():
+            acc = float((model(X_test).argmax(1) == y_test).float().mean())
+        records.append({"epoch": epoch, "test_accuracy": acc, "train_seconds": seconds})
+        print(json.dumps(records[-1]), flush=True)
+        if acc >= target:
+            break
+    return records
+
+
+def torch_in_child(r, target, threads):
+    """Run :func:`torch_run` in a child process, echoing its epochs; (records, first hit)."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--torch-worker",
+           json.dumps({"recipe": r, "target": target, "threads": threads})]
+    records = []
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) as child:
+        for line in child.stdout:
+            rec = json.loads(line)
+            records.append(rec)
+            print(f"  epoch {rec['epoch']:3d}  test accuracy {rec['test_accuracy']:.4f}  "
+                  f"training {rec['train_seconds']:6.2f} s", flush=True)
+    if child.returncode != 0:
+        sys.exit(f"error: the PyTorch run failed (exit status {child.returncode})")
+    return records, next((x for x in records if x["test_accuracy"] >= target), None)
+
+
+def torch_available():
+    """Whether PyTorch can be imported (checked in a child process, so this one never loads it)."""
+    return subprocess.run([sys.executable, "-c", "import torch"],
+                          capture_output=True).returncode == 0
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--target", type=float, default=0.98, help="test accuracy to reach")
@@ -85,7 +169,18 @@ def main(argv=None):
     p.add_argument("--epochs", type=int)
     p.add_argument("--seed", type=int)
     p.add_argument("--backend", choices=["numba", "numpy"])
+    p.add_argument("--skip-torch", action="store_true", help="leave the PyTorch run out")
+    p.add_argument("--torch-epochs", type=int, default=None,
+                   help="most epochs PyTorch may take to reach the target (it stops there; "
+                        "default: the larger of 30 and the recipe's epochs)")
+    p.add_argument("--torch-runs", type=int, default=None,
+                   help="PyTorch runs (default: as many as --runs)")
     p.add_argument("--out", help="JSON file (default: benchmarks/results/tta-<time>.json)")
+    if argv is None and len(sys.argv) == 3 and sys.argv[1] == "--torch-worker":
+        job = json.loads(sys.argv[2])
+        common.set_threads(job["threads"])
+        torch_run(job["recipe"], common.load_mnist(), job["target"], job["threads"])
+        return 0
     args = p.parse_args(argv)
     threads = common.set_threads(args.threads)
     r = recipe(args)
@@ -111,6 +206,29 @@ def main(argv=None):
     if result["median_seconds_to_target"] is not None:
         print(f"\nseconds of training to {args.target:.1%} test accuracy "
               f"(median of {len(hits)}): {result['median_seconds_to_target']:.2f}")
+    if not args.skip_torch and not torch_available():
+        print("\nPyTorch is not installed: its run is skipped (pip install torch to include it).")
+    elif not args.skip_torch:
+        torch_recipe = dict(r, epochs=args.torch_epochs or max(30, r["epochs"]))
+        torch_runs = []
+        for k in range(args.torch_runs or args.runs):
+            print(f"PyTorch run {k + 1} (same recipe, up to {torch_recipe['epochs']} epochs):")
+            records, hit = torch_in_child(torch_recipe, args.target, threads)
+            torch_runs.append({"epochs": records, "hit": hit})
+            if not hit:
+                print(f"  did not reach {args.target:.1%}")
+        torch_hits = [run["hit"]["train_seconds"] for run in torch_runs if run["hit"]]
+        torch_median = (common.median(torch_hits) if len(torch_hits) == len(torch_runs)
+                        else None)
+        result["torch"] = {"recipe": torch_recipe, "runs": torch_runs,
+                           "median_seconds_to_target": torch_median}
+        if torch_median is not None:
+            print(f"\nPyTorch: seconds of training to {args.target:.1%} (median of "
+                  f"{len(torch_hits)}): {torch_median:.2f}")
+            if result["median_seconds_to_target"]:
+                ratio = torch_median / result["median_seconds_to_target"]
+                result["speedup_vs_torch"] = ratio
+                print(f"mlp reaches it in 1/{ratio:.1f} of PyTorch's training time")
     print(f"written to {common.write_json(result, args.out, 'tta')}")
     return 0 if result["median_seconds_to_target"] is not None else 1
 

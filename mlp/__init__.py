@@ -5,7 +5,7 @@ The pieces, one module each:
 * :mod:`mlp.data` — MNIST, Fashion-MNIST, KMNIST (IDX files, checksums, downloader) and
   scikit-learn's digits; :mod:`mlp.datasets` — your own .npz, .csv or IDX folder
 * :mod:`mlp.activations` — sigmoid, tanh, relu, identity and their derivatives
-* :mod:`mlp.losses` — output layers with their losses (ce, mse, bce)
+* :mod:`mlp.losses` — output layers with their losses (ce, mse, bce, poisson)
 * :mod:`mlp.network` — the network and its forward and backward passes (the reference)
 * :mod:`mlp.optimizers` — SGD with momentum, Nesterov and weight decay
 * :mod:`mlp.batches` — minibatches and the reference batch loop
@@ -19,7 +19,8 @@ The pieces, one module each:
 * :mod:`mlp.gradcheck` — analytic gradients against finite differences
 * :mod:`mlp.demos` — the programs of the tutorial mlp grew from
 * :mod:`mlp.estimators` — scikit-learn's MLPClassifier/MLPRegressor interface
-  (:mod:`mlp.estimator_training`: their training policy)
+  (:mod:`mlp.estimator_targets`: their targets; :mod:`mlp.estimator_training`: their
+  training policy)
 """
 
 from .errors import DataError, DivergenceError, MLPError, ModelFileError

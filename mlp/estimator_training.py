@@ -46,7 +46,7 @@ import numbers
 import warnings
 
 import numpy as np
-from sklearn.base import ClassifierMixin, RegressorMixin
+from sklearn.base import RegressorMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
@@ -132,7 +132,8 @@ def _seed(rs):
 class TrainingPolicy:
     """The training half of the estimators (see the module docstring).
 
-    Needs the estimator's parameters and its ``_network_loss`` and ``_validation_score``.
+    Needs the estimator's parameters and its ``_network_loss``, ``_validation_score`` and
+    ``_stratify`` (:mod:`mlp.estimator_targets`).
     """
 
     def _initialize(self, sizes, dtype, activation):
@@ -320,8 +321,9 @@ class TrainingPolicy:
 
     # ------------------------------------------------------------ early stopping
     def _validation_split(self, X, targets, y, sample_weight):
-        """Hold out ``validation_fraction`` of the rows (stratified for classifiers)."""
-        stratify = y if isinstance(self, ClassifierMixin) else None
+        """Hold out ``validation_fraction`` of the rows (stratified on the estimator's
+        ``_stratify(y)``: a single-label classifier's classes, as scikit-learn)."""
+        stratify = self._stratify(y)
         arrays = [X, targets, y] + ([sample_weight] if sample_weight is not None else [])
         parts = train_test_split(*arrays, test_size=self.validation_fraction,
                                  random_state=self._split_seed, stratify=stratify)

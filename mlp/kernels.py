@@ -103,14 +103,15 @@ from numba.core import cgutils
 from numba.core import types as nbtypes
 from numba.extending import intrinsic, overload
 
-# Activation codes (hidden layers, and the output of mse); SOFTMAX only as an output.
-SIGMOID, TANH, RELU, IDENTITY, SOFTMAX = 0, 1, 2, 3, 4
+# Activation codes (hidden layers, and the output of mse); SOFTMAX and EXP (poisson's)
+# only as outputs.
+SIGMOID, TANH, RELU, IDENTITY, SOFTMAX, EXP = 0, 1, 2, 3, 4, 5
 ACTIVATION_CODES = {"sigmoid": SIGMOID, "tanh": TANH, "relu": RELU, "identity": IDENTITY,
-                    "softmax": SOFTMAX}
+                    "softmax": SOFTMAX, "exp": EXP}
 ACTIVATION_NAMES = {code: name for name, code in ACTIVATION_CODES.items()}
 # Loss codes.
-CE, MSE, BCE = 0, 1, 2
-LOSS_CODES = {"ce": CE, "mse": MSE, "bce": BCE}
+CE, MSE, BCE, POISSON = 0, 1, 2, 3
+LOSS_CODES = {"ce": CE, "mse": MSE, "bce": BCE, "poisson": POISSON}
 LOSS_NAMES = {code: name for name, code in LOSS_CODES.items()}
 
 #: Products of at least this many multiply-adds go to BLAS (np.dot); below
@@ -210,8 +211,8 @@ def _keep_bits(key, j):
 class Model(NamedTuple):
     """What the network computes, as kernel codes."""
     act: int          #: hidden layers' activation (SIGMOID, TANH, RELU, IDENTITY)
-    loss: int         #: CE, MSE or BCE
-    out_kind: int     #: the output function of MSE (an activation code; unused by CE and BCE)
+    loss: int         #: CE, MSE, BCE or POISSON
+    out_kind: int     #: the output function of MSE (an activation code; unused by the others)
 
 
 class SGDParams(NamedTuple):
@@ -858,9 +859,10 @@ def output_delta(z, Y, model, delta, w):
     ``z`` is the output layer's pre-activation and is overwritten with ŷ.
     Returns the loss (float64). The pairs of :mod:`mlp.losses`: ce (softmax)
     gives δ = (ŷ·Σ_k y_k − y)/n, which is (ŷ − y)/n for one-hot rows; bce (sigmoid)
-    gives δ = (ŷ − y)/n; mse (any g) gives δ = (ŷ − y) g'(z)/n. With sample
-    weights ``w`` (one per row; empty for none) row s's loss and δ are
-    multiplied by w[s] (as the reference: (w[s] · (ŷ − y)) / n).
+    gives δ = (ŷ − y)/n; poisson (exp) gives δ = (ŷ − y)/n; mse (any g) gives
+    δ = (ŷ − y) g'(z)/n. With sample weights ``w`` (one per row; empty for
+    none) row s's loss and δ are multiplied by w[s] (as the reference:
+    (w[s] · (ŷ − y)) / n).
     """
     loss, out_kind = model.loss, model.out_kind
     n, n_out = z.shape
@@ -899,6 +901,17 @@ def output_delta(z, Y, model, delta, w):
                 yhat = _f(x, SIGMOID, one)
                 z[s, k] = yhat
                 delta[s, k] = ws * (yhat - y) / nf
+        elif loss == POISSON:
+            # y log(y/ŷ) − y + ŷ with log ŷ = z: ŷ − y z + (y log y − y), 0 log 0 = 0
+            for k in range(n_out):
+                x = z[s, k]
+                y = Y[s, k]
+                yhat = math.exp(x)
+                row += yhat - y * x - y
+                if y > zero:
+                    row += y * math.log(y)
+                z[s, k] = yhat
+                delta[s, k] = ws * (yhat - y) / nf
         else:
             for k in range(n_out):
                 yhat = _f(z[s, k], out_kind, one)
@@ -913,7 +926,8 @@ def output_delta(z, Y, model, delta, w):
 
 @_kernel()
 def output_activation(z, model):
-    """z ← g(z) in place: softmax for ce, sigmoid for bce, the chosen output function for mse."""
+    """z ← g(z) in place: softmax for ce, sigmoid for bce, exp for poisson, the chosen output
+    function for mse."""
     loss, out_kind = model.loss, model.out_kind
     n, n_out = z.shape
     one = z.dtype.type(1)
@@ -928,6 +942,9 @@ def output_activation(z, model):
                 se += z[s, k]
             for k in range(n_out):
                 z[s, k] /= se
+        elif loss == POISSON:
+            for k in range(n_out):
+                z[s, k] = math.exp(z[s, k])
         else:
             kind = SIGMOID if loss == BCE else out_kind
             for k in range(n_out):

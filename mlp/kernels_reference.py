@@ -15,7 +15,7 @@ import numpy as np
 from .activations import ACTIVATIONS, DERIVATIVES
 from .batches import Extras, batch_inputs, batch_targets, run_batches
 from .dropout import kept, mask, row_keys
-from .kernels import ACTIVATION_NAMES, CE, LOSS_NAMES, SparseBatch
+from .kernels import ACTIVATION_NAMES, CE, LOSS_NAMES, POISSON, SparseBatch
 from .losses import get_loss
 from .network import Network
 from .optimizers import SGD, sgd_step
@@ -23,7 +23,7 @@ from .optimizers import SGD, sgd_step
 
 def loss_of(model):
     """The reference :class:`mlp.losses.Loss` of a :class:`~mlp.kernels.Model`."""
-    output = None if model.loss == CE else ACTIVATION_NAMES[model.out_kind]
+    output = None if model.loss in (CE, POISSON) else ACTIVATION_NAMES[model.out_kind]
     return get_loss(LOSS_NAMES[model.loss], output)
 
 

@@ -88,7 +88,9 @@ def build_parser():
                    metavar="N", help="hidden layer widths")
     p.add_argument("--activation", choices=sorted(ACTIVATIONS), default=d["activation"],
                    help="activation of the hidden layers")
-    p.add_argument("--loss", choices=list(LOSSES), default=d["loss"],
+    # the classification losses: poisson is a regression loss (MLPRegressor(loss="poisson"))
+    p.add_argument("--loss", choices=[name for name in LOSSES if name != "poisson"],
+                   default=d["loss"],
                    help="ce: softmax + cross-entropy; mse: sigmoid + squared error; "
                         "bce: sigmoid + binary cross-entropy")
     p.add_argument("--epochs", type=positive_int, default=d["epochs"],

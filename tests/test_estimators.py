@@ -36,10 +36,11 @@ CONVERGE = dict(batch_size=10_000, tol=0.0, n_iter_no_change=10**6, dtype="float
 
 
 def check_instances():
-    """Small, fast instances for scikit-learn's checks: NumPy in float64 and float32, and the
-    default configuration (Numba, float32; its checks are skipped where Numba is missing)."""
+    """Small, fast instances for scikit-learn's checks: NumPy in the dtype of X (the default,
+    float64 or float32) and in float32, and Numba in float32 (its checks are skipped where
+    Numba is missing)."""
     out = []
-    for backend, dtype in [("numpy", "float64"), ("numpy", "float32"), ("numba", "float32")]:
+    for backend, dtype in [("numpy", None), ("numpy", "float32"), ("numba", "float32")]:
         common = dict(hidden_layer_sizes=(20,), max_iter=50, backend=backend, dtype=dtype)
         out += [MLPClassifier(**common), MLPRegressor(**common)]
     return out
@@ -485,7 +486,8 @@ def test_parameter_checks_say_what_the_value_must_be_in_order(params, message):
     with pytest.raises(ValueError) as info:
         MLPClassifier(**params).fit(X, y)
     assert str(info.value) == message
-    with pytest.raises(ValueError, match="'mse' \\(alias 'squared_error'\\), got 'ce'"):
+    with pytest.raises(ValueError,
+                       match="'mse' \\(alias 'squared_error'\\) or 'poisson', got 'ce'"):
         MLPRegressor(loss="ce").fit(*regression_data(n=20))
 
 

@@ -273,7 +273,8 @@ def test_drop_entries_serial_and_in_the_parallel_gather(shape, xdtype, dtype):
 
 
 # ------------------------------------------------------------------ output
-LOSS_PAIRS = [(K.CE, K.SOFTMAX), (K.BCE, K.SIGMOID)] + [(K.MSE, kind) for kind in KINDS]
+LOSS_PAIRS = ([(K.CE, K.SOFTMAX), (K.BCE, K.SIGMOID), (K.POISSON, K.EXP)]
+              + [(K.MSE, kind) for kind in KINDS])
 
 
 @SETTINGS
@@ -287,6 +288,9 @@ def test_output_delta(shape, pair, dtype):
         Y = (2 * rng.random((n, n_out))).astype(dtype)
     elif loss == K.CE:
         Y = np.eye(n_out, dtype=dtype)[rng.integers(0, n_out, n)]
+    elif loss == K.POISSON:               # counts, zeros included (0 log 0 = 0)
+        z /= 4
+        Y = rng.poisson(2.0, (n, n_out)).astype(dtype)
     else:
         Y = rng.random((n, n_out)).astype(dtype)
     w = rng.uniform(0, 3, n).astype(dtype) if seed % 3 == 0 else None     # sample weights
@@ -569,7 +573,7 @@ def test_transpose_into(dtype):
 
 # --------------------------------------------------------------- whole loop
 CONFIGS = [("sigmoid", K.CE, K.SOFTMAX), ("tanh", K.MSE, K.IDENTITY),
-           ("relu", K.BCE, K.SIGMOID), ("identity", K.MSE, K.TANH)]
+           ("relu", K.BCE, K.SIGMOID), ("identity", K.MSE, K.TANH), ("tanh", K.POISSON, K.EXP)]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
