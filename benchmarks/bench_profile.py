@@ -65,6 +65,7 @@ def profile(data, batch_size, seed=0, lr=0.1):
     lr = f32(lr)
     bias_sgd = K.sgd_params(f32, lr, 0, 0, False)
     seconds = dict.fromkeys(STEPS, 0.0)
+    no_weights, no_mask = np.empty(0, f32), np.empty((0, 0), f32)
 
     def timed(step, fn, *args):
         t0 = time.perf_counter()
@@ -82,8 +83,10 @@ def profile(data, batch_size, seed=0, lr=0.1):
             timed("sparse forward", K.sparse_forward, rows_m, W0, bs[0], K.SIGMOID, a1[:m])
             timed("output layer forward", K.dense_forward, a1[:m], Wts[1], bs[1], K.IDENTITY,
                   z2[:m])
-            timed("softmax, loss, output delta", K.output_delta, z2[:m], Y[:m], model, d2[:m])
-            timed("hidden delta", K.backprop_delta, d2[:m], Wts[1], a1[:m], K.SIGMOID, d1[:m])
+            timed("softmax, loss, output delta", K.output_delta, z2[:m], Y[:m], model, d2[:m],
+                  no_weights)
+            timed("hidden delta", K.backprop_delta, d2[:m], Wts[1], a1[:m], K.SIGMOID, d1[:m],
+                  no_mask)
             timed("bias gradients and SGD", lambda m=m: (
                 K.column_sums(d2[:m], gb1), K.column_sums(d1[:m], gb0),
                 K.sgd_update(bs[1], gb1, vbs[1], bias_sgd),

@@ -7,19 +7,22 @@
 
 A backend provides:
 
-``loss_and_gradients(net, X, Y, weight_decay=0.0)``
-    loss and gradients on one float batch (what gradient checking compares).
-``full_batch_gradients(net, X, targets, sample_weight=None)``
+``loss_and_gradients(net, X, Y, weight_decay=0.0, extras=None)``
+    loss and gradients on one float batch (what gradient checking compares),
+    optionally with sample weights and dropout masks (``extras``).
+``full_batch_gradients(net, X, targets, sample_weight=None, extras=None)``
     loss and gradients over all rows of X at once (what L-BFGS minimises,
-    :mod:`mlp.lbfgs`); targets as for ``train_batches``, no weight decay.
-``train_batches(net, opt, X, targets, order, start, stop, batch_size, scale)``
+    :mod:`mlp.lbfgs`); targets as for ``train_batches``, no weight decay;
+    ``extras`` may add dropout (row s at sample position s of its epoch).
+``train_batches(net, opt, X, targets, order, start, stop, batch_size, extras)``
     runs batches ``start … stop-1`` of an epoch whose sample order is
     ``order``; batch b is ``order[b*batch_size:(b+1)*batch_size]``. X may be
-    uint8 (pixels, multiplied by ``scale`` per batch) or float; targets are
+    uint8 (pixels, multiplied by ``extras.scale`` per batch) or float; targets are
     int labels (1-D, one-hot on the fly) or a 2-D float array. X may also
-    be a scipy.sparse matrix (:mod:`mlp.csr`), of float rows. Updates the
-    network and optimizer state in place and returns each batch's loss
-    (before its update) as a float64 array.
+    be a scipy.sparse matrix (:mod:`mlp.csr`), of float rows. ``extras``
+    (a :class:`mlp.batches.Extras`, or just the scale) adds sample weights
+    and dropout. Updates the network and optimizer state in place and
+    returns each batch's loss (before its update) as a float64 array.
 ``predict_output(net, X, scale=1.0)``
     the network's output ŷ for all rows, computed in chunks.
 ``prepare(net, opt, X, targets, batch_size, scale)``
@@ -30,9 +33,17 @@ A backend provides:
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from .batches import batch_inputs, batch_rows, batch_targets, run_batches
+from .batches import batch_inputs, batch_targets, run_batches
 
 BACKENDS = ("numba", "numpy")
+
+
+def _masks(net, extras, n):
+    """The dropout masks of rows 0 … n-1 as sample positions 0 … n-1 of ``extras.epoch``
+    (None without dropout)."""
+    if extras.dropout is None:
+        return None
+    return net.dropout_masks(extras.dropout, extras.seed, extras.epoch, np.arange(n))
 
 
 class NumpyBackend:
@@ -40,20 +51,31 @@ class NumpyBackend:
 
     name = "numpy"
 
-    def loss_and_gradients(self, net, X, Y, weight_decay=0.0):
-        """Loss and gradients of one batch (see :meth:`Network.loss_and_gradients`)."""
-        return net.loss_and_gradients(X, Y, weight_decay)
+    def loss_and_gradients(self, net, X, Y, weight_decay=0.0, extras=None):
+        """Loss and gradients of one batch (see :meth:`Network.loss_and_gradients`).
 
-    def full_batch_gradients(self, net, X, targets, sample_weight=None):
-        """:meth:`Network.loss_and_gradients` of the whole set (X may be scipy.sparse)."""
+        ``extras`` (an :class:`mlp.batches.Extras`) may add sample weights
+        and dropout, row s being sample position s of ``extras.epoch``.
+        """
+        if extras is None:
+            return net.loss_and_gradients(X, Y, weight_decay)
+        return net.loss_and_gradients(X, Y, weight_decay, extras.sample_weight,
+                                      _masks(net, extras, X.shape[0]))
+
+    def full_batch_gradients(self, net, X, targets, sample_weight=None, extras=None):
+        """:meth:`Network.loss_and_gradients` of the whole set (X may be scipy.sparse).
+
+        ``extras``: dropout as in :meth:`loss_and_gradients`, or None.
+        """
         every = slice(None)
+        masks = None if extras is None else _masks(net, extras, X.shape[0])
         return net.loss_and_gradients(batch_inputs(X, every, 1.0, net.dtype),
                                       batch_targets(targets, every, net.sizes[-1], net.dtype),
-                                      sample_weight=sample_weight)
+                                      sample_weight=sample_weight, dropout_masks=masks)
 
-    def train_batches(self, net, opt, X, targets, order, start, stop, batch_size, scale=1.0):
+    def train_batches(self, net, opt, X, targets, order, start, stop, batch_size, extras=1.0):
         """Train on batches start … stop-1 of ``order``; return their losses."""
-        return run_batches(net, opt, X, targets, batch_rows(order, start, stop, batch_size), scale)
+        return run_batches(net, opt, X, targets, order, start, stop, batch_size, extras)
 
     def predict_output(self, net, X, scale=1.0, chunk=4096):
         """ŷ for every row of X, computed ``chunk`` rows at a time."""

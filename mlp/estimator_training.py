@@ -31,12 +31,11 @@ What lasts only as long as one call (its optimizer and backend, the
 validation rows, the best weights so far, whether it converged) is a
 :class:`FitRun`.
 
-Backends. Sample weights (other than all equal) and hidden-unit dropout are
-computed by the NumPy reference (:meth:`Network.loss_and_gradients`): a fit
-that uses them runs on NumPy whatever ``backend`` says. Input dropout alone
-runs on the chosen backend (the masked inputs are handed to it). If
-``mlp.numba_backend`` cannot be imported, ``backend="numba"`` falls back to
-NumPy with a warning; both compute the same arithmetic.
+Backends. Sample weights (class weights among them) and dropout run on the
+chosen backend: both backends compute them (the trainer hands them over as
+an :class:`mlp.batches.Extras`). If ``mlp.numba_backend`` cannot be
+imported, ``backend="numba"`` falls back to NumPy with a warning; both
+compute the same arithmetic.
 
 ``solver="lbfgs"`` trains by :mod:`mlp.lbfgs` instead of epochs
 (:meth:`~TrainingPolicy._train_lbfgs`): no minibatches, so no learning
@@ -44,8 +43,9 @@ rates, stopping rules or early stopping, and no dropout; sample weights run
 on the chosen backend.
 
 Each epoch's sample order is drawn from ``random_state`` (as in
-:func:`mlp.trainer.epoch_order`), so the same ``random_state`` (an int) gives
-the same ``coefs_`` on the same backend and thread count.
+:func:`mlp.trainer.epoch_order`), and so is the seed of the dropout masks
+(:mod:`mlp.dropout`), so the same ``random_state`` (an int) gives the same
+``coefs_`` on the same backend and thread count.
 """
 
 import functools
@@ -59,8 +59,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 
 from .backends import BACKENDS, NumpyBackend, get_backend
-from .batches import batch_inputs, batch_rows, run_batches
-from .csr import issparse
+from .batches import Extras
 from .errors import DivergenceError
 from .lbfgs import Objective, minimize
 from .network import Network, l2_penalty
@@ -89,59 +88,29 @@ def stochastic_solver(est):
 class FitBackend:
     """The backend the trainer sees during one fit.
 
-    It forwards to the chosen backend, except that
-
-    * with ``shuffle=False`` it replaces the trainer's shuffled order by
-      0, 1, …, n−1 (every epoch visits the rows in the order given);
-    * with sample weights or hidden-unit dropout it runs the batches itself
-      on the NumPy reference, :meth:`Network.loss_and_gradients` with
-      ``sample_weight`` and ``dropout_masks`` (the fast backends implement
-      neither);
-    * with input dropout alone it masks the chunk's rows (X ⊙ m, the same
-      masks :meth:`Network.dropout_masks` draws) and hands them to the chosen
-      backend: dropping inputs changes the data, not the arithmetic.
+    It forwards to the chosen backend, except that with ``shuffle=False`` it
+    replaces the trainer's shuffled order by 0, 1, …, n−1 (every epoch
+    visits the rows in the order given).
     """
 
-    def __init__(self, backend, shuffle=True, sample_weight=None, dropout_rates=None,
-                 rng=None):
+    def __init__(self, backend, shuffle=True):
         self.backend = backend
         self.shuffle = shuffle
-        self.sample_weight = sample_weight
-        self.dropout_rates = dropout_rates
-        self.rng = rng
-        hidden_dropout = dropout_rates is not None and any(dropout_rates[1:])
-        self.reference = sample_weight is not None or hidden_dropout
-        self.input_dropout = dropout_rates is not None and not hidden_dropout
-        self.name = "numpy" if self.reference else backend.name
+        self.name = backend.name
 
-    def train_batches(self, net, opt, X, targets, order, start, stop, batch_size, scale=1.0):
+    def train_batches(self, net, opt, X, targets, order, start, stop, batch_size, extras=1.0):
         """Batches start … stop−1 of the epoch; returns their losses (see :mod:`mlp.backends`)."""
         if not self.shuffle:
             order = np.arange(len(order))
-        if self.input_dropout:
-            rows = order[start * batch_size:stop * batch_size]
-            mask = net.dropout_masks(len(rows), self.dropout_rates, self.rng)[0]
-            X_rows = batch_inputs(X, rows, scale, net.dtype)
-            X_masked = (X_rows.multiply(mask).tocsr() if issparse(X_rows)    # (* is @ there)
-                        else X_rows * mask)
-            return self.backend.train_batches(net, opt, X_masked, targets[rows],
-                                              np.arange(len(rows)), 0, stop - start,
-                                              batch_size)
-        if not self.reference:
-            return self.backend.train_batches(net, opt, X, targets, order, start, stop,
-                                              batch_size, scale)
-        dropout = None if self.dropout_rates is None else (self.dropout_rates, self.rng)
-        return run_batches(net, opt, X, targets, batch_rows(order, start, stop, batch_size),
-                           scale, self.sample_weight, dropout)
+        return self.backend.train_batches(net, opt, X, targets, order, start, stop, batch_size,
+                                          extras)
 
     def predict_output(self, net, X, scale=1.0):
         """ŷ for every row of X."""
         return self.backend.predict_output(net, X, scale)
 
     def prepare(self, net, opt, X, targets, batch_size, scale=1.0):
-        """Compile the fast backend's kernels if it is the one that will run."""
-        if self.reference:
-            return 0.0
+        """Compile the backend's kernels (if it has any)."""
         return self.backend.prepare(net, opt, X, targets, batch_size, scale)
 
 
@@ -194,7 +163,7 @@ class TrainingPolicy:
         loss, output = self._network_loss()
         self._net = Network(sizes, activation, loss, output, dtype=dtype, seed=_seed(rs))
         self._shuffle_seed = _seed(rs)
-        self._dropout_rng = np.random.default_rng(_seed(rs))
+        self._dropout_seed = _seed(rs)
         self._split_seed = _seed(rs)
         self._optimizer = None
         self._epochs = 0
@@ -244,10 +213,11 @@ class TrainingPolicy:
         sample_weight = normalized_weights(sample_weight, self._net.dtype)
         n = X.shape[0]
         batch_size = self._batch_size(n)
-        backend = FitBackend(resolve_backend(self.backend), bool(self.shuffle),
-                             sample_weight, self._dropout_rates(len(self._net.sizes) - 2),
-                             self._dropout_rng)
+        backend = FitBackend(resolve_backend(self.backend), bool(self.shuffle))
         trainer = Trainer(self._net, opt, backend, batch_size, seed=self._shuffle_seed)
+        trainer.extras = Extras(sample_weight=sample_weight,
+                                dropout=self._dropout_rates(len(self._net.sizes) - 2),
+                                seed=self._dropout_seed)
         trainer.epoch = self._epochs
         run = FitRun(opt, backend, n, validation)
         trainer.on_epoch = functools.partial(self._end_of_epoch, run)

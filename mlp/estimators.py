@@ -36,7 +36,9 @@ Dropout is inverted dropout (see :mod:`mlp.network`): during training each
 hidden unit is zeroed with probability ``dropout`` (each input feature with
 probability ``input_dropout``) and the survivors are scaled by 1/(1 − p);
 prediction uses the whole network. ``loss_curve_`` then
-records the loss of the thinned networks that were trained.
+records the loss of the thinned networks that were trained. The masks are
+a hash of a seed drawn from ``random_state``, the epoch and the sample's
+position in it (:mod:`mlp.dropout`), so both backends draw the same ones.
 
 Backends, the order of the samples and the stopping rules, learning-rate
 schedules and early stopping of scikit-learn: :mod:`mlp.estimator_training`.
@@ -261,10 +263,9 @@ class MLPClassifier(ClassifierMixin, ClassifierTargets, _BaseMLP):
         "balanced" uses n_samples / (n_classes · count(class)).
     dropout : float or tuple of float, default=0.0
         Probability of dropping each hidden unit during training (one value,
-        or one per hidden layer). Trains on the NumPy path.
+        or one per hidden layer).
     input_dropout : float, default=0.0
-        Probability of dropping each input feature during training (on the
-        chosen backend, unless ``dropout`` or sample weights are used too).
+        Probability of dropping each input feature during training.
     backend : {"numba", "numpy"}, default="numba"
         Who runs the batches (see :mod:`mlp.backends`).
     dtype : {"float32", "float64"} or None, default=None

@@ -15,16 +15,19 @@ NumPy does in separate passes::
     dense_gradient, sparse_gradient   ∂L/∂W = aᵀ · δ,  ∂L/∂b = Σ δ
     sgd_update                     v ← μv − η(g + λw);  w ← w + v   (Nesterov, plain SGD)
     sgd_update_rows                the same for the sparse first layer, on its touched rows
+    sparse_update                  the sparse first layer's gradient and step fused, row by row
     sparse_sgd_plain, dense_sgd_plain   plain SGD fused with the gradient (no gradient array)
     adam_update                    m, v ← the moments of g;  w ← w − αₜ m/(√v + ε)   (AdamW)
     max_norm_rows, max_norm_cols   each hidden unit's incoming weights scaled to norm ≤ c
+    drop_entries, drop_rows        inverted dropout: a sparse batch's dropped non-zeros removed,
+                                   a dense layer's input masked (masks from row_key, below)
 
 and parallel kernels for the sparse first layer, which split the work between threads::
 
     sparse_gather_forward_par      gather_sparse, then sparse_forward (blocks of batch rows)
     sparse_forward_par             sparse_forward of a gathered (CSR) batch (blocks of rows)
-    sparse_update_par              its SGD step: sparse_sgd_plain, or sparse_gradient and
-                                   sgd_update_rows (blocks of rows of W)
+    sparse_update_par              its SGD step: sparse_sgd_plain or sparse_update
+                                   (blocks of rows of W)
     sparse_adam_par                its Adam step: sparse_gradient and adam_update (blocks
                                    of rows of W)
 
@@ -42,10 +45,23 @@ typed records): :class:`Model` (the codes of the activation, loss and
 output), :class:`OptParams` (a chunk's optimizer: SGD or Adam, the rate of
 each batch, max-norm; one step's settings are an :class:`SGDParams` or an
 :class:`AdamParams`), :class:`Params` (the
-network's and optimizer's arrays), :class:`Data` (the training set and its
-epoch order, or :class:`CSR` rows), :class:`Plan` (sparse or dense, threads, batch size),
+network's and optimizer's arrays), :class:`Data` (the training set, its
+sample weights and its epoch order, or :class:`CSR` rows), :class:`Plan`
+(sparse or dense, threads, batch size), :class:`Dropout` (rates per layer, seed, epoch),
 :class:`SparseBatch` (a gathered sparse batch). A new hyper-parameter is a
-new field of one of them.
+new field of one of them; "off" is a value (no sample weights: an empty
+array; no dropout: zero thresholds), so one compiled train_chunk serves
+every combination.
+
+Dropout. Whether unit j of layer l's input is dropped for the sample at
+position pos of the epoch's order is a hash of (seed, epoch, pos, l, j)
+(:func:`row_key`, :func:`_keep_bits`; the formulas and their NumPy version
+are in :mod:`mlp.dropout`): the masks are the reference's bit for bit and
+depend on no thread or chunk boundary. They are computed where they are
+used: a sparse batch's dropped inputs are removed when it is gathered
+(fewer multiply-adds); a hidden layer's mask is drawn once per batch into
+the workspace, which also keeps the masked outputs ã = a ⊙ m that the next
+layer reads, beside a for f'(a).
 
 Conventions as in the reference: rows are samples, ``W`` is (n_in, n_out),
 hidden layers compute ``a = f(a_prev · W + b)``, the loss is averaged over
@@ -164,6 +180,47 @@ def _runtime_one(n):
     return n * 0 + 1
 
 
+# ----------------------------------------------------------------- dropout's hash
+
+# SplitMix64's increment and finalizer constants (see mlp.dropout), as uint64 so that every
+# operation stays in unsigned 64-bit arithmetic (an int64 operand would make it float64)
+_GAMMA = np.uint64(0x9E3779B97F4A7C15)
+_MIX1, _MIX2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+_SH30, _SH27, _SH31, _SH11 = np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(11)
+_U1 = np.uint64(1)
+
+
+@_inline()
+def _mix(z):
+    """SplitMix64's finalizer of the uint64 z."""
+    z = (z ^ (z >> _SH30)) * _MIX1
+    z = (z ^ (z >> _SH27)) * _MIX2
+    return z ^ (z >> _SH31)
+
+
+@_inline()
+def _step(key, count):
+    """key + γ · (count + 1) modulo 2⁶⁴, count an integer >= 0."""
+    return key + _GAMMA * (np.uint64(count) + _U1)
+
+
+@_inline()
+def row_key(seed, epoch, pos, layer):
+    """The dropout key of sample position ``pos`` of epoch ``epoch`` at layer ``layer``.
+
+    mix(mix(mix(mix(seed) + γ(epoch+1)) + γ(pos+1)) + γ(layer+1)), as
+    :func:`mlp.dropout.row_keys`.
+    """
+    k = _mix(_step(_mix(np.uint64(seed)), epoch))
+    return _mix(_step(_mix(_step(k, pos)), layer))
+
+
+@_inline()
+def _keep_bits(key, j):
+    """The 53 uniform bits of unit j under row key ``key``: mix(key + γ(j+1)) >> 11."""
+    return _mix(_step(key, j)) >> _SH11
+
+
 # ----------------------------------------------------------------- bundles
 
 
@@ -232,6 +289,7 @@ class Data(NamedTuple):
     T: np.ndarray     #: (n, n_out) float targets, or (0, n_out) when labels are used
     order: np.ndarray  #: int64 sample order: batch b is order[b*batch_size:(b+1)*batch_size]
     csr: "CSR"        #: X as compressed sparse rows (X is then (0, n_in)), or :func:`no_csr`
+    weights: np.ndarray  #: (n,) sample weights in the network's dtype, or empty for none
 
 
 class CSR(NamedTuple):
@@ -245,6 +303,20 @@ class CSR(NamedTuple):
 def no_csr(dtype):
     """The :class:`CSR` of a dense X: three empty arrays (the types a CSR X would have)."""
     return CSR(np.empty(0, np.int32), np.empty(0, np.int32), np.empty(0, dtype))
+
+
+class Dropout(NamedTuple):
+    """Inverted dropout of each weight layer's input (see "Dropout" in the module docstring).
+
+    Layer l's input unit is kept when its 53 bits are >= thresholds[l] (then
+    multiplied by scales[l] = 1/(1 − p)), else zeroed; thresholds[l] = 0 is no
+    dropout at layer l (:func:`dropout_of` builds one).
+    """
+    thresholds: np.ndarray  #: (L,) uint64: ⌈p · 2⁵³⌉ per layer (0: off)
+    scales: np.ndarray      #: (L,) 1/(1 − p) per layer, in the network's dtype
+    seed: np.uint64         #: the run's dropout seed
+    epoch: np.int64         #: the epoch the batches belong to
+    rates: np.ndarray       #: (L,) float64: the rates p themselves (what the twins take)
 
 
 class Plan(NamedTuple):
@@ -290,12 +362,39 @@ class Working(NamedTuple):
 class Workspace(NamedTuple):
     """Work arrays for batches of up to batch_size rows (see :func:`_workspace`)."""
     acts: list        #: acts[l]: layer l's input (acts[0] the dense batch, empty when sparse)
+    masks: list       #: masks[l]: layer l's input's dropout mask (0 or 1/(1 − p)), or empty
+    dropped: list     #: dropped[l] = acts[l] ⊙ masks[l], what layer l reads, or empty
+    weights: np.ndarray  #: the batch's sample weights (unused without weights)
     deltas: list      #: deltas[l]: the error at layer l's output
     grads: list       #: layer l's weight gradient (transposed, except a sparse first layer's)
     gbs: list         #: layer l's bias gradient
     Y: np.ndarray     #: the batch's targets
     batch: SparseBatch  #: the gathered sparse batch
     touched: np.ndarray  #: (n_in,) uint8 for a sparse first layer, else empty
+
+
+def dropout_of(rates, n_layers, dtype, seed=0, epoch=0):
+    """A :class:`Dropout` of ``rates``, one per weight layer (input features first), in ``dtype``.
+
+    ``rates`` None (or all 0): no dropout at any of the ``n_layers`` layers.
+    The thresholds and scales are computed as :mod:`mlp.dropout` computes
+    them (the same bits), here without importing it (this module imports
+    nothing from mlp).
+    """
+    rates = [0.0] * n_layers if rates is None else [float(p) for p in rates]
+    t = np.dtype(dtype).type
+    thresholds = np.array([math.ceil(p * 2.0 ** 53) for p in rates], np.uint64)
+    scales = np.array([t(1) / t(1 - p) for p in rates], dtype)
+    return Dropout(thresholds, scales, np.uint64(int(seed) % 2 ** 64), np.int64(epoch),
+                   np.array(rates, np.float64))
+
+
+@_inline()
+def _no_dropout(weights):
+    """A :class:`Dropout` that drops nothing, for the layers of ``weights`` (inside the kernels)."""
+    n = len(weights)
+    return Dropout(np.zeros(n, np.uint64), np.ones(n, weights[0].dtype), np.uint64(0),
+                   np.int64(0), np.zeros(n, np.float64))
 
 
 def sgd_params(dtype, lr, momentum, weight_decay, nesterov):
@@ -740,6 +839,63 @@ def _prefetch_rows(X, rows):
             _prefetch(X, base + off)
 
 
+# ----------------------------------------------------------------- dropout
+
+
+@_kernel()
+def _drop_entries_rows(batch, dropout, pos0, s0, s1):
+    """:func:`drop_entries` for batch rows s0 … s1-1."""
+    nnz, cols, vals = batch
+    thr, keep = dropout.thresholds[0], dropout.scales[0]
+    for s in range(s0, s1):
+        key = row_key(dropout.seed, dropout.epoch, pos0 + s, 0)
+        k = 0
+        for p in range(nnz[s]):        # branch-free: write every entry, keep the survivors
+            c = cols[s, p]
+            cols[s, k] = c
+            vals[s, k] = vals[s, p] * keep
+            k += _keep_bits(key, c) >= thr
+        nnz[s] = k
+
+
+@_kernel()
+def drop_entries(batch, n, dropout, pos0):
+    """Input dropout of a gathered :class:`SparseBatch`: the dropped non-zeros are removed.
+
+    Row s (sample position pos0 + s of the epoch) keeps the non-zeros whose
+    columns draw "kept" at layer 0, times 1/(1 − p), in their order; the
+    first n rows. Nothing when layer 0 has no dropout.
+    """
+    if dropout.thresholds[0] != 0:
+        _drop_entries_rows(batch, dropout, pos0, _row0(), n)
+    return batch
+
+
+@_kernel(fastmath=_FAST)
+def _drop_rows(a, layer, dropout, pos0, mask, out):
+    """mask[s] = layer's dropout mask of sample pos0 + s, out[s] = a[s] ⊙ mask[s], every row."""
+    thr, keep = dropout.thresholds[layer], dropout.scales[layer]
+    zero = a.dtype.type(0)
+    for s in range(a.shape[0]):
+        key = row_key(dropout.seed, dropout.epoch, pos0 + s, layer)
+        for j in range(a.shape[1]):
+            m = keep if _keep_bits(key, j) >= thr else zero
+            mask[s, j] = m
+            out[s, j] = a[s, j] * m
+
+
+@_kernel()
+def drop_rows(a, layer, dropout, pos0, mask, out):
+    """Inverted dropout of layer ``layer``'s input a (row s: sample position pos0 + s).
+
+    Writes the mask (0 where dropped, 1/(1 − p) where kept) and out = a ⊙ mask
+    (out may be a itself); returns out. Nothing when that layer has no dropout.
+    """
+    if dropout.thresholds[layer] != 0:
+        _drop_rows(a, layer, dropout, pos0, mask, out)
+    return out
+
+
 # ----------------------------------------------------------------- forward
 
 
@@ -809,13 +965,14 @@ def sparse_forward(batch, W, b, kind, out):
 
 
 @_kernel(parallel=True)
-def sparse_gather_forward_par(X, rows, scale, batch, W, b, kind, out):
-    """:func:`gather_sparse` then :func:`sparse_forward`, on several threads.
+def sparse_gather_forward_par(X, rows, scale, batch, W, b, kind, out, dropout, pos0):
+    """:func:`gather_sparse`, :func:`drop_entries` and :func:`sparse_forward`, on several threads.
 
     Blocks of the batch's rows are split between threads, in one parallel
-    region for both: a thread gathers its rows and computes their outputs
-    while they are in its cache. Every row is computed as by the serial
-    pair, so the results are the same bits.
+    region for all three: a thread gathers its rows (sample positions pos0 +
+    s of the epoch for ``dropout``, a :class:`Dropout`) and computes their
+    outputs while they are in its cache. Every row is computed as by the
+    serial kernels, so the results are the same bits.
     """
     n = rows.shape[0]
     n_blocks = min(n, 32)
@@ -823,6 +980,8 @@ def sparse_gather_forward_par(X, rows, scale, batch, W, b, kind, out):
     for blk in prange(n_blocks):
         lo, hi = blk * step, min(n, (blk + 1) * step)
         _gather_sparse_rows(X, rows, scale, batch, lo, hi)
+        if dropout.thresholds[0] != 0:
+            _drop_entries_rows(batch, dropout, pos0, lo, hi)
         _sparse_forward_rows(batch, W, b, kind, out, lo, hi)
     return out
 
@@ -878,22 +1037,26 @@ def dense_forward(a, Wt, b, kind, out):
 
 
 @_kernel(fastmath=_FAST)
-def output_delta(z, Y, model, delta):
+def output_delta(z, Y, model, delta, w):
     """ŷ = g(z), the batch-mean loss, and δ = ∂L/∂z, in one pass over each row.
 
     ``z`` is the output layer's pre-activation and is overwritten with ŷ.
     Returns the loss (float64). The pairs of :mod:`mlp.losses`: ce (softmax)
     gives δ = (ŷ·Σ_k y_k − y)/n, which is (ŷ − y)/n for one-hot rows; bce (sigmoid)
     gives δ = (ŷ − y)/n; poisson (exp) gives δ = (ŷ − y)/n; mse (any g) gives
-    δ = (ŷ − y) g'(z)/n.
+    δ = (ŷ − y) g'(z)/n. With sample weights ``w`` (one per row; empty for
+    none) row s's loss and δ are multiplied by w[s] (as the reference:
+    (w[s] · (ŷ − y)) / n).
     """
     loss, out_kind = model.loss, model.out_kind
     n, n_out = z.shape
     one = z.dtype.type(1)
     zero = z.dtype.type(0)
     nf = z.dtype.type(n)
+    weighted = w.shape[0] > 0
     total = 0.0
     for s in range(n):
+        ws = w[s] if weighted else one
         row = zero
         if loss == CE:
             # log ŷ_k = (z_k − m) − log Σ exp(z − m): finite for any finite z
@@ -912,7 +1075,7 @@ def output_delta(z, Y, model, delta):
                 row -= y * (shifted - lse)
                 yhat = _exp(shifted) / se
                 z[s, k] = yhat
-                delta[s, k] = (yhat * ysum - y) / nf
+                delta[s, k] = ws * (yhat * ysum - y) / nf
         elif loss == BCE:
             # −[y log σ(z) + (1 − y) log(1 − σ(z))] = softplus(z) − y z
             for k in range(n_out):
@@ -921,7 +1084,7 @@ def output_delta(z, Y, model, delta):
                 row += max(x, zero) + math.log1p(math.exp(-abs(x))) - y * x
                 yhat = _f(x, SIGMOID, one)
                 z[s, k] = yhat
-                delta[s, k] = (yhat - y) / nf
+                delta[s, k] = ws * (yhat - y) / nf
         elif loss == POISSON:
             # y log(y/ŷ) − y + ŷ with log ŷ = z: ŷ − y z + (y log y − y), 0 log 0 = 0
             for k in range(n_out):
@@ -932,16 +1095,16 @@ def output_delta(z, Y, model, delta):
                 if y > zero:
                     row += y * math.log(y)
                 z[s, k] = yhat
-                delta[s, k] = (yhat - y) / nf
+                delta[s, k] = ws * (yhat - y) / nf
         else:
             for k in range(n_out):
                 yhat = _f(z[s, k], out_kind, one)
                 err = yhat - Y[s, k]
                 row += err * err
                 z[s, k] = yhat
-                delta[s, k] = err * _fprime(yhat, out_kind, one) / nf
+                delta[s, k] = ws * err * _fprime(yhat, out_kind, one) / nf
             row *= z.dtype.type(0.5)
-        total += row
+        total += row * ws if weighted else row
     return total / n
 
 
@@ -979,21 +1142,27 @@ def output_activation(z, model):
 @_kernel(fastmath=_FAST)
 def times_fprime(d, a, kind):
     """d ← d ⊙ f'(a) in place, f' taken from the layer's output a; one loop per function."""
+    _times_fprime_rows(d, a, kind, _row0(), d.shape[0])
+    return d
+
+
+@_inline(fastmath=_FAST)
+def _times_fprime_rows(d, a, kind, s0, s1):
+    """:func:`times_fprime` on rows s0 … s1-1."""
     one = a.dtype.type(1)
-    n, m = d.shape
+    m = d.shape[1]
     if kind == SIGMOID:
-        for s in range(n):
+        for s in range(s0, s1):
             for i in range(m):
                 d[s, i] *= a[s, i] * (one - a[s, i])
     elif kind == TANH:
-        for s in range(n):
+        for s in range(s0, s1):
             for i in range(m):
                 d[s, i] *= one - a[s, i] * a[s, i]
     elif kind == RELU:
-        for s in range(n):
+        for s in range(s0, s1):
             for i in range(m):
                 d[s, i] = d[s, i] if a[s, i] > 0 else d[s, i] * 0
-    return d
 
 
 @_inline(fastmath=_FAST)
@@ -1016,16 +1185,24 @@ def _backprop_row(d, Wt, out, s):
 
 
 @_kernel(fastmath=_FAST)
-def backprop_delta(d, Wt, a, kind, out):
-    """out = (δ · Wᵀ) ⊙ f'(a) given ``Wt`` = Wᵀ: the error of the layer below (before W changes)."""
+def backprop_delta(d, Wt, a, kind, out, mask):
+    """out = (δ · Wᵀ) ⊙ m ⊙ f'(a), ``Wt`` = Wᵀ: the error of the layer below (before W changes).
+
+    m is the dropout ``mask`` of a (see :func:`drop_rows`); an empty mask is none.
+    """
     n = d.shape[0]
     n_out, n_in = Wt.shape
-    if n * n_in * n_out >= BLAS_MIN_FLOPS:
+    blas = n * n_in * n_out >= BLAS_MIN_FLOPS
+    if blas:
         np.dot(d, Wt, out)
-    else:
-        for s in range(n):
+    for s in range(n):               # row by row: the row is still in L1 for ⊙ m and ⊙ f'
+        if not blas:
             _backprop_row(d, Wt, out, s)
-    return times_fprime(out, a, kind)
+        if mask.shape[0] > 0:
+            for i in range(n_in):
+                out[s, i] *= mask[s, i]
+        _times_fprime_rows(out, a, kind, s, s + 1)
+    return out
 
 
 @_kernel(fastmath=_FAST)
@@ -1206,33 +1383,129 @@ def sparse_sgd_plain(batch, d, W, lr):
     return W
 
 
+@_kernel()
+def _column_lists(batch, n, counts):
+    """The first n rows' non-zeros column by column: (starts, samples, values).
+
+    Column i's entries are samples[starts[i]:starts[i+1]] (batch rows, increasing)
+    with values values[starts[i]:starts[i+1]]; counts[i] is their number
+    (:func:`_column_counts`).
+    """
+    nnz, cols, vals = batch
+    n_in = counts.shape[0]
+    starts = np.empty(n_in + 1, np.int64)
+    fill = np.empty(n_in, np.int64)
+    starts[0] = 0
+    for i in range(n_in):
+        fill[i] = starts[i]
+        starts[i + 1] = starts[i] + counts[i]
+    samples = np.empty(starts[n_in], np.int64)
+    values = np.empty(starts[n_in], vals.dtype)
+    for s in range(n):
+        for p in range(nnz[s]):
+            i = cols[s, p]
+            q = fill[i]
+            samples[q] = s
+            values[q] = vals[s, p]
+            fill[i] = q + 1
+    return starts, samples, values
+
+
+@_kernel(fastmath=_FAST)
+def _sgd_rows_fused(layer, sgd, d, lists, g, i0, i1):
+    """Rows i0 … i1-1 of the sparse first layer's SGD step, each row's gradient made on the spot.
+
+    Row i's gradient g = Σ_s x[s, i] δ[s] over column i's non-zeros (``lists``
+    from :func:`_column_lists`; four at a time, in batch order) is summed in
+    the row buffer g, which stays in L1, then row i takes the step of
+    :func:`_sgd_rows`, in its arithmetic. W and V are read and written once
+    per step; there is no gradient array to fill, read and clear. A row
+    without non-zeros has g = 0 (momentum and decay still move it; plain SGD
+    skips it).
+    """
+    W, V = layer.W, layer.V
+    starts, samples, values = lists
+    lr, mu, wd, nesterov = sgd
+    m = _unsigned(W.shape[1])
+    for i in range(i0, i1):
+        for k in range(m):
+            g[k] = 0
+        p, end = starts[i], starts[i + 1]
+        while p + 4 <= end:
+            s0, s1 = _unsigned(samples[p]), _unsigned(samples[p + 1])
+            s2, s3 = _unsigned(samples[p + 2]), _unsigned(samples[p + 3])
+            x0, x1, x2, x3 = values[p], values[p + 1], values[p + 2], values[p + 3]
+            for k in range(m):
+                g[k] += x0 * d[s0, k] + x1 * d[s1, k] + x2 * d[s2, k] + x3 * d[s3, k]
+            p += 4
+        while p < end:
+            s0, x0 = _unsigned(samples[p]), values[p]
+            for k in range(m):
+                g[k] += x0 * d[s0, k]
+            p += 1
+        if mu == 0 and wd == 0:
+            if end > starts[i]:
+                for k in range(m):
+                    W[i, k] -= lr * g[k]
+        elif mu == 0:
+            for k in range(m):
+                W[i, k] -= lr * (g[k] + wd * W[i, k])
+        elif nesterov:
+            for k in range(m):
+                gk = g[k] + wd * W[i, k] if wd != 0 else g[k]
+                V[i, k] = mu * V[i, k] - lr * gk
+                W[i, k] += mu * V[i, k] - lr * gk
+        else:
+            for k in range(m):
+                gk = g[k] + wd * W[i, k] if wd != 0 else g[k]
+                V[i, k] = mu * V[i, k] - lr * gk
+                W[i, k] += V[i, k]
+
+
+@_kernel()
+def sparse_update(batch, d, layer, sgd):
+    """The sparse first layer's SGD step from its δ, in one pass over W (one thread).
+
+    gb = Σ δ, then every row of W takes its step with its gradient made on
+    the spot (:func:`_sgd_rows_fused`): what :func:`sparse_gradient` followed
+    by :func:`sgd_update_rows` computes, up to the order of the gradient's
+    sums, without the gradient array. ``layer`` is a :class:`FirstLayer`
+    (its G and touched are not used).
+    """
+    W = layer.W
+    column_sums(d, layer.gb)
+    counts = _column_counts(batch, d.shape[0], np.empty(W.shape[0], np.int64))
+    lists = _column_lists(batch, d.shape[0], counts)
+    _sgd_rows_fused(layer, sgd, d, lists, np.empty(W.shape[1], W.dtype), _row0(), W.shape[0])
+    return W
+
+
 @_kernel(parallel=True)
 def sparse_update_par(batch, d, layer, sgd, n_blocks):
     """The sparse first layer's SGD step from its δ, with the rows of W split between threads.
 
     ``layer`` is a :class:`FirstLayer`, ``sgd`` an :class:`SGDParams`.
-    gb = Σ δ; then with μ = λ = 0 plain SGD as :func:`sparse_sgd_plain`
-    (G and touched are not used), else :func:`sparse_gradient` followed by
-    :func:`sgd_update_rows`. Each thread owns a range of input pixels (rows
-    of W, balanced by their non-zeros) and sums their share over the whole
-    batch in batch order: nothing is shared, every row is computed exactly
-    as by the serial kernels, whatever the number of threads.
+    gb = Σ δ; then with μ = λ = 0 plain SGD as :func:`sparse_sgd_plain`,
+    else as :func:`sparse_update` (G and touched are not used). Each thread
+    owns a range of input pixels (rows of W, balanced by their non-zeros)
+    and sums their share over the whole batch in batch order: nothing is
+    shared, every row is computed exactly as by the serial kernels, whatever
+    the number of threads.
     """
-    W, G, touched = layer.W, layer.G, layer.touched
+    W = layer.W
     column_sums(d, layer.gb)
     counts = _column_counts(batch, d.shape[0], np.empty(W.shape[0], np.int64))
     plain = sgd.mu == 0 and sgd.wd == 0
-    if not plain:
-        for i in range(W.shape[0]):
-            touched[i] = counts[i] > 0
-    bounds = _balanced_ranges(counts, max(1, n_blocks))
+    lists = _column_lists(batch, d.shape[0] if not plain else 0, counts)
+    # a row's share of the work: its non-zeros, and with momentum or decay also the pass
+    # over its W and V that every row takes (about two non-zeros' worth)
+    bounds = _balanced_ranges(counts if plain else counts + 2, max(1, n_blocks))
     for blk in prange(bounds.shape[0] - 1):
         lo, hi = bounds[blk], bounds[blk + 1]
         if plain:
             _sparse_outer_rows(batch, d, W, -sgd.lr, lo, hi)
         else:
-            _sparse_outer_rows(batch, d, G, G.dtype.type(1), lo, hi)
-            _sgd_rows(layer, sgd, lo, hi)
+            _sgd_rows_fused(layer, sgd, d, lists, np.empty(W.shape[1], W.dtype), lo, hi)
     return W
 
 
@@ -1326,7 +1599,9 @@ def sgd_update_rows(layer, sgd):
 
     Its gradient G is zero off the touched rows. Plain SGD skips the
     untouched rows; momentum and weight decay still move them. G is left
-    all zero, ready for the next :func:`sparse_gradient`.
+    all zero, ready for the next :func:`sparse_gradient`. Training uses the
+    fused :func:`sparse_update` instead (no gradient array); the tests check
+    that against this pair.
     """
     _sgd_rows(layer, sgd, _row0(), layer.W.shape[0])
     return layer.W
@@ -1596,11 +1871,13 @@ def sparse_buffers(batch_size, W):
 
 
 @_inline()
-def _workspace(W0, Wts, batch_size, sparse, sparse_batch):
+def _workspace(W0, Wts, batch_size, sparse, sparse_batch, dropout):
     """A :class:`Workspace` for batches of up to ``batch_size`` rows.
 
     A sparse first layer's weight gradient starts at zero (:func:`sparse_gradient`
-    needs it so); ``sparse_batch`` is the caller's :class:`SparseBatch`.
+    needs it so); ``sparse_batch`` is the caller's :class:`SparseBatch`. Layers
+    with dropout (a :class:`Dropout`) get a mask and a masked copy of their
+    input (a sparse first layer's dropped inputs are removed from the batch instead).
     """
     dtype = W0.dtype
     nl = len(Wts)
@@ -1618,34 +1895,72 @@ def _workspace(W0, Wts, batch_size, sparse, sparse_batch):
         else:
             grads.append(np.empty(Wts[l].shape, dtype))
         gbs.append(np.empty(n_out, dtype))
+    masks, dropped = [], []
+    for l in range(nl):
+        on = dropout.thresholds[l] != 0 and not (l == 0 and sparse)
+        width = acts[l].shape[1]
+        masks.append(np.zeros((batch_size if on else 0, width if on else 0), dtype))
+        dropped.append(np.zeros((batch_size if on else 0, width if on else 0), dtype))
     Y = np.empty((batch_size, acts[nl].shape[1]), dtype)
     touched = np.zeros(n_in if sparse else 0, np.uint8)
-    return Workspace(acts, deltas, grads, gbs, Y, sparse_batch, touched)
+    return Workspace(acts, masks, dropped, np.empty(batch_size, dtype), deltas, grads, gbs, Y,
+                     sparse_batch, touched)
 
 
 @_inline()
-def _gather(data, rows, work, plan):
-    """Fill the workspace with batch ``rows`` of ``data``: targets and inputs (sparse or dense).
+def _layer_input(work, l, nb):
+    """What layer l reads for the first nb rows: its input, or its masked input with dropout."""
+    if work.masks[l].shape[0] > 0:
+        return work.dropped[l][:nb]
+    return work.acts[l][:nb]
 
-    With threads, sparse inputs are gathered by :func:`_forward`, in one
-    parallel region with the first layer's forward pass.
+
+@_inline()
+def _gather(data, rows, work, plan, dropout, pos0):
+    """Fill the workspace with batch ``rows`` of ``data``: targets, weights and inputs.
+
+    The batch starts at position pos0 of the epoch's order (its dropout
+    masks' counter). With threads, sparse inputs are gathered by
+    :func:`_forward`, in one parallel region with the first layer's forward pass.
     """
     nb = rows.shape[0]
     gather_targets(data.labels, data.T, rows, work.Y[:nb])
+    if data.weights.shape[0] > 0:
+        for s in range(nb):
+            work.weights[s] = data.weights[rows[s]]
     if data.csr.indptr.shape[0] > 0:  # CSR rows (plan.sparse is then True): a plain copy
         gather_csr(data.csr, rows, work.batch)
+        drop_entries(work.batch, nb, dropout, pos0)
     elif not plan.sparse:
         gather_dense(data.X, rows, data.scale, work.acts[0][:nb])
+        drop_rows(work.acts[0][:nb], _row0(), dropout, pos0, work.masks[0][:nb],
+                  work.dropped[0][:nb])
     elif plan.threads <= 1:           # with threads, _forward gathers (see above)
         gather_sparse(data.X, rows, data.scale, work.batch)
+        drop_entries(work.batch, nb, dropout, pos0)
 
 
 @_inline()
-def _forward(work, wk, data, rows, model, plan):
+def _forward(work, wk, data, rows, model, plan, dropout, pos0):
     """The forward pass of the gathered batch ``rows``; returns its mean loss and leaves δᴸ in work.
 
     The output layer keeps z (identity) for :func:`output_delta`, which
-    turns it into ŷ and computes the loss and δᴸ.
+    turns it into ŷ and computes the loss and δᴸ (rows weighted by the
+    sample weights, if any).
+    """
+    nb = rows.shape[0]
+    nl = len(wk.Wts)
+    _forward_layers(work, wk, data, rows, model, plan, dropout, pos0)
+    weights = work.weights[:nb] if data.weights.shape[0] > 0 else work.weights[:0]
+    return output_delta(work.acts[nl][:nb], work.Y[:nb], model, work.deltas[nl][:nb], weights)
+
+
+@_inline()
+def _forward_layers(work, wk, data, rows, model, plan, dropout, pos0):
+    """Every layer's forward pass of the gathered batch ``rows``; the output layer keeps z.
+
+    Hidden layers' outputs are masked for the layer after them where it has
+    dropout (samples at positions pos0, pos0 + 1, … of the epoch's order).
     """
     nb = rows.shape[0]
     nl = len(wk.Wts)
@@ -1657,13 +1972,15 @@ def _forward(work, wk, data, rows, model, plan):
                 sparse_forward_par(work.batch, wk.W0, wk.bs[0], kind, out)
             elif plan.threads > 1:
                 sparse_gather_forward_par(data.X, rows, data.scale, work.batch, wk.W0, wk.bs[0],
-                                          kind, out)
+                                          kind, out, dropout, pos0)
             else:
                 sparse_forward(work.batch, wk.W0, wk.bs[0], kind, out)
             out[:, wk.h:] = 0             # padding units: f(0) may be ½, their output is 0
         else:
-            dense_forward(work.acts[l][:nb], wk.Wts[l], wk.bs[l], kind, out)
-    return output_delta(work.acts[nl][:nb], work.Y[:nb], model, work.deltas[nl][:nb])
+            dense_forward(_layer_input(work, l, nb), wk.Wts[l], wk.bs[l], kind, out)
+        if l < nl - 1:
+            drop_rows(out, l + 1, dropout, pos0, work.masks[l + 1][:nb],
+                      work.dropped[l + 1][:nb])
 
 
 @_inline()
@@ -1674,7 +1991,9 @@ def _backward(work, wk, nb, model, sgd, plan, update):
     gradient is known (after the error of the layer below, which needs the
     old W, is computed); else the gradients stay in the workspace, except a
     sparse first layer's on threads, which Adam's step computes
-    (:func:`sparse_adam_par`, from δ¹ left in the workspace).
+    (:func:`sparse_adam_par`, from δ¹ left in the workspace). A layer with
+    dropout takes the gradient of its masked input, and the error below it
+    is masked too.
     """
     mu, wd = sgd.mu, sgd.wd
     nl = len(wk.Wts)
@@ -1688,14 +2007,13 @@ def _backward(work, wk, nb, model, sgd, plan, update):
                 column_sums(d, work.gbs[0])
                 sparse_sgd_plain(work.batch, d, wk.W0, sgd.lr)
             elif update:
-                sparse_gradient(work.batch, d, work.grads[0], work.gbs[0], work.touched)
-                sgd_update_rows(first, sgd)
+                sparse_update(work.batch, d, first, sgd)
             elif plan.threads > 1:
                 pass                 # Adam on threads: its gradient comes with its step (_adam_all)
             else:
                 sparse_gradient(work.batch, d, work.grads[0], work.gbs[0], work.touched)
         else:
-            a = work.acts[l][:nb]
+            a = _layer_input(work, l, nb)
             plain = (update and mu == 0 and wd == 0
                      and nb * a.shape[1] * d.shape[1] < BLAS_MIN_FLOPS)
             # small layer, plain SGD: fused, no gradient array
@@ -1704,7 +2022,8 @@ def _backward(work, wk, nb, model, sgd, plan, update):
             else:
                 dense_gradient(a, d, work.grads[l], work.gbs[l])
             if l > 0:
-                backprop_delta(d, wk.Wts[l], a, model.act, work.deltas[l][:nb])
+                backprop_delta(d, wk.Wts[l], work.acts[l][:nb], model.act, work.deltas[l][:nb],
+                               work.masks[l][:nb])
             if plain:
                 dense_sgd_plain(a, d, wk.Wts[l], sgd.lr)
             elif update:
@@ -1747,35 +2066,37 @@ def _max_norm_all(wk, c, sparse):
 
 
 @_kernel()
-def train_chunk(data, params, model, opt, plan, start, stop, losses, sparse_batch):
+def train_chunk(data, params, model, opt, plan, start, stop, losses, sparse_batch, dropout):
     """Train on batches start … stop-1 of an epoch in place; losses[k] = loss of batch start+k.
 
     ``data``: a :class:`Data` (batch b is rows ``order[b*batch_size:(b+1)*batch_size]``
     of X, uint8 pixels times ``scale`` or floats with scale 1; its targets
     are the one-hot ``labels`` of those rows, or rows of T when labels is
-    empty). ``params``: a :class:`Params`, updated as the ``step`` of
-    :class:`mlp.optimizers.SGD` or :class:`~mlp.optimizers.Adam` would
+    empty; their sample weights, unless empty). ``params``: a :class:`Params`, updated as
+    the ``step`` of :class:`mlp.optimizers.SGD` or :class:`~mlp.optimizers.Adam` would
     with the :class:`OptParams` ``opt`` (batch k of the chunk at rate
     ``opt.lrs[k]``; then max-norm). SGD updates each layer inside the
     backward pass; Adam takes all the gradients first (:func:`_adam_all`).
     ``model``: a :class:`Model`. ``plan``: a :class:`Plan`.
     ``sparse_batch``: a :class:`SparseBatch` of ``plan.batch_size`` rows
     (:func:`sparse_buffers`), passed in so that calls can reuse it (fresh
-    pages cost a fault each when first written).
+    pages cost a fault each when first written). ``dropout``: a
+    :class:`Dropout` (the sample at position p of ``order`` draws its masks
+    from p).
     """
     n = data.order.shape[0]
     bsz = plan.batch_size
     n_state = 2 if opt.adam else (1 if opt.mu != 0 else 0)
     wk = _working_copies(params, plan.sparse, n_state)
     work = _workspace(wk.W0 if plan.sparse else params.weights[0], wk.Wts, bsz, plan.sparse,
-                      sparse_batch)
+                      sparse_batch, dropout)
     for b in range(start, stop):
         lo = b * bsz
         rows = data.order[lo:min(lo + bsz, n)]
-        _gather(data, rows, work, plan)
+        _gather(data, rows, work, plan, dropout, lo)
         if b + 1 < stop and data.X.shape[0] > 0:   # the next batch's rows load meanwhile
             _prefetch_rows(data.X, data.order[lo + bsz:min(lo + 2 * bsz, n)])
-        losses[b - start] = _forward(work, wk, data, rows, model, plan)
+        losses[b - start] = _forward(work, wk, data, rows, model, plan, dropout, lo)
         _backward(work, wk, rows.shape[0], model, _sgd_of(opt, b - start, wk.bs[0]), plan,
                   not opt.adam)
         if opt.adam:
@@ -1787,20 +2108,22 @@ def train_chunk(data, params, model, opt, plan, start, stop, losses, sparse_batc
 
 
 @_kernel(nogil=True)
-def block_gradient(data, weights, biases, model, sample_weight, plan, lo, hi, g):
+def block_gradient(data, weights, biases, model, dropout, plan, lo, hi, g):
     """Rows order[lo:hi] of the full-batch loss (1/n) Σᵢ wᵢ lᵢ: their Σ wᵢ lᵢ (returned) and
     their share of its gradient, written flat into g.
 
     ``data`` is a :class:`Data` whose order lists the n rows of the whole
-    batch; ``sample_weight`` holds one wᵢ per row of X, or nothing (wᵢ = 1).
-    g (the network's dtype) receives ∂/∂W¹ … ∂/∂Wᴸ, each row-major (as
-    W.ravel()), then ∂/∂b¹ … ∂/∂bᴸ: scikit-learn's packing of the parameters
-    for L-BFGS. No weight decay (the caller adds λW). Sub-batches of
-    plan.batch_size rows each run the serial kernels: gather, forward, for
-    each row its loss and δᴸ (:func:`output_delta` of the row, times
-    wᵢ/n), the backward pass without update; their gradients are summed in
-    row order. Blocks of rows can run on threads of their own (the GIL is
-    released), each into a g of its own, to be added in block order.
+    batch; its sample weights hold one wᵢ per row of X, or nothing (wᵢ = 1).
+    ``dropout``: a :class:`Dropout` (the row at position p of order draws
+    its masks from p; fixed masks, so the gradient is that of a fixed
+    thinned network). g (the network's dtype) receives ∂/∂W¹ … ∂/∂Wᴸ, each
+    row-major (as W.ravel()), then ∂/∂b¹ … ∂/∂bᴸ: scikit-learn's packing of
+    the parameters for L-BFGS. No weight decay (the caller adds λW).
+    Sub-batches of plan.batch_size rows each run the serial kernels: gather,
+    forward, for each row its loss and δᴸ (:func:`output_delta` of the row,
+    times wᵢ/n), the backward pass without update; their gradients are
+    summed in row order. Blocks of rows can run on threads of their own (the
+    GIL is released), each into a g of its own, to be added in block order.
     """
     n = data.order.shape[0]
     wk = _working_copies(Params(weights, biases, weights, biases, weights, biases), plan.sparse,
@@ -1819,7 +2142,7 @@ def block_gradient(data, weights, biases, model, sample_weight, plan, lo, hi, g)
         width = wk.W0.shape[0]
     batch = SparseBatch(np.zeros(bsz, np.int64), np.empty((bsz if sparse else 0, width), np.int32),
                         np.empty((bsz if sparse else 0, width), dtype))
-    work = _workspace(wk.W0 if sparse else weights[0], wk.Wts, bsz, sparse, batch)
+    work = _workspace(wk.W0 if sparse else weights[0], wk.Wts, bsz, sparse, batch, dropout)
     acc, acc_b = [], []                  # the dense layers' summed gradients (transposed)
     for l in range(nl):                  # (a sparse first layer sums into work.grads[0] itself)
         acc.append(np.zeros((0, 0) if l == 0 and sparse else work.grads[l].shape, dtype))
@@ -1827,24 +2150,18 @@ def block_gradient(data, weights, biases, model, sample_weight, plan, lo, hi, g)
     zero = dtype.type(0)
     sgd = SGDParams(zero, zero, zero, lo < 0)
     serial = Plan(sparse, _runtime_one(lo), bsz)
-    weighted = sample_weight.shape[0] > 0
+    weighted = data.weights.shape[0] > 0
     total = 0.0
     for s0 in range(lo, hi, bsz):
         rows = data.order[s0:min(s0 + bsz, hi)]
         nb = rows.shape[0]
-        _gather(data, rows, work, serial)
-        for l in range(nl):
-            kind = model.act if l < nl - 1 else IDENTITY
-            out = work.acts[l + 1][:nb]
-            if l == 0 and sparse:
-                sparse_forward(work.batch, wk.W0, wk.bs[0], kind, out)
-                out[:, wk.h:] = 0
-            else:
-                dense_forward(work.acts[l][:nb], wk.Wts[l], wk.bs[l], kind, out)
+        _gather(data, rows, work, serial, dropout, s0)
+        _forward_layers(work, wk, data, rows, model, serial, dropout, s0)
         z, d = work.acts[nl], work.deltas[nl]
         for s in range(nb):
-            w = sample_weight[rows[s]] if weighted else one
-            total += w * output_delta(z[s:s + 1], work.Y[s:s + 1], model, d[s:s + 1])
+            w = data.weights[rows[s]] if weighted else one
+            total += w * output_delta(z[s:s + 1], work.Y[s:s + 1], model, d[s:s + 1],
+                                      work.weights[:0])
             c = w / dtype.type(n)
             for k in range(d.shape[1]):
                 d[s, k] *= c
@@ -1890,7 +2207,7 @@ def predict(X, scale, weights, biases, model, out):
     chunk = 1024
     Wts = _transposed(weights, False)
     acts = _workspace(weights[0], Wts, min(chunk, max(n, 1)), False,
-                      sparse_buffers(_row0(), weights[0])).acts
+                      sparse_buffers(_row0(), weights[0]), _no_dropout(weights)).acts
     bs = _as_list(biases)
     for lo in range(0, n, chunk):
         hi = min(lo + chunk, n)

@@ -15,7 +15,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from .activations import ACTIVATIONS, DERIVATIVES
-from .batches import batch_inputs, batch_rows, batch_targets, run_batches
+from .batches import Extras, batch_inputs, batch_targets, run_batches
+from .dropout import kept, mask, row_keys
 from .kernels import ACTIVATION_NAMES, CE, LOSS_NAMES, POISSON, SparseBatch
 from .losses import get_loss
 from .network import Network
@@ -100,11 +101,14 @@ def sparse_forward_par(batch, W, b, kind):
     return sparse_forward(batch, W, b, kind)
 
 
-def output_delta(z, Y, model):
-    """Twin of :func:`mlp.kernels.output_delta`: (loss, ŷ, δ) from the reference loss."""
+def output_delta(z, Y, model, w=None):
+    """Twin of :func:`mlp.kernels.output_delta`: (loss, ŷ, δ) from the reference loss.
+
+    ``w``: sample weights (one per row), or None.
+    """
     loss = loss_of(model)
     yhat = loss.activate(z)
-    return loss.value(z, yhat, Y), yhat, loss.delta(z, yhat, Y)
+    return loss.value(z, yhat, Y, w), yhat, loss.delta(z, yhat, Y, w)
 
 
 def output_activation(z, model):
@@ -117,9 +121,45 @@ def times_fprime(d, a, kind):
     return d * DERIVATIVES[ACTIVATION_NAMES[kind]](a, a)
 
 
-def backprop_delta(d, W, a, kind):
-    """Twin of :func:`mlp.kernels.backprop_delta` (which takes Wᵀ): (δ · Wᵀ) ⊙ f'(a)."""
-    return times_fprime(d @ W.T, a, kind)
+def backprop_delta(d, W, a, kind, mask=None):
+    """Twin of :func:`mlp.kernels.backprop_delta` (which takes Wᵀ): (δ · Wᵀ) (⊙ m) ⊙ f'(a)."""
+    upstream = d @ W.T
+    return times_fprime(upstream if mask is None else upstream * mask, a, kind)
+
+
+def row_key(seed, epoch, pos, layer):
+    """Twin of :func:`mlp.kernels.row_key`: :func:`mlp.dropout.row_keys` of one position."""
+    return row_keys(seed, epoch, [pos], layer)[0]
+
+
+def _masks(dropout, dtype, layer, width, positions):
+    """Layer ``layer``'s masks of ``positions``, as Network.dropout_masks draws them."""
+    return mask(int(dropout.seed), int(dropout.epoch), positions, layer, width,
+                float(dropout.rates[layer]), dtype)
+
+
+def drop_rows(a, layer, dropout, pos0):
+    """Twin of :func:`mlp.kernels.drop_rows`: (mask, a ⊙ mask) from Network.dropout_masks."""
+    mask = _masks(dropout, a.dtype, layer, a.shape[1], pos0 + np.arange(len(a)))
+    return mask, a * mask
+
+
+def drop_entries(batch, n_in, dropout, pos0):
+    """Twin of :func:`mlp.kernels.drop_entries`: the dense rows masked, as a :class:`SparseBatch`.
+
+    Also checks that the kept entries are those :func:`mlp.dropout.kept` keeps.
+    """
+    x = densify(batch, n_in)
+    positions = pos0 + np.arange(len(x))
+    masked = x * _masks(dropout, x.dtype, 0, n_in, positions)
+    keep = kept(int(dropout.seed), int(dropout.epoch), positions, 0, n_in, dropout.rates[0])
+    assert not (masked[~keep]).any()
+    nnz = np.count_nonzero((x != 0) & keep, axis=1)
+    cols, vals = np.zeros(x.shape, np.int32), np.zeros(x.shape, x.dtype)
+    for s in range(len(x)):
+        (c,) = np.nonzero((x[s] != 0) & keep[s])
+        cols[s, :len(c)], vals[s, :len(c)] = c, masked[s, c]
+    return SparseBatch(nnz, cols, vals)
 
 
 def column_sums(d):
@@ -228,25 +268,37 @@ def optimizer_of(opt, params):
     return ref
 
 
-def train_chunk(data, params, model, opt, plan, start, stop, losses):
+def train_chunk(data, params, model, opt, plan, start, stop, losses, dropout):
     """Twin of :func:`mlp.kernels.train_chunk`.
 
     :func:`mlp.batches.run_batches` with the reference Network and optimizer,
-    one batch at a time at the rate ``opt.lrs[k]``, counting steps from ``opt.t0``.
+    one batch at a time at the rate ``opt.lrs[k]``, counting steps from ``opt.t0``,
+    with the sample weights of ``data`` and the rates and key of ``dropout``.
     """
     net = network_of(params.weights, params.biases, model)
     ref = optimizer_of(opt, params)
     targets = data.labels if len(data.labels) else data.T
+    X = csr_matrix_of(data, net.sizes[0]) if len(data.csr.indptr) else data.X
+    extras = _extras_of(data, dropout)
     for k, b in enumerate(range(start, stop)):
         ref.lr, ref.t = float(opt.lrs[k]), int(opt.t0) + k
-        losses[k] = run_batches(net, ref, data.X, targets,
-                                batch_rows(data.order, b, b + 1, plan.batch_size), data.scale)[0]
+        losses[k] = run_batches(net, ref, X, targets, data.order, b, b + 1, plan.batch_size,
+                                extras)[0]
     return losses
 
 
-def block_gradient(data, weights, biases, model, sample_weight, lo, hi):
+def _extras_of(data, dropout):
+    """The reference's :class:`mlp.batches.Extras` of a :class:`~mlp.kernels.Data` (its scale
+    and sample weights) and a :class:`~mlp.kernels.Dropout`."""
+    rates = [float(p) for p in dropout.rates]
+    return Extras(float(data.scale), data.weights if len(data.weights) else None,
+                  rates if any(rates) else None, int(dropout.seed), int(dropout.epoch))
+
+
+def block_gradient(data, weights, biases, model, dropout, lo, hi):
     """Twin of :func:`mlp.kernels.block_gradient`: (Σ wᵢ lᵢ, flat gradient) of rows
-    order[lo:hi], from :meth:`Network.loss_and_gradients` with sample weights.
+    order[lo:hi], from :meth:`Network.loss_and_gradients` with the sample weights of
+    ``data`` and the dropout masks of positions lo … hi-1.
 
     The reference returns (1/m) Σ wᵢ lᵢ over its m rows and that mean's
     gradient; the kernel's share of the n-row mean is m/n of it.
@@ -257,8 +309,12 @@ def block_gradient(data, weights, biases, model, sample_weight, lo, hi):
     xb = batch_inputs(X, rows, data.scale, net.dtype)
     yb = batch_targets(data.labels if len(data.labels) else data.T, rows, net.sizes[-1],
                        net.dtype)
-    w = sample_weight[rows] if len(sample_weight) else np.ones(len(rows), net.dtype)
-    loss, nabla_w, nabla_b = net.loss_and_gradients(xb, yb, sample_weight=w)
+    extras = _extras_of(data, dropout)
+    w = extras.sample_weight[rows] if len(data.weights) else np.ones(len(rows), net.dtype)
+    masks = None
+    if extras.dropout is not None:
+        masks = net.dropout_masks(extras.dropout, extras.seed, extras.epoch, np.arange(lo, hi))
+    loss, nabla_w, nabla_b = net.loss_and_gradients(xb, yb, sample_weight=w, dropout_masks=masks)
     share = len(rows) / len(data.order)
     flat = np.concatenate([g.ravel() for g in nabla_w + nabla_b])
     return loss * len(rows), flat * share

@@ -36,6 +36,7 @@ import numpy as np
 
 from .activations import ACTIVATIONS, DERIVATIVES, check_activation
 from .csr import issparse
+from .dropout import check_rates, mask
 from .losses import get_loss
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
@@ -149,27 +150,24 @@ class Network:
                 "loss": self.loss.name, "output": self.loss.output,
                 "dtype": self.dtype.name}
 
-    def dropout_masks(self, n, rates, rng):
-        """Inverted-dropout masks for a batch of ``n`` rows, to pass to :meth:`forward`.
+    def dropout_masks(self, rates, seed, epoch, positions):
+        """Inverted-dropout masks for the samples at ``positions`` of epoch ``epoch``'s order.
 
         ``rates[l]`` is the probability of dropping each unit of layer l's
         input (``rates[0]``: the input features, ``rates[l]``: hidden layer
         l's outputs), one rate per weight layer. Mask l is an ``(n,
         sizes[l])`` array of 0 (dropped, probability p) and 1/(1 − p) (kept),
-        drawn from the NumPy Generator ``rng``; it is None where p = 0.
+        n = len(positions); it is None where p = 0. Which units drop is a
+        hash of (seed, epoch, position, layer, unit) (:mod:`mlp.dropout`),
+        the same bits the Numba kernels draw.
         """
-        if len(rates) != self.num_layers:
-            raise ValueError(f"dropout needs one rate per weight layer ({self.num_layers}), "
-                             f"got {len(rates)}")
+        rates = check_rates(rates, self.num_layers)
         masks = []
-        for width, p in zip(self.sizes[:-1], rates):
-            if not 0 <= p < 1:
-                raise ValueError(f"dropout rates must be in [0, 1), got {p!r}")
+        for l, (width, p) in enumerate(zip(self.sizes[:-1], rates)):
             if p == 0:
                 masks.append(None)
                 continue
-            keep = rng.random((n, width)) >= p
-            masks.append(keep.astype(self.dtype) / self.dtype.type(1 - p))
+            masks.append(mask(seed, epoch, positions, l, width, p, self.dtype))
         return masks
 
     # ----------------------------------------------------------------- forward

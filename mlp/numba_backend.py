@@ -34,6 +34,7 @@ import scipy.linalg.cython_blas  # noqa: F401
 from threadpoolctl import ThreadpoolController
 
 from . import kernels as K
+from .batches import as_extras
 from .compile_notice import install_listener
 from .csr import as_csr, issparse, max_row_nnz
 from .network import with_weight_decay
@@ -185,6 +186,26 @@ def _targets(targets, net):
     return np.empty(0, np.int64), np.ascontiguousarray(targets)
 
 
+def _sample_weights(sample_weight, net, n):
+    """The kernels' sample weights: one per row of X in the net's dtype, or empty for none."""
+    if sample_weight is None:
+        return np.empty(0, net.dtype)
+    w = np.ascontiguousarray(sample_weight, dtype=net.dtype)
+    if w.shape != (n,):
+        raise ValueError(f"sample_weight must hold one weight per row of X ({n}), "
+                         f"got shape {w.shape}")
+    return w
+
+
+def _dropout(extras, net):
+    """The kernels' :class:`mlp.kernels.Dropout` of ``extras`` (none when it has no rates)."""
+    rates = extras.dropout
+    if rates is not None and len(rates) != net.num_layers:
+        raise ValueError(f"dropout needs one rate per weight layer ({net.num_layers}), "
+                         f"got {len(rates)}")
+    return K.dropout_of(rates, net.num_layers, net.dtype, extras.seed, extras.epoch)
+
+
 def _blas_threads_at_most_numba():
     """Keep BLAS (NumPy's and the SciPy BLAS Numba calls) at no more threads than Numba uses."""
     controller = _blas_controller()
@@ -332,20 +353,30 @@ class NumbaBackend:
             return threads
         return threads if _other_load() < 0.5 else 1
 
-    def loss_and_gradients(self, net, X, Y, weight_decay=0.0):
+    def loss_and_gradients(self, net, X, Y, weight_decay=0.0, extras=None):
         """Loss and gradients of one float batch, as :meth:`Network.loss_and_gradients`
-        returns them: :meth:`full_batch_gradients` of (X, Y) plus the L2 penalty."""
-        X = np.asarray(X, dtype=net.dtype)
+        returns them: :meth:`full_batch_gradients` of (X, Y) plus the L2 penalty.
+
+        ``extras`` (an :class:`mlp.batches.Extras`) may add sample weights
+        (one per row) and dropout, row s being sample position s of
+        ``extras.epoch``.
+        """
+        X = X if issparse(X) else np.asarray(X, dtype=net.dtype)
         Y = np.asarray(Y, dtype=net.dtype)
         if Y.ndim != 2 or Y.shape != (X.shape[0], net.sizes[-1]):
             raise ValueError(f"Y must have shape ({X.shape[0]}, {net.sizes[-1]}), got {Y.shape}")
-        value, nabla_w, nabla_b = self.full_batch_gradients(net, X, Y)
+        extras = as_extras(1.0 if extras is None else extras)
+        value, nabla_w, nabla_b = self.full_batch_gradients(net, X, Y, extras.sample_weight,
+                                                            extras)
         value, nabla_w = with_weight_decay(net.weights, value, nabla_w, weight_decay)
         return value, [np.array(g) for g in nabla_w], [np.array(g) for g in nabla_b]
 
-    def full_batch_gradients(self, net, X, targets, sample_weight=None):
+    def full_batch_gradients(self, net, X, targets, sample_weight=None, extras=None):
         """Loss and gradients over all rows of X, as :meth:`Network.loss_and_gradients` with
         ``sample_weight`` gives them for the whole set (no weight decay).
+
+        ``extras``: an :class:`mlp.batches.Extras` whose dropout (rates, seed,
+        epoch) masks row s as sample position s of that epoch; None: no dropout.
 
         X: float rows, or a scipy.sparse matrix (never densified). The rows
         are cut into :func:`full_batch_blocks` blocks, each computed by
@@ -358,14 +389,14 @@ class NumbaBackend:
         Xk, csr = _dense_or_csr(X, net)
         labels, T = _targets(targets, net)
         n = X.shape[0]
-        sw = (np.empty(0, net.dtype) if sample_weight is None
-              else np.ascontiguousarray(sample_weight, dtype=net.dtype))
-        data = K.Data(Xk, net.dtype.type(1), labels, T, np.arange(n, dtype=np.int64), csr)
+        data = K.Data(Xk, net.dtype.type(1), labels, T, np.arange(n, dtype=np.int64), csr,
+                      _sample_weights(sample_weight, net, n))
         plan = K.Plan(len(csr.indptr) > 0 or use_sparse(Xk), 1, FULL_BATCH_ROWS)
         blocks = full_batch_blocks(net, n)
         parts = np.zeros((blocks, net.n_parameters), net.dtype)
         sums = [0.0] * blocks
-        args = (data, tuple(net.weights), tuple(net.biases), model_of(net), sw, plan)
+        args = (data, tuple(net.weights), tuple(net.biases), model_of(net),
+                _dropout(as_extras(1.0 if extras is None else extras), net), plan)
 
         def run(b):
             sums[b] = K.block_gradient(*args, n * b // blocks, n * (b + 1) // blocks, parts[b])
@@ -386,11 +417,12 @@ class NumbaBackend:
             grad += parts[b]
         return float(np.sum(sums) / n), *_unflatten(grad, net)
 
-    def train_batches(self, net, opt, X, targets, order, start, stop, batch_size, scale=1.0):
+    def train_batches(self, net, opt, X, targets, order, start, stop, batch_size, extras=1.0):
         """Train on batches start … stop-1 of ``order`` in one compiled call.
 
-        Returns their losses.
+        Returns their losses. ``extras``: an :class:`mlp.batches.Extras` (or the scale).
         """
+        extras = as_extras(extras)
         opt.ensure_state(net)
         _contiguous_params(net)
         X_in = X
@@ -399,8 +431,9 @@ class NumbaBackend:
         losses = np.empty(stop - start, dtype=np.float64)
         if stop <= start:
             return losses
-        data = K.Data(X, _scale_for(X, scale, net.dtype), labels, T,
-                      np.ascontiguousarray(order, dtype=np.int64), csr)
+        data = K.Data(X, _scale_for(X, extras.scale, net.dtype), labels, T,
+                      np.ascontiguousarray(order, dtype=np.int64), csr,
+                      _sample_weights(extras.sample_weight, net, X_in.shape[0]))
         is_csr = len(csr.indptr) > 0           # CSR rows always take the sparse first layer
         plan = K.Plan(is_csr or use_sparse(X), self.threads_for(net, batch_size),
                       int(batch_size))
@@ -408,7 +441,7 @@ class NumbaBackend:
                                        max_row_nnz(X_in) if is_csr else None)
         K.train_chunk(data, params_of(net, opt), model_of(net),
                       opt_params_of(opt, net, len(losses)), plan, int(start), int(stop), losses,
-                      buffers)
+                      buffers, _dropout(extras, net))
         opt.t += len(losses)
         return losses
 

@@ -21,6 +21,7 @@ from threadpoolctl import threadpool_info, threadpool_limits
 
 from .activations import ACTIVATIONS
 from .backends import BACKENDS, get_backend, set_threads
+from .batches import Extras
 from .cli import fraction, nonnegative_float, nonnegative_int, number, positive_float, positive_int
 from .data import DOWNLOAD_TIMEOUT, IDX_SETS, SHAPES, download_dataset, find_idx_dir
 from .datasets import dataset_argument, load_dataset
@@ -134,6 +135,11 @@ def build_parser():
     p.add_argument("--early-stopping", type=nonnegative_int, default=0, metavar="N",
                    help="stop when the validation accuracy has not improved for N epochs, "
                         "and keep the weights of its best epoch in model.npz; 0: off")
+    p.add_argument("--dropout", type=fraction, nargs="+", default=None, metavar="P",
+                   help="inverted dropout of the hidden units: one rate for every hidden layer, "
+                        "or one per hidden layer (default: none)")
+    p.add_argument("--input-dropout", type=fraction, default=0.0, metavar="P",
+                   help="inverted dropout of the input features")
     p.add_argument("--seed", type=nonnegative_int, default=d["seed"],
                    help="seed of the initial weights and of the order of the images")
     p.add_argument("--dtype", choices=["float32", "float64"], default=d["dtype"],
@@ -208,6 +214,23 @@ def split_train(data, validation, limit):
     if limit is not None:
         X_tr, y_tr = X_tr[:limit], y_tr[:limit]
     return X_tr, y_tr, X_val, y_val
+
+
+def dropout_rates(args, n_hidden):
+    """One dropout rate per weight layer (inputs first) from --input-dropout and --dropout.
+
+    None without dropout; an MLPError if --dropout gives neither one rate nor
+    one per hidden layer. Runs saved before these flags existed have none.
+    """
+    hidden = getattr(args, "dropout", None) or [0.0]
+    if len(hidden) == 1:
+        hidden = hidden * n_hidden
+    if len(hidden) != n_hidden:
+        raise MLPError(f"--dropout {' '.join(map(str, args.dropout))}: give one rate for every "
+                       f"hidden layer or one per hidden layer ({n_hidden} with --hidden "
+                       f"{' '.join(map(str, args.hidden))})")
+    rates = [float(getattr(args, "input_dropout", 0.0))] + [float(p) for p in hidden]
+    return rates if any(rates) else None
 
 
 def check_batch_size(batch_size, n_train):
@@ -478,6 +501,7 @@ def run(args, stdout=None):
     if args.resume:
         args, ckpt = resume_args(args)
     check_optimizer_args(args)
+    rates = dropout_rates(args, len(args.hidden))   # a bad --dropout stops the run before anything
     data_dir = find_data(args, say)              # a missing dataset stops the run before compiling
     compile_seconds = compile_ahead(args, ckpt)  # before Numba is imported: see there
     threads = use_threads(args.backend, args.threads)
@@ -515,6 +539,7 @@ def run(args, stdout=None):
             "label_column": label_column, "split_seed": args.seed}
     trainer = Trainer(net, opt, backend, args.batch_size, args.seed,
                       progress=sys.stderr.isatty(), log=say)
+    trainer.extras = Extras(dropout=rates, seed=args.seed)
     if ckpt:
         trainer.load_state(ckpt["trainer"])
         say(f"mlp: resuming {out} at epoch {trainer.epoch + 1}, batch {trainer.position + 1}")

@@ -7,8 +7,9 @@ while the trainer can still stop cleanly at a batch boundary, report
 progress, and catch a loss that turns NaN or infinite.
 
 Determinism: the sample order of epoch e is drawn from
-``numpy.random.default_rng([seed, e])``, so it depends on the seed and the
-epoch alone, and a run can be resumed at any batch.
+``numpy.random.default_rng([seed, e])``, and dropout's masks are a hash of
+(dropout seed, e, position in the order) (:mod:`mlp.dropout`), so both
+depend on the seeds and the epoch alone, and a run can be resumed at any batch.
 """
 
 import math
@@ -17,7 +18,7 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from .batches import batch_targets
+from .batches import Extras, batch_targets
 from .errors import DivergenceError
 
 #: a chunk whose mean batch loss is above this multiple of the run's first
@@ -81,6 +82,8 @@ class Trainer:
         self.stop_requested = False
         self.on_chunk = None   # called as on_chunk(trainer) after every chunk of batches
         self.on_epoch = None   # called as on_epoch(trainer) after every finished epoch
+        # sample weights and dropout (an mlp.batches.Extras; its scale and epoch are set per call)
+        self.extras = Extras()
 
     def state(self):
         """The loop's position and records as plain data (for a checkpoint)."""
@@ -139,7 +142,8 @@ class Trainer:
                 steps = self.optimizer.t
                 t0 = time.perf_counter()
                 losses = self.backend.train_batches(
-                    self.net, self.optimizer, X, y, order, start, stop, self.batch_size, scale)
+                    self.net, self.optimizer, X, y, order, start, stop, self.batch_size,
+                    self.extras._replace(scale=scale, epoch=self.epoch))
                 self.epoch_seconds += time.perf_counter() - t0
                 if self.initial_loss is None and len(losses):
                     self.initial_loss = float(losses[0])

@@ -15,7 +15,10 @@ import numpy as np
 DTYPES = ("float32", "float64")
 OPTIMIZERS = {"plain": dict(momentum=0.0), "momentum": dict(momentum=0.9),
               "nesterov": dict(momentum=0.9, nesterov=True, weight_decay=1e-3),
-              "adamw-maxnorm": dict(adam=True, weight_decay=1e-2, decoupled=True, max_norm=1.0)}
+              "adamw-maxnorm": dict(adam=True, weight_decay=1e-2, decoupled=True, max_norm=1.0),
+              "dropout": dict(momentum=0.9, nesterov=True),
+              "adam-dropout": dict(adam=True, weight_decay=1e-3, max_norm=2.0)}
+#: the "…dropout" rows also train with dropout (inputs 0.2, hidden units 0.5) and sample weights
 THREADS = (1, 2)
 BATCHES = (10, 128)
 HIDDEN = ((64,), (64, 32))
@@ -42,6 +45,7 @@ def run(backend, dtype, optimizer, threads, batch, hidden, data=None):
     Returns {name: array} of weights, biases, losses, accuracy.
     """
     from mlp.backends import get_backend, set_threads
+    from mlp.batches import Extras
     from mlp.network import Network
     from mlp.optimizers import SGD, Adam
     from mlp.trainer import Trainer, evaluate
@@ -54,6 +58,10 @@ def run(backend, dtype, optimizer, threads, batch, hidden, data=None):
     if backend == "numba":
         be.parallel = True              # the parallel kernels whenever the batch is big enough
     trainer = Trainer(net, opt, be, batch, seed=3)
+    if optimizer.endswith("dropout"):
+        weights = np.random.default_rng(4).uniform(0.2, 1.8, 640)
+        trainer.extras = Extras(sample_weight=weights / weights.mean(),
+                                dropout=[0.2] + [0.5] * len(hidden), seed=9)
     trainer.fit(X[:640], y[:640], 1, scale=1 / 255)
     loss, acc = evaluate(net, be, X[640:], y[640:], 1 / 255)
     out = {f"W{l}": w for l, w in enumerate(net.weights)}

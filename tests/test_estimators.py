@@ -21,13 +21,12 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from mlp.backends import BACKENDS, NumpyBackend
+from mlp.backends import BACKENDS
 from mlp.errors import DivergenceError, MLPError
-from mlp.estimator_training import FitBackend, FitRun
+from mlp.estimator_training import FitRun
 from mlp.estimators import MLPClassifier, MLPRegressor
 from mlp.network import Network
 from mlp.optimizers import SGD
-from mlp.trainer import Trainer
 
 BACKEND_PARAMS = backend_params(sorted(BACKENDS, reverse=True))     # numpy first
 #: the learning rates the SGD tests were written for (the defaults before Adam was)
@@ -530,19 +529,32 @@ def test_pipeline_gridsearch_and_pickle():
     np.testing.assert_array_equal(again.predict_proba(X), grid.predict_proba(X))
 
 
-def test_input_dropout_on_the_fast_path_equals_the_reference():
-    """Masking the chunk's rows and training on them = the reference's input masks, bit for bit."""
-    X, y = classification_data(n=50)
-    nets = []
-    for weights in (None, np.ones(50, np.float64)):     # ones force the reference path
-        net = Network([4, 6, 3], dtype="float64", seed=0)
-        runner = FitBackend(NumpyBackend(), sample_weight=weights, dropout_rates=[0.3, 0.0],
-                            rng=np.random.default_rng(5))
-        assert runner.reference == (weights is not None)
-        Trainer(net, SGD(0.2, 0.9), runner, batch_size=8, seed=1, chunk_size=3).fit(X, y, 2)
-        nets.append(net)
-    for a, b in zip(nets[0].params(), nets[1].params()):
-        np.testing.assert_array_equal(a, b)
+@pytest.mark.skipif(not HAVE_NUMBA, reason="numba is not installed: the numba backend cannot run")
+@pytest.mark.parametrize("solver", ["adam", "sgd"])
+def test_weights_and_dropout_train_on_the_fast_backend_as_on_the_reference(monkeypatch, solver):
+    """class_weight, sample_weight, dropout and input dropout stay on Numba, and match NumPy.
+
+    Both backends draw the same dropout masks (mlp.dropout), so the fits
+    differ by round-off only. While the numba fit runs, the reference's
+    batch step is made to fail: nothing falls back to it.
+    """
+    X, y = classification_data(n=60)
+    w = np.random.default_rng(3).uniform(0.2, 2.0, len(y))
+    params = dict(hidden_layer_sizes=(7, 5), dropout=(0.3, 0.2), input_dropout=0.25,
+                  class_weight={0: 2.0, 1: 1.0, 2: 0.5}, max_iter=4, batch_size=8,
+                  random_state=0, dtype="float64", solver=solver)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ref = MLPClassifier(backend="numpy", **params).fit(X, y, sample_weight=w)
+        with monkeypatch.context() as m:
+            m.setattr(Network, "loss_and_gradients", lambda *a, **k: 1 / 0)
+            fast = MLPClassifier(backend="numba", **params).fit(X, y, sample_weight=w)
+        no_input_dropout = MLPClassifier(backend="numba", **{**params, "input_dropout": 0.0})
+        no_input_dropout.fit(X, y, sample_weight=w)
+    for a, b in zip(fast.coefs_ + fast.intercepts_, ref.coefs_ + ref.intercepts_):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(fast.loss_curve_, ref.loss_curve_, rtol=1e-12)
+    assert not np.array_equal(fast.coefs_[0], no_input_dropout.coefs_[0])
 
 
 # ------------------------------------------------------------ Adam

@@ -17,6 +17,7 @@ from optional import backend_params
 import mlp.activations as activations
 import mlp.gradcheck as gradcheck
 from mlp.backends import NumpyBackend, get_backend
+from mlp.batches import Extras
 from mlp.gradcheck import (
     DEFAULT_THRESHOLD,
     check_gradients,
@@ -176,6 +177,38 @@ def test_float32_gradients_match_float64(activation, loss, output, zero_inputs, 
     for got, ref in zip(gw + gb, ref_w + ref_b):
         assert got.dtype == np.float32 and ref.dtype == np.float64
         np.testing.assert_allclose(got, ref, rtol=0, atol=F32_TOL * np.abs(ref).max())
+
+
+# --------------------------------------- dropout with a fixed mask, sample weights
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("zero_inputs", [0.0, 0.8])     # 0.8: numba's sparse first layer
+@pytest.mark.parametrize("activation, loss, output", [
+    ("sigmoid", "ce", None), ("tanh", "mse", None), ("relu", "bce", None)])
+def test_gradients_with_dropout_and_sample_weights_match_finite_differences(
+        activation, loss, output, zero_inputs, backend):
+    """The backend's gradient with dropout and sample weights (an Extras) against central
+    differences of the reference objective with the same masks held fixed: row s's masks are
+    those of sample position s of the epoch, a function of (seed, epoch, s) only."""
+    net, X, Y = random_problem(20, [16, 12], 5, activation, loss, output, batch_size=9, seed=8,
+                               zero_inputs=zero_inputs)
+    w = np.random.default_rng(9).uniform(0.1, 3.0, len(X))
+    extras = Extras(sample_weight=w, dropout=[0.3, 0.5, 0.25], seed=5, epoch=2)
+    masks = net.dropout_masks(extras.dropout, extras.seed, extras.epoch, np.arange(len(X)))
+    value, gw, gb = get_backend(backend).loss_and_gradients(net.copy(), X, Y, 0.01, extras)
+
+    def cost():
+        return net.cost(X, Y, 0.01, sample_weight=w, dropout_masks=masks)
+    assert value == pytest.approx(cost(), rel=1e-12)
+    for analytic, param in zip(gw + gb, net.weights + net.biases):
+        numeric = np.zeros_like(param)
+        for j in np.ndindex(param.shape):
+            old = param[j]
+            param[j] = old + 1e-6
+            up = cost()
+            param[j] = old - 1e-6
+            numeric[j] = (up - cost()) / 2e-6
+            param[j] = old
+        np.testing.assert_allclose(analytic, numeric, rtol=1e-5, atol=1e-8)
 
 
 # ------------------------------------------------- the checker catches mistakes

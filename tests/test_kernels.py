@@ -25,6 +25,7 @@ SETTINGS = settings(max_examples=25, deadline=None, derandomize=True)
 KINDS = [K.SIGMOID, K.TANH, K.RELU, K.IDENTITY]
 DTYPES = [np.float64, np.float32]
 TOL = {np.float64: 1e-12, np.float32: 2e-6}
+NO_DROPOUT = {dtype: K.dropout_of(None, 1, dtype) for dtype in DTYPES}
 
 
 def close(actual, expected, dtype=np.float64):
@@ -214,7 +215,7 @@ def test_sparse_gather_forward_par_is_the_serial_pair_bit_for_bit(shape, xdtype,
     K.gather_sparse(X, rows, scale, buffers[0])
     serial = K.sparse_forward(buffers[0], W, b, kind, np.empty((n, n_out), dtype))
     parallel = K.sparse_gather_forward_par(X, rows, scale, buffers[1], W, b, kind,
-                                           np.empty((n, n_out), dtype))
+                                           np.empty((n, n_out), dtype), NO_DROPOUT[dtype], 0)
     np.testing.assert_array_equal(parallel, serial)
     (nnz, cols, vals), (nnz2, cols2, vals2) = buffers
     np.testing.assert_array_equal(nnz2, nnz)
@@ -253,6 +254,60 @@ def test_dense_forward(n, n_in, n_out, kind, dtype):
     close(out, R.dense_forward(a, W, b, kind), dtype)
 
 
+# ----------------------------------------------------------------- dropout
+@SETTINGS
+@given(st.integers(0, 2**64 - 1), st.integers(0, 10**6), st.integers(0, 10**7),
+       st.integers(0, 9))
+def test_row_key_is_the_reference_hash(seed, epoch, pos, layer):
+    got = K.row_key(np.uint64(seed), np.int64(epoch), pos, layer)
+    assert got == R.row_key(seed, epoch, pos, layer)
+
+
+@SETTINGS
+@given(shapes, st.sampled_from([0.2, 0.5, 0.9]), st.sampled_from([np.float64, np.float32]))
+def test_drop_rows(shape, p, dtype):
+    """The kernel draws the reference's masks bit for bit, and multiplies exactly as it."""
+    n, n_in, layer, seed = shape
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((n, n_in)).astype(dtype)
+    rates = [0.0] * (layer + 1)
+    rates[layer] = p
+    dropout = K.dropout_of(rates, layer + 1, dtype, seed=seed, epoch=seed % 7)
+    mask, out = np.empty_like(a), np.empty_like(a)
+    K.drop_rows(a, layer, dropout, seed % 1000, mask, out)
+    mask_ref, out_ref = R.drop_rows(a, layer, dropout, seed % 1000)
+    np.testing.assert_array_equal(mask, mask_ref)
+    np.testing.assert_array_equal(out, out_ref)
+
+
+@SETTINGS
+@given(shapes, st.sampled_from([np.uint8, np.float64]), st.sampled_from([np.float64, np.float32]))
+def test_drop_entries_serial_and_in_the_parallel_gather(shape, xdtype, dtype):
+    """Input dropout removes exactly the reference's dropped non-zeros, in both gathers."""
+    n, n_in, n_out, seed = shape
+    rng = np.random.default_rng(seed)
+    X = sparse_uint8(rng, 30, n_in, 0.4).astype(xdtype)
+    rows = rng.integers(0, 30, n)
+    scale = dtype(1 / 255) if xdtype == np.uint8 else dtype(1)
+    dropout = K.dropout_of([0.3, 0.0], 2, dtype, seed=seed, epoch=2)
+    batch = K.sparse_buffers(n, np.empty((n_in, 1), dtype))
+    K.gather_sparse(X, rows, scale, batch)
+    ref = R.drop_entries(batch, n_in, dropout, 40)
+    K.drop_entries(batch, n, dropout, 40)
+    W = rng.standard_normal((n_in, n_out)).astype(dtype)
+    b = rng.standard_normal(n_out).astype(dtype)
+    par = K.sparse_buffers(n, W)
+    out = K.sparse_gather_forward_par(X, rows, scale, par, W, b, K.TANH,
+                                      np.empty((n, n_out), dtype), dropout, 40)
+    for got in (batch, par):
+        np.testing.assert_array_equal(got.nnz, ref.nnz)
+        for s in range(n):
+            np.testing.assert_array_equal(got.cols[s, :ref.nnz[s]], ref.cols[s, :ref.nnz[s]])
+            np.testing.assert_array_equal(got.vals[s, :ref.nnz[s]], ref.vals[s, :ref.nnz[s]])
+    np.testing.assert_array_equal(out, K.sparse_forward(batch, W, b, K.TANH,
+                                                        np.empty((n, n_out), dtype)))
+
+
 # ------------------------------------------------------------------ output
 LOSS_PAIRS = ([(K.CE, K.SOFTMAX), (K.BCE, K.SIGMOID), (K.POISSON, K.EXP)]
               + [(K.MSE, kind) for kind in KINDS])
@@ -274,9 +329,11 @@ def test_output_delta(shape, pair, dtype):
         Y = rng.poisson(2.0, (n, n_out)).astype(dtype)
     else:
         Y = rng.random((n, n_out)).astype(dtype)
-    value, yhat, delta = R.output_delta(z, Y, K.Model(K.SIGMOID, loss, out_kind))
+    w = rng.uniform(0, 3, n).astype(dtype) if seed % 3 == 0 else None     # sample weights
+    value, yhat, delta = R.output_delta(z, Y, K.Model(K.SIGMOID, loss, out_kind), w)
     z_inout, d = z.copy(), np.empty_like(z)
-    got = K.output_delta(z_inout, Y, K.Model(K.SIGMOID, loss, out_kind), d)
+    got = K.output_delta(z_inout, Y, K.Model(K.SIGMOID, loss, out_kind), d,
+                         np.empty(0, dtype) if w is None else w)
     assert abs(got - value) <= 50 * TOL[dtype] * max(1.0, abs(value))
     close(z_inout, yhat, dtype)
     close(d, delta, dtype)
@@ -291,7 +348,8 @@ def test_output_delta_of_huge_logits_is_finite(dtype):
     for loss, out_kind in [(K.CE, K.SOFTMAX), (K.BCE, K.SIGMOID)]:
         value, _, delta = R.output_delta(z, Y, K.Model(K.SIGMOID, loss, out_kind))
         d = np.empty_like(z)
-        got = K.output_delta(z.copy(), Y, K.Model(K.SIGMOID, loss, out_kind), d)
+        got = K.output_delta(z.copy(), Y, K.Model(K.SIGMOID, loss, out_kind), d,
+                             np.empty(0, dtype))
         assert np.isfinite(got) and got == pytest.approx(value, rel=TOL[dtype])
         assert np.all(np.isfinite(d))
         close(d, delta, dtype)
@@ -301,7 +359,7 @@ def test_output_delta_of_huge_logits_is_finite(dtype):
 def test_output_delta_passes_nan_through(dtype):
     z = np.array([[np.nan, 0.0]], dtype)
     got = K.output_delta(z, np.array([[1.0, 0.0]], dtype), K.Model(K.SIGMOID, K.CE, K.SOFTMAX),
-                         np.empty_like(z))
+                         np.empty_like(z), np.empty(0, dtype))
     assert np.isnan(got)
 
 
@@ -314,8 +372,13 @@ def test_backprop_delta(n, n_in, n_out, kind, dtype):
     d = rng.standard_normal((n, n_out)).astype(dtype)
     W = rng.standard_normal((n_in, n_out)).astype(dtype)
     a = R.bias_activation(rng.standard_normal((n, n_in)), np.zeros(n_in), kind).astype(dtype)
-    out = K.backprop_delta(d, np.ascontiguousarray(W.T), a, kind, np.empty((n, n_in), dtype))
+    out = K.backprop_delta(d, np.ascontiguousarray(W.T), a, kind, np.empty((n, n_in), dtype),
+                           np.empty((0, 0), dtype))
     close(out, R.backprop_delta(d, W, a, kind), dtype)
+    mask = np.where(rng.random((n, n_in)) < 0.4, 0, 1 / 0.6).astype(dtype)    # with dropout
+    out = K.backprop_delta(d, np.ascontiguousarray(W.T), a, kind, np.empty((n, n_in), dtype),
+                           mask)
+    close(out, R.backprop_delta(d, W, a, kind, mask), dtype)
 
 
 @SETTINGS
@@ -420,7 +483,8 @@ def test_sparse_update_par_is_the_serial_kernels_bit_for_bit(shape, blocks, upda
     """sparse_update_par gives the serial kernels' results bit for bit.
 
     Plain SGD (mu = wd = 0) as sparse_sgd_plain, any other step as
-    sparse_gradient + sgd_update_rows.
+    sparse_update; and sparse_update is sparse_gradient + sgd_update_rows up
+    to the order of the gradient's sums.
     """
     n, n_in, n_out, seed = shape
     mu, wd, nesterov = update
@@ -436,8 +500,14 @@ def test_sparse_update_par_is_the_serial_kernels_bit_for_bit(shape, blocks, upda
         K.column_sums(d, gb1)
         K.sparse_sgd_plain(batch, d, W1, sgd.lr)
     else:
-        K.sparse_gradient(batch, d, G1, gb1, t1)
-        K.sgd_update_rows(K.FirstLayer(W1, V1, G1, gb1, t1), sgd)
+        W0, V0, G0 = W.copy(), V.copy(), np.zeros_like(W)
+        gb0, t0 = np.empty(n_out, dtype), np.full(n_in, 7, np.uint8)
+        K.sparse_gradient(batch, d, G0, gb0, t0)
+        K.sgd_update_rows(K.FirstLayer(W0, V0, G0, gb0, t0), sgd)
+        K.sparse_update(batch, d, K.FirstLayer(W1, V1, G1, gb1, t1), sgd)
+        close(W1, W0, dtype)
+        close(V1, V0, dtype)
+        np.testing.assert_array_equal(gb1, gb0)
     W2, V2, G2 = W.copy(), V.copy(), np.zeros_like(W)
     gb2, t2 = np.empty(n_out, dtype), np.full(n_in, 7, np.uint8)
     K.sparse_update_par(batch, d, K.FirstLayer(W2, V2, G2, gb2, t2), sgd, blocks)
@@ -643,9 +713,10 @@ CONFIGS = [("sigmoid", K.CE, K.SOFTMAX), ("tanh", K.MSE, K.IDENTITY),
 @pytest.mark.parametrize("act, loss, out_kind", CONFIGS)
 @pytest.mark.parametrize("sparse", [True, False])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_train_chunk_against_its_twin(act, loss, out_kind, sparse, threads, dtype):
+@pytest.mark.parametrize("extras", ["none", "weights", "dropout"])
+def test_train_chunk_against_its_twin(act, loss, out_kind, sparse, threads, extras, dtype):
     _train_chunk_against_its_twin(act, loss, out_kind, sparse, threads, dtype,
-                                  dict(mu=0.9, wd=0.01, nesterov=True))
+                                  dict(mu=0.9, wd=0.01, nesterov=True), extras)
 
 
 #: (η of each batch, other OptParams): SGD with a schedule and max-norm, Adam with an L2 term,
@@ -660,14 +731,19 @@ OPTIMIZERS = {"sgd-schedule-maxnorm": dict(mu=0.9, wd=0.01, max_norm=0.7),
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
 @pytest.mark.parametrize("sparse", [True, False])
 @pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("extras", ["none", "both"])
 def test_train_chunk_with_adam_schedules_and_max_norm_against_its_twin(optimizer, sparse,
-                                                                      threads, dtype):
+                                                                      threads, extras, dtype):
     _train_chunk_against_its_twin("relu", K.CE, K.SOFTMAX, sparse, threads, dtype,
-                                  OPTIMIZERS[optimizer])
+                                  OPTIMIZERS[optimizer], extras)
 
 
-def _train_chunk_against_its_twin(act, loss, out_kind, sparse, threads, dtype, opt_kwargs):
-    """Batches 1 … 6 of an epoch, from optimizer state that is not zero (as mid-run)."""
+def _train_chunk_against_its_twin(act, loss, out_kind, sparse, threads, dtype, opt_kwargs,
+                                  extras):
+    """Batches 1 … 6 of an epoch, from optimizer state that is not zero (as mid-run).
+
+    ``extras``: "none", "weights" (sample weights), "dropout" or "both".
+    """
     rng = np.random.default_rng(1)
     sizes = [12, 9, 7, 4]
     X = sparse_uint8(rng, 50, 12, 0.3)
@@ -690,12 +766,18 @@ def _train_chunk_against_its_twin(act, loss, out_kind, sparse, threads, dtype, o
     b1, b2, _, _ = kwargs.get("adam_hyper", (0.9, 0.999, 1e-8, False))
     steps = np.array([adam_step_size(lr, b1, b2, 4 + k) for k, lr in enumerate(lrs)])
     opt = K.opt_params(dtype, adam, (lrs, steps), 3, **kwargs)     # 3 steps taken before
-    data = K.Data(X, dtype(1 / 255), labels, T, order, K.no_csr(dtype))
+    weighted = extras in ("weights", "both")
+    sample_weight = (rng.uniform(0, 2, 50) if weighted else np.empty(0)).astype(dtype)
+    data = K.Data(X, dtype(1 / 255), labels, T, order, K.no_csr(dtype), sample_weight)
+    rates = [0.3, 0.5, 0.2] if extras in ("dropout", "both") else None
+    dropout = K.dropout_of(rates, 3, dtype, seed=11, epoch=4)
     plan = K.Plan(sparse, threads, 8)
     copies = [tuple(a.copy() for a in group) for group in (weights, biases, vw, vb, sw, sb)]
-    losses_ref = R.train_chunk(data, K.Params(*copies), model, opt, plan, 1, 7, np.empty(6))
+    losses_ref = R.train_chunk(data, K.Params(*copies), model, opt, plan, 1, 7, np.empty(6),
+                               dropout)
     losses = K.train_chunk(data, K.Params(weights, biases, vw, vb, sw, sb), model, opt, plan,
-                           1, 7, np.empty(6), K.sparse_buffers(8 if sparse else 0, weights[0]))
+                           1, 7, np.empty(6), K.sparse_buffers(8 if sparse else 0, weights[0]),
+                           dropout)
     close(losses, losses_ref, dtype)
     used = 6 if opt.adam else 4
     for got, ref in zip((weights + biases + vw + vb + sw + sb)[:used * 3],
@@ -721,10 +803,11 @@ def test_predict_against_its_twin(act, loss, out_kind, dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("act, loss, out_kind", CONFIGS)
 @pytest.mark.parametrize("layout", ["dense", "sparse", "csr"])
-@pytest.mark.parametrize("weighted", [False, True])
-def test_block_gradient_against_its_twin(act, loss, out_kind, layout, weighted, dtype):
+@pytest.mark.parametrize("extras", ["none", "weights-dropout"])
+def test_block_gradient_against_its_twin(act, loss, out_kind, layout, extras, dtype):
     """Two blocks of rows (one spanning several sub-batches, the last one short), each
-    against the reference on its rows; CSR rows against the same rows dense."""
+    against the reference on its rows; CSR rows against the same rows dense; with sample
+    weights and dropout (fixed masks of positions lo … hi-1) or without."""
     rng = np.random.default_rng(3)
     sizes, n = [20, 9, 7, 4], 45
     X = rng.standard_normal((n, 20)).astype(dtype)
@@ -736,20 +819,22 @@ def test_block_gradient_against_its_twin(act, loss, out_kind, layout, weighted, 
         labels, T = rng.integers(0, 4, n), np.empty((0, 4), dtype)
     else:
         labels, T = np.empty(0, np.int64), rng.random((n, 4)).astype(dtype)
-    sw = rng.random(n).astype(dtype) * 2 if weighted else np.empty(0, dtype)
+    on = extras != "none"
+    sw = rng.random(n).astype(dtype) * 2 if on else np.empty(0, dtype)
+    dropout = K.dropout_of([0.3, 0.5, 0.2] if on else None, 3, dtype, seed=7, epoch=2)
     order = rng.permutation(n)
     if layout == "csr":
         Xs = sp.csr_matrix(X)
         data = K.Data(np.empty((0, 20), dtype), dtype(1), labels, T, order,
-                      K.CSR(Xs.indptr, Xs.indices, Xs.data))
+                      K.CSR(Xs.indptr, Xs.indices, Xs.data), sw)
     else:
-        data = K.Data(X, dtype(1), labels, T, order, K.no_csr(dtype))
+        data = K.Data(X, dtype(1), labels, T, order, K.no_csr(dtype), sw)
     model = K.Model(K.ACTIVATION_CODES[act], loss, out_kind)
     n_params = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
     for lo, hi in [(0, 31), (31, n)]:
         g = np.full(n_params, np.nan, dtype)
-        total = K.block_gradient(data, weights, biases, model, sw,
+        total = K.block_gradient(data, weights, biases, model, dropout,
                                  K.Plan(layout != "dense", 1, 8), lo, hi, g)
-        ref_total, ref_g = R.block_gradient(data, weights, biases, model, sw, lo, hi)
+        ref_total, ref_g = R.block_gradient(data, weights, biases, model, dropout, lo, hi)
         assert total == pytest.approx(ref_total, rel=TOL[dtype] * 10)
         close(g, ref_g, dtype)

@@ -14,6 +14,7 @@ pytest.importorskip("numba", reason="numba is not installed: the numba backend n
 
 import mlp.numba_backend as nb  # noqa: E402
 from mlp.backends import NumpyBackend, get_backend  # noqa: E402
+from mlp.batches import Extras  # noqa: E402
 from mlp.losses import one_hot  # noqa: E402
 from mlp.network import Network  # noqa: E402
 from mlp.optimizers import SGD, Adam  # noqa: E402
@@ -80,15 +81,18 @@ def test_sparse_and_dense_paths_agree():
     Y = one_hot(rng.integers(0, 3, 9), 3, np.float64)
     assert nb.use_sparse(X) and not nb.use_sparse(X + 1)
     K = nb.K
-    data = K.Data(X, 1.0, np.empty(0, np.int64), Y, np.arange(9), K.no_csr(np.float64))
+    data = K.Data(X, 1.0, np.empty(0, np.int64), Y, np.arange(9), K.no_csr(np.float64),
+                  np.empty(0))
     sparse, dense = (np.empty(net.n_parameters) for _ in range(2))
+    # with dropout: the sparse path drops non-zeros as they are gathered, the dense path masks
     args = (data, tuple(net.weights), tuple(net.biases), K.Model(K.TANH, K.CE, K.SOFTMAX),
-            np.empty(0))
+            K.dropout_of([0.3, 0.4], 2, np.float64, seed=5, epoch=1))
     loss_sparse = K.block_gradient(*args, K.Plan(True, 1, 4), 0, 9, sparse)
     loss_dense = K.block_gradient(*args, K.Plan(False, 1, 4), 0, 9, dense)
     assert loss_sparse == pytest.approx(loss_dense, rel=1e-13)
     assert_close(sparse, dense, "float64")
-    value, gw, gb = NUMBA.loss_and_gradients(net, X, Y)
+    value, gw, gb = NUMBA.loss_and_gradients(net, X, Y,
+                                             extras=Extras(dropout=[0.3, 0.4], seed=5, epoch=1))
     assert value == pytest.approx(loss_sparse / 9, rel=1e-13)
     assert_close(np.concatenate([g.ravel() for g in gw + gb]), sparse, "float64")
 

@@ -131,10 +131,14 @@ def test_divergence_stops_with_advice_and_keeps_a_finite_model(tmp_path):
     assert all(np.all(np.isfinite(p)) for p in net.params())
 
 
-def _train_args(out, backend, epochs=12):
+def _train_args(out, backend, epochs=12, extra=()):
     return ["mlp.train", "--dataset", "digits", "--epochs", str(epochs), "--batch-size", "4",
             "--hidden", "64", "--momentum", "0.9", "--lr", "0.05", "--backend", backend,
-            "--threads", "1", "--seed", "7", "--out", str(out)]
+            "--threads", "1", "--seed", "7", "--out", str(out), *extra]
+
+
+#: dropout on the hidden units and the inputs (the mid-epoch resume runs with it)
+DROPOUT = ("--dropout", "0.5", "--input-dropout", "0.2")
 
 
 def _wait_for(proc, prefix, timeout=120):
@@ -222,8 +226,9 @@ def test_help_says_which_options_resume_accepts(capsys):
 def test_stopped_mid_epoch_then_resumed_with_more_epochs_is_bit_identical(
         tmp_path, backend, monkeypatch, capsys):
     """SIGINT in the middle of epoch 2 (a real signal, through main's handler), then
-    ``--resume --epochs 4``: the same bits as an uninterrupted 4-epoch run."""
-    whole = _cli(*_train_args(tmp_path / "whole", backend, epochs=4))
+    ``--resume --epochs 4``: the same bits as an uninterrupted 4-epoch run, dropout masks
+    included (they come back with the run's settings)."""
+    whole = _cli(*_train_args(tmp_path / "whole", backend, epochs=4, extra=DROPOUT))
     assert whole.returncode == 0, whole.stderr
 
     init = mlp.trainer.Trainer.__init__
@@ -237,7 +242,7 @@ def test_stopped_mid_epoch_then_resumed_with_more_epochs_is_bit_identical(
                 os.kill(os.getpid(), signal.SIGINT)
         self.on_chunk = on_chunk
     monkeypatch.setattr(mlp.trainer.Trainer, "__init__", interrupting_init)
-    argv = _train_args(tmp_path / "cut", backend, epochs=2)[1:]
+    argv = _train_args(tmp_path / "cut", backend, epochs=2, extra=DROPOUT)[1:]
     assert main(argv) == 128 + signal.SIGINT
     out = capsys.readouterr().out
     batch = int(out.split("interrupted at epoch 2, batch ")[1].split(":")[0])
@@ -253,6 +258,29 @@ def test_stopped_mid_epoch_then_resumed_with_more_epochs_is_bit_identical(
     ha, hb = _history(tmp_path / "whole"), _history(tmp_path / "cut")
     assert [e["train_loss"] for e in ha["epochs"]] == [e["train_loss"] for e in hb["epochs"]]
     assert len(hb["epochs"]) == 4 and ha["test_accuracy"] == hb["test_accuracy"]
+
+
+def test_dropout_flags_on_both_backends_agree_and_are_recorded(tmp_path):
+    """--dropout/--input-dropout: in history.json's config, and numba's run is numpy's up to
+    round-off (both draw the same masks); a --dropout of the wrong length is refused."""
+    runs = {}
+    for backend in BACKENDS:
+        history, status, _ = _run_inprocess([*_train_args(tmp_path / backend, backend, 2,
+                                                          DROPOUT)[1:], "--dtype", "float64"])
+        assert status == 0
+        runs[backend] = history
+        assert _history(tmp_path / backend)["config"]["dropout"] == [0.5]
+        assert _history(tmp_path / backend)["config"]["input_dropout"] == 0.2
+    losses = [[e["train_loss"] for e in runs[b]["epochs"]] for b in BACKENDS]
+    np.testing.assert_allclose(losses[0], losses[1], rtol=1e-10)
+    a, b = load_model(tmp_path / "numba"), load_model(tmp_path / "numpy")
+    for p, q in zip(a.params(), b.params()):
+        np.testing.assert_allclose(p, q, rtol=0, atol=1e-10)
+    plain, _, _ = _run_inprocess(_train_args(tmp_path / "plain", "numba", 2)[1:] + [
+        "--dtype", "float64"])
+    assert plain["epochs"][-1]["train_loss"] != runs["numba"]["epochs"][-1]["train_loss"]
+    r = _cli(*_train_args(tmp_path / "bad", "numpy", 1, ("--dropout", "0.5", "0.2")))
+    assert r.returncode == 2 and "--dropout 0.5 0.2" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_resume_without_checkpoint(tmp_path):

@@ -135,7 +135,7 @@ def test_dropout_forward_matches_direct_computation():
     """z¹ = (X ⊙ m⁰)W¹ + b¹, a¹ = σ(z¹), z² = (a¹ ⊙ m¹)W² + b², ŷ = softmax(z²)."""
     net = make_net("ce", None, sizes=(5, 6, 3))
     X, _, _ = make_batch(net)
-    masks = net.dropout_masks(len(X), [0.2, 0.5], np.random.default_rng(4))
+    masks = net.dropout_masks([0.2, 0.5], 4, 0, np.arange(len(X)))
     W1, W2 = net.weights
     b1, b2 = net.biases
     a1 = 1 / (1 + np.exp(-((X * masks[0]) @ W1 + b1)))
@@ -152,7 +152,7 @@ def test_dropout_gradients_match_finite_differences(loss, output, rates):
     """With the masks held fixed the loss is a smooth function of the weights: check it."""
     net = make_net(loss, output, "tanh")
     X, Y, w = make_batch(net)
-    masks = net.dropout_masks(len(X), rates, np.random.default_rng(7))
+    masks = net.dropout_masks(rates, 7, 2, np.arange(len(X)))
     decay = 0.02
     for weights in (None, w):
         _, nabla_w, nabla_b = net.loss_and_gradients(X, Y, decay, weights, masks)
@@ -189,19 +189,48 @@ def test_masks_of_ones_change_nothing():
 
 def test_dropout_masks_statistics_and_validation():
     net = Network([300, 200, 10], seed=0)
-    masks = net.dropout_masks(400, [0.0, 0.3], np.random.default_rng(0))
+    masks = net.dropout_masks([0.0, 0.3], 0, 0, np.arange(400))
     assert masks[0] is None
     m = masks[1]
     assert m.shape == (400, 200) and m.dtype == np.float32
     assert set(np.unique(m)) == {0.0, np.float32(1 / 0.7)}
     assert (m == 0).mean() == pytest.approx(0.3, abs=0.01)
     assert m.mean() == pytest.approx(1.0, abs=0.02)          # inverted dropout: E[m] = 1
-    again = net.dropout_masks(400, [0.0, 0.3], np.random.default_rng(0))
+    again = net.dropout_masks([0.0, 0.3], 0, 0, np.arange(400))
     np.testing.assert_array_equal(m, again[1])
     with pytest.raises(ValueError, match="one rate per weight layer"):
-        net.dropout_masks(4, [0.5], np.random.default_rng(0))
+        net.dropout_masks([0.5], 0, 0, np.arange(4))
     with pytest.raises(ValueError, match=r"\[0, 1\)"):
-        net.dropout_masks(4, [0.0, 1.0], np.random.default_rng(0))
+        net.dropout_masks([0.0, 1.0], 0, 0, np.arange(4))
+
+
+def _splitmix(z):
+    """SplitMix64's finalizer on a Python int, modulo 2⁶⁴: an independent check of mlp.dropout."""
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9 % 2**64
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EB % 2**64
+    return z ^ (z >> 31)
+
+
+def test_masks_are_the_documented_hash_of_their_position():
+    """Unit j of layer l at position pos of epoch e: kept iff mix(key + γ(j+1)) >> 11 ≥ ⌈p·2⁵³⌉,
+    computed here with Python integers; a batch's masks depend on its positions only."""
+    gamma, seed, epoch, p = 0x9E3779B97F4A7C15, 12345, 3, 0.4
+    net = Network([6, 5, 2], dtype="float64", seed=0)
+    positions = np.array([0, 7, 99, 100000])
+    masks = net.dropout_masks([p, p], seed, epoch, positions)
+    for layer in (0, 1):
+        for row, pos in enumerate(positions.tolist()):
+            k = _splitmix((_splitmix(seed) + gamma * (epoch + 1)) % 2**64)
+            k = _splitmix((_splitmix((k + gamma * (pos + 1)) % 2**64) + gamma * (layer + 1))
+                          % 2**64)
+            for j in range(net.sizes[layer]):
+                bits = _splitmix((k + gamma * (j + 1)) % 2**64) >> 11
+                expected = 1 / (1 - p) if bits >= np.ceil(p * 2.0**53) else 0.0
+                assert masks[layer][row, j] == expected
+    one_by_one = [net.dropout_masks([p, p], seed, epoch, [pos])[1][0] for pos in positions]
+    np.testing.assert_array_equal(np.array(one_by_one), masks[1])
+    other_epoch = net.dropout_masks([p, p], seed, epoch + 1, positions)[1]
+    assert not np.array_equal(other_epoch, masks[1])
 
 
 def test_astype_is_an_independent_copy_in_another_precision():
