@@ -224,6 +224,13 @@ def _predict_in_parts(args, parts):
     def run(t):
         lo, hi = bounds[t], bounds[t + 1]
         K.predict(X[lo:hi], scale, weights, biases, model, out[lo:hi])
+    _on_threads(run, parts)
+    return out
+
+
+def _on_threads(run, parts):
+    """run(0) here and run(1) … run(parts − 1) on threads of their own (the kernels release
+    the GIL), returning when all are done; a failure in run(0) still waits for the others."""
     threads = [threading.Thread(target=run, args=(t,)) for t in range(1, parts)]
     for th in threads:
         th.start()
@@ -232,7 +239,6 @@ def _predict_in_parts(args, parts):
     finally:
         for th in threads:
             th.join()
-    return out
 
 
 def _predict_sparse(net, X, chunk=4096):
@@ -404,14 +410,7 @@ class NumbaBackend:
             run(0)
         else:
             with _blas_controller().limit(limits=1, user_api="blas"):
-                threads = [threading.Thread(target=run, args=(b,)) for b in range(1, blocks)]
-                for th in threads:
-                    th.start()
-                try:
-                    run(0)
-                finally:
-                    for th in threads:
-                        th.join()
+                _on_threads(run, blocks)
         grad = parts[0]
         for b in range(1, blocks):          # in block order: the same bits every time
             grad += parts[b]
