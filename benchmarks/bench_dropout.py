@@ -28,7 +28,6 @@ Usage (from the project root)::
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -122,18 +121,7 @@ def worker(framework, seed, threads, budget, warmup):
 
 def measure(framework, seed, threads, budget, warmup):
     """Run :func:`worker` in a child process; return its result dict."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", framework, str(seed),
-           str(threads), str(budget), str(warmup)]
-    out = subprocess.run(cmd, capture_output=True, text=True)
-    if out.returncode != 0:
-        sys.exit(f"error: {framework} failed:\n{out.stderr}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def torch_available():
-    """Whether PyTorch imports here (checked in a child: it is never loaded in this process)."""
-    return subprocess.run([sys.executable, "-c", "import torch"],
-                          capture_output=True).returncode == 0
+    return common.run_worker(__file__, [framework, seed, threads, budget, warmup], framework)
 
 
 def build_parser():
@@ -157,7 +145,7 @@ def main(argv=None):
         return 0
     args = build_parser().parse_args(argv)
     frameworks = [f for f in FRAMEWORKS if f not in args.skip]
-    if "torch" in frameworks and not torch_available():
+    if "torch" in frameworks and not common.torch_available():
         frameworks.remove("torch")
         print("note: PyTorch is not installed; its column is skipped (pip install torch).")
     seconds = {f: [] for f in frameworks}

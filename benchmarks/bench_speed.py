@@ -51,7 +51,6 @@ Usage (from the project root)::
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 import warnings
@@ -220,19 +219,9 @@ def worker(framework, sizes, batch_size, seed, threads, budget, warmup):
 
 def measure(framework, sizes, batch_size, seed, threads, budget, warmup):
     """Run :func:`worker` in a child process; return its result dict."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", framework,
-           ",".join(map(str, sizes)), str(batch_size), str(seed), str(threads), str(budget),
-           str(warmup)]
-    out = subprocess.run(cmd, capture_output=True, text=True)
-    if out.returncode != 0:
-        sys.exit(f"error: {framework} at batch {batch_size} failed:\n{out.stderr}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def torch_available():
-    """Whether PyTorch can be imported (checked in a child process, so this one never loads it)."""
-    return subprocess.run([sys.executable, "-c", "import torch"],
-                          capture_output=True).returncode == 0
+    return common.run_worker(__file__, [framework, ",".join(map(str, sizes)), batch_size, seed,
+                                        threads, budget, warmup],
+                             f"{framework} at batch {batch_size}")
 
 
 def run(batch_sizes, runs, threads, skip, budget, warmup=0.5, sizes=tuple(common.SIZES)):
@@ -241,7 +230,7 @@ def run(batch_sizes, runs, threads, skip, budget, warmup=0.5, sizes=tuple(common
     data = common.load_mnist()
     frameworks = [f for f in FRAMEWORKS if f not in skip]
     notes = []
-    if any(f in frameworks for f in TORCH) and not torch_available():
+    if any(f in frameworks for f in TORCH) and not common.torch_available():
         frameworks = [f for f in frameworks if f not in TORCH]
         notes.append("PyTorch is not installed: its column is skipped "
                      "(pip install torch to include it).")

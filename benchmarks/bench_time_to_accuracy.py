@@ -148,12 +148,6 @@ def torch_in_child(r, target, threads):
     return records, next((x for x in records if x["test_accuracy"] >= target), None)
 
 
-def torch_available():
-    """Whether PyTorch can be imported (checked in a child process, so this one never loads it)."""
-    return subprocess.run([sys.executable, "-c", "import torch"],
-                          capture_output=True).returncode == 0
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--target", type=float, default=0.98, help="test accuracy to reach")
@@ -206,7 +200,7 @@ def main(argv=None):
     if result["median_seconds_to_target"] is not None:
         print(f"\nseconds of training to {args.target:.1%} test accuracy "
               f"(median of {len(hits)}): {result['median_seconds_to_target']:.2f}")
-    if not args.skip_torch and not torch_available():
+    if not args.skip_torch and not common.torch_available():
         print("\nPyTorch is not installed: its run is skipped (pip install torch to include it).")
     elif not args.skip_torch:
         torch_recipe = dict(r, epochs=args.torch_epochs or max(30, r["epochs"]))

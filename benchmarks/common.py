@@ -14,6 +14,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -135,3 +136,24 @@ def markdown_table(header, rows):
              "|" + "|".join("---:" if i else "---" for i in range(len(header))) + "|"]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def torch_available():
+    """Whether PyTorch can be imported (checked in a child process, so the caller never loads
+    it: PyTorch brings its own OpenMP runtime)."""
+    return subprocess.run([sys.executable, "-c", "import torch"],
+                          capture_output=True).returncode == 0
+
+
+def run_worker(script, args, what):
+    """Run ``script --worker args…`` in a child process and return the JSON dict it prints
+    last; exit naming ``what`` with the child's stderr if it fails.
+
+    Each measurement runs in a fresh process so that no framework's thread pools or OpenMP
+    runtime run beside another's.
+    """
+    cmd = [sys.executable, str(Path(script).resolve()), "--worker", *map(str, args)]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit(f"error: {what} failed:\n{out.stderr}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
