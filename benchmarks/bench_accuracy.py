@@ -2,9 +2,9 @@
 
 Split: the first 50,000 MNIST training images train, the last 10,000 are the
 validation set, the 10,000 test images test (Nielsen's split). Pixels are
-scaled to [0, 1] as float32. Every row trains :class:`mlp.MLPClassifier`
-(the scikit-learn estimator, default backend "numba") and reports test
-accuracy and training time (compilation and evaluation excluded):
+scaled to [0, 1] as float32. Every row trains on the Numba backend by default
+and reports test accuracy and training time (compilation and evaluation
+excluded):
 
 ``nielsen1``  Nielsen, *Neural Networks and Deep Learning*, ch. 1: 784-30-10
               sigmoid, squared error, SGD η = 3.0, batch 10, 30 epochs.
@@ -26,19 +26,21 @@ accuracy and training time (compilation and evaluation excluded):
               η falling linearly per step (see RELU_ARGS). Srivastava et al.
               2014 report 1.06% error (98.94%) for 3×1024 ReLU units with
               dropout and max-norm; the target is ≥ 98.9% in ≤ 20 minutes.
-``sigmoid``   the best sigmoid recipe with max-norm (see SIGMOID_ARGS);
-              Srivastava et al.: 1.35% error (98.65%) for 3×1024 logistic
-              units with dropout; the target is ≥ 98.7%.
+``sigmoid``   mlp's best sigmoid recipe (see SIGMOID_ARGS): 784-2048-10,
+              dropout 0.5 (inputs 0.2), max-norm, Nesterov, η falling
+              linearly per step. Srivastava et al.: 1.35% error (98.65%) for
+              3×1024 logistic units with dropout; the target is ≥ 98.7%.
 
 The ``relu`` and ``sigmoid`` rows train as ``python -m mlp.train`` does, with
 its arguments (``--threads``, ``--seed`` and ``--backend`` come from here),
 since max-norm and the per-step schedules are the command line's; the others
-train :class:`mlp.MLPClassifier` one epoch per ``partial_fit``. Their
-hyper-parameters were chosen on the validation set only (its accuracy is
+train :class:`mlp.MLPClassifier` (the scikit-learn estimator) one epoch per
+``partial_fit``. The relu and sigmoid rows' hyper-parameters were chosen on
+the validation set only (its accuracy is
 printed every epoch; docs/performance.md has the trials): the test set is
 evaluated after every epoch for the record, never to choose anything.
 
-Every row reports the best test accuracy over the epochs (and its epoch: Nielsen
+Every row but ``sklearn`` reports the best test accuracy over the epochs (and its epoch: Nielsen
 picks his best epoch by it, so that is the figure to compare with his) beside
 the final epoch's test and validation accuracy. Nielsen's first network started
 from N(0, 1) weights, mlp's from N(0, 1/fan_in) (his chapter-3 initialisation).
