@@ -36,13 +36,13 @@ its arguments (``--threads``, ``--seed`` and ``--backend`` come from here),
 since max-norm and the per-step schedules are the command line's; the others
 train :class:`mlp.MLPClassifier` (the scikit-learn estimator) one epoch per
 ``partial_fit``. The relu and sigmoid rows' hyper-parameters were chosen on
-the validation set only (its accuracy is
-printed every epoch; docs/performance.md has the trials): the test set is
-evaluated after every epoch for the record, never to choose anything.
+the validation set only (its accuracy is printed every epoch;
+docs/performance.md has the trials): the test set is evaluated after every
+epoch for the record, never to choose anything.
 
-Every row but ``sklearn`` reports the best test accuracy over the epochs (and its epoch: Nielsen
-picks his best epoch by it, so that is the figure to compare with his) beside
-the final epoch's test and validation accuracy. Nielsen's first network started
+Every row but ``sklearn`` reports the best test accuracy over the epochs (and
+its epoch: Nielsen picks his best epoch by it, so that is the figure to compare
+with his) beside the final epoch's test and validation accuracy. Nielsen's first network started
 from N(0, 1) weights, mlp's from N(0, 1/fan_in) (his chapter-3 initialisation).
 
 Options: ``--only nielsen1,best`` runs a subset, ``--epochs N`` overrides every
@@ -70,13 +70,13 @@ from sklearn.neural_network import MLPClassifier as SklearnMLP
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from mlp import train as cli  # noqa: E402
 from mlp.backends import BACKENDS, get_backend, set_threads  # noqa: E402
 from mlp.batches import Extras  # noqa: E402
 from mlp.data import load_mnist  # noqa: E402
 from mlp.errors import MLPError  # noqa: E402
 from mlp.estimators import MLPClassifier  # noqa: E402
 from mlp.network import Network  # noqa: E402
-from mlp.train import dropout_rates, make_optimizer, make_schedule, parse_args  # noqa: E402
 from mlp.trainer import Trainer, evaluate  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -111,13 +111,16 @@ def warm_then_linear(lr0, epoch, epochs):
 
 
 #: the rows that train as ``python -m mlp.train`` does (max-norm and per-step schedules are
-#: the command line's, not the estimator's): its arguments, less --epochs, --seed and --backend
+#: the command line's, not the estimator's): its arguments, less --epochs, --seed and --backend;
+#: every setting is spelled out, so that a change of the command line's defaults changes no row
 RELU_ARGS = ["--hidden", "800", "800", "--activation", "relu", "--batch-size", "100",
-             "--lr", "0.05", "--lr-schedule", "linear", "--momentum", "0.9", "--nesterov",
+             "--optimizer", "sgd", "--lr", "0.05", "--lr-schedule", "linear",
+             "--momentum", "0.9", "--nesterov",
              "--dropout", "0.5", "--input-dropout", "0.2", "--max-norm", "3"]
 RELU_EPOCHS = 120
 SIGMOID_ARGS = ["--hidden", "2048", "--activation", "sigmoid", "--batch-size", "100",
-                "--lr", "0.1", "--lr-schedule", "linear", "--momentum", "0.9", "--nesterov",
+                "--optimizer", "sgd", "--lr", "0.1", "--lr-schedule", "linear",
+                "--momentum", "0.9", "--nesterov",
                 "--dropout", "0.5", "--input-dropout", "0.2", "--max-norm", "3"]
 SIGMOID_EPOCHS = 250
 
@@ -126,7 +129,7 @@ def cli_setup(argv):
     """A row's setup in words, from its command-line arguments."""
     args = cli_args(argv, 1, "numba", 0)
     sizes = "-".join(map(str, [784, *args.hidden, 10]))
-    drop = " ".join(f"{p:g}" for p in args.dropout)
+    drop = " ".join(f"{p:g}" for p in args.dropout or [0.0])
     momentum = f"{'Nesterov ' if args.nesterov else ''}μ={args.momentum:g}"
     return (f"{sizes} {args.activation}, dropout {drop} (inputs {args.input_dropout:g}), "
             f"max-norm {args.max_norm:g}, {momentum}, η={args.lr:g} {args.lr_schedule}, "
@@ -217,7 +220,8 @@ def train_by_epochs(params, epochs, data, backend, seed, schedule=None, log=prin
 
 def cli_args(argv, epochs, backend, seed):
     """``python -m mlp.train``'s parsed arguments for a row's ``argv`` and the bench's options."""
-    return parse_args([*argv, "--epochs", str(epochs), "--backend", backend, "--seed", str(seed)])
+    return cli.parse_args([*argv, "--epochs", str(epochs), "--backend", backend,
+                           "--seed", str(seed)])
 
 
 def train_like_cli(argv, epochs, data, backend, seed, log=print):
@@ -230,14 +234,15 @@ def train_like_cli(argv, epochs, data, backend, seed, log=print):
     batches only; test accuracy is evaluated after each epoch, outside the clock.
     """
     args = cli_args(argv, epochs, backend, seed)
+    cli.check_optimizer_args(args)
     X, y, X_val, y_val, X_test, y_test = data
     net = Network([X.shape[1], *args.hidden, len(CLASSES)], args.activation, args.loss,
                   dtype=args.dtype, seed=args.seed)
-    optimizer = make_optimizer(args)
-    optimizer.schedule = make_schedule(args, X.shape[0])
+    optimizer = cli.make_optimizer(args)
+    optimizer.schedule = cli.make_schedule(args, X.shape[0])
     runner = get_backend(args.backend)
     trainer = Trainer(net, optimizer, runner, args.batch_size, args.seed)
-    trainer.extras = Extras(dropout=dropout_rates(args, len(args.hidden)), seed=args.seed)
+    trainer.extras = Extras(dropout=cli.dropout_rates(args, len(args.hidden)), seed=args.seed)
     curve = []
 
     def after_epoch(tr):

@@ -26,6 +26,7 @@ def test_every_command_line_row_parses_and_says_its_settings(bench):
     for row in rows.values():
         args = bench.cli_args(row["argv"], 7, "numba", 3)
         assert (args.epochs, args.seed, args.backend) == (7, 3, "numba")
+        assert args.optimizer == "sgd"          # spelled out: the defaults may change
         setup = bench.cli_setup(row["argv"])
         assert "-".join(map(str, [784, *args.hidden, 10])) in setup
         assert f"max-norm {args.max_norm:g}" in setup and f"η={args.lr:g}" in setup
@@ -38,7 +39,8 @@ def test_a_command_line_row_trains_exactly_as_the_command_line(bench, mnist_dir,
     float pixels scaled once: the same float32 products, so every epoch's loss
     and validation accuracy, and the final test accuracy, must agree exactly.
     """
-    argv = ["--hidden", "32", "16", "--activation", "relu", "--batch-size", "50", "--lr", "0.2",
+    argv = ["--hidden", "32", "16", "--activation", "relu", "--batch-size", "50",
+            "--optimizer", "sgd", "--lr", "0.2",
             "--lr-schedule", "linear", "--momentum", "0.9", "--nesterov", "--dropout", "0.5",
             "--input-dropout", "0.2", "--max-norm", "1.5"]
     X, y, X_val, y_val, X_test, y_test = bench.load_split(mnist_dir)
