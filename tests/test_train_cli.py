@@ -36,7 +36,8 @@ def _run_inprocess(argv):
 def test_short_mnist_run_reaches_90_percent(mnist_dir, tmp_path):
     history, status, text = _run_inprocess([
         "--data-dir", str(mnist_dir), "--limit", "10000", "--validation", "2000",
-        "--epochs", "2", "--batch-size", "10", "--lr", "0.5", "--momentum", "0", "--hidden", "100",
+        "--epochs", "2", "--batch-size", "10", "--optimizer", "sgd", "--lr", "0.5", "--momentum",
+        "0", "--lr-schedule", "constant", "--hidden", "100",
         "--backend", "numpy", "--out", str(tmp_path)])
     assert status == 0
     assert history["test_accuracy"] >= 0.90            # on all 10,000 test images
@@ -66,8 +67,8 @@ def test_the_default_recipe_through_the_cli(mnist_dir, tmp_path):
 
 
 def test_cli_end_to_end_and_evaluate(tmp_path):
-    r = _cli("mlp.train", "--dataset", "digits", "--epochs", "3", "--hidden", "32", "--lr", "0.1",
-             "--momentum", "0.9", "--batch-size", "10",
+    r = _cli("mlp.train", "--dataset", "digits", "--epochs", "3", "--hidden", "32",
+             "--optimizer", "sgd", "--lr", "0.1", "--momentum", "0.9", "--batch-size", "10",
              "--backend", "numpy", "--out", str(tmp_path / "run"))
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
@@ -132,8 +133,11 @@ def test_divergence_stops_with_advice_and_keeps_a_finite_model(tmp_path):
 
 
 def _train_args(out, backend, epochs=12, extra=()):
+    """SGD with momentum at a constant rate: a run resumed with more epochs equals a longer
+    run (a schedule would span the epochs each was started with)."""
     return ["mlp.train", "--dataset", "digits", "--epochs", str(epochs), "--batch-size", "4",
-            "--hidden", "64", "--momentum", "0.9", "--lr", "0.05", "--backend", backend,
+            "--hidden", "64", "--optimizer", "sgd", "--momentum", "0.9", "--lr", "0.05",
+            "--lr-schedule", "constant", "--backend", backend,
             "--threads", "1", "--seed", "7", "--out", str(out), *extra]
 
 
@@ -347,8 +351,9 @@ def test_help_shows_every_default_once(capsys):
 
 
 def _nielsen_ch1_on_digits(tmp_path, *extra):
-    """README's Nielsen line as it was (momentum left at the default 0.9), on digits."""
-    return ["--dataset", "digits", "--hidden", "30", "--loss", "mse", "--lr", "3.0",
+    """README's Nielsen line as it was (SGD's momentum left at its default 0.9), on digits."""
+    return ["--dataset", "digits", "--hidden", "30", "--loss", "mse", "--optimizer", "sgd",
+            "--lr", "3.0", "--lr-schedule", "constant",
             "--batch-size", "10", "--epochs", "3", "--backend", "numpy", "--threads", "1",
             "--out", str(tmp_path), *extra]
 
@@ -384,7 +389,8 @@ def test_without_validation_the_test_accuracy_is_checked(tmp_path, capsys):
 def test_a_first_epoch_at_chance_whose_loss_falls_is_not_warned_about(tmp_path, capsys):
     """A small set that takes a few epochs to leave chance (iris-like) is not stuck."""
     assert main(["--dataset", "digits", "--limit", "300", "--hidden", "16", "--epochs", "6",
-                 "--batch-size", "10", "--lr", "0.05", "--backend", "numpy",
+                 "--batch-size", "10", "--optimizer", "sgd", "--lr", "0.05",
+                 "--lr-schedule", "constant", "--backend", "numpy",
                  "--out", str(tmp_path)]) == 0
     saved = _history(tmp_path)
     first, last = saved["epochs"][0], saved["epochs"][-1]
@@ -450,7 +456,8 @@ def test_curves_are_titled_with_the_run_and_have_no_empty_panel(tmp_path, monkey
         return real(history, path, title)
     monkeypatch.setattr(mlp.train, "plot_curves", recording)
     extra = [] if validation is None else ["--validation", validation]
-    assert main(["--dataset", "digits", "--epochs", "2", "--lr", "0.3", "--batch-size", "32",
+    assert main(["--dataset", "digits", "--epochs", "2", "--optimizer", "sgd", "--lr", "0.3",
+                 "--lr-schedule", "constant", "--batch-size", "32",
                  "--backend", "numpy", "--threads", "1", "--out", str(tmp_path), *extra]) == 0
     (fig, title), = drawn
     saved = _history(tmp_path)
@@ -546,6 +553,7 @@ def test_early_stopping_state_is_the_best_epoch_and_the_patience_since():
 
 @pytest.mark.parametrize("argv, words", [
     (["--optimizer", "adam", "--momentum", "0.5"], ["--momentum", "--beta1"]),
+    (["--nesterov"], ["--nesterov", "default optimizer is adam", "add --optimizer sgd"]),
     (["--early-stopping", "3", "--validation", "0"], ["--early-stopping", "--validation"]),
 ])
 def test_options_that_do_not_go_together_are_refused(tmp_path, argv, words, capsys):
