@@ -11,19 +11,23 @@ seconds, and the first epoch at or above the target.
 Where PyTorch is installed, the same recipe is trained in eager PyTorch in
 the same run (``--skip-torch`` to leave it out), in a child process (its
 OpenMP runtime must not run beside Numba's threads): the same layer widths,
-activation, softmax cross-entropy, ``torch.optim.SGD`` with the same
-learning rate, momentum, Nesterov flag and weight decay, the same batch
-size, the same 50,000 training images scaled to [0, 1] as float32, a new
-random order each epoch, ``torch.set_num_threads`` = the thread count, and
-PyTorch's own initialisation. Its clock, too, covers the training steps
-only. The ratio printed is PyTorch's median seconds to the target over
-mlp's.
+activation, softmax cross-entropy, ``torch.optim.SGD`` (the same learning
+rate, momentum, Nesterov flag and weight decay) or ``torch.optim.Adam`` (the
+same rate, betas, eps and weight decay), the rate of every step set by
+mlp's own schedule (:mod:`mlp.schedules`, through ``LambdaLR``), the same
+batch size, the same 50,000 training images scaled to [0, 1] as float32, a
+new random order each epoch, ``torch.set_num_threads`` = the thread count,
+and PyTorch's own initialisation. With a schedule it trains the recipe's
+epochs (the rate has fallen to 0 by their end), at a constant rate up to
+30. Its clock, too, covers the training steps only. The ratio printed is
+PyTorch's median seconds to the target over mlp's.
 
 Usage (from the project root)::
 
     python benchmarks/bench_time_to_accuracy.py [--target 0.98] [--threads N] [--runs 1]
-        [--hidden 512] [--lr 0.1] [--momentum 0.9] [--batch-size 64] [--epochs 10]
-        [--backend numba] [--skip-torch] [--torch-runs R] [--out FILE]
+        [--hidden 512] [--optimizer sgd] [--lr 0.1] [--lr-schedule constant]
+        [--momentum 0.9] [--batch-size 64] [--epochs 10] [--backend numba]
+        [--skip-torch] [--torch-runs R] [--torch-epochs N] [--out FILE]
 
 Options other than --target, --threads, --runs and --out override the defaults.
 """
