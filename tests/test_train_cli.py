@@ -1,5 +1,6 @@
 """`python -m mlp.train` and `python -m mlp.evaluate` end to end."""
 
+import argparse
 import io
 import json
 import os
@@ -7,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -560,3 +562,36 @@ def test_options_that_do_not_go_together_are_refused(tmp_path, argv, words, caps
     assert main(["--dataset", "digits", "--backend", "numpy", "--out", str(tmp_path), *argv]) == 2
     err = capsys.readouterr().err
     assert all(w in err for w in words) and "Traceback" not in err
+
+
+def _bench_time_to_accuracy():
+    """benchmarks/bench_time_to_accuracy.py as a module (benchmarks/ is not a package)."""
+    import importlib.util  # here: only this test loads a benchmark script as a module
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_time_to_accuracy.py"
+    spec = importlib.util.spec_from_file_location("bench_time_to_accuracy", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_time_to_accuracy_benchmark_trains_the_default_recipe():
+    """The benchmark's recipe is `python -m mlp.train`'s: the same optimizer, the same rate
+    at every step (PyTorch's run takes its rates from the same schedule), batch and epochs;
+    an optimizer named there brings its own default rate, as on the command line."""
+    bench = _bench_time_to_accuracy()
+    none = dict.fromkeys(["hidden", "optimizer", "lr", "momentum", "batch_size", "epochs",
+                          "lr_schedule", "backend", "weight_decay", "seed", "activation"])
+    r = bench.recipe(argparse.Namespace(**none, nesterov=False))
+    cli = parse_args([])
+    assert r["optimizer"] == cli.optimizer == "adam" and r["lr_schedule"] == cli.lr_schedule
+    ours, theirs = mlp.train.make_optimizer(bench.settings(r)), mlp.train.make_optimizer(cli)
+    assert type(ours) is type(theirs) and ours.config() == theirs.config()
+    n = 50_000
+    steps = bench.schedule_of(r, n).total
+    assert steps == cli.epochs * -(-n // cli.batch_size)
+    np.testing.assert_array_equal(bench.schedule_of(r, n).rates(r["lr"], 0, steps),
+                                  mlp.train.make_schedule(cli, n).rates(cli.lr, 0, steps))
+    sgd = bench.recipe(argparse.Namespace(**{**none, "optimizer": "sgd"}, nesterov=False))
+    assert sgd["lr"] == parse_args(["--optimizer", "sgd"]).lr == 0.2
+    assert bench.torch_epochs(r) == r["epochs"]            # a schedule ends at its last epoch
+    assert bench.torch_epochs(dict(sgd, lr_schedule="constant")) == 30
