@@ -86,6 +86,11 @@ from numba import config, njit, prange
 from numba.core import cgutils
 from numba.core import types as nbtypes
 from numba.extending import intrinsic, overload
+from numba.np.linalg import check_blas_return, ensure_blas, get_blas_kind
+
+# numba.get_num_threads() compiled: the threading layer's symbol by name, so that the caller can
+# be cached (numba.get_num_threads in njit code holds a ctypes pointer, which cannot)
+from numba.np.ufunc.parallel import _iget_num_threads
 
 # Activation codes (hidden layers, and the output of mse); SOFTMAX only as an output.
 SIGMOID, TANH, RELU, IDENTITY, SOFTMAX = 0, 1, 2, 3, 4
@@ -100,6 +105,9 @@ LOSS_NAMES = {code: name for name, code in LOSS_CODES.items()}
 #: Products of at least this many multiply-adds go to BLAS (np.dot); below
 #: it the loops here win (no call overhead, no packing of small matrices).
 BLAS_MIN_FLOPS = 1 << 21
+#: BLAS products are cut into blocks of about this many rows or columns of the
+#: weight matrix (:func:`_gemm_blocks`), which Numba's threads share.
+BLAS_BLOCK = 128
 
 _FAST = {"contract"}                 # FMA only: a round-off-level change
 _FAST_SUM = {"contract", "reassoc"}  # and a reordered (vectorised) sum
@@ -136,6 +144,12 @@ def _runtime_true(n):
     A literal True compiles another copy.
     """
     return n >= 0
+
+
+@_inline()
+def _runtime_false(n):
+    """False typed as a run-time bool (from n < 0, n any count), as :func:`_runtime_true`."""
+    return n < 0
 
 
 @_inline()
@@ -284,6 +298,62 @@ def _prefetch(typingctx, arr, offset):
         builder.call(fn, [addr, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
         return context.get_dummy_value()
     return nbtypes.void(arr, offset), codegen
+
+
+@intrinsic
+def _gemm(typingctx, alpha, A, ta, B, tb, beta, C):
+    """C ← α·op(A)·op(B) + β·C by BLAS gemm, the routine ``np.dot`` calls (op(X) = Xᵀ where t).
+
+    A, B and C are 2-D arrays of one float dtype whose rows are contiguous
+    (unit inner stride: C-contiguous arrays and their row or column blocks),
+    so a column block is passed without a copy: its pointer and its parent's
+    row stride. Unlike ``np.dot`` this takes α and β, so that plain SGD can
+    add −η δᵀa to W in the product itself. The caller guarantees the shapes
+    agree and that C is not empty and the inner dimension is not zero.
+    """
+    arrays = (A, B, C)
+    if not all(isinstance(t, nbtypes.Array) and t.ndim == 2 for t in arrays):
+        return None
+    if len({t.dtype for t in arrays}) != 1 or A.dtype not in (nbtypes.float32, nbtypes.float64):
+        return None
+    ensure_blas()
+    dtype = A.dtype
+
+    def codegen(context, builder, sig, args):
+        alpha_, a_, ta_, b_, tb_, beta_, c_ = args
+        i8, i64, ptr = ir.IntType(8), ir.IntType(64), ir.IntType(8).as_pointer()
+        itemsize = ir.Constant(i64, context.get_abi_sizeof(context.get_value_type(dtype)))
+
+        def parts(k):
+            arr = context.make_array(sig.args[k])(context, builder, value=args[k])
+            rows, cols = cgutils.unpack_tuple(builder, arr.shape, 2)
+            row_stride = cgutils.unpack_tuple(builder, arr.strides, 2)[0]
+            ld = builder.sdiv(row_stride, itemsize)
+            # BLAS wants ld >= the row length even for a single row
+            ld = builder.select(builder.icmp_signed("<", ld, cols), cols, ld)
+            return rows, cols, ld, builder.bitcast(arr.data, ptr)
+
+        def trans(flag):
+            return builder.select(flag, ir.Constant(i8, ord("t")), ir.Constant(i8, ord("n")))
+
+        a_rows, a_cols, lda, a_ptr = parts(1)
+        _, _, ldb, b_ptr = parts(3)
+        m, n, ldc, c_ptr = parts(6)
+        k = builder.select(ta_, a_rows, a_cols)
+
+        def slot(value, ty):
+            return builder.bitcast(cgutils.alloca_once_value(
+                builder, context.cast(builder, value, ty, dtype)), ptr)
+        fnty = ir.FunctionType(ir.IntType(32), [i8, i8, i8, i64, i64, i64, ptr, ptr, i64, ptr,
+                                                i64, ptr, ptr, i64])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "numba_xxgemm")
+        # row-major C = op(A)·op(B) is column-major Cᵀ = op(B)ᵀ·op(A)ᵀ: B first, same flags
+        res = builder.call(fn, (ir.Constant(i8, ord(get_blas_kind(dtype))), trans(tb_),
+                                trans(ta_), n, m, k, slot(alpha_, sig.args[0]), b_ptr, ldb,
+                                a_ptr, lda, slot(beta_, sig.args[5]), c_ptr, ldc))
+        check_blas_return(context, builder, res)
+        return context.get_dummy_value()
+    return nbtypes.void(alpha, A, ta, B, tb, beta, C), codegen
 
 
 def _exp(x):
@@ -567,6 +637,63 @@ def _prefetch_rows(X, rows):
             _prefetch(X, base + off)
 
 
+# ------------------------------------------------------- BLAS, in blocks
+
+
+@_inline()
+def _block_bounds(n, blk, n_blocks):
+    """Block blk of n_blocks of range(n): equal steps rounded up to 16 (64 bytes of float32)."""
+    per_block = -(-n // n_blocks)
+    step = -(-per_block // 16) * 16
+    return min(n, blk * step), min(n, (blk + 1) * step)
+
+
+@_inline()
+def _gemm_block(alpha, A, ta, B, tb, beta, C, by_rows, blk, n_blocks):
+    """Block blk of :func:`_gemm_blocks`: a block of C's rows (by_rows) or of its columns."""
+    if by_rows:
+        lo, hi = _block_bounds(C.shape[0], blk, n_blocks)
+        if lo < hi:
+            _gemm(alpha, A[:, lo:hi] if ta else A[lo:hi], ta, B, tb, beta, C[lo:hi])
+    else:
+        lo, hi = _block_bounds(C.shape[1], blk, n_blocks)
+        if lo < hi:
+            _gemm(alpha, A, ta, B[lo:hi] if tb else B[:, lo:hi], tb, beta, C[:, lo:hi])
+
+
+@_kernel(parallel=True)
+def _gemm_par(alpha, A, ta, B, tb, beta, C, by_rows, n_blocks):
+    """:func:`_gemm_blocks`' blocks shared between Numba's threads (in turn with one thread)."""
+    if _iget_num_threads() > 1:
+        for blk in prange(n_blocks):
+            _gemm_block(alpha, A, ta, B, tb, beta, C, by_rows, blk, n_blocks)
+    else:   # no parallel launch: callers on several Python threads may run this at once
+        for blk in range(n_blocks):
+            _gemm_block(alpha, A, ta, B, tb, beta, C, by_rows, blk, n_blocks)
+
+
+@_kernel()
+def _gemm_blocks(alpha, A, ta, B, tb, beta, C, by_rows):
+    """C ← α·op(A)·op(B) + β·C (op(X) = Xᵀ where t) by BLAS, in blocks of C's rows or columns.
+
+    The blocks (:data:`BLAS_BLOCK` rows or columns of C, which is a weight
+    matrix or has one of its sides) depend on the shapes only, and each is one
+    BLAS call, so the result is the same bits whatever Numba's thread count
+    (for a given BLAS). With more than one Numba thread the blocks are shared
+    out in a parallel loop: one pool of threads does the whole batch. (BLAS's
+    own threads would spin beside Numba's between calls, each pool taking
+    cores from the other: the backend holds BLAS to one thread while it
+    trains.)
+    """
+    n = C.shape[0] if by_rows else C.shape[1]
+    n_blocks = max(1, n // BLAS_BLOCK)
+    if n_blocks > 1:
+        _gemm_par(alpha, A, ta, B, tb, beta, C, by_rows, n_blocks)
+    else:
+        _gemm_block(alpha, A, ta, B, tb, beta, C, by_rows, _row0(), _runtime_one(n))
+    return C
+
+
 # ----------------------------------------------------------------- forward
 
 
@@ -681,8 +808,9 @@ def _dense_row(a, Wt, out, s):
 def dense_forward(a, Wt, b, kind, out):
     """out = f(a · W + b), given ``Wt`` = Wᵀ: BLAS for large products, else dot products of rows."""
     n, n_in = a.shape
-    if n * n_in * Wt.shape[0] >= BLAS_MIN_FLOPS:
-        np.dot(a, Wt.T, out)
+    if n * n_in * Wt.shape[0] >= BLAS_MIN_FLOPS:      # out = a · Wtᵀ, blocks of out's columns
+        _gemm_blocks(out.dtype.type(1), a, _runtime_false(n), Wt, _runtime_true(n),
+                     out.dtype.type(0), out, _runtime_false(n))
     else:
         for s in range(n):
             _dense_row(a, Wt, out, s)
@@ -819,8 +947,9 @@ def backprop_delta(d, Wt, a, kind, out):
     """out = (δ · Wᵀ) ⊙ f'(a) given ``Wt`` = Wᵀ: the error of the layer below (before W changes)."""
     n = d.shape[0]
     n_out, n_in = Wt.shape
-    if n * n_in * n_out >= BLAS_MIN_FLOPS:
-        np.dot(d, Wt, out)
+    if n * n_in * n_out >= BLAS_MIN_FLOPS:           # out = d · Wt, blocks of out's columns
+        _gemm_blocks(out.dtype.type(1), d, _runtime_false(n), Wt, _runtime_false(n),
+                     out.dtype.type(0), out, _runtime_false(n))
     else:
         for s in range(n):
             _backprop_row(d, Wt, out, s)
@@ -863,8 +992,9 @@ def dense_gradient(a, d, Gt, gb):
     n, n_in = a.shape
     n_out = d.shape[1]
     column_sums(d, gb)
-    if n * n_in * n_out >= BLAS_MIN_FLOPS:
-        np.dot(d.T, a, Gt)
+    if n * n_in * n_out >= BLAS_MIN_FLOPS:           # Gt = dᵀ · a, blocks of Gt's rows
+        _gemm_blocks(Gt.dtype.type(1), d, _runtime_true(n), a, _runtime_false(n),
+                     Gt.dtype.type(0), Gt, _runtime_true(n))
         return Gt
     for k in range(n_out):
         _gradient_row(a, d, Gt, k)
@@ -876,9 +1006,14 @@ def dense_sgd_plain(a, d, Wt, lr):
     """Plain SGD of a dense layer fused with its gradient: Wt[k] ← Wt[k] − Σ_s (η δ[s, k]) a[s].
 
     No gradient array and no second pass (what :func:`dense_gradient` +
-    :func:`sgd_update` do, up to rounding: η multiplies each term).
+    :func:`sgd_update` do, up to rounding: η multiplies each term). Large
+    products go to BLAS as W ← W − η (δᵀa), with β = 1 (:func:`_gemm_blocks`).
     """
     n, n_in = a.shape
+    if n * n_in * Wt.shape[0] >= BLAS_MIN_FLOPS:     # BLAS: Wt ← 1·Wt + (−η)·dᵀa, in place
+        _gemm_blocks(-lr, d, _runtime_true(n), a, _runtime_false(n), Wt.dtype.type(1), Wt,
+                     _runtime_true(n))
+        return Wt
     for k in range(Wt.shape[0]):
         s = 0
         while s + 4 <= n:
@@ -1362,9 +1497,8 @@ def _backward(work, wk, nb, model, sgd, plan, update):
                     sgd_update_rows(first, sgd)
         else:
             a = work.acts[l][:nb]
-            plain = (update and mu == 0 and wd == 0
-                     and nb * a.shape[1] * d.shape[1] < BLAS_MIN_FLOPS)
-            # small layer, plain SGD: fused, no gradient array
+            # plain SGD: fused, no gradient array (BLAS adds −η δᵀa to W for large layers)
+            plain = update and mu == 0 and wd == 0
             if plain:
                 column_sums(d, work.gbs[l])
             else:
