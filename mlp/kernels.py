@@ -356,6 +356,91 @@ def _gemm(typingctx, alpha, A, ta, B, tb, beta, C):
     return nbtypes.void(alpha, A, ta, B, tb, beta, C), codegen
 
 
+#: the most 64-byte vector registers :func:`_rows_axpy` keeps a block of Y in
+MAX_LINES = 8
+
+
+@intrinsic
+def _rows_axpy(typingctx, Y, y, j0, lines, X, rows, coef, p0, p1):
+    """Y[y, j0:j0+w] += Σ_{p0 ≤ p < p1} coef[p] · X[rows[p], j0:j0+w], w = ``lines`` × 64 bytes.
+
+    The block of Y stays in vector registers (``lines`` ≤ :data:`MAX_LINES`
+    of them, 64 bytes each) while the rows of X stream through: one load per
+    vector of multiply-adds, where a loop over Y's columns would load and
+    store Y again for every term. One fused multiply-add per term, in order
+    of p, so each Y[y, j] is the same sequence of roundings as the scalar
+    loop ``Y[y, j] += coef[p] * X[rows[p], j]`` with contraction. LLVM's
+    vectors of 64 bytes (16 float32 or 8 float64) are split into what the
+    CPU has (AVX-512: one register; AVX2: two). Y and X are 2-D float arrays
+    of one dtype with contiguous rows; rows and coef are contiguous 1-D
+    arrays (int row indices, coefficients of X's dtype); the caller keeps
+    j0 + w within both arrays' rows and the indices in range.
+    """
+    if not (isinstance(Y, nbtypes.Array) and isinstance(X, nbtypes.Array)
+            and Y.ndim == 2 and X.ndim == 2 and Y.dtype == X.dtype
+            and X.dtype in (nbtypes.float32, nbtypes.float64)
+            and isinstance(rows, nbtypes.Array) and rows.ndim == 1
+            and isinstance(rows.dtype, nbtypes.Integer) and rows.layout == "C"
+            and isinstance(coef, nbtypes.Array) and coef.dtype == X.dtype and coef.layout == "C"):
+        return None
+    dtype = X.dtype
+    bits = dtype.bitwidth
+
+    def codegen(context, builder, sig, args):
+        Y_, y_, j0_, lines_, X_, rows_, coef_, p0_, p1_ = args
+        i8, i64 = ir.IntType(8), ir.IntType(64)
+        t = context.get_value_type(dtype)
+        lanes = 512 // bits
+        vec = ir.VectorType(t, lanes)
+        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec] * 3),
+                                             f"llvm.fma.v{lanes}f{bits}")
+
+        def arr(k):
+            return context.make_array(sig.args[k])(context, builder, value=args[k])
+
+        def as_i64(k):
+            return context.cast(builder, args[k], sig.args[k], nbtypes.int64)
+        ya, xa, ra, ca = arr(0), arr(4), arr(5), arr(6)
+        offset = builder.mul(as_i64(2), ir.Constant(i64, bits // 8))
+        y_stride = cgutils.unpack_tuple(builder, ya.strides, 2)[0]
+        x_stride = cgutils.unpack_tuple(builder, xa.strides, 2)[0]
+        y_base = builder.gep(builder.bitcast(ya.data, i8.as_pointer()),
+                             [builder.add(builder.mul(as_i64(1), y_stride), offset)])
+        x_data = builder.bitcast(xa.data, i8.as_pointer())
+
+        def line(base, k):
+            return builder.bitcast(builder.gep(base, [ir.Constant(i64, 64 * k)]),
+                                   vec.as_pointer())
+        accs = [cgutils.alloca_once(builder, vec) for _ in range(MAX_LINES)]
+        done = builder.append_basic_block("axpy.done")
+        switch = builder.switch(as_i64(3), done)
+        for n_lines in range(1, MAX_LINES + 1):
+            block = builder.append_basic_block(f"axpy.lines{n_lines}")
+            switch.add_case(ir.Constant(i64, n_lines), block)
+            builder.position_at_end(block)
+            for k in range(n_lines):
+                builder.store(builder.load(line(y_base, k), align=bits // 8), accs[k])
+            with cgutils.for_range_slice(builder, as_i64(7), as_i64(8), ir.Constant(i64, 1),
+                                         inc=True) as (p, _):
+                r = builder.load(builder.gep(ra.data, [p]))
+                r = builder.sext(r, i64) if r.type.width < 64 else r
+                c = builder.load(builder.gep(ca.data, [p]))
+                cv = builder.insert_element(ir.Constant(vec, ir.Undefined), c,
+                                            ir.Constant(ir.IntType(32), 0))
+                cv = builder.shuffle_vector(cv, cv, ir.Constant(ir.VectorType(ir.IntType(32),
+                                                                              lanes), [0] * lanes))
+                x_base = builder.gep(x_data, [builder.add(builder.mul(r, x_stride), offset)])
+                for k in range(n_lines):
+                    xk = builder.load(line(x_base, k), align=bits // 8)
+                    builder.store(builder.call(fma, [cv, xk, builder.load(accs[k])]), accs[k])
+            for k in range(n_lines):
+                builder.store(builder.load(accs[k]), line(y_base, k), align=bits // 8)
+            builder.branch(done)
+        builder.position_at_end(done)
+        return context.get_dummy_value()
+    return nbtypes.void(Y, y, j0, lines, X, rows, coef, p0, p1), codegen
+
+
 def _exp(x):
     """e^x: a vectorisable polynomial in float32, math.exp otherwise."""
     return math.exp(x)
@@ -728,27 +813,38 @@ def bias_activation(z, b, kind):
     return z
 
 
+@_inline()
+def _line_blocks(n, itemsize):
+    """(columns per 64-byte line, columns in whole lines) of rows of n columns."""
+    lanes = 64 // itemsize
+    return lanes, n - n % lanes
+
+
 @_kernel(fastmath=_FAST)
 def _sparse_forward_rows(batch, W, b, kind, out, s0, s1):
-    """:func:`sparse_forward` for batch rows s0 … s1-1, four rows of W per pass over out[s]."""
+    """:func:`sparse_forward` for batch rows s0 … s1-1.
+
+    A block of up to :data:`MAX_LINES` × 64 bytes of out[s] stays in vector
+    registers while the rows of W at the row's non-zeros stream through
+    (:func:`_rows_axpy`); columns past the last whole 64-byte line (none in
+    train_chunk's padded W¹) are added one by one.
+    """
     nnz, cols, vals = batch
-    n_out = _unsigned(W.shape[1])
+    n_out = W.shape[1]
+    lanes, full = _line_blocks(n_out, W.itemsize)
     for s in range(s0, s1):
         for j in range(n_out):
             out[s, j] = 0
-        p, end = 0, nnz[s]
-        while p + 4 <= end:
-            x0, x1, x2, x3 = vals[s, p], vals[s, p + 1], vals[s, p + 2], vals[s, p + 3]
-            i0, i1 = _unsigned(cols[s, p]), _unsigned(cols[s, p + 1])
-            i2, i3 = _unsigned(cols[s, p + 2]), _unsigned(cols[s, p + 3])
-            for j in range(n_out):
-                out[s, j] += x0 * W[i0, j] + x1 * W[i1, j] + x2 * W[i2, j] + x3 * W[i3, j]
-            p += 4
-        while p < end:
+        end = nnz[s]
+        j0 = 0
+        while j0 < full:
+            lines = min(MAX_LINES, (full - j0) // lanes)
+            _rows_axpy(out, s, j0, lines, W, cols[s], vals[s], _row0(), end)
+            j0 += lines * lanes
+        for p in range(end):
             x0, i0 = vals[s, p], _unsigned(cols[s, p])
-            for j in range(n_out):
+            for j in range(full, n_out):
                 out[s, j] += x0 * W[i0, j]
-            p += 1
     _bias_activation_rows(out, b, kind, s0, s1)
 
 
@@ -1064,34 +1160,49 @@ def _entries_in(cols, s, n, i0, i1):
 def _sparse_outer_rows(batch, d, A, coef, i0, i1):
     """Rows i0 … i1-1 of A += coef · xᵀ · δ.
 
-    Each x[s, i] ≠ 0 adds (coef · x) δ[s] to row i, in batch order. Four
-    non-zeros of a row of x at a time: four rows of A take their share of
-    δ[s] in one pass, so δ[s] is loaded once for four rows (each still gets
-    one multiply-add per non-zero). coef = 1 accumulates the gradient;
+    Each x[s, i] ≠ 0 adds (coef · x) δ[s] to row i, in batch order. The
+    batch's entries in those columns are first sorted by column (a
+    counting sort that keeps batch order within a column); then each row i
+    of A takes its terms with a block of the row in vector registers while
+    the rows δ[s] stream through (:func:`_rows_axpy`): A is read and written
+    once per block, not once per term. coef = 1 accumulates the gradient;
     coef = −η applies plain SGD directly.
     """
     nnz, cols, vals = batch
-    n_out = _unsigned(d.shape[1])
-    for s in range(d.shape[0]):
-        ds = d[s]
+    n, n_out = d.shape
+    first = np.empty(n, np.int64)
+    last = np.empty(n, np.int64)
+    starts = np.zeros(i1 - i0 + 1, np.int64)
+    for s in range(n):
         p, end = _entries_in(cols, s, nnz[s], i0, i1)
-        while p + 4 <= end:
-            a, b = _unsigned(cols[s, p]), _unsigned(cols[s, p + 1])
-            c, e = _unsigned(cols[s, p + 2]), _unsigned(cols[s, p + 3])
-            c0, c1 = coef * vals[s, p], coef * vals[s, p + 1]
-            c2, c3 = coef * vals[s, p + 2], coef * vals[s, p + 3]
-            for k in range(n_out):
-                dk = ds[k]
-                A[a, k] += c0 * dk
-                A[b, k] += c1 * dk
-                A[c, k] += c2 * dk
-                A[e, k] += c3 * dk
-            p += 4
-        while p < end:
-            a, c0 = _unsigned(cols[s, p]), coef * vals[s, p]
-            for k in range(n_out):
-                A[a, k] += c0 * ds[k]
-            p += 1
+        first[s], last[s] = p, end
+        for q in range(p, end):
+            starts[cols[s, q] - i0 + 1] += 1
+    for i in range(i1 - i0):
+        starts[i + 1] += starts[i]
+    fill = starts[:i1 - i0].copy()
+    samples = np.empty(starts[i1 - i0], np.int64)   # column order: the batch rows, and
+    terms = np.empty(starts[i1 - i0], A.dtype)      # coef · x of each entry
+    for s in range(n):
+        for q in range(first[s], last[s]):
+            k = cols[s, q] - i0
+            samples[fill[k]] = s
+            terms[fill[k]] = coef * vals[s, q]
+            fill[k] += 1
+    lanes, full = _line_blocks(n_out, A.itemsize)
+    for i in range(i0, i1):
+        lo, hi = starts[i - i0], starts[i - i0 + 1]
+        if lo == hi:
+            continue
+        j0 = 0
+        while j0 < full:
+            lines = min(MAX_LINES, (full - j0) // lanes)
+            _rows_axpy(A, i, j0, lines, d, samples, terms, lo, hi)
+            j0 += lines * lanes
+        for q in range(lo, hi):
+            t, s = terms[q], samples[q]
+            for k in range(full, n_out):
+                A[i, k] += t * d[s, k]
 
 
 @_kernel()
