@@ -1156,39 +1156,83 @@ def _entries_in(cols, s, n, i0, i1):
     return _first_at_least(cols, s, n, i0), _first_at_least(cols, s, n, i1)
 
 
-@_kernel(fastmath=_FAST)
-def _sparse_outer_rows(batch, d, A, coef, i0, i1):
-    """Rows i0 … i1-1 of A += coef · xᵀ · δ.
+#: :func:`_sparse_outer_rows` sorts the entries of this many batch rows at a time by column
+OUTER_ROWS = 128
+#: and adds fewer rows than this one row at a time (sorting would cost more than it saves)
+OUTER_MIN_SORT = 32
 
-    Each x[s, i] ≠ 0 adds (coef · x) δ[s] to row i, in batch order. The
-    batch's entries in those columns are first sorted by column (a
-    counting sort that keeps batch order within a column); then each row i
-    of A takes its terms with a block of the row in vector registers while
-    the rows δ[s] stream through (:func:`_rows_axpy`): A is read and written
-    once per block, not once per term. coef = 1 accumulates the gradient;
-    coef = −η applies plain SGD directly.
+
+@_inline(fastmath=_FAST)
+def _outer_by_row(batch, d, A, coef, i0, i1, s0, s1):
+    """Rows i0 … i1-1 of A += coef · x[s0:s1]ᵀ · δ[s0:s1], one batch row at a time.
+
+    Four non-zeros of a row of x at a time: four rows of A take their
+    share of δ[s] in one pass, so δ[s] is loaded once for four rows.
     """
     nnz, cols, vals = batch
-    n, n_out = d.shape
-    first = np.empty(n, np.int64)
-    last = np.empty(n, np.int64)
-    starts = np.zeros(i1 - i0 + 1, np.int64)
-    for s in range(n):
+    n_out = _unsigned(d.shape[1])
+    for s in range(s0, s1):
+        ds = d[s]
         p, end = _entries_in(cols, s, nnz[s], i0, i1)
-        first[s], last[s] = p, end
+        while p + 4 <= end:
+            a, b = _unsigned(cols[s, p]), _unsigned(cols[s, p + 1])
+            c, e = _unsigned(cols[s, p + 2]), _unsigned(cols[s, p + 3])
+            c0, c1 = coef * vals[s, p], coef * vals[s, p + 1]
+            c2, c3 = coef * vals[s, p + 2], coef * vals[s, p + 3]
+            for k in range(n_out):
+                dk = ds[k]
+                A[a, k] += c0 * dk
+                A[b, k] += c1 * dk
+                A[c, k] += c2 * dk
+                A[e, k] += c3 * dk
+            p += 4
+        while p < end:
+            a, c0 = _unsigned(cols[s, p]), coef * vals[s, p]
+            for k in range(n_out):
+                A[a, k] += c0 * ds[k]
+            p += 1
+
+
+class _ByColumn(NamedTuple):
+    """Work arrays of :func:`_outer_by_column` (entries of OUTER_ROWS batch rows at most)."""
+    first: np.ndarray    #: (OUTER_ROWS,) int64: each row's first entry in the column range
+    last: np.ndarray     #: and the end of its entries there
+    starts: np.ndarray   #: (columns + 1,) int64: column i's entries are starts[i] … starts[i+1]-1
+    fill: np.ndarray     #: (columns,) int64: where the counting sort writes next
+    samples: np.ndarray  #: int64: the batch row of each entry, in column order
+    terms: np.ndarray    #: coef · x of each entry, in column order
+
+
+@_inline(fastmath=_FAST)
+def _outer_by_column(batch, d, A, coef, i0, i1, s0, s1, work):
+    """:func:`_outer_by_row`'s sum, its entries sorted by column (work: a :class:`_ByColumn`).
+
+    A counting sort keeps batch order within each column; then each row i of
+    A takes its terms with a block of the row in vector registers while the
+    rows δ[s] stream through (:func:`_rows_axpy`): A is read and written
+    once per block of the row, not once per term. Every A[i, k] gets the same
+    multiply-adds in the same order as by :func:`_outer_by_row`.
+    """
+    nnz, cols, vals = batch
+    first, last, starts, fill, samples, terms = work
+    m = i1 - i0
+    for i in range(m + 1):
+        starts[i] = 0
+    for s in range(s0, s1):
+        p, end = _entries_in(cols, s, nnz[s], i0, i1)
+        first[s - s0], last[s - s0] = p, end
         for q in range(p, end):
             starts[cols[s, q] - i0 + 1] += 1
-    for i in range(i1 - i0):
+    for i in range(m):
         starts[i + 1] += starts[i]
-    fill = starts[:i1 - i0].copy()
-    samples = np.empty(starts[i1 - i0], np.int64)   # column order: the batch rows, and
-    terms = np.empty(starts[i1 - i0], A.dtype)      # coef · x of each entry
-    for s in range(n):
-        for q in range(first[s], last[s]):
+        fill[i] = starts[i]
+    for s in range(s0, s1):
+        for q in range(first[s - s0], last[s - s0]):
             k = cols[s, q] - i0
             samples[fill[k]] = s
             terms[fill[k]] = coef * vals[s, q]
             fill[k] += 1
+    n_out = d.shape[1]
     lanes, full = _line_blocks(n_out, A.itemsize)
     for i in range(i0, i1):
         lo, hi = starts[i - i0], starts[i - i0 + 1]
@@ -1203,6 +1247,34 @@ def _sparse_outer_rows(batch, d, A, coef, i0, i1):
             t, s = terms[q], samples[q]
             for k in range(full, n_out):
                 A[i, k] += t * d[s, k]
+
+
+@_kernel(fastmath=_FAST)
+def _sparse_outer_rows(batch, d, A, coef, i0, i1):
+    """Rows i0 … i1-1 of A += coef · xᵀ · δ.
+
+    Each x[s, i] ≠ 0 adds (coef · x) δ[s] to row i, in batch order (one
+    multiply-add each). Blocks of :data:`OUTER_ROWS` batch rows are sorted by
+    column and added a row of A at a time (:func:`_outer_by_column`); a
+    block shorter than :data:`OUTER_MIN_SORT` rows is added a batch row at a
+    time (:func:`_outer_by_row`). Both give the same bits. coef = 1
+    accumulates the gradient; coef = −η applies plain SGD directly.
+    """
+    n = d.shape[0]
+    if n < OUTER_MIN_SORT:
+        _outer_by_row(batch, d, A, coef, i0, i1, _row0(), n)
+        return
+    rows = min(n, OUTER_ROWS)
+    entries = min(batch.nnz[:n].sum(), rows * (i1 - i0))   # at most, in one block
+    work = _ByColumn(np.empty(rows, np.int64), np.empty(rows, np.int64),
+                     np.empty(i1 - i0 + 1, np.int64), np.empty(i1 - i0, np.int64),
+                     np.empty(entries, np.int64), np.empty(entries, A.dtype))
+    for s0 in range(0, n, OUTER_ROWS):
+        s1 = min(n, s0 + OUTER_ROWS)
+        if s1 - s0 < OUTER_MIN_SORT:
+            _outer_by_row(batch, d, A, coef, i0, i1, s0, s1)
+        else:
+            _outer_by_column(batch, d, A, coef, i0, i1, s0, s1, work)
 
 
 @_kernel()
