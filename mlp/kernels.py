@@ -107,7 +107,7 @@ LOSS_NAMES = {code: name for name, code in LOSS_CODES.items()}
 BLAS_MIN_FLOPS = 1 << 21
 #: BLAS products are cut into blocks of about this many rows or columns of the
 #: weight matrix (:func:`_gemm_blocks`), which Numba's threads share.
-BLAS_BLOCK = 128
+BLAS_BLOCK = 256
 
 _FAST = {"contract"}                 # FMA only: a round-off-level change
 _FAST_SUM = {"contract", "reassoc"}  # and a reordered (vectorised) sum
@@ -835,13 +835,14 @@ def _sparse_forward_rows(batch, W, b, kind, out, s0, s1):
     for s in range(s0, s1):
         for j in range(n_out):
             out[s, j] = 0
-        end = nnz[s]
-        j0 = 0
-        while j0 < full:
-            lines = min(MAX_LINES, (full - j0) // lanes)
-            _rows_axpy(out, s, j0, lines, W, cols[s], vals[s], _row0(), end)
-            j0 += lines * lanes
-        for p in range(end):
+    j0 = 0
+    while j0 < full:           # a block of W's columns for every row: it stays in the cache
+        lines = min(MAX_LINES, (full - j0) // lanes)
+        for s in range(s0, s1):
+            _rows_axpy(out, s, j0, lines, W, cols[s], vals[s], _row0(), nnz[s])
+        j0 += lines * lanes
+    for s in range(s0, s1):
+        for p in range(nnz[s]):
             x0, i0 = vals[s, p], _unsigned(cols[s, p])
             for j in range(full, n_out):
                 out[s, j] += x0 * W[i0, j]
@@ -1234,15 +1235,16 @@ def _outer_by_column(batch, d, A, coef, i0, i1, s0, s1, work):
             fill[k] += 1
     n_out = d.shape[1]
     lanes, full = _line_blocks(n_out, A.itemsize)
+    j0 = 0
+    while j0 < full:           # a block of δ's columns for every row of A: it stays in the cache
+        lines = min(MAX_LINES, (full - j0) // lanes)
+        for i in range(i0, i1):
+            lo, hi = starts[i - i0], starts[i - i0 + 1]
+            if lo < hi:
+                _rows_axpy(A, i, j0, lines, d, samples, terms, lo, hi)
+        j0 += lines * lanes
     for i in range(i0, i1):
         lo, hi = starts[i - i0], starts[i - i0 + 1]
-        if lo == hi:
-            continue
-        j0 = 0
-        while j0 < full:
-            lines = min(MAX_LINES, (full - j0) // lanes)
-            _rows_axpy(A, i, j0, lines, d, samples, terms, lo, hi)
-            j0 += lines * lanes
         for q in range(lo, hi):
             t, s = terms[q], samples[q]
             for k in range(full, n_out):
