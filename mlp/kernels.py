@@ -1159,8 +1159,10 @@ def _entries_in(cols, s, n, i0, i1):
 
 #: :func:`_sparse_outer_rows` sorts the entries of this many batch rows at a time by column
 OUTER_ROWS = 128
-#: and adds fewer rows than this one row at a time (sorting would cost more than it saves)
+#: and adds fewer rows than this one row at a time (sorting would cost more than it saves),
 OUTER_MIN_SORT = 32
+#: as it does rows of A narrower than this many bytes (measured: docs/performance.md)
+OUTER_MIN_SORT_BYTES = 1024
 
 
 @_inline(fastmath=_FAST)
@@ -1256,14 +1258,15 @@ def _sparse_outer_rows(batch, d, A, coef, i0, i1):
     """Rows i0 … i1-1 of A += coef · xᵀ · δ.
 
     Each x[s, i] ≠ 0 adds (coef · x) δ[s] to row i, in batch order (one
-    multiply-add each). Blocks of :data:`OUTER_ROWS` batch rows are sorted by
-    column and added a row of A at a time (:func:`_outer_by_column`); a
-    block shorter than :data:`OUTER_MIN_SORT` rows is added a batch row at a
-    time (:func:`_outer_by_row`). Both give the same bits. coef = 1
+    multiply-add each). For wide rows (:data:`OUTER_MIN_SORT_BYTES`), blocks of
+    :data:`OUTER_ROWS` batch rows are sorted by column and added a row of A at
+    a time (:func:`_outer_by_column`); narrow rows, and blocks shorter than
+    :data:`OUTER_MIN_SORT` rows, are added a batch row at a time
+    (:func:`_outer_by_row`). Both give the same bits. coef = 1
     accumulates the gradient; coef = −η applies plain SGD directly.
     """
     n = d.shape[0]
-    if n < OUTER_MIN_SORT:
+    if n < OUTER_MIN_SORT or d.shape[1] * d.itemsize < OUTER_MIN_SORT_BYTES:
         _outer_by_row(batch, d, A, coef, i0, i1, _row0(), n)
         return
     rows = min(n, OUTER_ROWS)
@@ -1606,8 +1609,12 @@ def _workspace(W0, Wts, batch_size, sparse, sparse_batch):
     gbs = []
     for l in range(nl):
         n_out = W0.shape[1] if l == 0 else Wts[l].shape[0]
-        acts.append(np.empty((batch_size, n_out), dtype))
-        deltas.append(np.empty((batch_size, n_out), dtype))
+        if l == 0 and sparse:         # rows on 64-byte boundaries, as W¹'s (_rows_axpy)
+            acts.append(_aligned_zeros(batch_size, n_out, W0))
+            deltas.append(_aligned_zeros(batch_size, n_out, W0))
+        else:
+            acts.append(np.empty((batch_size, n_out), dtype))
+            deltas.append(np.empty((batch_size, n_out), dtype))
         if l == 0 and sparse:
             grads.append(np.zeros(W0.shape, dtype))
         else:
