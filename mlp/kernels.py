@@ -866,10 +866,14 @@ def sparse_gather_forward_par(X, rows, scale, batch, W, b, kind, out):
     Blocks of the batch's rows are split between threads, in one parallel
     region for both: a thread gathers its rows and computes their outputs
     while they are in its cache. Every row is computed as by the serial
-    pair, so the results are the same bits.
+    pair, so the results are the same bits. Rows of W wider than
+    :data:`OUTER_MIN_SORT_BYTES` come in fewer, longer blocks (four per
+    thread), so that each block of W's columns serves more rows while it is
+    in the cache (see :func:`_sparse_forward_rows`).
     """
     n = rows.shape[0]
-    n_blocks = min(n, 32)
+    wide = W.shape[1] * W.itemsize >= OUTER_MIN_SORT_BYTES
+    n_blocks = min(n, 4 * _iget_num_threads() if wide else 32)
     step = -(-n // max(n_blocks, 1))
     for blk in prange(n_blocks):
         lo, hi = blk * step, min(n, (blk + 1) * step)
