@@ -612,3 +612,21 @@ def test_gemm_blocks_against_numpy(ta, tb, by_rows, dtype):
     expected = -0.5 * (A64 @ B64) + 2 * C
     got = K._gemm_blocks(dtype(-0.5), A, ta, B, tb, dtype(2), C.copy(), by_rows)
     close(got, expected, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_sparse_gather_forward_par_on_wide_rows_is_the_serial_pair(dtype):
+    """Rows of W ≥ OUTER_MIN_SORT_BYTES come in fewer, longer blocks: the same bits still."""
+    n, n_in, n_out = 50, 64, 300
+    assert n_out * np.dtype(dtype).itemsize >= K.OUTER_MIN_SORT_BYTES
+    rng = np.random.default_rng(8)
+    X = sparse_uint8(rng, 80, n_in, 0.3)
+    rows = rng.integers(0, 80, n)
+    W = rng.standard_normal((n_in, n_out)).astype(dtype)
+    b = rng.standard_normal(n_out).astype(dtype)
+    batches = [K.sparse_buffers(n, W) for _ in range(2)]
+    K.gather_sparse(X, rows, dtype(1 / 255), batches[0])
+    serial = K.sparse_forward(batches[0], W, b, K.SIGMOID, np.empty((n, n_out), dtype))
+    parallel = K.sparse_gather_forward_par(X, rows, dtype(1 / 255), batches[1], W, b, K.SIGMOID,
+                                           np.empty((n, n_out), dtype))
+    np.testing.assert_array_equal(parallel, serial)
