@@ -61,8 +61,21 @@ exact zeros, which changes nothing unless W holds infinities.
 Threads. The ``_par`` kernels split a batch's *outputs* between threads
 (rows of the batch, or rows of W¹) and never share a sum: every number is
 computed exactly as by the serial kernel, whatever the thread count.
-Products with at least :data:`BLAS_MIN_FLOPS` multiply-adds go to BLAS
-(``np.dot``), which is deterministic for a fixed number of threads.
+Products with at least :data:`BLAS_MIN_FLOPS` multiply-adds go to BLAS in
+blocks of :data:`BLAS_BLOCK` rows or columns of the weight matrix
+(:func:`_gemm_blocks`), one single-threaded BLAS call each, shared out
+between Numba's threads: one pool of threads for the whole step, and
+blocks that depend on the shapes only, so again the same bits whatever the
+thread count (for a given BLAS library and CPU).
+
+Vectors. The sparse first layer's inner loops are written in LLVM vectors
+of 64 bytes (:func:`_rows_axpy`): a block of up to :data:`MAX_LINES` such
+vectors of the row being summed stays in registers while the other
+operand's rows stream through, one load per vector multiply-add. Their
+speed is then that of the cache the streamed rows come from (profile:
+docs/performance.md), hence the 64-byte alignment of W¹ and of the layer's
+outputs and errors, and the loops over blocks of columns outside the loops
+over rows.
 
 Memory. Numba never frees what it compiled (numba/numba#5976, #6707), so
 every specialisation compiled here stays in memory for the life of the
