@@ -115,9 +115,11 @@ CE, MSE, BCE = 0, 1, 2
 LOSS_CODES = {"ce": CE, "mse": MSE, "bce": BCE}
 LOSS_NAMES = {code: name for name, code in LOSS_CODES.items()}
 
-#: Products of at least this many multiply-adds go to BLAS (np.dot); below
-#: it the loops here win (no call overhead, no packing of small matrices).
-BLAS_MIN_FLOPS = 1 << 21
+#: Products of at least this many multiply-adds go to BLAS; below it the loops
+#: here can win (no call overhead, no packing of small matrices). From 1M on,
+#: OpenBLAS was faster than the loops on every product of a layer with 10
+#: outputs (docs/performance.md), where 2M (the earlier bound) left them to loops.
+BLAS_MIN_FLOPS = 1 << 20
 #: BLAS products are cut into blocks of about this many rows or columns of the
 #: weight matrix (:func:`_gemm_blocks`), which Numba's threads share.
 BLAS_BLOCK = 256
