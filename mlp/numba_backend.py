@@ -185,6 +185,9 @@ def _one_pool_of_threads(net, plan):
     networks whose products all stay below :data:`mlp.kernels.BLAS_MIN_FLOPS`.
     """
     dense = list(zip(net.sizes[:-1], net.sizes[1:]))[1 if plan.sparse else 0:]
+    if plan.sparse and dense:         # the layer after a sparse one reads its padded width
+        per_line = 64 // net.dtype.itemsize
+        dense[0] = (-(-dense[0][0] // per_line) * per_line, dense[0][1])
     if all(plan.batch_size * a * b < K.BLAS_MIN_FLOPS for a, b in dense):
         yield                           # no BLAS: nothing to set (that costs ~60 µs a call)
         return
