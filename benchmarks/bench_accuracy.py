@@ -60,9 +60,9 @@ RESULTS = Path(__file__).resolve().parent / "results"
 CLASSES = np.arange(10)
 
 #: Nielsen's chapter 1 and chapter 3 networks, as estimator parameters
-NIELSEN1 = dict(hidden_layer_sizes=(30,), activation="logistic", loss="mse",
+NIELSEN1 = dict(hidden_layer_sizes=(30,), activation="logistic", loss="mse", solver="sgd",
                 learning_rate_init=3.0, momentum=0.0, batch_size=10, alpha=0.0)
-NIELSEN3 = dict(hidden_layer_sizes=(100,), activation="logistic", loss="bce",
+NIELSEN3 = dict(hidden_layer_sizes=(100,), activation="logistic", loss="bce", solver="sgd",
                 learning_rate_init=0.5, momentum=0.0, batch_size=10, alpha=5.0 / 50_000)
 #: the same with softmax outputs, as scikit-learn's MLPClassifier has them
 SKLEARN_SETTINGS = dict(NIELSEN3, loss="ce")
@@ -70,7 +70,7 @@ SKLEARN_SETTINGS = dict(NIELSEN3, loss="ce")
 #: mlp's best sigmoid recipe: one wide sigmoid layer regularised by dropout (50% of the
 #: hidden units, 20% of the input pixels), Nesterov momentum, and a learning rate that
 #: warms up for one epoch and then falls linearly (see warm_then_linear)
-RECIPE = dict(hidden_layer_sizes=(1024,), activation="logistic", loss="ce",
+RECIPE = dict(hidden_layer_sizes=(1024,), activation="logistic", loss="ce", solver="sgd",
               learning_rate_init=0.1, momentum=0.9, nesterovs_momentum=True,
               batch_size=100, alpha=0.0, dropout=0.5, input_dropout=0.2)
 RECIPE_EPOCHS = 150

@@ -49,8 +49,8 @@ def profile(data, batch_size, seed=0, lr=0.1):
     net = Network(common.SIZES, "sigmoid", "ce", seed=seed)
     f32 = np.float32
     params = K.Params(tuple(net.weights), tuple(net.biases), tuple(net.weights),
-                      tuple(net.biases))
-    wk = K._working_copies(params, True, f32(0))
+                      tuple(net.biases), tuple(net.weights), tuple(net.biases))
+    wk = K._working_copies(params, True, 0)               # plain SGD: no optimizer state
     W0, Wts, bs, vbs = wk.W0, wk.Wts, wk.bs, wk.vbs
     batch = K.sparse_buffers(batch_size, W0)
     nnz, cols, vals = batch

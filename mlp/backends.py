@@ -9,11 +9,15 @@ A backend provides:
 
 ``loss_and_gradients(net, X, Y, weight_decay=0.0)``
     loss and gradients on one float batch (what gradient checking compares).
+``full_batch_gradients(net, X, targets, sample_weight=None)``
+    loss and gradients over all rows of X at once (what L-BFGS minimises,
+    :mod:`mlp.lbfgs`); targets as for ``train_batches``, no weight decay.
 ``train_batches(net, opt, X, targets, order, start, stop, batch_size, scale)``
     runs batches ``start … stop-1`` of an epoch whose sample order is
     ``order``; batch b is ``order[b*batch_size:(b+1)*batch_size]``. X may be
     uint8 (pixels, multiplied by ``scale`` per batch) or float; targets are
-    int labels (1-D, one-hot on the fly) or a 2-D float array. Updates the
+    int labels (1-D, one-hot on the fly) or a 2-D float array. X may also
+    be a scipy.sparse matrix (:mod:`mlp.csr`), of float rows. Updates the
     network and optimizer state in place and returns each batch's loss
     (before its update) as a float64 array.
 ``predict_output(net, X, scale=1.0)``
@@ -26,7 +30,7 @@ A backend provides:
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from .batches import batch_inputs, batch_rows, run_batches
+from .batches import batch_inputs, batch_rows, batch_targets, run_batches
 
 BACKENDS = ("numba", "numpy")
 
@@ -39,6 +43,13 @@ class NumpyBackend:
     def loss_and_gradients(self, net, X, Y, weight_decay=0.0):
         """Loss and gradients of one batch (see :meth:`Network.loss_and_gradients`)."""
         return net.loss_and_gradients(X, Y, weight_decay)
+
+    def full_batch_gradients(self, net, X, targets, sample_weight=None):
+        """:meth:`Network.loss_and_gradients` of the whole set (X may be scipy.sparse)."""
+        every = slice(None)
+        return net.loss_and_gradients(batch_inputs(X, every, 1.0, net.dtype),
+                                      batch_targets(targets, every, net.sizes[-1], net.dtype),
+                                      sample_weight=sample_weight)
 
     def train_batches(self, net, opt, X, targets, order, start, stop, batch_size, scale=1.0):
         """Train on batches start … stop-1 of ``order``; return their losses."""

@@ -18,9 +18,11 @@ order, one named method each:
   :meth:`~TrainingPolicy._trigger_stopping` (after more than
   ``n_iter_no_change`` epochs without improvement), then, at the end of
   ``fit``, :meth:`~TrainingPolicy._warn_if_not_converged`;
-* learning-rate schedules: :meth:`~TrainingPolicy._initial_learning_rate` and
-  :meth:`~TrainingPolicy._update_learning_rate` ("constant", "invscaling"),
-  and "adaptive" in :meth:`~TrainingPolicy._trigger_stopping`;
+* learning-rate schedules of the "sgd" solver: :meth:`~TrainingPolicy._initial_learning_rate`
+  and :meth:`~TrainingPolicy._update_learning_rate` ("constant", "invscaling"),
+  and "adaptive" in :meth:`~TrainingPolicy._trigger_stopping`. As in
+  scikit-learn, they do not apply to "adam", whose step size is
+  ``learning_rate_init`` with Adam's bias correction (:mod:`mlp.optimizers`);
 * early stopping: :meth:`~TrainingPolicy._validation_split`,
   :meth:`~TrainingPolicy._record_validation_score` (which keeps the best
   weights) and :meth:`~TrainingPolicy._restore_best_weights`.
@@ -36,6 +38,11 @@ runs on the chosen backend (the masked inputs are handed to it). If
 ``mlp.numba_backend`` cannot be imported, ``backend="numba"`` falls back to
 NumPy with a warning; both compute the same arithmetic.
 
+``solver="lbfgs"`` trains by :mod:`mlp.lbfgs` instead of epochs
+(:meth:`~TrainingPolicy._train_lbfgs`): no minibatches, so no learning
+rates, stopping rules or early stopping, and no dropout; sample weights run
+on the chosen backend.
+
 Each epoch's sample order is drawn from ``random_state`` (as in
 :func:`mlp.trainer.epoch_order`), so the same ``random_state`` (an int) gives
 the same ``coefs_`` on the same backend and thread count.
@@ -46,22 +53,37 @@ import numbers
 import warnings
 
 import numpy as np
-from sklearn.base import ClassifierMixin, RegressorMixin
+from sklearn.base import RegressorMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 
 from .backends import BACKENDS, NumpyBackend, get_backend
 from .batches import batch_inputs, batch_rows, run_batches
+from .csr import issparse
 from .errors import DivergenceError
+from .lbfgs import Objective, minimize
 from .network import Network, l2_penalty
-from .optimizers import SGD
+from .optimizers import SGD, Adam
 from .trainer import Trainer
 
 #: "adaptive" divides the learning rate by this while it is above ADAPTIVE_MIN_LR, as
 #: scikit-learn's SGD optimizer does
 ADAPTIVE_DIVISOR = 5.0
 ADAPTIVE_MIN_LR = 1e-6
+#: the values of the estimators' ``solver``: scikit-learn's
+SOLVERS = ("adam", "sgd", "lbfgs")
+#: what an L-BFGS fit does not record (scikit-learn's lbfgs has none of them either)
+STOCHASTIC_RECORD = ("loss_curve_", "best_loss_", "validation_scores_", "best_validation_score_")
+
+
+def stochastic_solver(est):
+    """True for a minibatch solver, else an AttributeError: scikit-learn's rule for
+    ``partial_fit`` (``hasattr(MLPClassifier(solver="lbfgs"), "partial_fit")`` is False)."""
+    if est.solver == "lbfgs":
+        raise AttributeError("partial_fit is only available for stochastic optimizers; "
+                             f"{est.solver!r} is not stochastic")
+    return True
 
 
 class FitBackend:
@@ -99,7 +121,9 @@ class FitBackend:
         if self.input_dropout:
             rows = order[start * batch_size:stop * batch_size]
             mask = net.dropout_masks(len(rows), self.dropout_rates, self.rng)[0]
-            X_masked = batch_inputs(X, rows, scale, net.dtype) * mask
+            X_rows = batch_inputs(X, rows, scale, net.dtype)
+            X_masked = (X_rows.multiply(mask).tocsr() if issparse(X_rows)    # (* is @ there)
+                        else X_rows * mask)
             return self.backend.train_batches(net, opt, X_masked, targets[rows],
                                               np.arange(len(rows)), 0, stop - start,
                                               batch_size)
@@ -160,7 +184,8 @@ def _seed(rs):
 class TrainingPolicy:
     """The training half of the estimators (see the module docstring).
 
-    Needs the estimator's parameters and its ``_network_loss`` and ``_validation_score``.
+    Needs the estimator's parameters and its ``_network_loss``, ``_validation_score`` and
+    ``_stratify`` (:mod:`mlp.estimator_targets`).
     """
 
     def _initialize(self, sizes, dtype, activation):
@@ -202,6 +227,10 @@ class TrainingPolicy:
 
     def _train(self, X, targets, y, sample_weight, incremental):
         """Run the epochs of one call to fit or partial_fit."""
+        if self.solver == "lbfgs":
+            return self._train_lbfgs(X, targets, sample_weight)
+        if not hasattr(self, "loss_curve_"):      # a warm start after solver="lbfgs"
+            self._start_training_record()
         if self.early_stopping and incremental:
             raise ValueError("partial_fit does not support early_stopping=True; "
                              "use fit, or hold out your own validation data")
@@ -236,6 +265,36 @@ class TrainingPolicy:
         self._restore_best_weights(run)
         self._warn_if_not_converged(run, incremental)
 
+    def _train_lbfgs(self, X, targets, sample_weight):
+        """One call to fit with solver="lbfgs": L-BFGS-B from the current weights (mlp.lbfgs).
+
+        As scikit-learn's: ``n_iter_`` (iterations, at most max_iter) and
+        ``loss_`` (J at the solution) are recorded, the epoch record is not
+        (:data:`STOCHASTIC_RECORD`), early stopping is not used, and a
+        ConvergenceWarning says when max_iter or max_fun stopped it.
+        """
+        if self._dropout_rates(len(self._net.sizes) - 2) is not None:
+            raise ValueError("dropout and input_dropout need solver='sgd': L-BFGS minimises "
+                             "one fixed objective, which random masks would change")
+        for name in STOCHASTIC_RECORD:
+            self.__dict__.pop(name, None)
+        objective = Objective(self._net, resolve_backend(self.backend), X, targets,
+                              normalized_weights(sample_weight, self._net.dtype), self.alpha)
+        result = minimize(objective, self.max_iter, self.max_fun, self.tol,
+                          lambda i, loss: self._report("Iteration {}, loss = {:.8f}", i, loss))
+        self.n_iter_ = min(int(result.nit), self.max_iter)
+        self.loss_ = float(result.fun)
+        if not all(np.all(np.isfinite(p)) for p in self._net.params()):
+            raise DivergenceError(f"{type(self).__name__} with solver='lbfgs' produced "
+                                  "non-finite weights: scale the features (e.g. with sklearn."
+                                  "preprocessing.StandardScaler)")
+        if result.status != 0:
+            limit = (f" Increase max_iter (now {self.max_iter}) or max_fun (now "
+                     f"{self.max_fun})." if result.status == 1 else "")
+            warnings.warn(f"lbfgs failed to converge after {self.n_iter_} iteration(s) "
+                          f"(status={result.status}): {result.message}.{limit} Scaling the "
+                          "features may help too.", ConvergenceWarning, stacklevel=5)
+
     def _batch_size(self, n):
         """Rows per minibatch: "auto" is min(200, n); more than n rows is n, with a warning."""
         if self.batch_size == "auto":
@@ -246,11 +305,21 @@ class TrainingPolicy:
         return min(self.batch_size, n)
 
     def _prepare_optimizer(self, incremental):
-        """This call's SGD: a new one, unless warm_start or partial_fit continue the last."""
-        if self._optimizer is None or not (self.warm_start or incremental):
-            self._optimizer = SGD(self.learning_rate_init, self.momentum,
-                                  nesterov=bool(self.nesterovs_momentum) and self.momentum > 0,
-                                  weight_decay=self.alpha)
+        """This call's optimizer: a new one, unless warm_start or partial_fit continue the last.
+
+        "adam" is scikit-learn's AdamOptimizer: its ``alpha`` an L2 term of the
+        gradient (not AdamW's decoupled decay), its step count going on across
+        the calls that continue it.
+        """
+        if (self._optimizer is None or not (self.warm_start or incremental)
+                or self._optimizer.name != self.solver):
+            if self.solver == "adam":
+                self._optimizer = Adam(self.learning_rate_init, self.beta_1, self.beta_2,
+                                       self.epsilon, weight_decay=self.alpha)
+            else:
+                self._optimizer = SGD(self.learning_rate_init, self.momentum,
+                                      nesterov=bool(self.nesterovs_momentum)
+                                      and self.momentum > 0, weight_decay=self.alpha)
         self._optimizer.weight_decay = float(self.alpha)
         self._initial_learning_rate(self._optimizer)
         return self._optimizer
@@ -317,7 +386,7 @@ class TrainingPolicy:
         With "adaptive" and a rate above 1e-6 it divides the rate by 5 and
         starts counting anew instead.
         """
-        if self.learning_rate == "adaptive" and opt.lr > ADAPTIVE_MIN_LR:
+        if self.solver == "sgd" and self.learning_rate == "adaptive" and opt.lr > ADAPTIVE_MIN_LR:
             opt.lr /= ADAPTIVE_DIVISOR
             self._no_improvement_count = 0
             self._report("Setting learning rate to {:f}", opt.lr)
@@ -336,19 +405,20 @@ class TrainingPolicy:
 
     # ------------------------------------------------------------ learning-rate schedules
     def _initial_learning_rate(self, opt):
-        """"constant" starts every call at learning_rate_init; the others go on from opt.lr."""
-        if self.learning_rate == "constant":
+        """"constant" (and "adam") start every call at learning_rate_init; the others go on."""
+        if self.learning_rate == "constant" or self.solver == "adam":
             opt.lr = float(self.learning_rate_init)
 
     def _update_learning_rate(self, opt):
         """After each epoch, "invscaling" sets lr = learning_rate_init / (t_ + 1) ** power_t."""
-        if self.learning_rate == "invscaling":
+        if self.solver == "sgd" and self.learning_rate == "invscaling":
             opt.lr = float(self.learning_rate_init) / (self.t_ + 1) ** self.power_t
 
     # ------------------------------------------------------------ early stopping
     def _validation_split(self, X, targets, y, sample_weight):
-        """Hold out ``validation_fraction`` of the rows (stratified for classifiers)."""
-        stratify = y if isinstance(self, ClassifierMixin) else None
+        """Hold out ``validation_fraction`` of the rows (stratified on the estimator's
+        ``_stratify(y)``: a single-label classifier's classes, as scikit-learn)."""
+        stratify = self._stratify(y)
         arrays = [X, targets, y] + ([sample_weight] if sample_weight is not None else [])
         parts = train_test_split(*arrays, test_size=self.validation_fraction,
                                  random_state=self._split_seed, stratify=stratify)

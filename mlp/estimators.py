@@ -4,12 +4,12 @@ They follow scikit-learn's conventions (``__init__`` only stores its
 arguments; ``fit`` returns ``self``; fitted attributes end in ``_``) and the
 names of :class:`sklearn.neural_network.MLPClassifier`, so they drop into a
 ``Pipeline`` or ``GridSearchCV`` where that one was. Underneath they are
-mlp's pieces: :class:`mlp.network.Network`, :class:`mlp.optimizers.SGD`,
+mlp's pieces: :class:`mlp.network.Network`, :class:`mlp.optimizers.Adam` or ``SGD``,
 :class:`mlp.trainer.Trainer` and a backend of :mod:`mlp.backends` (``"numba"``
 by default, the NumPy reference with ``backend="numpy"``).
 
 What scikit-learn's MLP lacks and these have: ``sample_weight`` in ``fit``,
-``class_weight``, dropout, float32 training, and the Numba backend.
+``class_weight``, dropout, an explicit ``dtype``, and the Numba backend.
 
 Conventions, exactly
 --------------------
@@ -42,17 +42,22 @@ Backends, the order of the samples and the stopping rules, learning-rate
 schedules and early stopping of scikit-learn: :mod:`mlp.estimator_training`.
 """
 
-import numbers
-
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.metrics import accuracy_score, r2_score
-from sklearn.utils.class_weight import compute_class_weight
-from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from .backends import BACKENDS, NumpyBackend
-from .estimator_training import TrainingPolicy
+from .csr import ACCEPTED_FORMATS, SparseInputTags, as_input
+from .estimator_params import _hidden_sizes, _integer, _one_of, _real, _store_params
+from .estimator_targets import (
+    CLASSIFIER_LOSSES,
+    REGRESSOR_LOSSES,
+    ClassifierTargets,
+    RegressorTargets,
+)
+from .estimator_training import SOLVERS, TrainingPolicy, stochastic_solver
 from .network import check_dtype
 
 #: scikit-learn's activation names → mlp's (mlp's own names are accepted too)
@@ -61,53 +66,7 @@ ACTIVATION_NAMES = {"logistic": "sigmoid", "sigmoid": "sigmoid", "tanh": "tanh",
 LEARNING_RATES = ("constant", "invscaling", "adaptive")
 
 
-def _writeable(a):
-    """``a``, or a copy of it if it is read-only (a memmap, say): Numba compiles its
-    kernels anew for read-only arrays, which is slower than the copy."""
-    return a if a.flags.writeable else a.copy()
-
-
-def _store_params(est, args):
-    """Store every parameter of ``__init__`` unchanged (``args``: its ``locals()``), as
-    scikit-learn requires of an ``__init__``; ``get_params`` reads them back."""
-    for name in est._get_param_names():
-        setattr(est, name, args[name])
-
-
-def _hidden_sizes(sizes):
-    """``hidden_layer_sizes`` as a list of ints (an int means one hidden layer); None if invalid."""
-    if isinstance(sizes, numbers.Integral):
-        sizes = (sizes,)
-    try:
-        sizes = list(sizes)
-    except TypeError:
-        return None
-    if not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 1
-               for s in sizes):
-        return None
-    return [int(s) for s in sizes]
-
-
-# A parameter check takes the value and returns what the value must be if it is invalid,
-# else something false; _check_params turns that into "{name} must be {what}, got {value!r}".
-def _one_of(choices, what=None):
-    return lambda v: v not in choices and (what or f"one of {', '.join(choices)}")
-
-
-def _integer(low):
-    return lambda v: ((not isinstance(v, numbers.Integral) or isinstance(v, bool) or v < low)
-                      and f"an integer >= {low}")
-
-
-def _real(low, high=np.inf, low_open=False):
-    bounds = f"{'>' if low_open else '>='} {low}" + (
-        f" and < {high}" if np.isfinite(high) else "")
-    return lambda v: ((not isinstance(v, numbers.Real) or isinstance(v, bool)
-                       or not np.isfinite(v) or v < low or (low_open and v == low) or v >= high)
-                      and f"a number {bounds}")
-
-
-class _BaseMLP(TrainingPolicy, BaseEstimator):
+class _BaseMLP(SparseInputTags, TrainingPolicy, BaseEstimator):
     """What the classifier and the regressor share: parameters, data, fit, prediction."""
 
     #: parameter → its check, in the order _check_params applies them (the subclasses put
@@ -116,17 +75,22 @@ class _BaseMLP(TrainingPolicy, BaseEstimator):
         "hidden_layer_sizes": lambda v: _hidden_sizes(v) is None and (
             "an int or a sequence of ints >= 1"),
         "activation": _one_of(ACTIVATION_NAMES),
-        "solver": _one_of(("sgd",), "'sgd' (mlp trains by minibatch SGD with momentum)"),
+        "solver": _one_of(SOLVERS),
         "alpha": _real(0),
         "batch_size": lambda v: v != "auto" and _integer(1)(v),
         "learning_rate": _one_of(LEARNING_RATES),
         "learning_rate_init": _real(0, low_open=True),
         "power_t": _real(0),
         "max_iter": _integer(1),
+        "max_fun": _integer(1),
         "tol": _real(0),
         "momentum": _real(0, 1),
+        "beta_1": _real(0, 1),
+        "beta_2": _real(0, 1),
+        "epsilon": _real(0, low_open=True),
         "validation_fraction": _real(0, 1, low_open=True),
-        "n_iter_no_change": _integer(1),
+        "n_iter_no_change": lambda v: v != np.inf and _integer(1)(v) and (
+            "an integer >= 1 or np.inf (never stop)"),
         "backend": _one_of(BACKENDS),
     }
 
@@ -138,7 +102,8 @@ class _BaseMLP(TrainingPolicy, BaseEstimator):
             what = check(value)
             if what:
                 raise ValueError(f"{name} must be {what}, got {value!r}")
-        check_dtype(self.dtype)
+        if self.dtype is not None:
+            check_dtype(self.dtype)
         self._dropout_rates(len(_hidden_sizes(self.hidden_layer_sizes)))
 
     # ------------------------------------------------------------ data
@@ -174,13 +139,17 @@ class _BaseMLP(TrainingPolicy, BaseEstimator):
         self._check_params()
         first = not hasattr(self, "_net") or not (self.warm_start or incremental)
         X, y = validate_data(self, X, y, reset=first, dtype=(np.float64, np.float32),
-                             **self._y_check_params())
+                             accept_sparse=ACCEPTED_FORMATS, **self._y_check_params())
+        y = self._target_array(y)
         n = X.shape[0]
         sample_weight = self._check_sample_weight(sample_weight, n)
+        # dtype=None follows X (float32 stays float32, the rest is float64), as scikit-learn;
+        # a warm start or partial_fit keeps the fitted model's
+        dtype = (check_dtype(self.dtype) if self.dtype is not None
+                 else X.dtype if first else self._net.dtype)
         targets, sample_weight = self._encode_targets(y, sample_weight, first, incremental,
-                                                      classes)
-        dtype = check_dtype(self.dtype)
-        X = _writeable(np.ascontiguousarray(X, dtype=dtype))
+                                                      classes, dtype)
+        X = as_input(X, dtype)          # scipy.sparse X: canonical CSR (mlp.csr)
         hidden = _hidden_sizes(self.hidden_layer_sizes)
         if first:
             self._initialize([X.shape[1], *hidden, self._n_network_outputs()], dtype,
@@ -195,27 +164,33 @@ class _BaseMLP(TrainingPolicy, BaseEstimator):
         return self
 
     # ------------------------------------------------------------ prediction
-    def _output(self, X):
+    def _output(self, X, like_X=False):
         """The network's output ŷ for X, validated against the fitted model.
 
         Computed in float64 from the (possibly float32) weights: each row's
         result is then the same whatever other rows come with it (float32
         matrix products round differently for 1 row and for 1000), and the
-        outputs are float64 as scikit-learn expects.
+        outputs are float64 as scikit-learn expects. ``like_X``: rounded to
+        float32 where both X and the model are float32, as scikit-learn's
+        regressor predicts.
         """
         check_is_fitted(self, "coefs_")
-        X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
-        net = self._net.astype(np.float64)
-        return NumpyBackend().predict_output(net, np.ascontiguousarray(X, dtype=np.float64))
+        X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32),
+                          accept_sparse=ACCEPTED_FORMATS)
+        out = NumpyBackend().predict_output(self._net.astype(np.float64),
+                                            as_input(X, np.float64))
+        return out.astype(np.result_type(X.dtype, self._net.dtype)) if like_X else out
 
 
-class MLPClassifier(ClassifierMixin, _BaseMLP):
-    """Multilayer perceptron classifier trained by backpropagation and minibatch SGD.
+class MLPClassifier(ClassifierMixin, ClassifierTargets, _BaseMLP):
+    """Multilayer perceptron classifier trained by backpropagation and Adam or minibatch SGD.
 
-    A drop-in for :class:`sklearn.neural_network.MLPClassifier` (the SGD
-    solver), with sample weights, class weights, dropout and the Numba
+    A drop-in for :class:`sklearn.neural_network.MLPClassifier` (its adam and
+    sgd solvers), with sample weights, class weights, dropout and the Numba
     backend. Labels may be strings, integers or any sortable values; two or
-    more classes.
+    more classes. A 2-D 0/1 indicator ``y`` is multilabel: one sigmoid output
+    per column, binary cross-entropy, ``predict`` returns the indicator matrix
+    (see :mod:`mlp.estimator_targets`).
 
     Parameters
     ----------
@@ -231,8 +206,11 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         With "mse" and multi-class "bce", ``predict_proba`` divides the
         sigmoid outputs by their sum (they are scores, not calibrated
         probabilities).
-    solver : "sgd"
-        The only solver: minibatch SGD (accepted so scikit-learn code runs).
+    solver : {"adam", "sgd", "lbfgs"}, default="adam"
+        "adam": Adam with scikit-learn's bias correction (``beta_1``, ``beta_2``,
+        ``epsilon``; ``learning_rate`` and ``momentum`` do not apply); "sgd":
+        minibatch SGD with ``momentum``; "lbfgs": L-BFGS-B on the whole set
+        (:mod:`mlp.lbfgs`; no partial_fit).
     alpha : float, default=1e-4
         L2 penalty: the objective is the batch-mean loss + (alpha/2) Σ‖W‖².
         scikit-learn's ``alpha=a`` with batch size b is ``alpha=a/b`` here;
@@ -240,17 +218,19 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     batch_size : int or "auto", default="auto"
         Rows per minibatch; "auto" is min(200, n_samples).
     learning_rate : {"constant", "invscaling", "adaptive"}, default="constant"
-        Schedule, as scikit-learn's: "invscaling" sets the rate to
+        Schedule of "sgd", as scikit-learn's: "invscaling" sets the rate to
         ``learning_rate_init / (t + 1) ** power_t`` after every epoch, t being
         the samples seen; "adaptive" divides it by 5 each time the loss (or
         validation score) stalls for ``n_iter_no_change`` epochs, and stops
         once it is below 1e-6.
-    learning_rate_init : float, default=0.1
-        η, the step size of SGD.
+    learning_rate_init : float, default=0.001
+        η, the step size.
     power_t : float, default=0.5
         Exponent of "invscaling".
     max_iter : int, default=200
-        Maximum epochs per call to ``fit``.
+        Maximum epochs (L-BFGS: iterations) per call to ``fit``.
+    max_fun : int, default=15000
+        "lbfgs" only: maximum evaluations of the objective per call to ``fit``.
     shuffle : bool, default=True
         Shuffle the samples every epoch (else they are visited in order).
     random_state : int, RandomState or None
@@ -263,13 +243,16 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     warm_start : bool, default=False
         ``fit`` continues from the fitted weights and optimizer state.
     momentum : float, default=0.9
-        μ in ``v ← μv − η(g + αw)``.
+        μ in ``v ← μv − η(g + αw)`` ("sgd").
     nesterovs_momentum : bool, default=True
-        Use Nesterov's momentum (when momentum > 0).
+        Use Nesterov's momentum ("sgd", when momentum > 0).
     early_stopping : bool, default=False
-        Hold out ``validation_fraction`` of the training data (stratified),
+        Hold out ``validation_fraction`` of the training data (stratified
+        unless multilabel),
         stop when its accuracy stalls, and keep the best weights.
     validation_fraction : float, default=0.1
+    beta_1, beta_2, epsilon : float, default=0.9, 0.999, 1e-8
+        Adam's β₁, β₂ and ε ("adam"; see :mod:`mlp.optimizers`).
     n_iter_no_change : int, default=10
         Epochs without improvement before stopping (or, with "adaptive",
         lowering the learning rate).
@@ -284,12 +267,14 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         chosen backend, unless ``dropout`` or sample weights are used too).
     backend : {"numba", "numpy"}, default="numba"
         Who runs the batches (see :mod:`mlp.backends`).
-    dtype : {"float32", "float64"}, default="float32"
-        Precision of the weights and of the arithmetic.
+    dtype : {"float32", "float64"} or None, default=None
+        Precision of the weights and of the arithmetic. None follows X, as
+        scikit-learn does: float32 X trains in float32, any other X in float64
+        (a warm start or ``partial_fit`` keeps the fitted model's dtype).
 
     Attributes
     ----------
-    classes_ : ndarray of the class labels, sorted.
+    classes_ : ndarray of the class labels, sorted (multilabel: 0 … n_labels − 1).
     n_features_in_ : int
     coefs_, intercepts_ : lists of the weight matrices (n_in, n_out) and bias vectors.
     loss_, loss_curve_ : training loss (with the L2 penalty) of the last epoch / every epoch.
@@ -302,88 +287,25 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     """
 
     def __init__(self, hidden_layer_sizes=(100,), activation="logistic", *, loss="ce",
-                 solver="sgd", alpha=1e-4, batch_size="auto", learning_rate="constant",
-                 learning_rate_init=0.1, power_t=0.5, max_iter=200, shuffle=True,
+                 solver="adam", alpha=1e-4, batch_size="auto", learning_rate="constant",
+                 learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
-                 n_iter_no_change=10, class_weight=None, dropout=0.0, input_dropout=0.0,
-                 backend="numba", dtype="float32"):
+                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10,
+                 class_weight=None, dropout=0.0, input_dropout=0.0, backend="numba",
+                 dtype=None, max_fun=15000):
         _store_params(self, locals())
 
-    _LOSSES = {"ce": "ce", "log_loss": "ce", "mse": "mse", "bce": "bce"}
-
     _PARAMETER_CHECKS = {
-        "loss": _one_of(_LOSSES),
+        "loss": _one_of(CLASSIFIER_LOSSES),
         "class_weight": lambda v: not (v is None or v == "balanced" or isinstance(v, dict)) and (
             "None, 'balanced' or a dict {label: weight}"),
         **_BaseMLP._PARAMETER_CHECKS}
 
     def _y_check_params(self):
-        return {}
+        return {"multi_output": True}
 
-    def _network_loss(self):
-        return self._LOSSES[self.loss], None
-
-    def _single_output(self):
-        """A two-class problem with bce has one sigmoid output, P(classes_[1])."""
-        return self._LOSSES[self.loss] == "bce" and len(self.classes_) == 2
-
-    def _n_network_outputs(self):
-        return 1 if self._single_output() else len(self.classes_)
-
-    def _encode_targets(self, y, sample_weight, first, incremental, classes):
-        """Class indices (or a 0/1 column for a single output), and the combined weights."""
-        check_classification_targets(y)
-        if first:
-            if incremental:
-                if classes is None:
-                    raise ValueError("classes must be passed on the first call to "
-                                     "partial_fit (all the labels the model will see)")
-                self.classes_ = np.unique(np.asarray(classes))
-            else:
-                self.classes_ = np.unique(y)
-            if len(self.classes_) < 2:
-                raise ValueError(f"y has only one class ({self.classes_[0]!r}): a classifier "
-                                 "needs samples of at least two classes")
-            self.n_outputs_ = self._n_network_outputs()
-            self.out_activation_ = {"ce": "softmax"}.get(self._LOSSES[self.loss], "logistic")
-        elif incremental and classes is not None and not np.array_equal(
-                np.unique(np.asarray(classes)), self.classes_):
-            raise ValueError(f"classes {np.unique(classes).tolist()} differ from those of the "
-                             f"first call to partial_fit, {self.classes_.tolist()}")
-        elif self.warm_start and not incremental and not np.array_equal(
-                np.unique(y), self.classes_):
-            raise ValueError("warm_start can only be used where y has the same classes as in "
-                             f"the previous call to fit: {self.classes_.tolist()}, got "
-                             f"{np.unique(y).tolist()}")
-        unknown = ~np.isin(y, self.classes_)
-        if unknown.any():
-            raise ValueError(f"y contains labels not in classes_ {self.classes_.tolist()}: "
-                             f"{np.unique(y[unknown]).tolist()}")
-        idx = np.searchsorted(self.classes_, y)
-        if self.class_weight is not None:
-            if incremental and self.class_weight == "balanced":
-                raise ValueError("class_weight='balanced' is not supported by partial_fit: "
-                                 "compute it once on all labels with sklearn.utils."
-                                 "class_weight.compute_class_weight and pass a dict")
-            if self.class_weight == "balanced":
-                present = np.unique(idx)
-                weights = np.ones(len(self.classes_))
-                weights[present] = compute_class_weight("balanced", classes=present, y=idx)
-            else:
-                weights = compute_class_weight(self.class_weight, classes=self.classes_, y=y)
-            base = np.ones(len(y)) if sample_weight is None else sample_weight
-            sample_weight = base * weights[idx]
-        if sample_weight is not None:
-            weighted = np.unique(idx[sample_weight > 0])
-            if len(weighted) < 2:
-                raise ValueError("only one class has non-zero sample weight "
-                                 f"({self.classes_[weighted].tolist()}): a classifier needs "
-                                 "samples of at least two classes")
-        if self._single_output():
-            return (idx == 1).astype(check_dtype(self.dtype))[:, None], sample_weight
-        return idx.astype(np.int64), sample_weight
-
+    @available_if(stochastic_solver)
     def partial_fit(self, X, y, classes=None, sample_weight=None):
         """One epoch over (X, y), continuing from the current weights.
 
@@ -395,20 +317,6 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     def _validation_score(self, backend, X_val, y_val, sw_val):
         return accuracy_score(y_val, self._labels(backend.predict_output(self._net, X_val)),
                               sample_weight=sw_val)
-
-    def _probabilities(self, out):
-        if out.shape[1] == 1:
-            p = out[:, 0]
-            return np.column_stack([1 - p, p])
-        if self.out_activation_ == "softmax":
-            return out
-        out = np.maximum(out, np.finfo(out.dtype).tiny)    # sigmoid scores → proportions
-        return out / out.sum(axis=1, keepdims=True)
-
-    def _labels(self, out):
-        if out.shape[1] == 1:
-            return self.classes_[(out[:, 0] > 0.5).astype(int)]
-        return self.classes_[out.argmax(axis=1)]
 
     def predict(self, X):
         """The most probable class of each row of X."""
@@ -424,58 +332,41 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.classifier_tags.multi_label = False
+        tags.classifier_tags.multi_label = True
         return tags
 
 
-class MLPRegressor(RegressorMixin, _BaseMLP):
-    """Multilayer perceptron regressor: identity output, squared error ½Σ(ŷ − y)², SGD.
+class MLPRegressor(RegressorMixin, RegressorTargets, _BaseMLP):
+    """Multilayer perceptron regressor: identity output and squared error ½Σ(ŷ − y)², or Poisson.
 
-    A drop-in for :class:`sklearn.neural_network.MLPRegressor` (the SGD
-    solver), with sample weights, dropout and the Numba backend. ``y`` may
+    A drop-in for :class:`sklearn.neural_network.MLPRegressor` (its adam and
+    sgd solvers), with sample weights, dropout and the Numba backend. ``y`` may
     have one column or several (one output unit each). The parameters are
     the classifier's (see :class:`MLPClassifier`) except that ``loss`` is
-    "mse" (alias "squared_error"), there is no ``class_weight``, the
-    validation score of ``early_stopping`` is R², and the default
-    ``learning_rate_init`` is 0.01: the identity output is unbounded, so
+    "mse" (alias "squared_error") or "poisson" (exp output, half the Poisson
+    deviance Σ y log(y/ŷ) − y + ŷ, for targets y >= 0), there is no ``class_weight``, the
+    validation score of ``early_stopping`` is R². The identity output is unbounded:
     scale the targets (e.g. ``sklearn.compose.TransformedTargetRegressor``
     with a ``StandardScaler``) if they are far from unit size.
     """
 
     def __init__(self, hidden_layer_sizes=(100,), activation="logistic", *, loss="mse",
-                 solver="sgd", alpha=1e-4, batch_size="auto", learning_rate="constant",
-                 learning_rate_init=0.01, power_t=0.5, max_iter=200, shuffle=True,
+                 solver="adam", alpha=1e-4, batch_size="auto", learning_rate="constant",
+                 learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
-                 n_iter_no_change=10, dropout=0.0, input_dropout=0.0, backend="numba",
-                 dtype="float32"):
+                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, dropout=0.0,
+                 input_dropout=0.0, backend="numba", dtype=None, max_fun=15000):
         _store_params(self, locals())
 
-    _PARAMETER_CHECKS = {"loss": _one_of(("mse", "squared_error"),
-                                         "'mse' (alias 'squared_error')"),
+    _PARAMETER_CHECKS = {"loss": _one_of(REGRESSOR_LOSSES,
+                                         "'mse' (alias 'squared_error') or 'poisson'"),
                          **_BaseMLP._PARAMETER_CHECKS}
 
     def _y_check_params(self):
         return {"multi_output": True, "y_numeric": True}
 
-    def _network_loss(self):
-        return "mse", "identity"
-
-    def _n_network_outputs(self):
-        return self.n_outputs_
-
-    def _encode_targets(self, y, sample_weight, first, incremental, classes):
-        """Targets as a 2-D float array, one column per output."""
-        Y = y.reshape(-1, 1) if y.ndim == 1 else y
-        if first:
-            self._y_1d = y.ndim == 1
-            self.n_outputs_ = Y.shape[1]
-            self.out_activation_ = "identity"
-        elif Y.shape[1] != self.n_outputs_:
-            raise ValueError(f"y has {Y.shape[1]} columns but the fitted model has "
-                             f"{self.n_outputs_} outputs; set warm_start=False to start over")
-        return _writeable(np.ascontiguousarray(Y, dtype=check_dtype(self.dtype))), sample_weight
-
+    @available_if(stochastic_solver)
     def partial_fit(self, X, y, sample_weight=None):
         """One epoch over (X, y), continuing from the current weights. Returns self."""
         return self._fit(X, y, sample_weight, incremental=True)
@@ -489,7 +380,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
         Shape (n_samples,) if y was 1-D in fit, else (n_samples, n_outputs).
         """
-        out = self._output(X)
+        out = self._output(X, like_X=True)
         return out.ravel() if self._y_1d else out
 
     def __sklearn_tags__(self):

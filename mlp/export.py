@@ -3,7 +3,7 @@
 The graph takes the raw features the model was trained on (MNIST: pixels
 0–255, as floats), multiplies them by the model's saved input scale, and
 runs the layers as ``MatMul → Add → activation``, ending in the output
-function of the model's loss (softmax for "ce", sigmoid for "bce", the
+function of the model's loss (softmax for "ce", sigmoid for "bce", exp for "poisson", the
 chosen output function for "mse"). Outputs: ``output`` (one row per sample,
 one column per class, as :meth:`mlp.network.Network.feedforward`) and
 ``label`` (the argmax, int64). Needs the ``onnx`` package (the optional
@@ -28,7 +28,8 @@ from .predict import Predictor
 OPSET, IR_VERSION = 13, 7
 
 #: ONNX operators of mlp's activations (softmax, over axis 1, is written apart)
-ONNX_ACTIVATIONS = {"sigmoid": "Sigmoid", "tanh": "Tanh", "relu": "Relu", "identity": "Identity"}
+ONNX_ACTIVATIONS = {"sigmoid": "Sigmoid", "tanh": "Tanh", "relu": "Relu", "identity": "Identity",
+                    "exp": "Exp"}
 
 #: protobuf refuses to serialise a message of 2 GiB or more
 MAX_ONNX_BYTES = 2**31 - 1

@@ -272,7 +272,7 @@ def random_problem(inputs, hidden, outputs, activation="sigmoid", loss="ce", out
     N(0, 1) with a fraction ``zero_inputs`` of its entries set to 0 (like the
     blank pixels of images, for which the numba backend uses a sparse
     first-layer kernel); Y is one-hot for "ce", random 0/1 for "bce", uniform
-    in [0, 1) for "mse" (N(0, 1) with an identity output).
+    in [0, 1) for "mse" (N(0, 1) with an identity output) and "poisson".
     """
     if not 0 <= zero_inputs <= 1:
         raise ValueError(f"zero_inputs must be a fraction in [0, 1], got {zero_inputs!r}")
@@ -310,7 +310,8 @@ def build_parser():
                    help="hidden-layer function")
     p.add_argument("--loss", choices=list(LOSSES), default="ce",
                    help="ce: softmax + cross-entropy; mse: sigmoid + squared error; "
-                        "bce: sigmoid + binary cross-entropy")
+                        "bce: sigmoid + binary cross-entropy; poisson: exp + half the "
+                        "Poisson deviance")
     p.add_argument("--output-activation", choices=sorted(ACTIVATIONS), default=None,
                    help="output function for --loss mse (None: sigmoid)")
     p.add_argument("--batch-size", type=positive_int, default=7, metavar="N",

@@ -27,7 +27,7 @@ from .activations import check_activation
 from .errors import MLPError, ModelFileError
 from .losses import get_loss
 from .network import Network, check_dtype
-from .optimizers import SGD
+from .optimizers import optimizer_from_record, optimizer_record
 
 FORMAT_VERSION = 1
 
@@ -343,8 +343,10 @@ def _json_array(obj):
 def save_checkpoint(path, net, optimizer, trainer_state, config, meta=None):
     """Save everything a resumed run needs, atomically (temporary name, fsync, rename).
 
-    The network (as in a model file), the optimizer's velocities ``V0, V1, …``
-    and a JSON document with the optimizer's settings, the trainer's state
+    The network (as in a model file), the optimizer's state arrays ``V0, V1, …``
+    (SGD: the velocities of W0, b0, W1, …; Adam: its m of each, then its v
+    of each) and a JSON document with the optimizer's name, settings and
+    step count (:func:`mlp.optimizers.optimizer_record`), the trainer's state
     (epoch, batch position, losses so far, history) and the run's settings.
     The sample order of an epoch is a function of (seed, epoch) only (see
     :func:`mlp.trainer.epoch_order`), so the seed and the position are the
@@ -356,7 +358,7 @@ def save_checkpoint(path, net, optimizer, trainer_state, config, meta=None):
         arrays[f"V{i}"] = v
     arrays["checkpoint"] = _json_array({
         "format": "mlp-checkpoint", "format_version": FORMAT_VERSION,
-        "optimizer": optimizer.config(), "trainer": trainer_state, "config": config})
+        "optimizer": optimizer_record(optimizer), "trainer": trainer_state, "config": config})
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     return atomic_write_bytes(path, buf.getvalue())
@@ -365,7 +367,9 @@ def save_checkpoint(path, net, optimizer, trainer_state, config, meta=None):
 def load_checkpoint(path):
     """Load a checkpoint: returns dict(net, optimizer, trainer, config, meta).
 
-    Every problem is a ModelFileError naming the file.
+    Every problem is a ModelFileError naming the file. Checkpoints from
+    before Adam (an SGD record without a name) load as SGD's; an optimizer
+    this mlp does not know is refused.
     """
     path = _existing_file(path, "checkpoint.npz", "no checkpoint here; --resume takes the "
                           "--out folder of a run started with `python -m mlp.train`")
@@ -379,17 +383,21 @@ def load_checkpoint(path):
             if doc.get("format_version", 0) > FORMAT_VERSION:
                 raise ValueError(f"format version {doc['format_version']} is newer than this "
                                  f"mlp understands ({FORMAT_VERSION}); upgrade mlp")
-            opt = SGD(**doc["optimizer"])
+            opt = optimizer_from_record(doc["optimizer"])
             trainer_state, config = doc["trainer"], doc["config"]
         except (UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as e:
             raise ModelFileError(f"{path}: bad checkpoint record ({e})") from None
-        # the optimizer's velocities V0, V1, … have the shapes of W0, b0, W1, … in that order
-        v_specs = [(f"V{i}", shape, dtype) for i, (_, shape, dtype) in enumerate(specs)]
+        # the optimizer's state V0, V1, … has the shapes of W0, b0, W1, … in that order, once
+        # per state array of a parameter (SGD: its velocity; Adam: m, then v)
+        per = len(opt.STATE) // 2
+        v_specs = [(f"V{i}", shape, dtype)
+                   for i, (_, shape, dtype) in enumerate(specs * per)]
         for name, shape, dtype in v_specs:
             found = archive.describe(name)
             if found is None or found != (shape, np.dtype(dtype)):
-                raise ModelFileError(f"{path}: optimizer state {name} is missing or has the "
-                                     f"wrong shape ({found and found[0]}, expected {shape})")
+                raise ModelFileError(f"{path}: {opt.name} optimizer state {name} is missing or "
+                                     f"has the wrong shape ({found and found[0]}, expected "
+                                     f"{shape})")
         arrays = _read_checked(archive, specs, f" for sizes {arch[0]}")
         # described just above; read as fresh arrays, so only a Fortran-order one is copied
         velocities = [np.ascontiguousarray(archive.read(name)) for name, _, _ in v_specs]

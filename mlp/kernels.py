@@ -8,6 +8,7 @@ mlp, so that the reference never depends on Numba. The kernels fuse what
 NumPy does in separate passes::
 
     gather_dense, gather_sparse    x = X[rows] · scale   (sparse: each row's non-zeros only)
+    gather_csr                     the same from a CSR matrix (its rows' entries, copied)
     sparse_forward, dense_forward  a = f(x · W + b)     (bias and activation fused in)
     output_delta                   ŷ = g(z), the loss and δᴸ = ∂L/∂z, one pass per row
     backprop_delta                 δˡ⁻¹ = (δˡ · Wˡᵀ) ⊙ f'(aˡ⁻¹)
@@ -15,21 +16,34 @@ NumPy does in separate passes::
     sgd_update                     v ← μv − η(g + λw);  w ← w + v   (Nesterov, plain SGD)
     sgd_update_rows                the same for the sparse first layer, on its touched rows
     sparse_sgd_plain, dense_sgd_plain   plain SGD fused with the gradient (no gradient array)
+    adam_update                    m, v ← the moments of g;  w ← w − αₜ m/(√v + ε)   (AdamW)
+    max_norm_rows, max_norm_cols   each hidden unit's incoming weights scaled to norm ≤ c
 
-and two parallel kernels for the sparse first layer, which split the work between threads::
+and parallel kernels for the sparse first layer, which split the work between threads::
 
     sparse_gather_forward_par      gather_sparse, then sparse_forward (blocks of batch rows)
+    sparse_forward_par             sparse_forward of a gathered (CSR) batch (blocks of rows)
     sparse_update_par              its SGD step: sparse_sgd_plain, or sparse_gradient and
                                    sgd_update_rows (blocks of rows of W)
+    sparse_adam_par                its Adam step: sparse_gradient and adam_update (blocks
+                                   of rows of W)
+
+Adam takes every layer's full gradient (:func:`_backward` without its
+update), then updates every weight: the moments decay everywhere, so
+unlike SGD no row of the sparse first layer can be skipped.
 
 and :func:`train_chunk` runs whole minibatches with them — gather, forward,
-loss, backward, update — without returning to Python.
+loss, backward, update — without returning to Python. :func:`block_gradient`
+sums the loss and gradient of a block of rows for a full-batch objective
+(L-BFGS, :mod:`mlp.lbfgs`); blocks run on threads of their own.
 
 Arguments come in named bundles (NamedTuples, which Numba compiles as
 typed records): :class:`Model` (the codes of the activation, loss and
-output), :class:`SGDParams` (η, μ, λ, Nesterov), :class:`Params` (the
+output), :class:`OptParams` (a chunk's optimizer: SGD or Adam, the rate of
+each batch, max-norm; one step's settings are an :class:`SGDParams` or an
+:class:`AdamParams`), :class:`Params` (the
 network's and optimizer's arrays), :class:`Data` (the training set and its
-epoch order), :class:`Plan` (sparse or dense, threads, batch size),
+epoch order, or :class:`CSR` rows), :class:`Plan` (sparse or dense, threads, batch size),
 :class:`SparseBatch` (a gathered sparse batch). A new hyper-parameter is a
 new field of one of them.
 
@@ -54,8 +68,10 @@ for dot products, ``reassoc`` (a vectorised sum): both change results at
 round-off level only; NaN and infinity propagate as usual, so a diverging
 loss is still seen. The NumPy error model is used (x/0 is inf, no check
 that would stop vectorisation). float32 exponentials use a polynomial
-accurate to under one ulp that vectorises (:func:`_exp`). The SGD update
-is the reference's arithmetic in the reference's order. Sparse inputs skip
+accurate to under one ulp that vectorises (:func:`_exp`). The SGD and Adam
+updates are the reference's arithmetic in the reference's order (Adam's
+without fused multiply-adds: the same gradient gives the same bits), with
+the rates of each batch computed in Python (:class:`OptParams`). Sparse inputs skip
 exact zeros, which changes nothing unless W holds infinities.
 
 Threads. The ``_par`` kernels split a batch's *outputs* between threads
@@ -105,14 +121,15 @@ from numba.np.linalg import check_blas_return, ensure_blas, get_blas_kind
 # be cached (numba.get_num_threads in njit code holds a ctypes pointer, which cannot)
 from numba.np.ufunc.parallel import _iget_num_threads
 
-# Activation codes (hidden layers, and the output of mse); SOFTMAX only as an output.
-SIGMOID, TANH, RELU, IDENTITY, SOFTMAX = 0, 1, 2, 3, 4
+# Activation codes (hidden layers, and the output of mse); SOFTMAX and EXP (poisson's)
+# only as outputs.
+SIGMOID, TANH, RELU, IDENTITY, SOFTMAX, EXP = 0, 1, 2, 3, 4, 5
 ACTIVATION_CODES = {"sigmoid": SIGMOID, "tanh": TANH, "relu": RELU, "identity": IDENTITY,
-                    "softmax": SOFTMAX}
+                    "softmax": SOFTMAX, "exp": EXP}
 ACTIVATION_NAMES = {code: name for name, code in ACTIVATION_CODES.items()}
 # Loss codes.
-CE, MSE, BCE = 0, 1, 2
-LOSS_CODES = {"ce": CE, "mse": MSE, "bce": BCE}
+CE, MSE, BCE, POISSON = 0, 1, 2, 3
+LOSS_CODES = {"ce": CE, "mse": MSE, "bce": BCE, "poisson": POISSON}
 LOSS_NAMES = {code: name for name, code in LOSS_CODES.items()}
 
 #: Products of at least this many multiply-adds go to BLAS; below it the loops
@@ -182,8 +199,8 @@ def _runtime_one(n):
 class Model(NamedTuple):
     """What the network computes, as kernel codes."""
     act: int          #: hidden layers' activation (SIGMOID, TANH, RELU, IDENTITY)
-    loss: int         #: CE, MSE or BCE
-    out_kind: int     #: the output function of MSE (an activation code; unused by CE and BCE)
+    loss: int         #: CE, MSE, BCE or POISSON
+    out_kind: int     #: the output function of MSE (an activation code; unused by the others)
 
 
 class SGDParams(NamedTuple):
@@ -194,12 +211,46 @@ class SGDParams(NamedTuple):
     nesterov: bool    #: Nesterov's momentum instead of the classical one
 
 
+class AdamParams(NamedTuple):
+    """One Adam step's settings, as scalars of the network's dtype (see :mod:`mlp.optimizers`)."""
+    step: float       #: αₜ = η √(1 − β₂ᵗ) / (1 − β₁ᵗ)
+    beta1: float      #: β₁
+    beta2: float      #: β₂
+    eps: float        #: ε
+    wd: float         #: Adam's L2 λ, added to the gradient (0 for AdamW and for biases)
+    decay: float      #: AdamW's ηλ (η, λ rounded first): p ← p(1 − ηλ) first (0: none)
+
+
+class OptParams(NamedTuple):
+    """A chunk's optimizer (see :mod:`mlp.optimizers`); scalars in the network's dtype.
+
+    The rates come per batch, computed in Python (:mod:`mlp.schedules`), as
+    float64: batch k of the chunk uses ``lrs[k]`` (and Adam ``steps[k]``),
+    rounded to the network's dtype as the reference rounds them.
+    """
+    adam: bool        #: Adam (else SGD)
+    lrs: np.ndarray   #: float64 η of each batch of the chunk
+    steps: np.ndarray  #: float64 Adam's αₜ of each batch (any float64 array for SGD)
+    t0: int           #: steps taken before the chunk (the twin's record; αₜ is in steps)
+    mu: float         #: SGD's μ
+    wd: float         #: λ, the weight decay of the weight matrices (SGD's, Adam's or AdamW's)
+    nesterov: bool    #: SGD: Nesterov's momentum
+    beta1: float      #: Adam's β₁
+    beta2: float      #: Adam's β₂
+    eps: float        #: Adam's ε
+    decoupled: bool   #: Adam: λ is AdamW's decoupled decay, not an L2 term of the gradient
+    max_norm: float   #: c of max-norm on the hidden units' incoming weights (0: none)
+
+
 class Params(NamedTuple):
     """The arrays training updates in place: tuples with one array per layer."""
     weights: tuple    #: W¹ … Wᴸ, (n_in, n_out), C-contiguous
     biases: tuple     #: b¹ … bᴸ
-    vel_w: tuple      #: the weights' velocities (any arrays of the right types when μ = 0)
-    vel_b: tuple      #: the biases' velocities
+    vel_w: tuple      #: the weights' velocities, or Adam's m (any arrays of the right types
+    #: when unused)
+    vel_b: tuple      #: the biases' velocities, or Adam's m
+    sq_w: tuple       #: Adam's v of the weights (any arrays of the right types for SGD)
+    sq_b: tuple       #: Adam's v of the biases
 
 
 class Data(NamedTuple):
@@ -209,6 +260,20 @@ class Data(NamedTuple):
     labels: np.ndarray  #: int class labels (one-hot targets), or empty when T is used
     T: np.ndarray     #: (n, n_out) float targets, or (0, n_out) when labels are used
     order: np.ndarray  #: int64 sample order: batch b is order[b*batch_size:(b+1)*batch_size]
+    csr: "CSR"        #: X as compressed sparse rows (X is then (0, n_in)), or :func:`no_csr`
+
+
+class CSR(NamedTuple):
+    """Rows of X in scipy's CSR format: row r's non-zeros are values[p], in columns indices[p],
+    for p in indptr[r] … indptr[r+1]-1, columns increasing (scipy's canonical form)."""
+    indptr: np.ndarray   #: (n + 1,) int32 or int64
+    indices: np.ndarray  #: (nnz,) of indptr's dtype
+    values: np.ndarray   #: (nnz,) in the network's dtype
+
+
+def no_csr(dtype):
+    """The :class:`CSR` of a dense X: three empty arrays (the types a CSR X would have)."""
+    return CSR(np.empty(0, np.int32), np.empty(0, np.int32), np.empty(0, dtype))
 
 
 class Plan(NamedTuple):
@@ -240,12 +305,15 @@ class FirstLayer(NamedTuple):
 class Working(NamedTuple):
     """The arrays :func:`train_chunk` trains on (see :func:`_working_copies`)."""
     W0: np.ndarray    #: sparse first layer's padded, aligned W¹ (empty when dense)
-    V0: np.ndarray    #: its velocity
+    V0: np.ndarray    #: its velocity (Adam: m)
     Wts: list         #: dense layers' Wᵀ (Wts[0] empty when the first layer is sparse)
-    Vts: list         #: their velocities
+    Vts: list         #: their velocities (Adam: m)
     bs: list          #: every layer's bias (the first one padded when sparse)
-    vbs: list         #: their velocities
+    vbs: list         #: their velocities (Adam: m)
     h: int            #: the first layer's true width (W0 has padding columns past it)
+    S0: np.ndarray    #: Adam's v of W0, Sts of the Wts, sbs of the biases (SGD: aliases of W)
+    Sts: list
+    sbs: list
 
 
 class Workspace(NamedTuple):
@@ -271,16 +339,62 @@ def _without_decay(sgd):
     return SGDParams(sgd.lr, sgd.mu, sgd.wd * 0, sgd.nesterov)
 
 
+def opt_params(dtype, adam, rates, t0, mu=0.0, wd=0.0, nesterov=False,
+               adam_hyper=(0.9, 0.999, 1e-8, False), max_norm=0.0):
+    """An :class:`OptParams` as the kernels take it (scalars in ``dtype``, rates in float64).
+
+    ``rates``: (η of each batch, Adam's αₜ of each batch); ``adam_hyper``:
+    Adam's (β₁, β₂, ε, decoupled).
+    """
+    t = np.dtype(dtype).type
+    lrs, steps = rates
+    b1, b2, eps, decoupled = adam_hyper
+    return OptParams(bool(adam), np.ascontiguousarray(lrs, np.float64),
+                     np.ascontiguousarray(steps, np.float64), np.int64(t0), t(mu), t(wd),
+                     bool(nesterov), t(b1), t(b2), t(eps), bool(decoupled), t(max_norm))
+
+
+@_inline()
+def _sgd_of(opt, k, like):
+    """The :class:`SGDParams` of batch k of the chunk (``like``: an array of the dtype)."""
+    return SGDParams(like.dtype.type(opt.lrs[k]), opt.mu, opt.wd, opt.nesterov)
+
+
+@_inline()
+def _adam_of(opt, k, like):
+    """The :class:`AdamParams` of batch k of the chunk's weight matrices."""
+    t = like.dtype.type
+    zero = t(0)
+    if opt.decoupled:
+        return AdamParams(t(opt.steps[k]), opt.beta1, opt.beta2, opt.eps, zero,
+                          t(opt.lrs[k]) * opt.wd)
+    return AdamParams(t(opt.steps[k]), opt.beta1, opt.beta2, opt.eps, opt.wd, zero)
+
+
+@_inline()
+def _adam_without_decay(adam, like):
+    """The same step with no decay of either kind (``like``: an array of the dtype), for biases."""
+    zero = like.dtype.type(0)
+    return AdamParams(adam.step, adam.beta1, adam.beta2, adam.eps, zero, zero)
+
+
 # ----------------------------------------------------------------- scalars
 
 # exp in float32 without a library call, so that loops over it vectorise
 # (Cephes' expf: e^x = 2^n · e^r with |r| ≤ ln2/2, a degree-6 polynomial for
-# e^r; error below one ulp). float64 keeps math.exp.
+# e^r; error below one ulp). float64 likewise (Cephes' exp: a Padé form
+# 1 + 2r P(r²)/(Q(r²) − r P(r²)); 1.1 ulps measured against long double, and 12×
+# faster than math.exp in a loop, which is a library call per number).
 _F = np.float32
 _LOG2E, _LN2_HI, _LN2_LO = _F(1.4426950408889634), _F(0.693359375), _F(-2.12194440e-4)
 _EXP_P = tuple(_F(c) for c in (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3,
                                 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1))
 _EXP_LO, _EXP_HI, _ROUND = _F(-87.3), _F(88.3), _F(12582912.0)   # 1.5 · 2²³ rounds to integers
+_EXP64_P = (1.26177193074810590878e-4, 3.02994407707441961300e-2, 9.99999999999999999910e-1)
+_EXP64_Q = (3.00198505138664455042e-6, 2.52448340349684104192e-3, 2.27265548208155028766e-1,
+            2.00000000000000000009e0)
+_LN2_HI64, _LN2_LO64 = 6.93145751953125e-1, 1.42860682030941723212e-6
+_EXP64_LO, _EXP64_HI, _ROUND64 = -708.0, 709.0, 6755399441055744.0   # 1.5 · 2⁵² rounds
 
 
 @intrinsic
@@ -294,6 +408,19 @@ def _pow2_f32(typingctx, n):
         k = builder.add(builder.fptosi(args[0], i32), ir.Constant(i32, 127))
         return builder.bitcast(builder.shl(k, ir.Constant(i32, 23)), ir.FloatType())
     return nbtypes.float32(nbtypes.float32), codegen
+
+
+@intrinsic
+def _pow2_f64(typingctx, n):
+    """2ⁿ for a float64 n holding an integer in [-1022, 1023], built from its bits."""
+    if not (isinstance(n, nbtypes.Float) and n.bitwidth == 64):
+        return None
+
+    def codegen(context, builder, signature, args):
+        i64 = ir.IntType(64)
+        k = builder.add(builder.fptosi(args[0], i64), ir.Constant(i64, 1023))
+        return builder.bitcast(builder.shl(k, ir.Constant(i64, 52)), ir.DoubleType())
+    return nbtypes.float64(nbtypes.float64), codegen
 
 
 @intrinsic
@@ -457,7 +584,10 @@ def _rows_axpy(typingctx, Y, y, j0, lines, X, rows, coef, p0, p1):
 
 
 def _exp(x):
-    """e^x: a vectorisable polynomial in float32, math.exp otherwise."""
+    """e^x: a vectorisable polynomial (float32) or rational function (float64) of x.
+
+    Arguments beyond ±87 (float32) or −708 … 709 (float64) are clipped there:
+    e^x stays finite and normal; NaN stays NaN."""
     return math.exp(x)
 
 
@@ -473,6 +603,19 @@ def _exp_impl(x):
             p = ((((p0 * r + p1) * r + p2) * r + p3) * r + p4) * r + p5
             return (p * r * r + r + _F(1)) * _pow2_f32(n)
         return exp32
+    if isinstance(x, nbtypes.Float) and x.bitwidth == 64:
+        p0, p1, p2 = _EXP64_P
+        q0, q1, q2, q3 = _EXP64_Q
+
+        def exp64(x):
+            x = _EXP64_HI if x > _EXP64_HI else (_EXP64_LO if x < _EXP64_LO else x)
+            n = (x * 1.4426950408889634 + _ROUND64) - _ROUND64   # nearest integer, no call
+            r = x - n * _LN2_HI64 - n * _LN2_LO64
+            rr = r * r
+            pr = r * ((p0 * rr + p1) * rr + p2)
+            e = 1.0 + 2.0 * (pr / ((((q0 * rr + q1) * rr + q2) * rr + q3) - pr))
+            return e * _pow2_f64(n)
+        return exp64
     return lambda x: math.exp(x)
 
 
@@ -484,12 +627,21 @@ def _unsigned(i):
 
 
 @_inline(fastmath=_FAST)
+def _tanh(x, one):
+    """tanh x = sign(x) (1 − 2/(e^{2|x|} + 1)), through :func:`_exp`: loops over it vectorise
+    in float32, and even float64's math.exp is 3× faster than math.tanh, a library call of
+    30 ns here (docs/performance.md). Absolute error a few ulps of 1; NaN stays NaN."""
+    t = one - (one + one) / (_exp(abs(x) + abs(x)) + one)
+    return t if x >= 0 else -t
+
+
+@_inline(fastmath=_FAST)
 def _f(x, kind, one):
     """f(x) for activation ``kind``; ``one`` is 1 in the working dtype."""
     if kind == SIGMOID:
         return one / (one + _exp(-x))
     if kind == TANH:
-        return math.tanh(x)
+        return _tanh(x, one)
     if kind == RELU:
         return x if x > 0 else x * 0     # 0 for x <= 0, NaN stays NaN
     return x
@@ -710,6 +862,27 @@ def gather_sparse(X, rows, scale, batch):
 
 
 @_kernel()
+def gather_csr(csr, rows, batch):
+    """Fill the :class:`SparseBatch` ``batch`` with rows ``rows`` of the :class:`CSR` matrix.
+
+    Returns their number of stored entries. Row s of the batch is a copy of
+    CSR row rows[s]: no search for non-zeros (CSR lists them already), and
+    ``batch`` needs only as many columns as the longest row has entries.
+    """
+    indptr, indices, values = csr
+    nnz, cols, vals = batch
+    total = 0
+    for s in range(rows.shape[0]):
+        lo, hi = indptr[rows[s]], indptr[rows[s] + 1]
+        for p in range(lo, hi):
+            cols[s, p - lo] = indices[p]
+            vals[s, p - lo] = values[p]
+        nnz[s] = hi - lo
+        total += hi - lo
+    return total
+
+
+@_kernel()
 def gather_targets(labels, T, rows, Y):
     """Y[s] = the target of sample rows[s]: one-hot of ``labels`` when given, else T[rows[s]]."""
     if labels.shape[0] > 0:
@@ -809,7 +982,7 @@ def _bias_activation_rows(z, b, kind, s0, s1):
     elif kind == TANH:
         for s in range(s0, s1):
             for j in range(m):
-                z[s, j] = math.tanh(z[s, j] + b[j])
+                z[s, j] = _tanh(z[s, j] + b[j], one)
     elif kind == RELU:
         for s in range(s0, s1):
             for j in range(m):
@@ -897,6 +1070,18 @@ def sparse_gather_forward_par(X, rows, scale, batch, W, b, kind, out):
     return out
 
 
+@_kernel(parallel=True)
+def sparse_forward_par(batch, W, b, kind, out):
+    """:func:`sparse_forward` on several threads (blocks of the batch's rows), for batches
+    gathered already (:func:`gather_csr`). Every row is computed as by the serial kernel."""
+    n = out.shape[0]
+    n_blocks = min(n, 32)
+    step = -(-n // max(n_blocks, 1))
+    for blk in prange(n_blocks):
+        _sparse_forward_rows(batch, W, b, kind, out, blk * step, min(n, (blk + 1) * step))
+    return out
+
+
 @_inline(fastmath=_FAST_SUM)
 def _dense_row(a, Wt, out, s):
     """out[s, k] = a[s] · Wt[k], four outputs per pass over a[s]."""
@@ -943,7 +1128,8 @@ def output_delta(z, Y, model, delta):
     ``z`` is the output layer's pre-activation and is overwritten with ŷ.
     Returns the loss (float64). The pairs of :mod:`mlp.losses`: ce (softmax)
     gives δ = (ŷ·Σ_k y_k − y)/n, which is (ŷ − y)/n for one-hot rows; bce (sigmoid)
-    gives δ = (ŷ − y)/n; mse (any g) gives δ = (ŷ − y) g'(z)/n.
+    gives δ = (ŷ − y)/n; poisson (exp) gives δ = (ŷ − y)/n; mse (any g) gives
+    δ = (ŷ − y) g'(z)/n.
     """
     loss, out_kind = model.loss, model.out_kind
     n, n_out = z.shape
@@ -980,6 +1166,17 @@ def output_delta(z, Y, model, delta):
                 yhat = _f(x, SIGMOID, one)
                 z[s, k] = yhat
                 delta[s, k] = (yhat - y) / nf
+        elif loss == POISSON:
+            # y log(y/ŷ) − y + ŷ with log ŷ = z: ŷ − y z + (y log y − y), 0 log 0 = 0
+            for k in range(n_out):
+                x = z[s, k]
+                y = Y[s, k]
+                yhat = math.exp(x)
+                row += yhat - y * x - y
+                if y > zero:
+                    row += y * math.log(y)
+                z[s, k] = yhat
+                delta[s, k] = (yhat - y) / nf
         else:
             for k in range(n_out):
                 yhat = _f(z[s, k], out_kind, one)
@@ -994,7 +1191,8 @@ def output_delta(z, Y, model, delta):
 
 @_kernel()
 def output_activation(z, model):
-    """z ← g(z) in place: softmax for ce, sigmoid for bce, the chosen output function for mse."""
+    """z ← g(z) in place: softmax for ce, sigmoid for bce, exp for poisson, the chosen output
+    function for mse."""
     loss, out_kind = model.loss, model.out_kind
     n, n_out = z.shape
     one = z.dtype.type(1)
@@ -1009,6 +1207,9 @@ def output_activation(z, model):
                 se += z[s, k]
             for k in range(n_out):
                 z[s, k] /= se
+        elif loss == POISSON:
+            for k in range(n_out):
+                z[s, k] = math.exp(z[s, k])
         else:
             kind = SIGMOID if loss == BCE else out_kind
             for k in range(n_out):
@@ -1473,6 +1674,109 @@ def sgd_update_rows(layer, sgd):
     return layer.W
 
 
+@_inline()
+def _adam_range(p, g, m, v, adam, j0, j1):
+    """:func:`adam_update` of the flat arrays' entries j0 … j1-1, then g ← 0 there.
+
+    The reference's arithmetic in its order, without fused multiply-adds
+    (the kernels calling this are compiled without fastmath), so the same
+    gradient gives the reference's bits; one loop per case, so each vectorises.
+    """
+    step, b1, b2, eps, wd, decay = adam
+    one = p.dtype.type(1)
+    c1, c2, keep = one - b1, one - b2, one - decay
+    if wd != 0:
+        for j in range(j0, j1):
+            gj = g[j] + wd * p[j]
+            m[j] = b1 * m[j] + c1 * gj
+            v[j] = b2 * v[j] + c2 * (gj * gj)
+            p[j] -= (step * m[j]) / (math.sqrt(v[j]) + eps)
+            g[j] = 0
+    else:
+        for j in range(j0, j1):
+            gj = g[j]
+            p[j] *= keep                  # AdamW's decay; × 1 (no change) for Adam
+            m[j] = b1 * m[j] + c1 * gj
+            v[j] = b2 * v[j] + c2 * (gj * gj)
+            p[j] -= (step * m[j]) / (math.sqrt(v[j]) + eps)
+            g[j] = 0
+
+
+@_kernel()
+def adam_update(p, g, m, v, adam):
+    """In place: m ← β₁m + (1−β₁)g; v ← β₂v + (1−β₂)g²; p ← p − αₜ m/(√v + ε); then g ← 0.
+
+    With Adam's L2 term g + λp first, or AdamW's p ← p(1 − ηλ) (see
+    :class:`AdamParams`). p, g, m, v are C-contiguous arrays of one shape.
+    g is left zero: a sparse first layer's gradient buffer must be
+    (:func:`sparse_gradient`).
+    """
+    _adam_range(p.ravel(), g.ravel(), m.ravel(), v.ravel(), adam, _row0(), p.size)
+    return p
+
+
+@_kernel(parallel=True)
+def sparse_adam_par(batch, d, layer, S, adam, n_blocks):
+    """The sparse first layer's Adam step from its δ, with the rows of W split between threads.
+
+    ``layer`` is a :class:`FirstLayer` whose V holds Adam's m; ``S`` holds its
+    v. gb = Σ δ; then each thread takes a range of rows of W (balanced by
+    their non-zeros, as :func:`sparse_update_par`), sums their gradient over
+    the batch in batch order (:func:`sparse_gradient`'s rows) and updates them
+    (:func:`adam_update`'s entries, leaving G zero) while they are in its
+    cache. Every row is computed as by the serial pair: the same bits
+    whatever the number of threads. One parallel region, not two: each
+    parallel kernel is compiler memory that Numba never gives back.
+    """
+    W, G = layer.W, layer.G
+    column_sums(d, layer.gb)
+    counts = _column_counts(batch, d.shape[0], np.empty(W.shape[0], np.int64))
+    bounds = _balanced_ranges(counts, max(1, n_blocks))
+    m = W.shape[1]
+    Wf, Gf, Mf, Sf = W.ravel(), G.ravel(), layer.V.ravel(), S.ravel()
+    for blk in prange(bounds.shape[0] - 1):
+        lo, hi = bounds[blk], bounds[blk + 1]
+        _sparse_outer_rows(batch, d, G, G.dtype.type(1), lo, hi)
+        _adam_range(Wf, Gf, Mf, Sf, adam, lo * m, hi * m)
+    return W
+
+
+@_kernel()
+def max_norm_rows(Wt, c):
+    """Max-norm on ``Wt`` = Wᵀ: every row (a unit's incoming weights) longer than c scaled to c."""
+    n_out, n_in = Wt.shape
+    for k in range(n_out):
+        sq = Wt.dtype.type(0)
+        for i in range(n_in):
+            sq += Wt[k, i] * Wt[k, i]
+        norm = math.sqrt(sq)
+        if norm > c:
+            f = c / norm
+            for i in range(n_in):
+                Wt[k, i] *= f
+    return Wt
+
+
+@_kernel()
+def max_norm_cols(W, c):
+    """Max-norm on W (n_in, n_out): every column longer than c scaled to c (row by row passes)."""
+    n_in, m = W.shape
+    f = np.zeros(m, W.dtype)
+    for i in range(n_in):
+        for j in range(m):
+            f[j] += W[i, j] * W[i, j]
+    long = False
+    for j in range(m):
+        norm = math.sqrt(f[j])
+        long |= norm > c
+        f[j] = c / norm if norm > c else f.dtype.type(1)
+    if long:
+        for i in range(n_in):
+            for j in range(m):
+                W[i, j] *= f[j]
+    return W
+
+
 # ------------------------------------------------------------ the batch loop
 
 
@@ -1536,8 +1840,56 @@ def _aligned_zeros(rows, cols, like):
     return buf[off:off + rows * cols].reshape((rows, cols))
 
 
+@_kernel()
+def _to_working(weights, biases, sparse, hp, copy):
+    """(A0, Ats, abs): per-layer arrays shaped like the weights and biases, in the working layout.
+
+    A0 the sparse first layer's aligned, padded copy (empty when dense), Ats
+    the dense layers' transposes (Ats[0] empty when the first layer is
+    sparse), abs the biases (the first one a padded copy when sparse). With
+    ``copy`` false only empty arrays and zeros are made (state an optimizer
+    does not keep).
+    """
+    W = weights[0]
+    n_in, h = W.shape
+    A0 = _aligned_zeros(n_in if sparse and copy else 0, hp, W)
+    a0 = np.zeros(hp, W.dtype)
+    if sparse and copy:
+        _copy_into(W, A0[:, :h])
+        _copy_into(biases[0], a0[:h])
+    Ats = [np.empty((0, 0), W.dtype)]
+    abs_ = [a0 if sparse else biases[0]]
+    for l in range(len(weights)):
+        if l == 0 and sparse:
+            continue
+        n_in_l, n_out_l = weights[l].shape
+        width = hp if l == 1 and sparse else n_in_l
+        At = np.zeros((n_out_l if copy else 0, width), W.dtype)
+        if copy:
+            transpose_into(weights[l], At[:, :n_in_l])
+        if l == 0:
+            Ats[0] = At
+        else:
+            Ats.append(At)
+            abs_.append(biases[l])
+    return A0, Ats, abs_
+
+
+@_kernel()
+def _from_working(A0, Ats, abs_, weights, biases, sparse):
+    """Write arrays in the working layout (:func:`_to_working`) back into weights and biases."""
+    for l in range(len(weights)):
+        n_in_l, n_out_l = weights[l].shape
+        if l == 0 and sparse:
+            _copy_into(A0[:, :n_out_l], weights[0])
+            _copy_into(abs_[0][:n_out_l], biases[0])
+        else:
+            transpose_into(Ats[l][:, :n_in_l], weights[l])
+    return weights
+
+
 @_inline()
-def _working_copies(params, sparse, mu):
+def _working_copies(params, sparse, n_state):
     """The arrays the kernels train on, as a :class:`Working`.
 
     Dense layers are transposed (see the module docstring). A sparse first
@@ -1546,62 +1898,35 @@ def _working_copies(params, sparse, mu):
     row-sized vector loops then never straddle cache lines. The padded
     units are kept at exactly zero (their weights, biases and outputs), so
     they change nothing. The layer after reads the padded width.
-    :func:`_copy_back` writes the results back.
+    ``n_state``: the optimizer's state arrays per parameter (0 plain SGD,
+    1 momentum, 2 Adam); those it does not keep are aliases of the weights
+    or zeros, never read. :func:`_copy_back` writes the results back.
     """
-    weights, biases, vw, vb = params
+    weights, biases, vw, vb, sw, sb = params
     W = weights[0]
-    n_in, h = W.shape
+    h = W.shape[1]
     q = 64 // W.itemsize
     hp = -(-h // q) * q if sparse and len(weights) > 1 else h   # an output layer is not padded
-    W0 = _aligned_zeros(n_in if sparse else 0, hp, W)
-    V0 = _aligned_zeros(n_in if sparse and mu != 0 else 0, hp, W)
-    b0, vb0 = np.zeros(hp, W.dtype), np.zeros(hp, W.dtype)
-    if sparse:
-        _copy_into(W, W0[:, :h])
-        _copy_into(biases[0], b0[:h])
-        if mu != 0:
-            _copy_into(vw[0], V0[:, :h])
-            _copy_into(vb[0], vb0[:h])
-    Wts, Vts = [np.empty((0, 0), W.dtype)], [np.empty((0, 0), W.dtype)]
-    bs, vbs = [b0 if sparse else biases[0]], [vb0 if sparse else vb[0]]
-    for l in range(len(weights)):
-        if l == 0 and sparse:
-            continue
-        n_in_l, n_out_l = weights[l].shape
-        width = hp if l == 1 and sparse else n_in_l
-        Wt = np.zeros((n_out_l, width), W.dtype)
-        transpose_into(weights[l], Wt[:, :n_in_l])
-        Vt = np.zeros((n_out_l if mu != 0 else 0, width), W.dtype)
-        if mu != 0:
-            transpose_into(vw[l], Vt[:, :n_in_l])
-        if l == 0:
-            Wts[0], Vts[0] = Wt, Vt
-        else:
-            Wts.append(Wt)
-            Vts.append(Vt)
-            bs.append(biases[l])
-            vbs.append(vb[l])
-    if mu == 0:                       # plain SGD reads no velocity: any arrays will do
+    yes = _runtime_true(h)
+    W0, Wts, bs = _to_working(weights, biases, sparse, hp, yes)
+    V0, Vts, vbs = _to_working(vw, vb, sparse, hp, n_state >= 1)
+    S0, Sts, sbs = _to_working(sw, sb, sparse, hp, n_state >= 2)
+    if n_state < 1:                   # plain SGD reads no velocity: any arrays will do
         V0, Vts = W0, Wts
-    return Working(W0, V0, Wts, Vts, bs, vbs, h)
+    if n_state < 2:
+        S0, Sts = W0, Wts
+    return Working(W0, V0, Wts, Vts, bs, vbs, h, S0, Sts, sbs)
 
 
 @_inline()
-def _copy_back(params, wk, sparse, mu):
+def _copy_back(params, wk, sparse, n_state):
     """Write the :class:`Working` copies ``wk`` back into the arrays of ``params``."""
-    weights, biases, vw, vb = params
-    for l in range(len(weights)):
-        n_in_l, n_out_l = weights[l].shape
-        if l == 0 and sparse:
-            _copy_into(wk.W0[:, :n_out_l], weights[0])
-            _copy_into(wk.bs[0][:n_out_l], biases[0])
-            if mu != 0:
-                _copy_into(wk.V0[:, :n_out_l], vw[0])
-                _copy_into(wk.vbs[0][:n_out_l], vb[0])
-        else:
-            transpose_into(wk.Wts[l][:, :n_in_l], weights[l])
-            if mu != 0:
-                transpose_into(wk.Vts[l][:, :n_in_l], vw[l])
+    weights, biases, vw, vb, sw, sb = params
+    _from_working(wk.W0, wk.Wts, wk.bs, weights, biases, sparse)
+    if n_state >= 1:
+        _from_working(wk.V0, wk.Vts, wk.vbs, vw, vb, sparse)
+    if n_state >= 2:
+        _from_working(wk.S0, wk.Sts, wk.sbs, sw, sb, sparse)
 
 
 @_kernel()
@@ -1653,7 +1978,9 @@ def _gather(data, rows, work, plan):
     """
     nb = rows.shape[0]
     gather_targets(data.labels, data.T, rows, work.Y[:nb])
-    if not plan.sparse:
+    if data.csr.indptr.shape[0] > 0:  # CSR rows (plan.sparse is then True): a plain copy
+        gather_csr(data.csr, rows, work.batch)
+    elif not plan.sparse:
         gather_dense(data.X, rows, data.scale, work.acts[0][:nb])
     elif plan.threads <= 1:           # with threads, _forward gathers (see above)
         gather_sparse(data.X, rows, data.scale, work.batch)
@@ -1672,7 +1999,9 @@ def _forward(work, wk, data, rows, model, plan):
         kind = model.act if l < nl - 1 else IDENTITY
         out = work.acts[l + 1][:nb]
         if l == 0 and plan.sparse:
-            if plan.threads > 1:
+            if plan.threads > 1 and data.csr.indptr.shape[0] > 0:
+                sparse_forward_par(work.batch, wk.W0, wk.bs[0], kind, out)
+            elif plan.threads > 1:
                 sparse_gather_forward_par(data.X, rows, data.scale, work.batch, wk.W0, wk.bs[0],
                                           kind, out)
             else:
@@ -1689,7 +2018,9 @@ def _backward(work, wk, nb, model, sgd, plan, update):
 
     With ``update`` each layer takes its SGD step (``sgd``) as soon as its
     gradient is known (after the error of the layer below, which needs the
-    old W, is computed); else the gradients stay in the workspace.
+    old W, is computed); else the gradients stay in the workspace, except a
+    sparse first layer's on threads, which Adam's step computes
+    (:func:`sparse_adam_par`, from δ¹ left in the workspace).
     """
     mu, wd = sgd.mu, sgd.wd
     nl = len(wk.Wts)
@@ -1702,10 +2033,13 @@ def _backward(work, wk, nb, model, sgd, plan, update):
             elif update and mu == 0 and wd == 0:        # plain SGD: no gradient array needed
                 column_sums(d, work.gbs[0])
                 sparse_sgd_plain(work.batch, d, wk.W0, sgd.lr)
+            elif update:
+                sparse_gradient(work.batch, d, work.grads[0], work.gbs[0], work.touched)
+                sgd_update_rows(first, sgd)
+            elif plan.threads > 1:
+                pass                 # Adam on threads: its gradient comes with its step (_adam_all)
             else:
                 sparse_gradient(work.batch, d, work.grads[0], work.gbs[0], work.touched)
-                if update:
-                    sgd_update_rows(first, sgd)
         else:
             a = work.acts[l][:nb]
             # plain SGD: fused, no gradient array (BLAS adds −η δᵀa to W for large layers)
@@ -1724,65 +2058,164 @@ def _backward(work, wk, nb, model, sgd, plan, update):
             sgd_update(wk.bs[l], work.gbs[l], wk.vbs[l], _without_decay(sgd))
 
 
+@_inline()
+def _adam_all(work, wk, nb, adam, plan):
+    """Adam's step of every layer from the gradients :func:`_backward` left in the workspace.
+
+    On threads, the sparse first layer's gradient is computed here, with its
+    step (:func:`sparse_adam_par`). Its gradient buffer is left zero, as
+    :func:`sparse_gradient` needs it; every entry of W¹ moves (the moments
+    decay everywhere).
+    """
+    for l in range(len(wk.Wts)):
+        if l == 0 and plan.sparse:
+            if plan.threads > 1:
+                first = FirstLayer(wk.W0, wk.V0, work.grads[0], work.gbs[0], work.touched)
+                sparse_adam_par(work.batch, work.deltas[1][:nb], first, wk.S0, adam,
+                                plan.threads)
+            else:
+                adam_update(wk.W0, work.grads[0], wk.V0, wk.S0, adam)
+        else:
+            adam_update(wk.Wts[l], work.grads[l], wk.Vts[l], wk.Sts[l], adam)
+        adam_update(wk.bs[l], work.gbs[l], wk.vbs[l], wk.sbs[l],
+                    _adam_without_decay(adam, wk.bs[l]))
+
+
+@_inline()
+def _max_norm_all(wk, c, sparse):
+    """Max-norm (norm ≤ c) of every hidden unit's incoming weights; the output layer is free."""
+    for l in range(len(wk.Wts) - 1):
+        if l == 0 and sparse:
+            max_norm_cols(wk.W0, c)
+        else:
+            max_norm_rows(wk.Wts[l], c)
+
+
 @_kernel()
-def train_chunk(data, params, model, sgd, plan, start, stop, losses, sparse_batch):
+def train_chunk(data, params, model, opt, plan, start, stop, losses, sparse_batch):
     """Train on batches start … stop-1 of an epoch in place; losses[k] = loss of batch start+k.
 
     ``data``: a :class:`Data` (batch b is rows ``order[b*batch_size:(b+1)*batch_size]``
     of X, uint8 pixels times ``scale`` or floats with scale 1; its targets
     are the one-hot ``labels`` of those rows, or rows of T when labels is
-    empty). ``params``: a :class:`Params`, updated as
-    :meth:`mlp.optimizers.SGD.step` would with the :class:`SGDParams`
-    ``sgd``. ``model``: a :class:`Model`. ``plan``: a :class:`Plan`.
+    empty). ``params``: a :class:`Params`, updated as the ``step`` of
+    :class:`mlp.optimizers.SGD` or :class:`~mlp.optimizers.Adam` would
+    with the :class:`OptParams` ``opt`` (batch k of the chunk at rate
+    ``opt.lrs[k]``; then max-norm). SGD updates each layer inside the
+    backward pass; Adam takes all the gradients first (:func:`_adam_all`).
+    ``model``: a :class:`Model`. ``plan``: a :class:`Plan`.
     ``sparse_batch``: a :class:`SparseBatch` of ``plan.batch_size`` rows
     (:func:`sparse_buffers`), passed in so that calls can reuse it (fresh
     pages cost a fault each when first written).
     """
     n = data.order.shape[0]
     bsz = plan.batch_size
-    wk = _working_copies(params, plan.sparse, sgd.mu)
+    n_state = 2 if opt.adam else (1 if opt.mu != 0 else 0)
+    wk = _working_copies(params, plan.sparse, n_state)
     work = _workspace(wk.W0 if plan.sparse else params.weights[0], wk.Wts, bsz, plan.sparse,
                       sparse_batch)
     for b in range(start, stop):
         lo = b * bsz
         rows = data.order[lo:min(lo + bsz, n)]
         _gather(data, rows, work, plan)
-        if b + 1 < stop:              # the next batch's rows load while this one computes
+        if b + 1 < stop and data.X.shape[0] > 0:   # the next batch's rows load meanwhile
             _prefetch_rows(data.X, data.order[lo + bsz:min(lo + 2 * bsz, n)])
         losses[b - start] = _forward(work, wk, data, rows, model, plan)
-        _backward(work, wk, rows.shape[0], model, sgd, plan, _runtime_true(n))
-    _copy_back(params, wk, plan.sparse, sgd.mu)
+        _backward(work, wk, rows.shape[0], model, _sgd_of(opt, b - start, wk.bs[0]), plan,
+                  not opt.adam)
+        if opt.adam:
+            _adam_all(work, wk, rows.shape[0], _adam_of(opt, b - start, wk.bs[0]), plan)
+        if opt.max_norm > 0:
+            _max_norm_all(wk, opt.max_norm, plan.sparse)
+    _copy_back(params, wk, plan.sparse, n_state)
     return losses
 
 
-@_kernel()
-def loss_and_gradients(X, Y, weights, biases, model, sparse):
-    """Mean loss of the float batch (X, Y) and the gradients: (loss, [∂L/∂W], [∂L/∂b]).
+@_kernel(nogil=True)
+def block_gradient(data, weights, biases, model, sample_weight, plan, lo, hi, g):
+    """Rows order[lo:hi] of the full-batch loss (1/n) Σᵢ wᵢ lᵢ: their Σ wᵢ lᵢ (returned) and
+    their share of its gradient, written flat into g.
 
-    Y holds 2-D targets; no weight decay here (the caller adds λW and the penalty).
+    ``data`` is a :class:`Data` whose order lists the n rows of the whole
+    batch; ``sample_weight`` holds one wᵢ per row of X, or nothing (wᵢ = 1).
+    g (the network's dtype) receives ∂/∂W¹ … ∂/∂Wᴸ, each row-major (as
+    W.ravel()), then ∂/∂b¹ … ∂/∂bᴸ: scikit-learn's packing of the parameters
+    for L-BFGS. No weight decay (the caller adds λW). Sub-batches of
+    plan.batch_size rows each run the serial kernels: gather, forward, for
+    each row its loss and δᴸ (:func:`output_delta` of the row, times
+    wᵢ/n), the backward pass without update; their gradients are summed in
+    row order. Blocks of rows can run on threads of their own (the GIL is
+    released), each into a g of its own, to be added in block order.
     """
-    nb = X.shape[0]
-    zero = X.dtype.type(0)
-    sgd = SGDParams(zero, zero, zero, nb < 0)
-    wk = _working_copies(Params(weights, biases, weights, biases), sparse, zero)
-    work = _workspace(wk.W0 if sparse else weights[0], wk.Wts, nb, sparse,
-                      sparse_buffers(nb, weights[0]))
-    rows = np.arange(nb)
-    data = Data(X, X.dtype.type(1), np.empty(0, np.int64), Y, rows)
-    plan = Plan(sparse, _runtime_one(nb), nb)
-    _gather(data, rows, work, plan)
-    value = _forward(work, wk, data, rows, model, plan)
-    _backward(work, wk, nb, model, sgd, plan, not _runtime_true(nb))
-    gw, gb = [], []
-    for l in range(len(weights)):
+    n = data.order.shape[0]
+    wk = _working_copies(Params(weights, biases, weights, biases, weights, biases), plan.sparse,
+                         lo * 0)
+    nl = len(wk.Wts)
+    sparse = plan.sparse
+    dtype = g.dtype
+    one = dtype.type(1)
+    bsz = plan.batch_size
+    width = 0                        # columns of the sparse batch: the longest row's entries
+    if data.csr.indptr.shape[0] > 0:
+        for s in range(lo, hi):
+            r = data.order[s]
+            width = max(width, data.csr.indptr[r + 1] - data.csr.indptr[r])
+    elif sparse:
+        width = wk.W0.shape[0]
+    batch = SparseBatch(np.zeros(bsz, np.int64), np.empty((bsz if sparse else 0, width), np.int32),
+                        np.empty((bsz if sparse else 0, width), dtype))
+    work = _workspace(wk.W0 if sparse else weights[0], wk.Wts, bsz, sparse, batch)
+    acc, acc_b = [], []                  # the dense layers' summed gradients (transposed)
+    for l in range(nl):                  # (a sparse first layer sums into work.grads[0] itself)
+        acc.append(np.zeros((0, 0) if l == 0 and sparse else work.grads[l].shape, dtype))
+        acc_b.append(np.zeros(work.gbs[l].shape[0], dtype))
+    zero = dtype.type(0)
+    sgd = SGDParams(zero, zero, zero, lo < 0)
+    serial = Plan(sparse, _runtime_one(lo), bsz)
+    weighted = sample_weight.shape[0] > 0
+    total = 0.0
+    for s0 in range(lo, hi, bsz):
+        rows = data.order[s0:min(s0 + bsz, hi)]
+        nb = rows.shape[0]
+        _gather(data, rows, work, serial)
+        for l in range(nl):
+            kind = model.act if l < nl - 1 else IDENTITY
+            out = work.acts[l + 1][:nb]
+            if l == 0 and sparse:
+                sparse_forward(work.batch, wk.W0, wk.bs[0], kind, out)
+                out[:, wk.h:] = 0
+            else:
+                dense_forward(work.acts[l][:nb], wk.Wts[l], wk.bs[l], kind, out)
+        z, d = work.acts[nl], work.deltas[nl]
+        for s in range(nb):
+            w = sample_weight[rows[s]] if weighted else one
+            total += w * output_delta(z[s:s + 1], work.Y[s:s + 1], model, d[s:s + 1])
+            c = w / dtype.type(n)
+            for k in range(d.shape[1]):
+                d[s, k] *= c
+        _backward(work, wk, nb, model, sgd, serial, not _runtime_true(nb))
+        for l in range(nl):
+            if l > 0 or not sparse:
+                A, Gt = acc[l], work.grads[l]
+                for i in range(A.shape[0]):
+                    for j in range(A.shape[1]):
+                        A[i, j] += Gt[i, j]
+            for k in range(acc_b[l].shape[0]):
+                acc_b[l][k] += work.gbs[l][k]
+    off = 0
+    for l in range(nl):                  # ∂/∂Wˡ row-major, as Wˡ.ravel()
         n_in_l, n_out_l = weights[l].shape
-        if l == 0 and sparse:
-            gw.append(work.grads[0][:, :n_out_l].copy())
-        else:
-            gw.append(transpose_into(work.grads[l][:, :n_in_l],
-                                     np.empty((n_in_l, n_out_l), X.dtype)))
-        gb.append(work.gbs[l][:n_out_l].copy())
-    return value, gw, gb
+        for i in range(n_in_l):
+            for j in range(n_out_l):
+                g[off + i * n_out_l + j] = (work.grads[0][i, j] if l == 0 and sparse
+                                            else acc[l][j, i])
+        off += n_in_l * n_out_l
+    for l in range(nl):                  # then ∂/∂bˡ
+        n_out_l = weights[l].shape[1]
+        for j in range(n_out_l):
+            g[off + j] = acc_b[l][j]
+        off += n_out_l
+    return total
 
 
 @_kernel()

@@ -3,7 +3,8 @@
 Each twin computes what its kernel computes by calling the reference code —
 :mod:`mlp.batches` (gathering rows), :mod:`mlp.network` (forward and
 backward passes), :mod:`mlp.losses`, :mod:`mlp.activations`,
-:func:`mlp.optimizers.sgd_step` — so that no formula has a third copy.
+:func:`mlp.optimizers.sgd_step`, :func:`~mlp.optimizers.adam_step` — so
+that no formula has a third copy.
 tests/test_kernels.py runs each pair on random inputs and compares them.
 The twins take the kernels' bundles (:class:`mlp.kernels.Model`,
 :class:`~mlp.kernels.SGDParams`, …) and return their results where the
@@ -11,18 +12,19 @@ kernels write into ``out`` arrays.
 """
 
 import numpy as np
+import scipy.sparse as sp
 
 from .activations import ACTIVATIONS, DERIVATIVES
 from .batches import batch_inputs, batch_rows, batch_targets, run_batches
-from .kernels import ACTIVATION_NAMES, CE, LOSS_NAMES, SparseBatch
+from .kernels import ACTIVATION_NAMES, CE, LOSS_NAMES, POISSON, SparseBatch
 from .losses import get_loss
 from .network import Network
-from .optimizers import SGD, sgd_step
+from .optimizers import SGD, Adam, adam_step, max_norm_step, sgd_step
 
 
 def loss_of(model):
     """The reference :class:`mlp.losses.Loss` of a :class:`~mlp.kernels.Model`."""
-    output = None if model.loss == CE else ACTIVATION_NAMES[model.out_kind]
+    output = None if model.loss in (CE, POISSON) else ACTIVATION_NAMES[model.out_kind]
     return get_loss(LOSS_NAMES[model.loss], output)
 
 
@@ -62,6 +64,17 @@ def gather_sparse(X, rows, scale, dtype):
     return SparseBatch(nnz, cols, vals)
 
 
+def csr_matrix_of(data, n_in):
+    """The scipy.sparse CSR matrix of a :class:`~mlp.kernels.Data`'s ``csr`` bundle."""
+    indptr, indices, values = data.csr
+    return sp.csr_matrix((values, indices, indptr), shape=(len(indptr) - 1, n_in))
+
+
+def gather_csr(X, rows):
+    """Twin of :func:`mlp.kernels.gather_csr`: rows ``rows`` of the scipy.sparse X, dense."""
+    return X[rows].toarray()
+
+
 def gather_targets(labels, T, rows, n_out, dtype):
     """Twin of :func:`mlp.kernels.gather_targets`: the reference's ``batch_targets``."""
     return batch_targets(labels if len(labels) else T, rows, n_out, np.dtype(dtype))
@@ -80,6 +93,11 @@ def dense_forward(a, W, b, kind):
 def sparse_forward(batch, W, b, kind):
     """Twin of :func:`mlp.kernels.sparse_forward`: densify, then f(x · W + b)."""
     return dense_forward(densify(batch, W.shape[0]), W, b, kind)
+
+
+def sparse_forward_par(batch, W, b, kind):
+    """Twin of :func:`mlp.kernels.sparse_forward_par`: the serial kernel's twin."""
+    return sparse_forward(batch, W, b, kind)
 
 
 def output_delta(z, Y, model):
@@ -159,18 +177,91 @@ def sgd_update_rows(layer, sgd):
     return W
 
 
-def train_chunk(data, params, model, sgd, plan, start, stop, losses):
+def adam_update(p, g, m, v, adam):
+    """Twin of :func:`mlp.kernels.adam_update`: :func:`mlp.optimizers.adam_step`, then g ← 0.
+
+    In place on p, m and v. AdamW's ``decay`` (ηλ, already a product) is
+    passed as λ = ηλ with η = 1.
+    """
+    if adam.decay:
+        adam_step(p, g, m, v, adam.step, adam.beta1, adam.beta2, adam.eps, adam.decay, lr=1.0)
+    else:
+        adam_step(p, g, m, v, adam.step, adam.beta1, adam.beta2, adam.eps, adam.wd)
+    g[...] = 0
+    return p
+
+
+def sparse_adam_par(batch, d, layer, S, adam):
+    """Twin of :func:`mlp.kernels.sparse_adam_par`: the gradient's twin, then adam_update's.
+
+    In place on layer.W, layer.V (m) and S (v); returns (W, Σ δ).
+    """
+    G, gb, _ = sparse_gradient(batch, d, layer.W.shape[0])
+    adam_update(layer.W, G.astype(layer.W.dtype), layer.V, S, adam)
+    return layer.W, gb
+
+
+def max_norm_cols(W, c):
+    """Twin of :func:`mlp.kernels.max_norm_cols`: :func:`mlp.optimizers.max_norm_step`."""
+    return max_norm_step(W, c)
+
+
+def max_norm_rows(Wt, c):
+    """Twin of :func:`mlp.kernels.max_norm_rows` (which takes Wᵀ): max-norm of W = Wtᵀ."""
+    max_norm_step(Wt.T, c)
+    return Wt
+
+
+def optimizer_of(opt, params):
+    """The reference optimizer of an :class:`~mlp.kernels.OptParams`, on ``params``' state.
+
+    Its η is left to the caller (``opt.lrs`` holds one per batch).
+    """
+    if opt.adam:
+        ref = Adam(1.0, float(opt.beta1), float(opt.beta2), float(opt.eps), float(opt.wd),
+                   bool(opt.decoupled), float(opt.max_norm))
+        ref.m_w, ref.m_b = list(params.vel_w), list(params.vel_b)
+        ref.v_w, ref.v_b = list(params.sq_w), list(params.sq_b)
+    else:
+        ref = SGD(1.0, float(opt.mu), bool(opt.nesterov), float(opt.wd), float(opt.max_norm))
+        ref.velocity_w, ref.velocity_b = list(params.vel_w), list(params.vel_b)
+    return ref
+
+
+def train_chunk(data, params, model, opt, plan, start, stop, losses):
     """Twin of :func:`mlp.kernels.train_chunk`.
 
-    :func:`mlp.batches.run_batches` with the reference Network and SGD.
+    :func:`mlp.batches.run_batches` with the reference Network and optimizer,
+    one batch at a time at the rate ``opt.lrs[k]``, counting steps from ``opt.t0``.
     """
     net = network_of(params.weights, params.biases, model)
-    opt = SGD(float(sgd.lr), float(sgd.mu), bool(sgd.nesterov), float(sgd.wd))
-    opt.velocity_w, opt.velocity_b = list(params.vel_w), list(params.vel_b)
+    ref = optimizer_of(opt, params)
     targets = data.labels if len(data.labels) else data.T
-    losses[:] = run_batches(net, opt, data.X, targets,
-                            batch_rows(data.order, start, stop, plan.batch_size), data.scale)
+    for k, b in enumerate(range(start, stop)):
+        ref.lr, ref.t = float(opt.lrs[k]), int(opt.t0) + k
+        losses[k] = run_batches(net, ref, data.X, targets,
+                                batch_rows(data.order, b, b + 1, plan.batch_size), data.scale)[0]
     return losses
+
+
+def block_gradient(data, weights, biases, model, sample_weight, lo, hi):
+    """Twin of :func:`mlp.kernels.block_gradient`: (Σ wᵢ lᵢ, flat gradient) of rows
+    order[lo:hi], from :meth:`Network.loss_and_gradients` with sample weights.
+
+    The reference returns (1/m) Σ wᵢ lᵢ over its m rows and that mean's
+    gradient; the kernel's share of the n-row mean is m/n of it.
+    """
+    net = network_of(weights, biases, model)
+    rows = data.order[lo:hi]
+    X = csr_matrix_of(data, net.sizes[0]) if len(data.csr.indptr) else data.X
+    xb = batch_inputs(X, rows, data.scale, net.dtype)
+    yb = batch_targets(data.labels if len(data.labels) else data.T, rows, net.sizes[-1],
+                       net.dtype)
+    w = sample_weight[rows] if len(sample_weight) else np.ones(len(rows), net.dtype)
+    loss, nabla_w, nabla_b = net.loss_and_gradients(xb, yb, sample_weight=w)
+    share = len(rows) / len(data.order)
+    flat = np.concatenate([g.ravel() for g in nabla_w + nabla_b])
+    return loss * len(rows), flat * share
 
 
 def predict(X, scale, weights, biases, model):

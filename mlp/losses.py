@@ -5,18 +5,24 @@ the error at the output collapses to ``ŷ − y`` (the tutorial's ``err``). With
 ``z`` the output layer's pre-activation, ``ŷ`` its output and ``y`` the target
 (one-hot for classification), for a batch of ``n`` rows:
 
-=====  ================  ==========================================  =====================
-name   output ŷ = g(z)   loss, averaged over the batch               δ = ∂L/∂z
-=====  ================  ==========================================  =====================
-ce     softmax           −Σ_k y_k log ŷ_k                            (ŷ − y) / n
-mse    sigmoid           ½ Σ_k (ŷ_k − y_k)²                          (ŷ − y) ⊙ g'(z) / n
-bce    sigmoid           −Σ_k [y_k log ŷ_k + (1 − y_k) log(1 − ŷ_k)]  (ŷ − y) / n
-=====  ================  ==========================================  =====================
+=======  ================  ==========================================  ====================
+name     output ŷ = g(z)   loss, averaged over the batch               δ = ∂L/∂z
+=======  ================  ==========================================  ====================
+ce       softmax           −Σ_k y_k log ŷ_k                            (ŷ − y) / n
+mse      sigmoid           ½ Σ_k (ŷ_k − y_k)²                          (ŷ − y) ⊙ g'(z) / n
+bce      sigmoid           −Σ_k [y_k log ŷ_k + (1 − y_k) log(1 − ŷ_k)]  (ŷ − y) / n
+poisson  exp               Σ_k [y_k log(y_k / ŷ_k) − y_k + ŷ_k]        (ŷ − y) / n
+=======  ================  ==========================================  ====================
 
 ``mse`` keeps the ½ of Nielsen's network.py and the tutorial, so their
 learning rates carry over; its output may also be ``identity`` (regression)
 or any activation of :mod:`mlp.activations`. The log-losses are computed from
 ``z`` (log-softmax, softplus), so they stay finite for logits of ±1e4.
+
+``poisson`` is half the Poisson deviance, scikit-learn's ``loss="poisson"`` of
+MLPRegressor: a log link (ŷ = e^z > 0) for counts and rates y ≥ 0. It is
+computed from z as ``e^z − y z + (y log y − y)``, whose last term (0 log 0 =
+0) does not depend on the weights; it makes the loss 0 where ŷ = y.
 
 Sample weights. ``value`` and ``delta`` take an optional ``sample_weight``, one
 weight wᵢ ≥ 0 per row: row i's loss then counts wᵢ times in the batch mean,
@@ -181,7 +187,40 @@ class BinaryCrossEntropy(Loss):
         return row_weights(sample_weight, z) * (yhat - y) / z.shape[0]
 
 
-LOSSES = {cls.name: cls for cls in (CrossEntropy, SquaredError, BinaryCrossEntropy)}
+class PoissonDeviance(Loss):
+    """Exponential output (log link) with half the Poisson deviance (counts, rates y >= 0)."""
+
+    name = "poisson"
+    default_output = "exp"
+    outputs = ("exp",)
+
+    def activate(self, z):
+        return np.exp(z)
+
+    def value(self, z, yhat, y, sample_weight=None):
+        # y log(y/ŷ) − y + ŷ with log ŷ = z: ŷ − y z + (y log y − y)
+        terms = yhat - y * z + _ylogy(y) - y
+        if sample_weight is None:
+            return float(terms.sum() / z.shape[0])
+        return float((row_weights(sample_weight, z) * terms).sum() / z.shape[0])
+
+    def output_value(self, yhat, y):
+        log_yhat = np.log(np.maximum(yhat, _tiny(yhat)))
+        return (yhat - y * log_yhat + _ylogy(y) - y).sum() / yhat.shape[0]
+
+    def delta(self, z, yhat, y, sample_weight=None):
+        if sample_weight is None:
+            return (yhat - y) / z.shape[0]
+        return row_weights(sample_weight, z) * (yhat - y) / z.shape[0]
+
+
+def _ylogy(y):
+    """y log y, with 0 log 0 = 0 (the limit)."""
+    return y * np.log(np.where(y > 0, y, 1))
+
+
+LOSSES = {cls.name: cls
+          for cls in (CrossEntropy, SquaredError, BinaryCrossEntropy, PoissonDeviance)}
 
 
 def _tiny(a):
@@ -190,7 +229,8 @@ def _tiny(a):
 
 
 def get_loss(name, output=None):
-    """Build the loss called ``name`` ("ce", "mse" or "bce") with an optional output function."""
+    """Build the loss called ``name`` ("ce", "mse", "bce", "poisson"), optionally with an output
+    function."""
     if isinstance(name, Loss):
         return name
     if name not in LOSSES:

@@ -35,6 +35,7 @@ Every fast kernel (see :mod:`mlp.backends`) is tested against these methods.
 import numpy as np
 
 from .activations import ACTIVATIONS, DERIVATIVES, check_activation
+from .csr import issparse
 from .losses import get_loss
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
@@ -182,7 +183,8 @@ class Network:
         ``activations`` keeps the values before masking.
         """
         f = ACTIVATIONS[self.activation]
-        a = np.asarray(X, dtype=self.dtype)
+        # a scipy.sparse X stays sparse: SciPy's products then skip its zeros
+        a = X.astype(self.dtype, copy=False) if issparse(X) else np.asarray(X, dtype=self.dtype)
         activations = [a]
         zs = []
         for l, (w, b) in enumerate(zip(self.weights, self.biases)):
@@ -254,6 +256,8 @@ def _masked(a, dropout_masks, l):
     """``a ⊙ dropout_masks[l]``, or ``a`` itself when there is no mask for layer l."""
     if dropout_masks is None or dropout_masks[l] is None:
         return a
+    if issparse(a):                  # (for a scipy.sparse matrix, * is the matrix product)
+        return a.multiply(dropout_masks[l]).tocsr()
     return a * dropout_masks[l]
 
 

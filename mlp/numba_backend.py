@@ -3,7 +3,7 @@
 :class:`NumbaBackend` implements the interface of :mod:`mlp.backends` with
 the kernels of :mod:`mlp.kernels`. One call of :func:`mlp.kernels.train_chunk`
 runs a whole chunk of minibatches — gather, forward, loss, backward, SGD
-update — with no Python in the batch loop. Its results equal the NumPy
+or Adam update — with no Python in the batch loop. Its results equal the NumPy
 reference's up to floating-point round-off (the order of some sums differs).
 
 Choices made per call, from the data and the shapes only (never from the
@@ -36,6 +36,7 @@ from threadpoolctl import ThreadpoolController
 
 from . import kernels as K
 from .compile_notice import install_listener
+from .csr import as_csr, issparse, max_row_nnz
 from .network import with_weight_decay
 
 # a first use on a machine compiles the kernels for a minute: say so (mlp.compile_notice)
@@ -52,6 +53,10 @@ SPARSE_MAX_DENSITY = 0.5
 #: saves (for 784-100-10, batches of 53 or more; the crossover measurements
 #: are in docs/performance.md).
 PARALLEL_MIN_WORK = 1 << 22
+#: rows per sub-batch of a full-batch gradient (:func:`mlp.kernels.block_gradient`): enough
+#: for the BLAS branches of a 64-100 layer (digits: 256 rows took 7.8 ms a gradient, 512 5.0),
+#: few enough that the work arrays stay in the cache
+FULL_BATCH_ROWS = 512
 
 
 def model_of(net):
@@ -60,9 +65,28 @@ def model_of(net):
                    K.ACTIVATION_CODES[net.loss.output])
 
 
-def sgd_params_of(opt, net):
-    """The :class:`mlp.kernels.SGDParams` of the optimizer ``opt`` in ``net``'s dtype."""
-    return K.sgd_params(net.dtype, opt.lr, opt.momentum, opt.weight_decay, opt.nesterov)
+def opt_params_of(opt, net, n):
+    """The :class:`mlp.kernels.OptParams` of ``opt``'s next ``n`` steps, in ``net``'s dtype.
+
+    The rates (the schedule's, and Adam's αₜ) are computed here, in Python,
+    by the optimizer itself: the reference uses the very same numbers.
+    """
+    lrs = opt.rates(n)
+    if opt.name == "adam":
+        return K.opt_params(net.dtype, True, (lrs, opt.step_sizes(lrs)), opt.t,
+                            wd=opt.weight_decay, max_norm=opt.max_norm,
+                            adam_hyper=(opt.beta1, opt.beta2, opt.eps, opt.decoupled))
+    return K.opt_params(net.dtype, False, (lrs, lrs[:0]), opt.t, mu=opt.momentum,
+                        wd=opt.weight_decay, nesterov=opt.nesterov, max_norm=opt.max_norm)
+
+
+def params_of(net, opt):
+    """The :class:`mlp.kernels.Params` of ``net`` and ``opt``'s state (SGD: v twice, unused)."""
+    state = opt.state_arrays()
+    n = len(net.params())
+    first, second = state[:n], state[n:] or state[:n]
+    return K.Params(tuple(net.weights), tuple(net.biases), tuple(first[0::2]),
+                    tuple(first[1::2]), tuple(second[0::2]), tuple(second[1::2]))
 
 
 def _contiguous_params(net):
@@ -116,6 +140,35 @@ def _check_X(X, net):
     return np.ascontiguousarray(X)
 
 
+def _dense_or_csr(X, net):
+    """(X, its :class:`mlp.kernels.CSR`) for the kernels.
+
+    A dense X (checked by :func:`_check_X`) comes with :func:`mlp.kernels.no_csr`;
+    a scipy.sparse X is replaced by an empty (0, n_in) array and its canonical
+    CSR arrays in the network's dtype (:func:`mlp.csr.as_csr`): its rows are
+    copied from there, never densified.
+    """
+    if not issparse(X):
+        return _check_X(X, net), K.no_csr(net.dtype)
+    if X.ndim != 2 or X.shape[1] != net.sizes[0]:
+        raise ValueError(f"X must have shape (n, {net.sizes[0]}) for a network with "
+                         f"{net.sizes[0]} inputs, got {X.shape}")
+    X = as_csr(X, net.dtype)
+    return np.empty((0, X.shape[1]), net.dtype), K.CSR(X.indptr, X.indices, X.data)
+
+
+def full_batch_blocks(net, n):
+    """Blocks of rows of a full-batch gradient: one per Numba thread if the work is worth
+    sharing (:data:`PARALLEL_MIN_WORK`, at least a sub-batch each), else 1.
+
+    The blocks' gradients are added in order, so the result depends on this count: it
+    depends on the data's size and the thread count only (never on the machine's load).
+    """
+    if n < 2 * FULL_BATCH_ROWS or batch_threads(net, n) == 1:
+        return 1
+    return min(numba.get_num_threads(), n // FULL_BATCH_ROWS)
+
+
 def _targets(targets, net):
     """(labels, T) for the kernels: int labels with an empty T, or an empty labels with 2-D T."""
     targets = np.asarray(targets)
@@ -161,6 +214,29 @@ def _predict_in_parts(args, parts):
         for th in threads:
             th.join()
     return out
+
+
+def _predict_sparse(net, X, chunk=4096):
+    """ŷ for the rows of a scipy.sparse X: the reference's forward pass (SciPy's sparse
+    products), ``chunk`` rows at a time."""
+    out = np.empty((X.shape[0], net.sizes[-1]), dtype=net.dtype)
+    X = as_csr(X, net.dtype)
+    for lo in range(0, X.shape[0], chunk):
+        out[lo:lo + chunk] = net.feedforward(X[lo:lo + chunk])
+    return out
+
+
+def _unflatten(flat, net):
+    """([∂L/∂W], [∂L/∂b]) as views of ``flat``, packed as :func:`mlp.kernels.block_gradient`
+    writes it: every weight matrix row-major, then every bias vector."""
+    gw, gb, off = [], [], 0
+    for w in net.weights:
+        gw.append(flat[off:off + w.size].reshape(w.shape))
+        off += w.size
+    for b in net.biases:
+        gb.append(flat[off:off + b.size])
+        off += b.size
+    return gw, gb
 
 
 _CONTROLLER = []
@@ -254,12 +330,19 @@ class NumbaBackend:
         self.parallel = parallel
         self._buffers = (None, None)
 
-    def _sparse_buffers(self, batch_size, net, sparse):
-        """The sparse-batch buffers for this batch size, kept from call to call."""
+    def _sparse_buffers(self, batch_size, net, sparse, width=None):
+        """The sparse-batch buffers for this batch size, kept from call to call.
+
+        ``width``: the most entries of a row of a CSR X (rows of a dense X
+        may have up to n_in).
+        """
         rows = batch_size if sparse else 0
-        key = (rows, net.sizes[0], net.dtype.name)
+        key = (rows, net.sizes[0], net.dtype.name, width)
         if self._buffers[0] != key:
-            self._buffers = (key, K.sparse_buffers(rows, net.weights[0]))
+            self._buffers = (key, K.sparse_buffers(rows, net.weights[0]) if width is None else
+                             K.SparseBatch(np.zeros(rows, np.int64),
+                                           np.empty((rows, width), np.int32),
+                                           np.empty((rows, width), net.dtype)))
         return self._buffers[1]
 
     def threads_for(self, net, batch_size):
@@ -279,22 +362,58 @@ class NumbaBackend:
         return threads if _other_load() < 0.5 else 1
 
     def loss_and_gradients(self, net, X, Y, weight_decay=0.0):
-        """Loss and gradients of one float batch.
-
-        In the form :meth:`Network.loss_and_gradients` returns them.
-        """
-        _contiguous_params(net)
-        X = np.ascontiguousarray(X, dtype=net.dtype)
-        Y = np.ascontiguousarray(Y, dtype=net.dtype)
+        """Loss and gradients of one float batch, as :meth:`Network.loss_and_gradients`
+        returns them: :meth:`full_batch_gradients` of (X, Y) plus the L2 penalty."""
+        X = np.asarray(X, dtype=net.dtype)
+        Y = np.asarray(Y, dtype=net.dtype)
         if Y.ndim != 2 or Y.shape != (X.shape[0], net.sizes[-1]):
             raise ValueError(f"Y must have shape ({X.shape[0]}, {net.sizes[-1]}), got {Y.shape}")
-        value, grads, gbs = K.loss_and_gradients(
-            _check_X(X, net), Y, tuple(net.weights), tuple(net.biases), model_of(net),
-            use_sparse(X))
-        nabla_w = [np.array(g) for g in grads]
-        nabla_b = [np.array(g) for g in gbs]
+        value, nabla_w, nabla_b = self.full_batch_gradients(net, X, Y)
         value, nabla_w = with_weight_decay(net.weights, value, nabla_w, weight_decay)
-        return value, nabla_w, nabla_b
+        return value, [np.array(g) for g in nabla_w], [np.array(g) for g in nabla_b]
+
+    def full_batch_gradients(self, net, X, targets, sample_weight=None):
+        """Loss and gradients over all rows of X, as :meth:`Network.loss_and_gradients` with
+        ``sample_weight`` gives them for the whole set (no weight decay).
+
+        X: float rows, or a scipy.sparse matrix (never densified). The rows
+        are cut into :func:`full_batch_blocks` blocks, each computed by
+        :func:`mlp.kernels.block_gradient` on a thread of its own (BLAS held
+        to one thread meanwhile); their gradients are added in block order,
+        so a given thread count gives the same bits. Returns (loss, [∂L/∂W],
+        [∂L/∂b]), views of one flat array in scikit-learn's packing order.
+        """
+        _contiguous_params(net)
+        Xk, csr = _dense_or_csr(X, net)
+        labels, T = _targets(targets, net)
+        n = X.shape[0]
+        sw = (np.empty(0, net.dtype) if sample_weight is None
+              else np.ascontiguousarray(sample_weight, dtype=net.dtype))
+        data = K.Data(Xk, net.dtype.type(1), labels, T, np.arange(n, dtype=np.int64), csr)
+        plan = K.Plan(len(csr.indptr) > 0 or use_sparse(Xk), 1, FULL_BATCH_ROWS)
+        blocks = full_batch_blocks(net, n)
+        parts = np.zeros((blocks, net.n_parameters), net.dtype)
+        sums = [0.0] * blocks
+        args = (data, tuple(net.weights), tuple(net.biases), model_of(net), sw, plan)
+
+        def run(b):
+            sums[b] = K.block_gradient(*args, n * b // blocks, n * (b + 1) // blocks, parts[b])
+        if blocks == 1:
+            run(0)
+        else:
+            with _blas_controller().limit(limits=1, user_api="blas"):
+                threads = [threading.Thread(target=run, args=(b,)) for b in range(1, blocks)]
+                for th in threads:
+                    th.start()
+                try:
+                    run(0)
+                finally:
+                    for th in threads:
+                        th.join()
+        grad = parts[0]
+        for b in range(1, blocks):          # in block order: the same bits every time
+            grad += parts[b]
+        return float(np.sum(sums) / n), *_unflatten(grad, net)
 
     def train_batches(self, net, opt, X, targets, order, start, stop, batch_size, scale=1.0):
         """Train on batches start … stop-1 of ``order`` in one compiled call.
@@ -303,20 +422,24 @@ class NumbaBackend:
         """
         opt.ensure_state(net)
         _contiguous_params(net)
-        X = _check_X(X, net)
+        X_in = X
+        X, csr = _dense_or_csr(X, net)
         labels, T = _targets(targets, net)
         losses = np.empty(stop - start, dtype=np.float64)
         if stop <= start:
             return losses
         data = K.Data(X, _scale_for(X, scale, net.dtype), labels, T,
-                      np.ascontiguousarray(order, dtype=np.int64))
-        params = K.Params(tuple(net.weights), tuple(net.biases), tuple(opt.velocity_w),
-                          tuple(opt.velocity_b))
-        plan = K.Plan(use_sparse(X), self.threads_for(net, batch_size), int(batch_size))
-        buffers = self._sparse_buffers(plan.batch_size, net, plan.sparse)
+                      np.ascontiguousarray(order, dtype=np.int64), csr)
+        is_csr = len(csr.indptr) > 0           # CSR rows always take the sparse first layer
+        plan = K.Plan(is_csr or use_sparse(X), self.threads_for(net, batch_size),
+                      int(batch_size))
+        buffers = self._sparse_buffers(plan.batch_size, net, plan.sparse,
+                                       max_row_nnz(X_in) if is_csr else None)
         with _one_pool_of_threads(net, plan):
-            K.train_chunk(data, params, model_of(net), sgd_params_of(opt, net), plan, int(start),
-                          int(stop), losses, buffers)
+            K.train_chunk(data, params_of(net, opt), model_of(net),
+                          opt_params_of(opt, net, len(losses)), plan, int(start), int(stop),
+                          losses, buffers)
+        opt.t += len(losses)
         return losses
 
     def predict_output(self, net, X, scale=1.0):
@@ -332,6 +455,8 @@ class NumbaBackend:
         compiler memory on a first run.)
         """
         _contiguous_params(net)
+        if issparse(X):
+            return _predict_sparse(net, X)
         X = _check_X(X, net)
         out = np.empty((X.shape[0], net.sizes[-1]), dtype=net.dtype)
         args = (X, _scale_for(X, scale, net.dtype), tuple(net.weights), tuple(net.biases),
@@ -355,7 +480,7 @@ class NumbaBackend:
         net2 = net.copy()
         opt2 = type(opt)(**opt.config())
         opt2.init_state(net2)
-        X = _check_X(X, net)
+        X = X if issparse(X) else _check_X(X, net)
         n = min(X.shape[0], 2 * batch_size)
         warmup = NumbaBackend(parallel=True)        # its timings are not ours to keep
         if n > 0 and "train" in parts:

@@ -21,21 +21,28 @@ from threadpoolctl import threadpool_info, threadpool_limits
 
 from .activations import ACTIVATIONS
 from .backends import BACKENDS, get_backend, set_threads
-from .cli import fraction, nonnegative_float, nonnegative_int, positive_float, positive_int
+from .cli import fraction, nonnegative_float, nonnegative_int, number, positive_float, positive_int
 from .data import DOWNLOAD_TIMEOUT, IDX_SETS, SHAPES, download_dataset, find_idx_dir
 from .datasets import dataset_argument, load_dataset
 from .errors import DataError, DivergenceError, MLPError
-from .io import atomic_write_json, load_checkpoint, save_checkpoint, save_model
+from .io import atomic_write_json, load_checkpoint, load_model, save_checkpoint, save_model
 from .losses import LOSSES
 from .network import Network
-from .optimizers import SGD
+from .optimizers import SGD, Adam
 from .plots import confusion_matrix, plot_confusion, plot_curves
+from .schedules import SCHEDULES, Schedule
 from .trainer import Trainer, evaluate
 
 #: the default recipe (see README.md for what it reaches and how fast)
 DEFAULTS = dict(dataset="mnist", hidden=[256], activation="sigmoid", loss="ce",
                 epochs=12, batch_size=64, lr=0.2, momentum=0.9, nesterov=False,
                 weight_decay=0.0, seed=0, dtype="float32", backend="numba")
+#: --lr when not given, by --optimizer (Adam's is Kingma & Ba's and scikit-learn's)
+DEFAULT_LR = {"sgd": DEFAULTS["lr"], "adam": 0.001, "adamw": 0.001}
+#: the optimizers of --optimizer: adamw is Adam with decoupled weight decay
+OPTIMIZER_CHOICES = ("sgd", "adam", "adamw")
+#: SGD's own options: refused with --optimizer adam or adamw rather than ignored
+SGD_ONLY = ("momentum", "nesterov")
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -87,20 +94,46 @@ def build_parser():
                    metavar="N", help="hidden layer widths")
     p.add_argument("--activation", choices=sorted(ACTIVATIONS), default=d["activation"],
                    help="activation of the hidden layers")
-    p.add_argument("--loss", choices=list(LOSSES), default=d["loss"],
+    # the classification losses: poisson is a regression loss (MLPRegressor(loss="poisson"))
+    p.add_argument("--loss", choices=[name for name in LOSSES if name != "poisson"],
+                   default=d["loss"],
                    help="ce: softmax + cross-entropy; mse: sigmoid + squared error; "
                         "bce: sigmoid + binary cross-entropy")
     p.add_argument("--epochs", type=positive_int, default=d["epochs"],
                    help="passes over the training set")
     p.add_argument("--batch-size", type=positive_int, default=d["batch_size"],
                    help="images per SGD step (at most the training set's size)")
-    p.add_argument("--lr", type=positive_float, default=d["lr"], help="learning rate")
+    p.add_argument("--optimizer", choices=OPTIMIZER_CHOICES, default="sgd",
+                   help="sgd: SGD with --momentum; adam: Adam (Kingma & Ba, with bias "
+                        "correction); adamw: Adam whose --weight-decay is decoupled "
+                        "(w ← w(1 − η λ) each step) instead of an L2 term of the gradient")
+    p.add_argument("--lr", type=positive_float, default=None,
+                   help="learning rate η (default: 0.2 for sgd, 0.001 for adam and adamw)")
     p.add_argument("--momentum", type=fraction, default=d["momentum"],
                    help="SGD momentum μ, 0 for plain SGD (use 0 with --loss mse or bce: "
                         "momentum drives sigmoid outputs into saturation)")
     p.add_argument("--nesterov", action="store_true", help="use Nesterov momentum")
+    p.add_argument("--beta1", type=fraction, default=0.9, help="Adam's β₁")
+    p.add_argument("--beta2", type=fraction, default=0.999, help="Adam's β₂")
+    p.add_argument("--eps", type=positive_float, default=1e-8, help="Adam's ε")
     p.add_argument("--weight-decay", type=nonnegative_float, default=d["weight_decay"],
-                   help="L2 penalty λ: minimises loss + (λ/2) Σ‖W‖²")
+                   help="weight decay λ of the weight matrices: sgd and adam minimise "
+                        "loss + (λ/2) Σ‖W‖²; adamw decays the weights directly")
+    p.add_argument("--lr-schedule", choices=list(SCHEDULES), default="constant",
+                   help="the learning rate of each step: constant; linear from --lr down to "
+                        "0 at the last step; cosine from --lr to 0; step: × --lr-step-gamma "
+                        "every --lr-step-every epochs")
+    p.add_argument("--lr-step-every", type=positive_int, default=10, metavar="EPOCHS",
+                   help="--lr-schedule step: epochs between two steps down")
+    p.add_argument("--lr-step-gamma", type=number(above=0.0, maximum=1.0), default=0.1,
+                   metavar="GAMMA",
+                   help="--lr-schedule step: factor of each step down")
+    p.add_argument("--max-norm", type=nonnegative_float, default=0.0, metavar="C",
+                   help="after every step, scale each hidden unit's incoming weight vector "
+                        "back to length C if it is longer (Srivastava et al. 2014); 0: off")
+    p.add_argument("--early-stopping", type=nonnegative_int, default=0, metavar="N",
+                   help="stop when the validation accuracy has not improved for N epochs, "
+                        "and keep the weights of its best epoch in model.npz; 0: off")
     p.add_argument("--seed", type=nonnegative_int, default=d["seed"],
                    help="seed of the initial weights and of the order of the images")
     p.add_argument("--dtype", choices=["float32", "float64"], default=d["dtype"],
@@ -137,6 +170,8 @@ def parse_args(argv=None, parser=None):
     for action in bare._actions:          # re-parse with no defaults: only what argv names remains
         action.default = argparse.SUPPRESS
     args.given = set(vars(bare.parse_args(argv)))
+    if args.lr is None:
+        args.lr = DEFAULT_LR[args.optimizer]
     return args
 
 
@@ -220,12 +255,13 @@ def at_chance(accuracy, chance):
 def chance_warning(what, accuracy, chance, args, when=""):
     """The one-line warning for a run whose ``what`` accuracy is at ``chance``, with advice."""
     advice = [f"a lower --lr (e.g. --lr {args.lr / 10:g})"]
-    if args.momentum > 0 and args.loss in ("mse", "bce"):
+    sgd = getattr(args, "optimizer", "sgd") == "sgd"
+    if sgd and args.momentum > 0 and args.loss in ("mse", "bce"):
         # Nielsen's ch. 1 recipe (lr 3.0, batch 10) is plain SGD: with momentum 0.9 its
         # steps are ten times longer and drive the sigmoid outputs where σ' ≈ 0
         advice.insert(0, f"--momentum 0 (momentum {args.momentum:g} drives --loss "
                          f"{args.loss}'s sigmoid outputs into saturation)")
-    elif args.momentum > 0:
+    elif sgd and args.momentum > 0:
         advice.append(f"a lower --momentum than {args.momentum:g}")
     advice.append("more --epochs if the loss is still falling")
     return (f"warning: {what} accuracy {accuracy:.4f}{when} is at chance level (guessing, or "
@@ -238,6 +274,10 @@ def run_title(config, epochs, test_accuracy):
     momentum = f", momentum {config['momentum']:g}" if config["momentum"] else ""
     if momentum and config.get("nesterov"):
         momentum += " (Nesterov)"
+    if config.get("optimizer", "sgd") != "sgd":
+        momentum = f" ({config['optimizer']})"
+    if config.get("lr_schedule", "constant") != "constant":
+        momentum += f", {config['lr_schedule']} schedule"
     decay = f", weight decay {config['weight_decay']:g}" if config.get("weight_decay") else ""
     return (f"{'-'.join(map(str, config['sizes']))} {config['activation']}/{config['loss']} "
             f"on {config['dataset']}: lr {config['lr']:g}{momentum}{decay}, "
@@ -286,6 +326,52 @@ RESUME_OVERRIDES = ("epochs", "data_dir", "no_download", "timeout", "threads",
                     "checkpoint_every")
 
 
+#: options added after checkpoints were first written, with the value older runs had
+SETTINGS_SINCE = dict(optimizer="sgd", beta1=0.9, beta2=0.999, eps=1e-8, lr_schedule="constant",
+                      lr_step_every=10, lr_step_gamma=0.1, max_norm=0.0, early_stopping=0)
+
+
+def check_optimizer_args(args):
+    """Refuse SGD's options given with Adam, with an MLPError saying what Adam has instead."""
+    if args.optimizer == "sgd":
+        return
+    given = [k for k in SGD_ONLY if k in getattr(args, "given", ())]
+    if given:
+        raise MLPError(f"{', '.join(_flag(k) for k in given)} belong(s) to --optimizer sgd; "
+                       f"--optimizer {args.optimizer} has --beta1, --beta2 and --eps instead. "
+                       "Leave them out.")
+
+
+def make_optimizer(args):
+    """The optimizer ``args`` ask for (without schedule: see :func:`make_schedule`)."""
+    if args.optimizer == "sgd":
+        return SGD(args.lr, args.momentum, args.nesterov, args.weight_decay, args.max_norm)
+    return Adam(args.lr, args.beta1, args.beta2, args.eps, args.weight_decay,
+                decoupled=args.optimizer == "adamw", max_norm=args.max_norm)
+
+
+def make_schedule(args, n_train):
+    """The --lr-schedule over the run's --epochs (None for constant: the rate never changes)."""
+    if args.lr_schedule == "constant":
+        return None
+    per_epoch = -(-n_train // args.batch_size)
+    return Schedule(args.lr_schedule, args.epochs * per_epoch, per_epoch, args.lr_step_every,
+                    args.lr_step_gamma)
+
+
+def early_stopping_state(history, patience):
+    """(best epoch, whether to stop) under --early-stopping ``patience``, from the epochs' records.
+
+    The best epoch is the first with the highest validation accuracy (a tie is
+    no improvement); stop once ``patience`` epochs have passed since it.
+    """
+    accs = [record["val_accuracy"] for record in history]
+    if not accs:
+        return None, False
+    best = int(np.argmax(accs)) + 1
+    return best, patience > 0 and len(accs) - best >= patience
+
+
 def resume_args(args):
     """The run's own settings from ``args.resume``'s checkpoint, with the allowed overrides.
 
@@ -302,7 +388,8 @@ def resume_args(args):
                        f"{', '.join(_flag(k) for k in RESUME_OVERRIDES)} may be given with "
                        "--resume; start a new run (--out) to change the others")
     ckpt = load_checkpoint(Path(args.resume) / "checkpoint.npz")
-    saved = dict(ckpt["config"]["args"])
+    # a checkpoint written before an option existed ran with that option's default
+    saved = {**SETTINGS_SINCE, **ckpt["config"]["args"]}
     saved.update({key: getattr(args, key) for key in RESUME_OVERRIDES if key in given})
     saved.update(resume=args.resume, out=args.resume, given=given)
     return argparse.Namespace(**saved), ckpt
@@ -348,14 +435,17 @@ def compile_ahead(args, ckpt=None):
     from . import precompile  # the Numba path's module: a numpy run never imports it (nor Numba)
     if ckpt:
         net, opt = ckpt["net"], ckpt["optimizer"]
+        # the kernels' types are the same for every optimizer (a run-time code picks it)
         spec = precompile.make_spec(net.sizes, net.activation, net.loss.name, net.loss.output,
-                                    net.dtype, opt.lr, opt.momentum, opt.nesterov,
-                                    opt.weight_decay, args.batch_size)
+                                    net.dtype, opt.lr, getattr(opt, "momentum", 0.0),
+                                    getattr(opt, "nesterov", False), opt.weight_decay,
+                                    args.batch_size)
     else:
         n_in, n_out = SHAPES[args.dataset]
+        sgd = args.optimizer == "sgd"
         spec = precompile.make_spec([n_in, *args.hidden, n_out], args.activation, args.loss,
-                                    None, args.dtype, args.lr, args.momentum, args.nesterov,
-                                    args.weight_decay, args.batch_size)
+                                    None, args.dtype, args.lr, args.momentum if sgd else 0.0,
+                                    args.nesterov and sgd, args.weight_decay, args.batch_size)
     return precompile.compile_ahead(spec, threads=args.threads)
 
 
@@ -387,6 +477,7 @@ def run(args, stdout=None):
     ckpt = None
     if args.resume:
         args, ckpt = resume_args(args)
+    check_optimizer_args(args)
     data_dir = find_data(args, say)              # a missing dataset stops the run before compiling
     compile_seconds = compile_ahead(args, ckpt)  # before Numba is imported: see there
     threads = use_threads(args.backend, args.threads)
@@ -406,7 +497,11 @@ def run(args, stdout=None):
                            f"but the data give {sizes}")
     else:
         net = Network(sizes, args.activation, args.loss, dtype=args.dtype, seed=args.seed)
-        opt = SGD(args.lr, args.momentum, args.nesterov, args.weight_decay)
+        opt = make_optimizer(args)
+    opt.schedule = make_schedule(args, X_tr.shape[0])
+    if args.early_stopping and not len(y_val):
+        raise MLPError(f"--early-stopping {args.early_stopping} watches the validation "
+                       "accuracy, and --validation 0 leaves none: give --validation N > 0")
     out = Path(args.out) if args.out else default_out_dir(args.dataset)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -449,7 +544,22 @@ def run(args, stdout=None):
 
     val_chance = chance_accuracy(y_val, data.n_classes) if len(y_val) else None
 
+    stopped_early = []
+
+    def keep_best(tr):
+        """--early-stopping: save the best epoch's weights, and stop once it is too far back."""
+        best, stop = early_stopping_state(tr.history, args.early_stopping)
+        if best == tr.epoch:
+            save_model(out / BEST_MODEL, net, meta)
+        if stop and not stopped_early:
+            stopped_early.append(tr.epoch)
+            say(f"early stopping: no better validation accuracy for {args.early_stopping} "
+                f"epochs since epoch {best}; keeping epoch {best}'s weights")
+            tr.request_stop()
+
     def after_epoch(tr):
+        if args.early_stopping:
+            keep_best(tr)                    # before the checkpoint, which then agrees with it
         checkpoint_on_schedule(tr)
         losses = [record["train_loss"] for record in tr.history]
         stalled = len(losses) >= 2 and losses[-1] > STALLED * losses[0]
@@ -462,6 +572,9 @@ def run(args, stdout=None):
     history = {"config": config, "epochs": trainer.history, "test_accuracy": None,
                "compile_seconds": 0.0}
     status = 0
+    if args.early_stopping and early_stopping_state(trainer.history, args.early_stopping)[1]:
+        stopped_early.append(trainer.epoch)      # resumed after it stopped: train no further
+        trainer.request_stop()
     with StopOnSignal(trainer) as stopper:
         try:
             finished = trainer.fit(X_tr, y_tr, args.epochs, data.scale, X_val, y_val)
@@ -469,6 +582,8 @@ def run(args, stdout=None):
             say(f"error: {e}")
             history["diverged"] = str(e)
             finished, status = True, 1
+    if stopped_early and stopper.signum is None:
+        finished = True
     if not finished:
         checkpoint(trainer)
         say(f"interrupted at epoch {trainer.epoch + 1}, batch {trainer.position}: "
@@ -476,6 +591,14 @@ def run(args, stdout=None):
         say(f"resume with: python -m mlp.train --resume {out}")
         return history, 128 + (stopper.signum or 2)
     history["compile_seconds"] = compile_seconds + trainer.compile_seconds
+    if args.early_stopping:
+        best, _ = early_stopping_state(trainer.history, args.early_stopping)
+        history["early_stopping"] = {"patience": args.early_stopping, "metric": "val_accuracy",
+                                     "best_epoch": best,
+                                     "stopped_after_epoch": stopped_early[0] if stopped_early
+                                     else None}
+        if best is not None:
+            _load_weights(net, out / BEST_MODEL)
     save_model(out / "model.npz", net, meta)
     _, test_acc = evaluate(net, backend, data.X_test, data.y_test, data.scale)
     history["test_accuracy"] = test_acc
@@ -492,6 +615,16 @@ def run(args, stdout=None):
         f"(+ {history['compile_seconds']:.2f}s compiling)")
     say(f"test accuracy: {test_acc:.4f}")
     return history, status
+
+
+#: --early-stopping: the best epoch's weights, kept beside the checkpoint until the run ends
+BEST_MODEL = "best.npz"
+
+
+def _load_weights(net, path):
+    """Copy the weights and biases of the model file ``path`` into ``net``."""
+    for p, q in zip(net.params(), load_model(path).params()):
+        p[...] = q
 
 
 def main(argv=None):

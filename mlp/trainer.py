@@ -136,6 +136,7 @@ class Trainer:
                 stop = min(n_batches, start + self.chunk_size)
                 snapshot = [p.copy() for p in self.net.params()]
                 velocities = [v.copy() for v in self.optimizer.state_arrays()]
+                steps = self.optimizer.t
                 t0 = time.perf_counter()
                 losses = self.backend.train_batches(
                     self.net, self.optimizer, X, y, order, start, stop, self.batch_size, scale)
@@ -145,6 +146,7 @@ class Trainer:
                 bad = self._first_diverged(losses)
                 if bad is not None:
                     self._restore(snapshot, velocities)
+                    self.optimizer.t = steps
                     self._diverged(losses[bad], start + bad, start, n_batches)
                 self.batch_losses.extend(losses.tolist())
                 self.position = stop

@@ -14,7 +14,8 @@ import numpy as np
 
 DTYPES = ("float32", "float64")
 OPTIMIZERS = {"plain": dict(momentum=0.0), "momentum": dict(momentum=0.9),
-              "nesterov": dict(momentum=0.9, nesterov=True, weight_decay=1e-3)}
+              "nesterov": dict(momentum=0.9, nesterov=True, weight_decay=1e-3),
+              "adamw-maxnorm": dict(adam=True, weight_decay=1e-2, decoupled=True, max_norm=1.0)}
 THREADS = (1, 2)
 BATCHES = (10, 128)
 HIDDEN = ((64,), (64, 32))
@@ -42,12 +43,13 @@ def run(backend, dtype, optimizer, threads, batch, hidden, data=None):
     """
     from mlp.backends import get_backend, set_threads
     from mlp.network import Network
-    from mlp.optimizers import SGD
+    from mlp.optimizers import SGD, Adam
     from mlp.trainer import Trainer, evaluate
     X, y = data if data is not None else sparse_data()
     set_threads(threads)
     net = Network([X.shape[1], *hidden, 10], dtype=dtype, seed=1)
-    opt = SGD(lr=0.05, **OPTIMIZERS[optimizer])
+    kwargs = dict(OPTIMIZERS[optimizer])
+    opt = Adam(lr=0.002, **kwargs) if kwargs.pop("adam", False) else SGD(lr=0.05, **kwargs)
     be = get_backend(backend)
     if backend == "numba":
         be.parallel = True              # the parallel kernels whenever the batch is big enough

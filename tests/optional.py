@@ -1,9 +1,11 @@
-"""Optional dependencies of the tests: Numba, which the NumPy reference runs without.
+"""Optional dependencies of the tests: Numba, which the NumPy reference runs without; PyTorch.
 
 A test parametrized over the backends takes :func:`backend_params`: where
 Numba is not installed its "numba" instances are still collected and
 reported as skipped, with the reason, instead of vanishing from the run.
 """
+
+import importlib.util
 
 import pytest
 
@@ -24,3 +26,12 @@ def backend_params(names=BACKENDS):
     """The backend names as pytest parameters, "numba" marked :data:`needs_numba`."""
     return [pytest.param(name, marks=needs_numba) if name == "numba" else name
             for name in names]
+
+
+# PyTorch: an independent implementation of Adam to compare with, where installed. Found, not
+# imported: importing it takes seconds, which only the tests that use it should pay
+HAVE_TORCH = importlib.util.find_spec("torch") is not None
+
+#: mark for a test that compares with PyTorch
+needs_torch = pytest.mark.skipif(not HAVE_TORCH,
+                                 reason="torch is not installed: no PyTorch to compare with")

@@ -30,31 +30,43 @@ from mlp.optimizers import SGD
 from mlp.trainer import Trainer
 
 BACKEND_PARAMS = backend_params(sorted(BACKENDS, reverse=True))     # numpy first
+#: the learning rates the SGD tests were written for (the defaults before Adam was)
+SGD_RATES = {"classifier": 0.1, "regressor": 0.01}
 
 # Optimise to the optimum: full batches, no tolerance-based stop.
 CONVERGE = dict(batch_size=10_000, tol=0.0, n_iter_no_change=10**6, dtype="float64",
-                backend="numpy", random_state=0)
+                backend="numpy", random_state=0, solver="sgd")
 
 
 def check_instances():
-    """Small, fast instances for scikit-learn's checks: NumPy in float64 and float32, and the
-    default configuration (Numba, float32; its checks are skipped where Numba is missing)."""
+    """Small, fast instances for scikit-learn's checks: SGD on NumPy in the dtype of X (the
+    default, float64 or float32) and in float32, and Adam (the default solver) on NumPy in the
+    dtype of X and on Numba in float32 (its checks are skipped where Numba is missing)."""
     out = []
-    for backend, dtype in [("numpy", "float64"), ("numpy", "float32"), ("numba", "float32")]:
-        common = dict(hidden_layer_sizes=(20,), max_iter=50, backend=backend, dtype=dtype)
-        out += [MLPClassifier(**common), MLPRegressor(**common)]
+    for backend, dtype, solver in [("numpy", None, "sgd"), ("numpy", "float32", "sgd"),
+                                   ("numpy", None, "adam"), ("numba", "float32", "adam")]:
+        common = dict(hidden_layer_sizes=(20,), max_iter=50, backend=backend, dtype=dtype,
+                      solver=solver)
+        out += [MLPClassifier(**common, learning_rate_init=SGD_RATES["classifier"]),
+                MLPRegressor(**common, learning_rate_init=SGD_RATES["regressor"])]
+        if solver == "adam":                   # Adam's steps are ~η each: a larger rate
+            for est in out[-2:]:
+                est.set_params(learning_rate_init=0.01, max_iter=100)
     return out
 
 
 def expected_failures(estimator):
     """Checks that fail, strictly: one that starts to pass is reported (XPASS(strict) fails)."""
-    if estimator.dtype == "float32" and isinstance(estimator, MLPClassifier):
+    if estimator.dtype == "float32" and (isinstance(estimator, MLPClassifier)
+                                         or estimator.solver == "adam"):
         # measured: the float32 classifiers' probabilities (some small) differ by 3e-7 … 5e-7
-        # relative; the float32 regressors' predictions (near 1) by 2e-8, and pass
-        return {"check_sample_weight_equivalence_on_dense_data":
-                "compares weighted and repeated fits' predict_proba at rtol=1e-7, finer than "
-                "float32 resolution (eps 1.2e-7); the float64 instances pass it, and "
-                "test_integer_weights_equal_repeated_rows checks float32 at rtol 1e-5"}
+        # relative; the float32 SGD regressors' predictions (near 1) by 2e-8, and pass; the
+        # Adam regressor's (one near 0.12) by 1.8e-7
+        why = ("compares weighted and repeated fits' predict_proba at rtol=1e-7, finer than "
+               "float32 resolution (eps 1.2e-7); the float64 instances pass it, and "
+               "test_integer_weights_equal_repeated_rows checks float32 at rtol 1e-5")
+        return {"check_sample_weight_equivalence_on_dense_data": why,
+                "check_sample_weight_equivalence_on_sparse_data": why}
     return {}
 
 
@@ -117,7 +129,8 @@ def test_linear_classifier_reaches_the_logistic_regression_optimum(class_weight)
 def test_one_epoch_replays_by_hand():
     """shuffle=False, momentum 0: W ← W − η(∇J_batch + αW), batches in order, last one short."""
     X, y = classification_data(n=23)
-    params = dict(hidden_layer_sizes=(5,), learning_rate_init=0.3, momentum=0.0, alpha=0.01,
+    params = dict(hidden_layer_sizes=(5,), solver="sgd", learning_rate_init=0.3, momentum=0.0,
+                  alpha=0.01,
                   batch_size=5, shuffle=False, dtype="float64", backend="numpy",
                   random_state=3, max_iter=1, warm_start=True)
     est = MLPClassifier(**params)
@@ -218,7 +231,7 @@ def test_labels_of_any_kind(loss, labels):
     X = StandardScaler().fit_transform(X)
     y = np.array(labels, dtype=object if isinstance(labels[0], str) else int)[idx]
     clf = MLPClassifier((10,), loss=loss, max_iter=40, batch_size=20, random_state=0,
-                        backend="numpy")
+                        backend="numpy", solver="sgd", learning_rate_init=0.1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         clf.fit(X, y)
@@ -248,7 +261,7 @@ def test_regressor_one_and_several_outputs():
 @pytest.mark.parametrize("param,value,match", [
     ("hidden_layer_sizes", (10, 0), "hidden_layer_sizes"),
     ("activation", "softplus", "activation"),
-    ("solver", "adam", "solver"),
+    ("solver", "newton", "solver"),
     ("alpha", -1.0, "alpha"),
     ("batch_size", 0, "batch_size"),
     ("learning_rate", "cosine", "learning_rate"),
@@ -313,7 +326,8 @@ def test_bad_data_is_a_value_error_saying_what_is_wrong():
 def test_divergence_is_an_mlp_error_with_advice():
     X, y = regression_data()
     with pytest.raises(DivergenceError, match="learning_rate_init") as info:
-        MLPRegressor((10,), learning_rate_init=50.0, backend="numpy", random_state=0).fit(
+        MLPRegressor((10,), solver="sgd", learning_rate_init=50.0, backend="numpy",
+                     random_state=0).fit(
             X, 1000 * y)
     assert isinstance(info.value, MLPError)
 
@@ -376,10 +390,11 @@ def test_learning_rate_schedules():
     X, y = classification_data(n=100)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        inv = MLPClassifier((5,), learning_rate="invscaling", learning_rate_init=0.5,
+        inv = MLPClassifier((5,), solver="sgd", learning_rate="invscaling", learning_rate_init=0.5,
                             power_t=0.25, max_iter=4, random_state=0, backend="numpy").fit(X, y)
     assert inv._optimizer.lr == pytest.approx(0.5 / (inv.t_ + 1) ** 0.25)
-    ada = MLPClassifier((5,), learning_rate="adaptive", learning_rate_init=0.5, tol=10.0,
+    ada = MLPClassifier((5,), solver="sgd", learning_rate="adaptive", learning_rate_init=0.5,
+                        tol=10.0,
                         n_iter_no_change=1, max_iter=30, random_state=0,
                         backend="numpy").fit(X, y)
     # only epoch 1 improves by tol=10 (on best_loss_ = inf); then every second epoch the
@@ -429,7 +444,7 @@ def test_no_improvement_count_on_the_validation_score_and_the_best_weights():
 
 
 def test_adaptive_divides_the_rate_by_5_and_stops_at_1e_minus_6(capsys):
-    est = MLPClassifier(learning_rate="adaptive", n_iter_no_change=3, verbose=True)
+    est = MLPClassifier(solver="sgd", learning_rate="adaptive", n_iter_no_change=3, verbose=True)
     opt = SGD(1e-5)
     est._no_improvement_count = 4
     assert est._trigger_stopping(opt) is False
@@ -452,8 +467,8 @@ def test_adaptive_divides_the_rate_by_5_and_stops_at_1e_minus_6(capsys):
 def test_invscaling_rate_is_the_closed_form_after_every_epoch():
     """lr = learning_rate_init / (t + 1) ** power_t, t the samples seen so far."""
     X, y = classification_data(n=100)
-    est = MLPClassifier((5,), learning_rate="invscaling", learning_rate_init=0.5, power_t=0.25,
-                        random_state=0, backend="numpy")
+    est = MLPClassifier((5,), solver="sgd", learning_rate="invscaling", learning_rate_init=0.5,
+                        power_t=0.25, random_state=0, backend="numpy")
     for epoch in range(1, 5):
         est.partial_fit(X, y, classes=[0, 1, 2])
         assert est.t_ == 100 * epoch
@@ -475,8 +490,7 @@ def test_invscaling_rate_is_the_closed_form_after_every_epoch():
     ({"max_iter": True}, "max_iter must be an integer >= 1, got True"),
     ({"hidden_layer_sizes": (3, 0)},
      "hidden_layer_sizes must be an int or a sequence of ints >= 1, got (3, 0)"),
-    ({"solver": "adam"},
-     "solver must be 'sgd' (mlp trains by minibatch SGD with momentum), got 'adam'"),
+    ({"solver": "newton"}, "solver must be one of adam, sgd, lbfgs, got 'newton'"),
     ({"alpha": -1.0, "loss": "hinge"}, "loss must be one of ce, log_loss, mse, bce, got 'hinge'"),
     ({"alpha": -1.0, "activation": "elu"}, "activation must be one of logistic, sigmoid, tanh, "
                                            "relu, identity, got 'elu'"),
@@ -486,7 +500,8 @@ def test_parameter_checks_say_what_the_value_must_be_in_order(params, message):
     with pytest.raises(ValueError) as info:
         MLPClassifier(**params).fit(X, y)
     assert str(info.value) == message
-    with pytest.raises(ValueError, match="'mse' \\(alias 'squared_error'\\), got 'ce'"):
+    with pytest.raises(ValueError,
+                       match="'mse' \\(alias 'squared_error'\\) or 'poisson', got 'ce'"):
         MLPRegressor(loss="ce").fit(*regression_data(n=20))
 
 
@@ -501,7 +516,8 @@ def test_verbose_prints_the_loss(capsys):
 def test_pipeline_gridsearch_and_pickle():
     X, y = load_digits(return_X_y=True)
     pipe = make_pipeline(StandardScaler(), MLPClassifier(max_iter=20, random_state=0,
-                                                         backend="numpy"))
+                                                         backend="numpy", solver="sgd",
+                                                         learning_rate_init=0.1))
     grid = GridSearchCV(pipe, {"mlpclassifier__hidden_layer_sizes": [(16,), (32,)],
                                "mlpclassifier__alpha": [1e-4, 1e-2]}, cv=2, n_jobs=2)
     with warnings.catch_warnings():
@@ -525,3 +541,64 @@ def test_input_dropout_on_the_fast_path_equals_the_reference():
         nets.append(net)
     for a, b in zip(nets[0].params(), nets[1].params()):
         np.testing.assert_array_equal(a, b)
+
+
+# ------------------------------------------------------------ Adam
+@pytest.mark.parametrize("backend", backend_params(["numba"]))
+def test_adam_trains_alike_on_both_backends(backend):
+    """solver="adam" (the default) with scikit-learn's parameters on the fast backend and on
+    the NumPy reference: the same weights up to float64 round-off."""
+    X, y = classification_data(n=90)
+    params = dict(hidden_layer_sizes=(7,), beta_1=0.8, beta_2=0.99, epsilon=1e-7, alpha=0.01,
+                  learning_rate_init=0.01, max_iter=5, batch_size=16, dtype="float64",
+                  random_state=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        fast = MLPClassifier(**params, backend=backend).fit(X, y)
+        ref = MLPClassifier(**params, backend="numpy").fit(X, y)
+    assert fast._optimizer.t == ref._optimizer.t == 5 * 6
+    for a, b in zip(fast.coefs_ + fast.intercepts_, ref.coefs_ + ref.intercepts_):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    assert fast.loss_curve_[-1] < fast.loss_curve_[0]
+
+
+def test_adam_ignores_the_sgd_schedules_as_scikit_learn_does():
+    X, y = classification_data(n=60)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est = MLPClassifier((5,), learning_rate="invscaling", learning_rate_init=0.01,
+                            max_iter=3, random_state=0, backend="numpy").fit(X, y)
+    assert est.solver == "adam" and est._optimizer.name == "adam"
+    assert est._optimizer.lr == 0.01                   # invscaling would have lowered it
+    est.set_params(learning_rate="adaptive")
+    est._no_improvement_count = 11
+    assert est._trigger_stopping(est._optimizer) is True and est._optimizer.lr == 0.01
+
+
+def test_adam_follows_scikit_learns_mlp_step_for_step():
+    """From the same weights, full batches in order, no penalty: scikit-learn's
+    MLPClassifier(solver="adam") and mlp's take the same steps (float64 round-off)."""
+    from sklearn.neural_network import MLPClassifier as SklearnMLP  # the reference here
+    X, y = classification_data(n=40)
+    common = dict(hidden_layer_sizes=(6,), activation="logistic", solver="adam", alpha=0.0,
+                  batch_size=40, shuffle=False, learning_rate_init=0.05, beta_1=0.8,
+                  beta_2=0.95, epsilon=1e-6, tol=0.0, n_iter_no_change=100, warm_start=True,
+                  random_state=0)
+    ours = MLPClassifier(**common, max_iter=1, dtype="float64", backend="numpy")
+    theirs = SklearnMLP(**common, max_iter=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ours.fit(X, y)
+        theirs.fit(X, y)
+        start = [p.copy() for p in ours.coefs_ + ours.intercepts_]
+        for p, q in zip(theirs.coefs_ + theirs.intercepts_, start):
+            p[...] = q
+        ours._optimizer = None                     # both start Adam afresh: step 1 next
+        for p, q in zip(ours.coefs_ + ours.intercepts_, start):
+            p[...] = q
+        ours.set_params(max_iter=7).fit(X, y)      # each refits from these weights, with a
+        theirs.set_params(max_iter=7).fit(X, y)    # new Adam (scikit-learn's fit always)
+    assert ours._optimizer.t == theirs._optimizer.t == 7
+    for a, b in zip(ours.coefs_ + ours.intercepts_, theirs.coefs_ + theirs.intercepts_):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(ours.loss_curve_[-7:], theirs.loss_curve_[-7:], rtol=1e-10)

@@ -48,6 +48,7 @@ def _raw(n_in, n=64):
     ([784, 16, 16, 10], "sigmoid", "mse", None),      # sigmoid output
     ([784, 12, 10], "identity", "bce", None),
     ([784, 24, 10], "relu", "mse", "tanh"),
+    ([784, 8, 3], "tanh", "poisson", None),          # exp output
 ])
 def test_onnxruntime_matches_feedforward_on_scaled_input(tmp_path, sizes, activation, loss,
                                                          output):

@@ -68,7 +68,7 @@ def test_gradients_match_finite_differences(activation, loss, depth, batch_size,
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("depth", [1, 3])
-@pytest.mark.parametrize("loss", ["ce", "mse", "bce"])
+@pytest.mark.parametrize("loss", ["ce", "mse", "bce", "poisson"])
 @pytest.mark.parametrize("activation", ["sigmoid", "tanh", "relu", "identity"])
 def test_mostly_zero_inputs(activation, loss, depth, backend):
     """Image-like batches, 80% zeros: the numba backend's sparse first-layer kernel."""
@@ -90,7 +90,7 @@ def test_squared_error_with_every_output_function(output, backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("loss", ["ce", "mse", "bce"])
+@pytest.mark.parametrize("loss", ["ce", "mse", "bce", "poisson"])
 def test_no_hidden_layer(loss, backend):
     net, X, Y = problem("sigmoid", loss, 0, 5)
     assert net.sizes == [INPUTS, OUTPUTS]
@@ -106,7 +106,8 @@ def python_loss(net, X, Y, weight_decay=0.0):
     """The batch's mean loss + (λ/2) Σ‖W‖², from Python floats and :mod:`math` alone.
 
     A loop over rows, units and inputs, with the losses written from their
-    definitions (−Σ y log softmax, −Σ [y log σ + (1 − y) log(1 − σ)], ½ Σ (ŷ − y)²):
+    definitions (−Σ y log softmax, −Σ [y log σ + (1 − y) log(1 − σ)], ½ Σ (ŷ − y)²,
+    Σ [y log(y/ŷ) − y + ŷ] with ŷ = e^z):
     no NumPy arithmetic and none of mlp's, so it shares no mistake with them.
     """
     W = [w.tolist() for w in net.weights]
@@ -125,6 +126,10 @@ def python_loss(net, X, Y, weight_decay=0.0):
         elif net.loss.name == "bce":
             p = [1.0 / (1.0 + math.exp(-v)) for v in z]
             total -= sum(yk * math.log(pk) + (1 - yk) * math.log(1 - pk) for yk, pk in zip(y, p))
+        elif net.loss.name == "poisson":
+            yhat = [math.exp(v) for v in z]
+            total += sum((yk * math.log(yk / pk) if yk > 0 else 0.0) - yk + pk
+                         for yk, pk in zip(y, yhat))
         else:
             total += 0.5 * sum((g(v) - yk) ** 2 for v, yk in zip(z, y))
     penalty = 0.5 * weight_decay * sum(v * v for w in W for row in w for v in row)
@@ -134,7 +139,7 @@ def python_loss(net, X, Y, weight_decay=0.0):
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("activation, loss, output", [
     ("sigmoid", "ce", None), ("tanh", "mse", None), ("relu", "mse", "identity"),
-    ("tanh", "bce", None)])
+    ("tanh", "bce", None), ("relu", "poisson", None)])
 def test_loss_equals_a_plain_python_loop(activation, loss, output, backend):
     """Two hidden layers: both backends' loss and check_loss's reference against python_loss."""
     net, X, Y = random_problem(INPUTS, [WIDTH, WIDTH], OUTPUTS, activation, loss, output,

@@ -30,7 +30,7 @@ from mlp.io import (
     save_model,
 )
 from mlp.network import Network
-from mlp.optimizers import SGD
+from mlp.optimizers import SGD, Adam
 
 
 def _net(dtype="float32"):
@@ -166,6 +166,59 @@ def test_checkpoint_round_trip(tmp_path):
     for a, b in zip(ck["optimizer"].state_arrays() + ck["net"].params(),
                     opt.state_arrays() + net.params()):
         np.testing.assert_array_equal(a, b)
+
+
+def test_adam_checkpoint_keeps_both_moments_and_the_step_count(tmp_path):
+    net = _net()
+    opt = Adam(0.01, 0.8, 0.99, 1e-7, 0.1, decoupled=True, max_norm=2.0,
+               schedule={"name": "cosine", "total": 50})
+    opt.init_state(net)
+    for k, a in enumerate(opt.state_arrays()):
+        a += k + 1                                   # every array its own value
+    opt.t = 23
+    save_checkpoint(tmp_path / "checkpoint.npz", net, opt, {}, {})
+    back = load_checkpoint(tmp_path)["optimizer"]
+    assert isinstance(back, Adam) and back.config() == opt.config() and back.t == 23
+    assert len(back.state_arrays()) == 4 * len(net.weights)
+    for a, b in zip(back.state_arrays(), opt.state_arrays()):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(back.m_w + back.v_b, opt.m_w + opt.v_b):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_checkpoint_from_before_adam_loads_as_sgd(tmp_path):
+    """Written as mlp wrote them before Adam: an optimizer record without name, step count,
+    max-norm or schedule, and one velocity V0, V1, … per weight and bias."""
+    net, opt = _net(), SGD(0.1, 0.9)
+    save_checkpoint(tmp_path / "c.npz", net, opt, {}, {})
+    with np.load(tmp_path / "c.npz") as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    record = json.loads(arrays["checkpoint"].tobytes())
+    record["optimizer"] = {"lr": 0.1, "momentum": 0.9, "nesterov": False, "weight_decay": 0.0}
+    arrays["checkpoint"] = np.frombuffer(json.dumps(record).encode(), np.uint8)
+    _write(tmp_path / "old.npz", arrays)
+    back = load_checkpoint(tmp_path / "old.npz")["optimizer"]
+    assert isinstance(back, SGD) and back.momentum == 0.9 and back.t == 0
+    assert back.max_norm == 0 and back.schedule is None
+
+
+def test_an_unknown_optimizer_or_missing_moments_are_refused(tmp_path):
+    net, opt = _net(), Adam()
+    save_checkpoint(tmp_path / "c.npz", net, opt, {}, {})
+    with np.load(tmp_path / "c.npz") as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    last = f"V{4 * len(net.weights) - 1}"          # v of the last bias
+    broken = dict(arrays)
+    broken.pop(last)
+    _write(tmp_path / "b.npz", broken)
+    with pytest.raises(ModelFileError, match=f"adam optimizer state {last} is missing"):
+        load_checkpoint(tmp_path / "b.npz")
+    record = json.loads(arrays["checkpoint"].tobytes())
+    record["optimizer"]["name"] = "lion"
+    arrays["checkpoint"] = np.frombuffer(json.dumps(record).encode(), np.uint8)
+    _write(tmp_path / "u.npz", arrays)
+    with pytest.raises(ModelFileError, match="unknown optimizer 'lion'.*upgrade mlp"):
+        load_checkpoint(tmp_path / "u.npz")
 
 
 def test_checkpoint_missing_velocity_or_record(tmp_path):

@@ -11,6 +11,7 @@ in both dtypes: float32 is the default, and the one with kernel-only code
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -18,6 +19,7 @@ pytest.importorskip("numba", reason="numba is not installed: the kernels need it
 
 from mlp import kernels as K  # noqa: E402
 from mlp import kernels_reference as R  # noqa: E402
+from mlp.optimizers import adam_step_size  # noqa: E402
 
 SETTINGS = settings(max_examples=25, deadline=None, derandomize=True)
 KINDS = [K.SIGMOID, K.TANH, K.RELU, K.IDENTITY]
@@ -93,6 +95,25 @@ def test_gather_sparse(shape, xdtype, density, dtype):
     for s in range(n):
         np.testing.assert_array_equal(cols[s, :nnz[s]], ref_cols[s, :nnz[s]])
         np.testing.assert_array_equal(vals[s, :nnz[s]], ref_vals[s, :nnz[s]])
+
+
+@SETTINGS
+@given(shapes, st.floats(0.0, 1.0), st.sampled_from(DTYPES))
+def test_gather_csr(shape, density, dtype):
+    n, n_in, _, seed = shape
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((30, n_in)).astype(dtype)
+    X[rng.random(X.shape) > density] = 0
+    Xs = sp.csr_matrix(X)
+    rows = rng.integers(0, 30, n)
+    width = max(1, int(np.diff(Xs.indptr).max()))
+    batch = K.SparseBatch(np.full(n, -1, np.int64), np.empty((n, width), np.int32),
+                          np.empty((n, width), dtype))
+    total = K.gather_csr(K.CSR(Xs.indptr, Xs.indices, Xs.data), rows, batch)
+    assert total == np.count_nonzero(X[rows])
+    np.testing.assert_array_equal(R.densify(batch, n_in), R.gather_csr(Xs, rows))
+    for s in range(n):                              # columns increase along each row
+        assert np.all(np.diff(batch.cols[s, :batch.nnz[s]]) > 0)
 
 
 @pytest.mark.parametrize("compact, dtype", [("words", np.float32), ("words", np.float64),
@@ -204,6 +225,21 @@ def test_sparse_gather_forward_par_is_the_serial_pair_bit_for_bit(shape, xdtype,
     close(parallel, R.dense_forward(x, W, b, kind), dtype)
 
 
+@SETTINGS
+@given(shapes, st.sampled_from(KINDS), st.sampled_from(DTYPES))
+def test_sparse_forward_par_is_the_serial_kernel_bit_for_bit(shape, kind, dtype):
+    n, n_in, n_out, seed = shape
+    rng = np.random.default_rng(seed)
+    X, nnz, cols, vals = sparse_batch(rng, 40 + n, n_in, dtype)
+    batch = K.SparseBatch(nnz, cols, vals)
+    W = rng.standard_normal((n_in, n_out)).astype(dtype)
+    b = rng.standard_normal(n_out).astype(dtype)
+    serial = K.sparse_forward(batch, W, b, kind, np.empty((len(nnz), n_out), dtype))
+    parallel = K.sparse_forward_par(batch, W, b, kind, np.empty((len(nnz), n_out), dtype))
+    np.testing.assert_array_equal(parallel, serial)
+    close(parallel, R.sparse_forward_par(batch, W, b, kind), dtype)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n, n_in, n_out", [(3, 7, 5), (1, 1, 1), (64, 300, 120)])   # last: BLAS
 @pytest.mark.parametrize("kind", KINDS)
@@ -218,7 +254,8 @@ def test_dense_forward(n, n_in, n_out, kind, dtype):
 
 
 # ------------------------------------------------------------------ output
-LOSS_PAIRS = [(K.CE, K.SOFTMAX), (K.BCE, K.SIGMOID)] + [(K.MSE, kind) for kind in KINDS]
+LOSS_PAIRS = ([(K.CE, K.SOFTMAX), (K.BCE, K.SIGMOID), (K.POISSON, K.EXP)]
+              + [(K.MSE, kind) for kind in KINDS])
 
 
 @SETTINGS
@@ -232,6 +269,9 @@ def test_output_delta(shape, pair, dtype):
         Y = (2 * rng.random((n, n_out))).astype(dtype)
     elif loss == K.CE:
         Y = np.eye(n_out, dtype=dtype)[rng.integers(0, n_out, n)]
+    elif loss == K.POISSON:               # counts, zeros included (0 log 0 = 0)
+        z /= 4
+        Y = rng.poisson(2.0, (n, n_out)).astype(dtype)
     else:
         Y = rng.random((n, n_out)).astype(dtype)
     value, yhat, delta = R.output_delta(z, Y, K.Model(K.SIGMOID, loss, out_kind))
@@ -301,6 +341,23 @@ def test_sigmoid_is_accurate_to_a_few_ulps_everywhere(dtype, ulps):
     nan = K.bias_activation(np.array([[np.nan, np.inf, -np.inf]], dtype), np.zeros(3, dtype),
                             K.SIGMOID)[0]
     assert np.isnan(nan[0]) and nan[1] == 1 and 0 <= nan[2] < 1e-37
+
+
+@pytest.mark.parametrize("dtype, ulps", [(np.float32, 3), (np.float64, 3)])
+def test_tanh_is_accurate_to_a_few_ulps_of_one_everywhere(dtype, ulps):
+    """tanh through e^{2|x|} (kernels._tanh): absolute error a few ulps of 1 (relative
+    error grows near 0, where tanh x ≈ x is small), odd, ±1 far out, NaN kept."""
+    z = np.concatenate([np.linspace(-30, 30, 20001), [0.0, -0.0, 1e-30, 400.0, -400.0]])
+    z = z.astype(dtype)
+    got = K.bias_activation(z[None, :].copy(), np.zeros(len(z), dtype), K.TANH)[0]
+    exact = np.tanh(z.astype(np.longdouble))
+    assert np.max(np.abs(got - exact)) <= ulps * np.finfo(dtype).eps
+    np.testing.assert_array_equal(got[z > 0], -K.bias_activation(
+        -z[None, z > 0].copy(), np.zeros((z > 0).sum(), dtype), K.TANH)[0])
+    assert got[-2] == 1 and got[-1] == -1
+    nan = K.bias_activation(np.array([[np.nan, np.inf, -np.inf]], dtype), np.zeros(3, dtype),
+                            K.TANH)[0]
+    assert np.isnan(nan[0]) and nan[1] == 1 and nan[2] == -1
 
 
 def layer_batch(shape, dtype):
@@ -491,6 +548,86 @@ def test_sgd_update_rows(mu, wd, nesterov, dtype):
     assert np.all(W[moved] != W0[moved])
 
 
+#: (λ as Adam's L2 term, AdamW's ηλ): neither, each
+ADAM_DECAYS = [(0.0, 0.0), (0.05, 0.0), (0.0, 0.002)]
+
+
+def _adam_arrays(rng, shape, dtype):
+    """p, g, m, v for an Adam step from mid-run state (v ≥ 0)."""
+    p, g, m = (rng.standard_normal(shape).astype(dtype) for _ in range(3))
+    return p, g, m, (0.1 * rng.random(shape)).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("wd, decay", ADAM_DECAYS)
+def test_adam_update_is_the_reference_bit_for_bit(wd, decay, dtype):
+    """The reference's arithmetic in its order, no fused multiply-add: the same bits."""
+    rng = np.random.default_rng(int(100 * wd + 1000 * decay))
+    p, g, m, v = _adam_arrays(rng, (6, 5), dtype)
+    t = np.dtype(dtype).type
+    adam = K.AdamParams(t(0.003), t(0.9), t(0.999), t(1e-8), t(wd), t(decay))
+    ref = [a.copy() for a in (p, g, m, v)]
+    R.adam_update(*ref, adam)
+    for shape in [(6, 5), (30,)]:                   # a weight matrix and a bias vector
+        got = [a.reshape(shape).copy() for a in (p, g, m, v)]
+        K.adam_update(*got, adam)
+        for a, b, name in zip(got, ref, "pgmv"):
+            np.testing.assert_array_equal(a.reshape(b.shape), b, err_msg=name)
+    assert not ref[1].any()                         # g left zero, ready for sparse_gradient
+
+
+@SETTINGS
+@given(shapes, st.integers(1, 5), st.sampled_from(ADAM_DECAYS), st.sampled_from(DTYPES))
+def test_sparse_adam_par_is_the_serial_kernels_bit_for_bit(shape, blocks, decays, dtype):
+    """sparse_adam_par = sparse_gradient then adam_update, bit for bit, whatever the blocks;
+    and its twin within round-off (the gradient's sums are reordered)."""
+    n, n_in, n_out, seed = shape
+    rng = np.random.default_rng(seed)
+    _, nnz, cols, vals = sparse_batch(rng, n, n_in, dtype)
+    batch = K.SparseBatch(nnz, cols, vals)
+    d = rng.standard_normal((n, n_out)).astype(dtype)
+    W, _, M, S = _adam_arrays(rng, (n_in, n_out), dtype)
+    t = np.dtype(dtype).type
+    adam = K.AdamParams(t(0.01), t(0.8), t(0.99), t(1e-7), t(decays[0]), t(decays[1]))
+    out = []
+    for par in (False, True):
+        W1, M1, S1, G1 = W.copy(), M.copy(), S.copy(), np.zeros_like(W)
+        gb, touched = np.empty(n_out, dtype), np.zeros(n_in, np.uint8)
+        if par:
+            K.sparse_adam_par(batch, d, K.FirstLayer(W1, M1, G1, gb, touched), S1, adam, blocks)
+        else:
+            K.sparse_gradient(batch, d, G1, gb, touched)
+            K.adam_update(W1, G1, M1, S1, adam)
+        out.append((W1, M1, S1, G1, gb))
+    for a, b, name in zip(*out, ["W", "m", "v", "G", "gb"]):
+        np.testing.assert_array_equal(a, b, err_msg=name)
+    assert not out[1][3].any()                       # G left zero
+    W2, M2, S2 = W.copy(), M.copy(), S.copy()
+    layer = K.FirstLayer(W2, M2, None, None, None)
+    _, gb_ref = R.sparse_adam_par(batch, d, layer, S2, adam)
+    for a, b in [(out[1][0], W2), (out[1][1], M2), (out[1][2], S2), (out[1][4], gb_ref)]:
+        close(a, b, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_max_norm_kernels_against_their_twins(dtype):
+    """Columns of W (the sparse first layer's layout) and rows of Wᵀ (the dense layers'): long
+    ones scaled to norm c, short ones untouched bit for bit, as the reference does."""
+    rng = np.random.default_rng(0)
+    W = (rng.standard_normal((9, 12)) * rng.uniform(0.05, 0.8, 12)).astype(dtype)
+    c = dtype(1.0)
+    short = np.linalg.norm(W.astype(np.float64), axis=0) <= 1.0
+    assert short.any() and not short.all()
+    ref = R.max_norm_cols(W.copy(), c)
+    cols = K.max_norm_cols(W.copy(), c)
+    rows = K.max_norm_rows(np.ascontiguousarray(W.T), c).T
+    for got in (cols, rows):
+        close(got, ref, dtype)
+        np.testing.assert_array_equal(got[:, short], W[:, short])
+        assert np.linalg.norm(got.astype(np.float64), axis=0).max() <= 1.0 + 4 * TOL[dtype]
+    close(R.max_norm_rows(np.ascontiguousarray(W.T), c).T, ref, dtype)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_transpose_into(dtype):
     A = np.arange(12.0, dtype=dtype).reshape(3, 4)
@@ -499,7 +636,7 @@ def test_transpose_into(dtype):
 
 # --------------------------------------------------------------- whole loop
 CONFIGS = [("sigmoid", K.CE, K.SOFTMAX), ("tanh", K.MSE, K.IDENTITY),
-           ("relu", K.BCE, K.SIGMOID), ("identity", K.MSE, K.TANH)]
+           ("relu", K.BCE, K.SIGMOID), ("identity", K.MSE, K.TANH), ("tanh", K.POISSON, K.EXP)]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -507,29 +644,62 @@ CONFIGS = [("sigmoid", K.CE, K.SOFTMAX), ("tanh", K.MSE, K.IDENTITY),
 @pytest.mark.parametrize("sparse", [True, False])
 @pytest.mark.parametrize("threads", [1, 2])
 def test_train_chunk_against_its_twin(act, loss, out_kind, sparse, threads, dtype):
+    _train_chunk_against_its_twin(act, loss, out_kind, sparse, threads, dtype,
+                                  dict(mu=0.9, wd=0.01, nesterov=True))
+
+
+#: (η of each batch, other OptParams): SGD with a schedule and max-norm, Adam with an L2 term,
+#: AdamW with max-norm (rates that vary from batch to batch, as a schedule makes them)
+OPTIMIZERS = {"sgd-schedule-maxnorm": dict(mu=0.9, wd=0.01, max_norm=0.7),
+              "adam": dict(adam=True, wd=0.01, adam_hyper=(0.8, 0.95, 1e-6, False)),
+              "adamw-maxnorm": dict(adam=True, wd=0.1, adam_hyper=(0.9, 0.999, 1e-8, True),
+                                    max_norm=0.7)}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+@pytest.mark.parametrize("sparse", [True, False])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_train_chunk_with_adam_schedules_and_max_norm_against_its_twin(optimizer, sparse,
+                                                                      threads, dtype):
+    _train_chunk_against_its_twin("relu", K.CE, K.SOFTMAX, sparse, threads, dtype,
+                                  OPTIMIZERS[optimizer])
+
+
+def _train_chunk_against_its_twin(act, loss, out_kind, sparse, threads, dtype, opt_kwargs):
+    """Batches 1 … 6 of an epoch, from optimizer state that is not zero (as mid-run)."""
     rng = np.random.default_rng(1)
     sizes = [12, 9, 7, 4]
     X = sparse_uint8(rng, 50, 12, 0.3)
     weights = tuple((rng.standard_normal((a, b)) / np.sqrt(a)).astype(dtype)
                     for a, b in zip(sizes[:-1], sizes[1:]))
     biases = tuple((0.1 * rng.standard_normal(b)).astype(dtype) for b in sizes[1:])
-    vw = tuple(np.zeros_like(w) for w in weights)
-    vb = tuple(np.zeros_like(b) for b in biases)
+    vw = tuple(0.01 * rng.standard_normal(w.shape).astype(dtype) for w in weights)
+    vb = tuple(0.01 * rng.standard_normal(b.shape).astype(dtype) for b in biases)
+    sw = tuple(0.01 * rng.random(w.shape).astype(dtype) for w in weights)
+    sb = tuple(0.01 * rng.random(b.shape).astype(dtype) for b in biases)
     if loss == K.CE:
         labels, T = rng.integers(0, 4, 50), np.empty((0, 4), dtype)
     else:
         labels, T = np.empty(0, np.int64), rng.random((50, 4)).astype(dtype)
     order = rng.permutation(50)
     model = K.Model(K.ACTIVATION_CODES[act], loss, out_kind)
-    sgd = K.sgd_params(dtype, 0.1, 0.9, 0.01, True)
-    data = K.Data(X, dtype(1 / 255), labels, T, order)
+    kwargs = dict(opt_kwargs)
+    adam = kwargs.pop("adam", False)
+    lrs = (0.01 if adam else 0.1) * np.linspace(1, 0.5, 6)     # as a schedule makes them
+    b1, b2, _, _ = kwargs.get("adam_hyper", (0.9, 0.999, 1e-8, False))
+    steps = np.array([adam_step_size(lr, b1, b2, 4 + k) for k, lr in enumerate(lrs)])
+    opt = K.opt_params(dtype, adam, (lrs, steps), 3, **kwargs)     # 3 steps taken before
+    data = K.Data(X, dtype(1 / 255), labels, T, order, K.no_csr(dtype))
     plan = K.Plan(sparse, threads, 8)
-    copies = [tuple(a.copy() for a in group) for group in (weights, biases, vw, vb)]
-    losses_ref = R.train_chunk(data, K.Params(*copies), model, sgd, plan, 1, 7, np.empty(6))
-    losses = K.train_chunk(data, K.Params(weights, biases, vw, vb), model, sgd, plan, 1, 7,
-                           np.empty(6), K.sparse_buffers(8 if sparse else 0, weights[0]))
+    copies = [tuple(a.copy() for a in group) for group in (weights, biases, vw, vb, sw, sb)]
+    losses_ref = R.train_chunk(data, K.Params(*copies), model, opt, plan, 1, 7, np.empty(6))
+    losses = K.train_chunk(data, K.Params(weights, biases, vw, vb, sw, sb), model, opt, plan,
+                           1, 7, np.empty(6), K.sparse_buffers(8 if sparse else 0, weights[0]))
     close(losses, losses_ref, dtype)
-    for got, ref in zip(weights + biases + vw + vb, sum(copies, ())):
+    used = 6 if opt.adam else 4
+    for got, ref in zip((weights + biases + vw + vb + sw + sb)[:used * 3],
+                        sum(copies, ())[:used * 3]):
         assert got.dtype == dtype
         close(got, ref, dtype)
 
@@ -630,3 +800,39 @@ def test_sparse_gather_forward_par_on_wide_rows_is_the_serial_pair(dtype):
     parallel = K.sparse_gather_forward_par(X, rows, dtype(1 / 255), batches[1], W, b, K.SIGMOID,
                                            np.empty((n, n_out), dtype))
     np.testing.assert_array_equal(parallel, serial)
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("act, loss, out_kind", CONFIGS)
+@pytest.mark.parametrize("layout", ["dense", "sparse", "csr"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_block_gradient_against_its_twin(act, loss, out_kind, layout, weighted, dtype):
+    """Two blocks of rows (one spanning several sub-batches, the last one short), each
+    against the reference on its rows; CSR rows against the same rows dense."""
+    rng = np.random.default_rng(3)
+    sizes, n = [20, 9, 7, 4], 45
+    X = rng.standard_normal((n, 20)).astype(dtype)
+    X[rng.random(X.shape) < (0.8 if layout != "dense" else 0.0)] = 0
+    weights = tuple((rng.standard_normal((a, b)) / np.sqrt(a)).astype(dtype)
+                    for a, b in zip(sizes[:-1], sizes[1:]))
+    biases = tuple((0.1 * rng.standard_normal(b)).astype(dtype) for b in sizes[1:])
+    if loss == K.CE:
+        labels, T = rng.integers(0, 4, n), np.empty((0, 4), dtype)
+    else:
+        labels, T = np.empty(0, np.int64), rng.random((n, 4)).astype(dtype)
+    sw = rng.random(n).astype(dtype) * 2 if weighted else np.empty(0, dtype)
+    order = rng.permutation(n)
+    if layout == "csr":
+        Xs = sp.csr_matrix(X)
+        data = K.Data(np.empty((0, 20), dtype), dtype(1), labels, T, order,
+                      K.CSR(Xs.indptr, Xs.indices, Xs.data))
+    else:
+        data = K.Data(X, dtype(1), labels, T, order, K.no_csr(dtype))
+    model = K.Model(K.ACTIVATION_CODES[act], loss, out_kind)
+    n_params = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+    for lo, hi in [(0, 31), (31, n)]:
+        g = np.full(n_params, np.nan, dtype)
+        total = K.block_gradient(data, weights, biases, model, sw,
+                                 K.Plan(layout != "dense", 1, 8), lo, hi, g)
+        ref_total, ref_g = R.block_gradient(data, weights, biases, model, sw, lo, hi)
+        assert total == pytest.approx(ref_total, rel=TOL[dtype] * 10)
+        close(g, ref_g, dtype)

@@ -16,7 +16,8 @@ import mlp.numba_backend as nb  # noqa: E402
 from mlp.backends import NumpyBackend, get_backend  # noqa: E402
 from mlp.losses import one_hot  # noqa: E402
 from mlp.network import Network  # noqa: E402
-from mlp.optimizers import SGD  # noqa: E402
+from mlp.optimizers import SGD, Adam  # noqa: E402
+from mlp.schedules import Schedule  # noqa: E402
 from mlp.trainer import Trainer, epoch_order, evaluate  # noqa: E402
 
 NUMBA, NUMPY = nb.NumbaBackend(), NumpyBackend()
@@ -78,13 +79,18 @@ def test_sparse_and_dense_paths_agree():
     X[rng.random(X.shape) < 0.9] = 0
     Y = one_hot(rng.integers(0, 3, 9), 3, np.float64)
     assert nb.use_sparse(X) and not nb.use_sparse(X + 1)
-    sparse = NUMBA.loss_and_gradients(net, X, Y)
     K = nb.K
-    dense = K.loss_and_gradients(X, Y, tuple(net.weights), tuple(net.biases),
-                                 K.Model(K.TANH, K.CE, K.SOFTMAX), False)
-    assert sparse[0] == pytest.approx(dense[0], rel=1e-13)
-    for got, ref in zip(sparse[1] + sparse[2], list(dense[1]) + list(dense[2])):
-        assert_close(got, ref, "float64")
+    data = K.Data(X, 1.0, np.empty(0, np.int64), Y, np.arange(9), K.no_csr(np.float64))
+    sparse, dense = (np.empty(net.n_parameters) for _ in range(2))
+    args = (data, tuple(net.weights), tuple(net.biases), K.Model(K.TANH, K.CE, K.SOFTMAX),
+            np.empty(0))
+    loss_sparse = K.block_gradient(*args, K.Plan(True, 1, 4), 0, 9, sparse)
+    loss_dense = K.block_gradient(*args, K.Plan(False, 1, 4), 0, 9, dense)
+    assert loss_sparse == pytest.approx(loss_dense, rel=1e-13)
+    assert_close(sparse, dense, "float64")
+    value, gw, gb = NUMBA.loss_and_gradients(net, X, Y)
+    assert value == pytest.approx(loss_sparse / 9, rel=1e-13)
+    assert_close(np.concatenate([g.ravel() for g in gw + gb]), sparse, "float64")
 
 
 # ------------------------------------------------------- several steps
@@ -92,15 +98,26 @@ def train_both(net, opt_kwargs, X, targets, order, start, stop, batch_size, scal
     """Run the same batches on copies with both backends; return (numba, numpy) nets and losses."""
     out = []
     for backend in (numba, NUMPY):
-        n, opt = net.copy(), SGD(**opt_kwargs)
+        n, opt = net.copy(), make_opt(opt_kwargs)
         losses = backend.train_batches(n, opt, X, targets, order, start, stop, batch_size, scale)
         out.append((n, opt, losses))
     return out
 
 
+def make_opt(opt_kwargs):
+    """SGD(**opt_kwargs), or Adam for kwargs with adam=True; a schedule given by its name."""
+    kwargs = dict(opt_kwargs)
+    if "schedule" in kwargs:
+        kwargs["schedule"] = Schedule(kwargs["schedule"], 20, 7)
+    return Adam(**kwargs) if kwargs.pop("adam", False) else SGD(**kwargs)
+
+
 OPTS = [dict(lr=0.5), dict(lr=0.2, momentum=0.9), dict(lr=0.1, momentum=0.8, nesterov=True,
                                                           weight_decay=0.01),
-        dict(lr=0.3, weight_decay=0.001)]
+        dict(lr=0.3, weight_decay=0.001),
+        dict(lr=0.2, momentum=0.9, schedule="cosine", max_norm=0.8),
+        dict(adam=True, lr=0.01, weight_decay=0.01, schedule="step"),
+        dict(adam=True, lr=0.01, beta1=0.8, weight_decay=0.1, decoupled=True, max_norm=0.8)]
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])

@@ -11,6 +11,7 @@ import time
 import numpy as np
 import pytest
 
+import mlp.backends
 import mlp.data
 import mlp.train
 import mlp.trainer
@@ -432,3 +433,94 @@ def test_curves_are_titled_with_the_run_and_have_no_empty_panel(tmp_path, monkey
     assert len(fig.axes) == panels
     assert all(ax.lines for ax in fig.axes)           # no empty panel
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ------------------------------------------------------------ Adam, schedules, max-norm, early stop
+#: every training option of issue 13 at once: AdamW, a cosine schedule, max-norm, early stopping
+FEATURES = ["--optimizer", "adamw", "--weight-decay", "0.01", "--lr", "0.003",
+            "--lr-schedule", "cosine", "--max-norm", "1.5", "--early-stopping", "1"]
+
+
+def _feature_args(out, backend, epochs=8, *extra):
+    return ["--dataset", "digits", "--epochs", str(epochs), "--batch-size", "16", "--hidden",
+            "32", "--activation", "relu", "--backend", backend, "--threads", "1", "--seed", "3",
+            "--dtype", "float64", "--out", str(out), *FEATURES, *extra]
+
+
+def test_adam_schedule_max_norm_and_early_stopping_agree_on_both_backends(tmp_path):
+    """The same run on both backends: the same epochs, the same weights to round-off; the
+    options are in history.json's config; model.npz holds the best validation epoch's weights
+    (its validation accuracy, recomputed, is that epoch's) and stops `patience` epochs later."""
+    runs = {}
+    for backend in BACKENDS:
+        history, status, text = _run_inprocess(_feature_args(tmp_path / backend, backend))
+        assert status == 0, text
+        runs[backend] = history
+    a, b = runs["numba"], runs["numpy"]
+    config = a["config"]
+    assert (config["optimizer"], config["lr_schedule"], config["max_norm"],
+            config["early_stopping"]) == ("adamw", "cosine", 1.5, 1)
+    assert [e["val_accuracy"] for e in a["epochs"]] == [e["val_accuracy"] for e in b["epochs"]]
+    fast, ref = load_model(tmp_path / "numba"), load_model(tmp_path / "numpy")
+    for p, q in zip(fast.params(), ref.params()):
+        np.testing.assert_allclose(p, q, rtol=0, atol=1e-9)
+    accs = [e["val_accuracy"] for e in a["epochs"]]
+    best = a["early_stopping"]["best_epoch"]
+    assert accs[best - 1] == max(accs) and accs.index(max(accs)) == best - 1
+    assert a["early_stopping"]["stopped_after_epoch"] in (None, best + 1)
+    if a["early_stopping"]["stopped_after_epoch"]:
+        assert len(accs) == best + 1 < 8
+    net = load_model(tmp_path / "numpy")
+    data = load_digits()
+    X_val, y_val = mlp.train.split_train(data, None, None)[2:]
+    _, acc = mlp.trainer.evaluate(net, mlp.backends.NumpyBackend(), X_val, y_val, data.scale)
+    assert acc == accs[best - 1]
+    for w in net.weights[:-1]:                               # max-norm on the hidden units
+        assert np.linalg.norm(w, axis=0).max() <= 1.5 + 1e-9
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_adam_with_schedule_and_early_stopping_resumes_bit_identically(
+        tmp_path, backend, monkeypatch, capsys):
+    """Stopped in the middle of epoch 2 and resumed: the same bits as a run never stopped
+    (Adam's moments and step count, the schedule's position, the best epoch all survive)."""
+    argv = _feature_args(tmp_path / "whole", backend, 4, "--early-stopping", "3")
+    assert main(argv) == 0
+    init = mlp.trainer.Trainer.__init__
+
+    def interrupting_init(self, *a, **k):
+        init(self, *a, **k)
+        self.chunk_size = 8
+
+        def on_chunk(trainer):
+            if trainer.epoch == 1 and trainer.position >= 40:
+                os.kill(os.getpid(), signal.SIGINT)
+        self.on_chunk = on_chunk
+    monkeypatch.setattr(mlp.trainer.Trainer, "__init__", interrupting_init)
+    assert main(_feature_args(tmp_path / "cut", backend, 4, "--early-stopping", "3")) == 130
+    monkeypatch.undo()
+    assert main(["--resume", str(tmp_path / "cut")]) == 0
+    assert "resuming" in capsys.readouterr().out
+    for p, q in zip(load_model(tmp_path / "whole").params(), load_model(tmp_path / "cut").params()):
+        np.testing.assert_array_equal(p, q)
+    ha, hb = _history(tmp_path / "whole"), _history(tmp_path / "cut")
+    assert [e["train_loss"] for e in ha["epochs"]] == [e["train_loss"] for e in hb["epochs"]]
+    assert ha["early_stopping"] == hb["early_stopping"]
+    assert hb["config"]["optimizer"] == "adamw" and hb["config"]["lr_schedule"] == "cosine"
+
+
+def test_early_stopping_state_is_the_best_epoch_and_the_patience_since():
+    history = [{"val_accuracy": a} for a in (0.5, 0.7, 0.7, 0.6, 0.65)]
+    assert mlp.train.early_stopping_state(history, 3) == (2, True)     # a tie does not improve
+    assert mlp.train.early_stopping_state(history, 4) == (2, False)
+    assert mlp.train.early_stopping_state([], 2) == (None, False)
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--optimizer", "adam", "--momentum", "0.5"], ["--momentum", "--beta1"]),
+    (["--early-stopping", "3", "--validation", "0"], ["--early-stopping", "--validation"]),
+])
+def test_options_that_do_not_go_together_are_refused(tmp_path, argv, words, capsys):
+    assert main(["--dataset", "digits", "--backend", "numpy", "--out", str(tmp_path), *argv]) == 2
+    err = capsys.readouterr().err
+    assert all(w in err for w in words) and "Traceback" not in err
