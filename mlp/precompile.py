@@ -271,7 +271,8 @@ def compile_callees(kernel, args, budget_mb=None):
     kernel.targetdescr.options.parse_as_flags(flags, kernel.targetoptions)
     types = tuple(kernel.typeof_pyval(a) for a in args)
     start, refused = _peak_mb(), []
-    spent = None if budget_mb is None else lambda: _peak_mb() - start > budget_mb
+    def spent():
+        return budget_mb is not None and _peak_mb() - start > budget_mb
     with global_compiler_lock, refuse_compiling(kernel.py_func.__module__, spent, refused):
         kernel.targetdescr.typing_context.refresh()
         kernel.targetdescr.target_context.refresh()
