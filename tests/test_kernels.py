@@ -880,8 +880,9 @@ def test_sparse_gather_forward_par_on_wide_rows_is_the_serial_pair(dtype):
     K.gather_sparse(X, rows, dtype(1 / 255), batches[0])
     serial = K.sparse_forward(batches[0], W, b, K.SIGMOID, np.empty((n, n_out), dtype))
     parallel = K.sparse_gather_forward_par(X, rows, dtype(1 / 255), batches[1], W, b, K.SIGMOID,
-                                           np.empty((n, n_out), dtype))
+                                           np.empty((n, n_out), dtype), NO_DROPOUT[dtype], 0)
     np.testing.assert_array_equal(parallel, serial)
+
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("act, loss, out_kind", CONFIGS)
