@@ -266,7 +266,7 @@ def compile_callees(kernel, args, budget_mb=None):
     the two share the compiler memory. Returns the names of the kernels left.
     """
     from numba.core import compiler  # Numba's internals: only in a child
-    from numba.core.compiler_lock import global_compiler_lock
+    from numba.core.compiler_lock import global_compiler_lock  # the same
     flags = compiler.Flags()
     kernel.targetdescr.options.parse_as_flags(flags, kernel.targetoptions)
     types = tuple(kernel.typeof_pyval(a) for a in args)
