@@ -1663,20 +1663,20 @@ def _sparse_outer_rows(batch, d, A, coef, i0, i1):
     accumulates the gradient; coef = −η applies plain SGD directly.
     """
     n = d.shape[0]
-    sort = n >= OUTER_MIN_SORT and d.shape[1] * d.itemsize >= OUTER_MIN_SORT_BYTES
-    rows = min(n, OUTER_ROWS) if sort else 0     # (no sorting: empty work arrays)
-    m = i1 - i0 if sort else 0
-    entries = min(batch.nnz[:n].sum(), rows * m)   # at most, in one block
+    if n < OUTER_MIN_SORT or d.shape[1] * d.itemsize < OUTER_MIN_SORT_BYTES:
+        _outer_by_row(batch, d, A, coef, i0, i1, _row0(), n)
+        return
+    rows = min(n, OUTER_ROWS)
+    entries = min(batch.nnz[:n].sum(), rows * (i1 - i0))   # at most, in one block
     work = _ByColumn(np.empty(rows, np.int64), np.empty(rows, np.int64),
-                     np.empty(m + 1, np.int64), np.empty(m, np.int64),
+                     np.empty(i1 - i0 + 1, np.int64), np.empty(i1 - i0, np.int64),
                      np.empty(entries, np.int64), np.empty(entries, A.dtype))
-    step = OUTER_ROWS if sort else max(n, 1)
-    for s0 in range(0, n, step):     # one call site of each way: each is inlined once
-        s1 = min(n, s0 + step)
-        if sort and s1 - s0 >= OUTER_MIN_SORT:
-            _outer_by_column(batch, d, A, coef, i0, i1, s0, s1, work)
-        else:
+    for s0 in range(0, n, OUTER_ROWS):
+        s1 = min(n, s0 + OUTER_ROWS)
+        if s1 - s0 < OUTER_MIN_SORT:
             _outer_by_row(batch, d, A, coef, i0, i1, s0, s1)
+        else:
+            _outer_by_column(batch, d, A, coef, i0, i1, s0, s1, work)
 
 
 @_kernel()

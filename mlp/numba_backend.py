@@ -224,7 +224,6 @@ def _predict_in_parts(args, parts):
 
     def run(t):
         lo, hi = bounds[t], bounds[t + 1]
-        numba.set_num_threads(1)      # this thread's kernels start no parallel loop of their own
         K.predict(X[lo:hi], scale, weights, biases, model, out[lo:hi])
     _on_threads(run, parts)
     return out
@@ -232,13 +231,24 @@ def _predict_in_parts(args, parts):
 
 def _on_threads(run, parts):
     """run(0) here and run(1) … run(parts − 1) on threads of their own (the kernels release
-    the GIL), returning when all are done; a failure in run(0) still waits for the others."""
-    threads = [threading.Thread(target=run, args=(t,)) for t in range(1, parts)]
+    the GIL), returning when all are done; a failure in run(0) still waits for the others.
+
+    Each run sees one Numba thread (Numba's count is per thread), so the kernels it calls
+    start no parallel loop of their own (a BLAS product's blocks, :func:`K._gemm_blocks`,
+    run in turn): the parts are the parallelism. This thread's count is restored after.
+    """
+    def alone(t):
+        numba.set_num_threads(1)
+        run(t)
+    threads = [threading.Thread(target=alone, args=(t,)) for t in range(1, parts)]
     for th in threads:
         th.start()
+    n = numba.get_num_threads()
     try:
+        numba.set_num_threads(1)
         run(0)
     finally:
+        numba.set_num_threads(n)
         for th in threads:
             th.join()
 
