@@ -39,7 +39,7 @@ SKIPPED = {
                         "(CI installs it the same way before running them)",
     "pip install -e '.[dev]'": "installs mlp with the test tools these tests are already "
                                "running under",
-    "pytest": "runs the whole suite, this file included: it would run itself",
+    "pytest -n auto": "runs the whole suite, this file included: it would run itself",
 }
 #: programs whose commands are never run here: each such command must be listed in SKIPPED
 NOT_RUN = ("pip install", "pytest")
