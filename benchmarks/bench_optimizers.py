@@ -1,11 +1,11 @@
-"""Seconds per epoch of each optimizer on the default recipe: what Adam costs against SGD.
+"""Seconds per epoch of each optimizer on the default network: what Adam costs against SGD.
 
-The default recipe of ``python -m mlp.train`` (784-256-10, sigmoid, softmax
-cross-entropy, batch 64, float32, uint8 MNIST pixels on the sparse first
-layer) trained for one epoch of the 50,000 training images through
-:class:`mlp.trainer.Trainer` and the chosen backend, once per optimizer:
+The network of ``python -m mlp.train``'s default recipe (784-256-10, sigmoid, softmax
+cross-entropy, float32, uint8 MNIST pixels on the sparse first layer) at batch 64 (the
+previous default recipe's; ``--batch-size``) trained for one epoch of the 50,000
+training images through :class:`mlp.trainer.Trainer` and the chosen backend, once per optimizer:
 
-* ``sgd``: momentum 0.9 (the recipe's own; updated inside the backward pass);
+* ``sgd``: momentum 0.9 (the previous recipe's; updated inside the backward pass);
 * ``adam``: Adam, lr 0.001 (every weight's two moments updated each step);
 * ``adamw-maxnorm``: AdamW (weight decay 1e-4) with max-norm 3 on the hidden units.
 

@@ -72,7 +72,11 @@ TORCH = ("torch", "torch-raw")
 
 
 def mlp_epoch(backend_name, data, sizes, batch_size, seed, budget, warmup):
-    """(seconds per epoch, fraction of the epoch run, compile seconds) with an mlp backend.
+    """(seconds per epoch, fraction of the epoch run, compile seconds, CPU seconds) with mlp.
+
+    The CPU seconds are the process's (every thread's) over the same epoch:
+    on a machine that other programs keep busy they vary less than the wall
+    clock (``bench_ab.py --cpu``).
 
     An epoch that would take longer than ``budget`` seconds is stopped at a
     chunk boundary and its time extrapolated from the fraction done. First a
@@ -90,10 +94,13 @@ def mlp_epoch(backend_name, data, sizes, batch_size, seed, budget, warmup):
             data.X_train, data.y_train, 1, data.scale)
     net = Network(sizes, "sigmoid", "ce", seed=seed)
     trainer = trainer_for(net, budget)
+    cpu = time.process_time()
     if trainer.fit(data.X_train, data.y_train, 1, data.scale):
-        return trainer.history[0]["seconds"], 1.0, trainer.compile_seconds
+        return (trainer.history[0]["seconds"], 1.0, trainer.compile_seconds,
+                time.process_time() - cpu)
     done = min(1.0, trainer.position * batch_size / data.X_train.shape[0])
-    return trainer.epoch_seconds / done, done, trainer.compile_seconds
+    return (trainer.epoch_seconds / done, done, trainer.compile_seconds,
+            (time.process_time() - cpu) / done)
 
 
 def sklearn_epoch(X, y, sizes, batch_size, seed, warmup):
@@ -199,12 +206,12 @@ def worker(framework, sizes, batch_size, seed, threads, budget, warmup):
     """
     common.set_threads(threads)
     data = common.load_mnist()
-    done, compiled = 1.0, None
+    done, compiled, cpu = 1.0, None, None
     if framework == "mlp-numba":
-        seconds, done, compiled = mlp_epoch("numba", data, sizes, batch_size, seed, budget,
-                                            warmup)
+        seconds, done, compiled, cpu = mlp_epoch("numba", data, sizes, batch_size, seed, budget,
+                                                 warmup)
     elif framework == "mlp-numpy":
-        seconds, done, _ = mlp_epoch("numpy", data, sizes, batch_size, seed, budget, warmup)
+        seconds, done, _, cpu = mlp_epoch("numpy", data, sizes, batch_size, seed, budget, warmup)
     else:
         X32 = data.X_train.astype(np.float32) * np.float32(data.scale)
         if framework == "sklearn":
@@ -214,7 +221,8 @@ def worker(framework, sizes, batch_size, seed, threads, budget, warmup):
             seconds, done = torch_epoch(torch.from_numpy(X32), torch.from_numpy(data.y_train),
                                         sizes, batch_size, seed, budget, warmup,
                                         raw=framework == "torch-raw")
-    print(json.dumps({"seconds": seconds, "done": done, "compile_seconds": compiled}))
+    print(json.dumps({"seconds": seconds, "done": done, "compile_seconds": compiled,
+                      "cpu_seconds": cpu}))
 
 
 def measure(framework, sizes, batch_size, seed, threads, budget, warmup):

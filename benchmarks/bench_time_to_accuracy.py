@@ -11,19 +11,23 @@ seconds, and the first epoch at or above the target.
 Where PyTorch is installed, the same recipe is trained in eager PyTorch in
 the same run (``--skip-torch`` to leave it out), in a child process (its
 OpenMP runtime must not run beside Numba's threads): the same layer widths,
-activation, softmax cross-entropy, ``torch.optim.SGD`` with the same
-learning rate, momentum, Nesterov flag and weight decay, the same batch
-size, the same 50,000 training images scaled to [0, 1] as float32, a new
-random order each epoch, ``torch.set_num_threads`` = the thread count, and
-PyTorch's own initialisation. Its clock, too, covers the training steps
-only. The ratio printed is PyTorch's median seconds to the target over
-mlp's.
+activation, softmax cross-entropy, ``torch.optim.SGD`` (the same learning
+rate, momentum, Nesterov flag and weight decay) or ``torch.optim.Adam`` (the
+same rate, betas, eps and weight decay), the rate of every step set by
+mlp's own schedule (:mod:`mlp.schedules`, through ``LambdaLR``), the same
+batch size, the same 50,000 training images scaled to [0, 1] as float32, a
+new random order each epoch, ``torch.set_num_threads`` = the thread count,
+and PyTorch's own initialisation. With a schedule it trains the recipe's
+epochs (the rate has fallen to 0 by their end), at a constant rate up to
+30. Its clock, too, covers the training steps only. The ratio printed is
+PyTorch's median seconds to the target over mlp's.
 
 Usage (from the project root)::
 
     python benchmarks/bench_time_to_accuracy.py [--target 0.98] [--threads N] [--runs 1]
-        [--hidden 512] [--lr 0.1] [--momentum 0.9] [--batch-size 64] [--epochs 10]
-        [--backend numba] [--skip-torch] [--torch-runs R] [--out FILE]
+        [--hidden 512] [--optimizer sgd] [--lr 0.1] [--lr-schedule constant]
+        [--momentum 0.9] [--batch-size 64] [--epochs 10] [--backend numba]
+        [--skip-torch] [--torch-runs R] [--torch-epochs N] [--out FILE]
 
 Options other than --target, --threads, --runs and --out override the defaults.
 """
@@ -39,8 +43,8 @@ import numpy as np
 
 from mlp.backends import get_backend
 from mlp.network import Network
-from mlp.optimizers import SGD
-from mlp.train import DEFAULTS, split_train
+from mlp.schedules import Schedule
+from mlp.train import DEFAULTS, make_optimizer, make_schedule, parse_args, split_train
 from mlp.trainer import Trainer, evaluate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -50,14 +54,28 @@ import common  # noqa: E402
 def recipe(args):
     """The default recipe of mlp.train with this command's overrides."""
     r = dict(DEFAULTS)
-    for key in ("hidden", "lr", "momentum", "batch_size", "epochs", "backend", "weight_decay",
-                "seed", "activation"):
+    for key in ("hidden", "optimizer", "lr", "momentum", "batch_size", "epochs", "lr_schedule",
+                "backend", "weight_decay", "seed", "activation"):
         value = getattr(args, key)
         if value is not None:
             r[key] = value
     if args.nesterov:
         r["nesterov"] = True
+    if args.optimizer is not None and args.lr is None:   # that optimizer's own default rate
+        r["lr"] = parse_args(["--optimizer", args.optimizer]).lr
     return r
+
+
+def settings(r):
+    """``python -m mlp.train``'s settings (its parser's defaults) with the recipe ``r``."""
+    args = parse_args([])
+    vars(args).update(r)
+    return args
+
+
+def schedule_of(r, n_train):
+    """The recipe's learning-rate schedule over its epochs (None: constant), as mlp.train's."""
+    return make_schedule(settings(r), n_train)
 
 
 def run_once(r, data, target):
@@ -66,7 +84,8 @@ def run_once(r, data, target):
     backend = get_backend(r["backend"])
     net = Network([X_tr.shape[1], *r["hidden"], data.n_classes], r["activation"], r["loss"],
                   dtype=r["dtype"], seed=r["seed"])
-    opt = SGD(r["lr"], r["momentum"], r["nesterov"], r["weight_decay"])
+    opt = make_optimizer(settings(r))
+    opt.schedule = schedule_of(r, X_tr.shape[0])
     trainer = Trainer(net, opt, backend, r["batch_size"], r["seed"])
     records = []
 
@@ -92,9 +111,9 @@ def torch_run(r, data, target, threads):
     Called in a child process (see :func:`torch_in_child`).
     """
     import torch  # optional, and only in its own process (PyTorch brings its own OpenMP runtime)
-    if r.get("optimizer", "sgd") != "sgd" or r.get("lr_schedule", "constant") != "constant":
-        raise SystemExit("the PyTorch run covers plain SGD at a constant rate; extend "
-                         "torch_run for this recipe")
+    if r["optimizer"] not in ("sgd", "adam"):
+        raise SystemExit(f"the PyTorch run covers --optimizer sgd and adam, not "
+                         f"{r['optimizer']}: extend torch_run for this recipe")
     torch.set_num_threads(threads)
     torch.manual_seed(r["seed"])
     nn = torch.nn
@@ -110,8 +129,10 @@ def torch_run(r, data, target, threads):
     for a, b in zip(sizes[:-1], sizes[1:]):
         layers += [nn.Linear(a, b), act()]
     model = nn.Sequential(*layers[:-1])
-    opt = torch.optim.SGD(model.parameters(), lr=r["lr"], momentum=r["momentum"],
-                          nesterov=r["nesterov"], weight_decay=r["weight_decay"])
+    opt = torch_optimizer(torch, model, r)
+    # mlp's own schedule, counted in the recipe's epochs, gives the rate of every step
+    schedule = schedule_of(r, X.shape[0]) or Schedule()
+    step = torch.optim.lr_scheduler.LambdaLR(opt, schedule.factor)
     loss_fn = nn.CrossEntropyLoss()
     n, bs, seconds, records = X.shape[0], r["batch_size"], 0.0, []
     for epoch in range(1, r["epochs"] + 1):
@@ -122,6 +143,7 @@ def torch_run(r, data, target, threads):
             opt.zero_grad(set_to_none=True)
             loss_fn(model(X[idx]), y[idx]).backward()
             opt.step()
+            step.step()
         seconds += time.perf_counter() - t0
         with torch.no_grad():
             acc = float((model(X_test).argmax(1) == y_test).float().mean())
@@ -130,6 +152,16 @@ def torch_run(r, data, target, threads):
         if acc >= target:
             break
     return records
+
+
+def torch_optimizer(torch, model, r):
+    """torch.optim's SGD or Adam with the recipe's settings (Adam's betas and eps: mlp.train's)."""
+    if r["optimizer"] == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=r["lr"], momentum=r["momentum"],
+                               nesterov=r["nesterov"], weight_decay=r["weight_decay"])
+    args = settings(r)
+    return torch.optim.Adam(model.parameters(), lr=r["lr"], betas=(args.beta1, args.beta2),
+                            eps=args.eps, weight_decay=r["weight_decay"])
 
 
 def torch_in_child(r, target, threads):
@@ -148,6 +180,12 @@ def torch_in_child(r, target, threads):
     return records, next((x for x in records if x["test_accuracy"] >= target), None)
 
 
+def torch_epochs(r):
+    """Most epochs the PyTorch run may take: the larger of 30 and the recipe's at a constant
+    rate; the recipe's own with a schedule, which has brought the rate down to 0 by then."""
+    return r["epochs"] if r["lr_schedule"] != "constant" else max(30, r["epochs"])
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--target", type=float, default=0.98, help="test accuracy to reach")
@@ -155,7 +193,9 @@ def main(argv=None):
     p.add_argument("--runs", type=int, default=1, help="repeat the training (median reported)")
     p.add_argument("--hidden", type=int, nargs="+")
     p.add_argument("--activation")
+    p.add_argument("--optimizer", choices=["sgd", "adam"])
     p.add_argument("--lr", type=float)
+    p.add_argument("--lr-schedule", choices=["constant", "linear", "cosine", "step"])
     p.add_argument("--momentum", type=float)
     p.add_argument("--nesterov", action="store_true")
     p.add_argument("--weight-decay", type=float)
@@ -166,7 +206,8 @@ def main(argv=None):
     p.add_argument("--skip-torch", action="store_true", help="leave the PyTorch run out")
     p.add_argument("--torch-epochs", type=int, default=None,
                    help="most epochs PyTorch may take to reach the target (it stops there; "
-                        "default: the larger of 30 and the recipe's epochs)")
+                        "default: the recipe's epochs with a --lr-schedule, else the larger of "
+                        "30 and the recipe's epochs; a schedule spans these epochs)")
     p.add_argument("--torch-runs", type=int, default=None,
                    help="PyTorch runs (default: as many as --runs)")
     p.add_argument("--out", help="JSON file (default: benchmarks/results/tta-<time>.json)")
@@ -203,14 +244,16 @@ def main(argv=None):
     if not args.skip_torch and not common.torch_available():
         print("\nPyTorch is not installed: its run is skipped (pip install torch to include it).")
     elif not args.skip_torch:
-        torch_recipe = dict(r, epochs=args.torch_epochs or max(30, r["epochs"]))
+        torch_recipe = dict(r, epochs=args.torch_epochs or torch_epochs(r))
         torch_runs = []
         for k in range(args.torch_runs or args.runs):
             print(f"PyTorch run {k + 1} (same recipe, up to {torch_recipe['epochs']} epochs):")
             records, hit = torch_in_child(torch_recipe, args.target, threads)
             torch_runs.append({"epochs": records, "hit": hit})
             if not hit:
-                print(f"  did not reach {args.target:.1%}")
+                print(f"  did not reach {args.target:.1%} in {torch_recipe['epochs']} epochs "
+                      f"(best {max(x['test_accuracy'] for x in records):.4f}, "
+                      f"{records[-1]['train_seconds']:.2f} s of training)")
         torch_hits = [run["hit"]["train_seconds"] for run in torch_runs if run["hit"]]
         torch_median = (common.median(torch_hits) if len(torch_hits) == len(torch_runs)
                         else None)

@@ -43,7 +43,7 @@ start=$SECONDS
 VPY="$WORK/venv/bin/python"
 # One resolve: the project (editable, as .ci/run installs it) with every declared minimum
 # pinned exactly, plus the test tools (their newest versions: they are not runtime deps).
-"$VPY" -m pip install --quiet --disable-pip-version-check -e . "${PIN_ARGS[@]}" pytest hypothesis
+"$VPY" -m pip install --quiet --disable-pip-version-check -e . "${PIN_ARGS[@]}" pytest pytest-xdist hypothesis
 echo "check_floor: venv and install took $((SECONDS - start)) s"
 
 # What was tested; importing mlp.plots, matplotlib.pyplot, tqdm and scipy.stats here also
@@ -55,7 +55,7 @@ import llvmlite.binding
 import matplotlib.pyplot, scipy.stats, tqdm  # noqa: F401
 import mlp.estimators, mlp.plots            # noqa: F401
 names = ["numpy", "numba", "llvmlite", "scikit-learn", "scipy", "threadpoolctl",
-         "matplotlib", "tqdm", "joblib", "pytest", "hypothesis"]
+         "matplotlib", "tqdm", "joblib", "pytest", "pytest-xdist", "hypothesis"]
 llvm = ".".join(map(str, llvmlite.binding.llvm_version_info))
 print(f"Python {platform.python_version()}, " + ", ".join(f"{n} {version(n)}" for n in names)
       + f" (LLVM {llvm})")
@@ -70,7 +70,7 @@ export NUMBA_CACHE_DIR="$WORK/numba-cache"
 export MPLBACKEND=Agg
 status=0
 start=$SECONDS
-"$VPY" -m pytest -q -p no:cacheprovider \
+"$VPY" -m pytest -n auto -q -p no:cacheprovider \
     tests/test_kernels.py tests/test_precompile.py tests/test_network.py \
     tests/test_estimators.py tests/test_numba_backend.py || status=$?
 echo "check_floor: tests took $((SECONDS - start)) s"

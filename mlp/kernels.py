@@ -93,8 +93,21 @@ exact zeros, which changes nothing unless W holds infinities.
 Threads. The ``_par`` kernels split a batch's *outputs* between threads
 (rows of the batch, or rows of W¹) and never share a sum: every number is
 computed exactly as by the serial kernel, whatever the thread count.
-Products with at least :data:`BLAS_MIN_FLOPS` multiply-adds go to BLAS
-(``np.dot``), which is deterministic for a fixed number of threads.
+Products with at least :data:`BLAS_MIN_FLOPS` multiply-adds go to BLAS in
+blocks of :data:`BLAS_BLOCK` rows or columns of the weight matrix
+(:func:`_gemm_blocks`), one single-threaded BLAS call each, shared out
+between Numba's threads: one pool of threads for the whole step, and
+blocks that depend on the shapes only, so again the same bits whatever the
+thread count (for a given BLAS library and CPU).
+
+Vectors. The sparse first layer's inner loops are written in LLVM vectors
+of 64 bytes (:func:`_rows_axpy`): a block of up to :data:`MAX_LINES` such
+vectors of the row being summed stays in registers while the other
+operand's rows stream through, one load per vector multiply-add. Their
+speed is then that of the cache the streamed rows come from (profile:
+docs/performance.md), hence the 64-byte alignment of W¹ and of the layer's
+outputs and errors, and the loops over blocks of columns outside the loops
+over rows.
 
 Memory. Numba never frees what it compiled (numba/numba#5976, #6707), so
 every specialisation compiled here stays in memory for the life of the
@@ -118,6 +131,11 @@ from numba import config, njit, prange
 from numba.core import cgutils
 from numba.core import types as nbtypes
 from numba.extending import intrinsic, overload
+from numba.np.linalg import check_blas_return, ensure_blas, get_blas_kind
+
+# numba.get_num_threads() compiled: the threading layer's symbol by name, so that the caller can
+# be cached (numba.get_num_threads in njit code holds a ctypes pointer, which cannot)
+from numba.np.ufunc.parallel import _iget_num_threads
 
 # Activation codes (hidden layers, and the output of mse); SOFTMAX and EXP (poisson's)
 # only as outputs.
@@ -130,9 +148,14 @@ CE, MSE, BCE, POISSON = 0, 1, 2, 3
 LOSS_CODES = {"ce": CE, "mse": MSE, "bce": BCE, "poisson": POISSON}
 LOSS_NAMES = {code: name for name, code in LOSS_CODES.items()}
 
-#: Products of at least this many multiply-adds go to BLAS (np.dot); below
-#: it the loops here win (no call overhead, no packing of small matrices).
-BLAS_MIN_FLOPS = 1 << 21
+#: Products of at least this many multiply-adds go to BLAS; below it the loops
+#: here can win (no call overhead, no packing of small matrices). From 1M on,
+#: OpenBLAS was faster than the loops on every product of a layer with 10
+#: outputs (docs/performance.md), where 2M (the earlier bound) left them to loops.
+BLAS_MIN_FLOPS = 1 << 20
+#: BLAS products are cut into blocks of about this many rows or columns of the
+#: weight matrix (:func:`_gemm_blocks`), which Numba's threads share.
+BLAS_BLOCK = 256
 
 _FAST = {"contract"}                 # FMA only: a round-off-level change
 _FAST_SUM = {"contract", "reassoc"}  # and a reordered (vectorised) sum
@@ -169,6 +192,12 @@ def _runtime_true(n):
     A literal True compiles another copy.
     """
     return n >= 0
+
+
+@_inline()
+def _runtime_false(n):
+    """False typed as a run-time bool (from n < 0, n any count), as :func:`_runtime_true`."""
+    return n < 0
 
 
 @_inline()
@@ -510,6 +539,147 @@ def _prefetch(typingctx, arr, offset):
         builder.call(fn, [addr, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
         return context.get_dummy_value()
     return nbtypes.void(arr, offset), codegen
+
+
+@intrinsic
+def _gemm(typingctx, alpha, A, ta, B, tb, beta, C):
+    """C ← α·op(A)·op(B) + β·C by BLAS gemm, the routine ``np.dot`` calls (op(X) = Xᵀ where t).
+
+    A, B and C are 2-D arrays of one float dtype whose rows are contiguous
+    (unit inner stride: C-contiguous arrays and their row or column blocks),
+    so a column block is passed without a copy: its pointer and its parent's
+    row stride. Unlike ``np.dot`` this takes α and β, so that plain SGD can
+    add −η δᵀa to W in the product itself. The caller guarantees the shapes
+    agree and that C is not empty and the inner dimension is not zero.
+    """
+    arrays = (A, B, C)
+    if not all(isinstance(t, nbtypes.Array) and t.ndim == 2 for t in arrays):
+        return None
+    if len({t.dtype for t in arrays}) != 1 or A.dtype not in (nbtypes.float32, nbtypes.float64):
+        return None
+    ensure_blas()
+    dtype = A.dtype
+
+    def codegen(context, builder, sig, args):
+        alpha_, a_, ta_, b_, tb_, beta_, c_ = args
+        i8, i64, ptr = ir.IntType(8), ir.IntType(64), ir.IntType(8).as_pointer()
+        itemsize = ir.Constant(i64, context.get_abi_sizeof(context.get_value_type(dtype)))
+
+        def parts(k):
+            arr = context.make_array(sig.args[k])(context, builder, value=args[k])
+            rows, cols = cgutils.unpack_tuple(builder, arr.shape, 2)
+            row_stride = cgutils.unpack_tuple(builder, arr.strides, 2)[0]
+            ld = builder.sdiv(row_stride, itemsize)
+            # BLAS wants ld >= the row length even for a single row
+            ld = builder.select(builder.icmp_signed("<", ld, cols), cols, ld)
+            return rows, cols, ld, builder.bitcast(arr.data, ptr)
+
+        def trans(flag):
+            return builder.select(flag, ir.Constant(i8, ord("t")), ir.Constant(i8, ord("n")))
+
+        a_rows, a_cols, lda, a_ptr = parts(1)
+        _, _, ldb, b_ptr = parts(3)
+        m, n, ldc, c_ptr = parts(6)
+        k = builder.select(ta_, a_rows, a_cols)
+
+        def slot(value, ty):
+            return builder.bitcast(cgutils.alloca_once_value(
+                builder, context.cast(builder, value, ty, dtype)), ptr)
+        fnty = ir.FunctionType(ir.IntType(32), [i8, i8, i8, i64, i64, i64, ptr, ptr, i64, ptr,
+                                                i64, ptr, ptr, i64])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "numba_xxgemm")
+        # row-major C = op(A)·op(B) is column-major Cᵀ = op(B)ᵀ·op(A)ᵀ: B first, same flags
+        res = builder.call(fn, (ir.Constant(i8, ord(get_blas_kind(dtype))), trans(tb_),
+                                trans(ta_), n, m, k, slot(alpha_, sig.args[0]), b_ptr, ldb,
+                                a_ptr, lda, slot(beta_, sig.args[5]), c_ptr, ldc))
+        check_blas_return(context, builder, res)
+        return context.get_dummy_value()
+    return nbtypes.void(alpha, A, ta, B, tb, beta, C), codegen
+
+
+#: the most 64-byte vector registers :func:`_rows_axpy` keeps a block of Y in
+MAX_LINES = 8
+
+
+@intrinsic
+def _rows_axpy(typingctx, Y, y, j0, lines, X, rows, coef, p0, p1):
+    """Y[y, j0:j0+w] += Σ_{p0 ≤ p < p1} coef[p] · X[rows[p], j0:j0+w], w = ``lines`` × 64 bytes.
+
+    The block of Y stays in vector registers (``lines`` ≤ :data:`MAX_LINES`
+    of them, 64 bytes each) while the rows of X stream through: one load per
+    vector of multiply-adds, where a loop over Y's columns would load and
+    store Y again for every term. One fused multiply-add per term, in order
+    of p, so each Y[y, j] is the same sequence of roundings as the scalar
+    loop ``Y[y, j] += coef[p] * X[rows[p], j]`` with contraction. LLVM's
+    vectors of 64 bytes (16 float32 or 8 float64) are split into what the
+    CPU has (AVX-512: one register; AVX2: two). Y and X are 2-D float arrays
+    of one dtype with contiguous rows; rows and coef are contiguous 1-D
+    arrays (int row indices, coefficients of X's dtype); the caller keeps
+    j0 + w within both arrays' rows and the indices in range.
+    """
+    if not (isinstance(Y, nbtypes.Array) and isinstance(X, nbtypes.Array)
+            and Y.ndim == 2 and X.ndim == 2 and Y.dtype == X.dtype
+            and X.dtype in (nbtypes.float32, nbtypes.float64)
+            and isinstance(rows, nbtypes.Array) and rows.ndim == 1
+            and isinstance(rows.dtype, nbtypes.Integer) and rows.layout == "C"
+            and isinstance(coef, nbtypes.Array) and coef.dtype == X.dtype and coef.layout == "C"):
+        return None
+    dtype = X.dtype
+    bits = dtype.bitwidth
+
+    def codegen(context, builder, sig, args):
+        Y_, y_, j0_, lines_, X_, rows_, coef_, p0_, p1_ = args
+        i8, i64 = ir.IntType(8), ir.IntType(64)
+        t = context.get_value_type(dtype)
+        lanes = 512 // bits
+        vec = ir.VectorType(t, lanes)
+        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec] * 3),
+                                             f"llvm.fma.v{lanes}f{bits}")
+
+        def arr(k):
+            return context.make_array(sig.args[k])(context, builder, value=args[k])
+
+        def as_i64(k):
+            return context.cast(builder, args[k], sig.args[k], nbtypes.int64)
+        ya, xa, ra, ca = arr(0), arr(4), arr(5), arr(6)
+        offset = builder.mul(as_i64(2), ir.Constant(i64, bits // 8))
+        y_stride = cgutils.unpack_tuple(builder, ya.strides, 2)[0]
+        x_stride = cgutils.unpack_tuple(builder, xa.strides, 2)[0]
+        y_base = builder.gep(builder.bitcast(ya.data, i8.as_pointer()),
+                             [builder.add(builder.mul(as_i64(1), y_stride), offset)])
+        x_data = builder.bitcast(xa.data, i8.as_pointer())
+
+        def line(base, k):
+            return builder.bitcast(builder.gep(base, [ir.Constant(i64, 64 * k)]),
+                                   vec.as_pointer())
+        accs = [cgutils.alloca_once(builder, vec) for _ in range(MAX_LINES)]
+        done = builder.append_basic_block("axpy.done")
+        switch = builder.switch(as_i64(3), done)
+        for n_lines in range(1, MAX_LINES + 1):
+            block = builder.append_basic_block(f"axpy.lines{n_lines}")
+            switch.add_case(ir.Constant(i64, n_lines), block)
+            builder.position_at_end(block)
+            for k in range(n_lines):
+                builder.store(builder.load(line(y_base, k), align=bits // 8), accs[k])
+            with cgutils.for_range_slice(builder, as_i64(7), as_i64(8), ir.Constant(i64, 1),
+                                         inc=True) as (p, _):
+                r = builder.load(builder.gep(ra.data, [p]))
+                r = builder.sext(r, i64) if r.type.width < 64 else r
+                c = builder.load(builder.gep(ca.data, [p]))
+                cv = builder.insert_element(ir.Constant(vec, ir.Undefined), c,
+                                            ir.Constant(ir.IntType(32), 0))
+                cv = builder.shuffle_vector(cv, cv, ir.Constant(ir.VectorType(ir.IntType(32),
+                                                                              lanes), [0] * lanes))
+                x_base = builder.gep(x_data, [builder.add(builder.mul(r, x_stride), offset)])
+                for k in range(n_lines):
+                    xk = builder.load(line(x_base, k), align=bits // 8)
+                    builder.store(builder.call(fma, [cv, xk, builder.load(accs[k])]), accs[k])
+            for k in range(n_lines):
+                builder.store(builder.load(accs[k]), line(y_base, k), align=bits // 8)
+            builder.branch(done)
+        builder.position_at_end(done)
+        return context.get_dummy_value()
+    return nbtypes.void(Y, y, j0, lines, X, rows, coef, p0, p1), codegen
 
 
 def _exp(x):
@@ -896,6 +1066,63 @@ def drop_rows(a, layer, dropout, pos0, mask, out):
     return out
 
 
+# ------------------------------------------------------- BLAS, in blocks
+
+
+@_inline()
+def _block_bounds(n, blk, n_blocks):
+    """Block blk of n_blocks of range(n): equal steps rounded up to 16 (64 bytes of float32)."""
+    per_block = -(-n // n_blocks)
+    step = -(-per_block // 16) * 16
+    return min(n, blk * step), min(n, (blk + 1) * step)
+
+
+@_inline()
+def _gemm_block(alpha, A, ta, B, tb, beta, C, by_rows, blk, n_blocks):
+    """Block blk of :func:`_gemm_blocks`: a block of C's rows (by_rows) or of its columns."""
+    if by_rows:
+        lo, hi = _block_bounds(C.shape[0], blk, n_blocks)
+        if lo < hi:
+            _gemm(alpha, A[:, lo:hi] if ta else A[lo:hi], ta, B, tb, beta, C[lo:hi])
+    else:
+        lo, hi = _block_bounds(C.shape[1], blk, n_blocks)
+        if lo < hi:
+            _gemm(alpha, A, ta, B[lo:hi] if tb else B[:, lo:hi], tb, beta, C[:, lo:hi])
+
+
+@_kernel(parallel=True)
+def _gemm_par(alpha, A, ta, B, tb, beta, C, by_rows, n_blocks):
+    """:func:`_gemm_blocks`' blocks shared between Numba's threads (in turn with one thread)."""
+    if _iget_num_threads() > 1:
+        for blk in prange(n_blocks):
+            _gemm_block(alpha, A, ta, B, tb, beta, C, by_rows, blk, n_blocks)
+    else:   # no parallel launch: callers on several Python threads may run this at once
+        for blk in range(n_blocks):
+            _gemm_block(alpha, A, ta, B, tb, beta, C, by_rows, blk, n_blocks)
+
+
+@_kernel()
+def _gemm_blocks(alpha, A, ta, B, tb, beta, C, by_rows):
+    """C ← α·op(A)·op(B) + β·C (op(X) = Xᵀ where t) by BLAS, in blocks of C's rows or columns.
+
+    The blocks (:data:`BLAS_BLOCK` rows or columns of C, which is a weight
+    matrix or has one of its sides) depend on the shapes only, and each is one
+    BLAS call, so the result is the same bits whatever Numba's thread count
+    (for a given BLAS). With more than one Numba thread the blocks are shared
+    out in a parallel loop: one pool of threads does the whole batch. (BLAS's
+    own threads would spin beside Numba's between calls, each pool taking
+    cores from the other: the backend holds BLAS to one thread while it
+    trains.)
+    """
+    n = C.shape[0] if by_rows else C.shape[1]
+    n_blocks = max(1, n // BLAS_BLOCK)
+    if n_blocks > 1:
+        _gemm_par(alpha, A, ta, B, tb, beta, C, by_rows, n_blocks)
+    else:
+        _gemm_block(alpha, A, ta, B, tb, beta, C, by_rows, _row0(), _runtime_one(n))
+    return C
+
+
 # ----------------------------------------------------------------- forward
 
 
@@ -930,27 +1157,39 @@ def bias_activation(z, b, kind):
     return z
 
 
+@_inline()
+def _line_blocks(n, itemsize):
+    """(columns per 64-byte line, columns in whole lines) of rows of n columns."""
+    lanes = 64 // itemsize
+    return lanes, n - n % lanes
+
+
 @_kernel(fastmath=_FAST)
 def _sparse_forward_rows(batch, W, b, kind, out, s0, s1):
-    """:func:`sparse_forward` for batch rows s0 … s1-1, four rows of W per pass over out[s]."""
+    """:func:`sparse_forward` for batch rows s0 … s1-1.
+
+    A block of up to :data:`MAX_LINES` × 64 bytes of out[s] stays in vector
+    registers while the rows of W at the row's non-zeros stream through
+    (:func:`_rows_axpy`); columns past the last whole 64-byte line (none in
+    train_chunk's padded W¹) are added one by one.
+    """
     nnz, cols, vals = batch
-    n_out = _unsigned(W.shape[1])
+    n_out = W.shape[1]
+    lanes, full = _line_blocks(n_out, W.itemsize)
     for s in range(s0, s1):
         for j in range(n_out):
             out[s, j] = 0
-        p, end = 0, nnz[s]
-        while p + 4 <= end:
-            x0, x1, x2, x3 = vals[s, p], vals[s, p + 1], vals[s, p + 2], vals[s, p + 3]
-            i0, i1 = _unsigned(cols[s, p]), _unsigned(cols[s, p + 1])
-            i2, i3 = _unsigned(cols[s, p + 2]), _unsigned(cols[s, p + 3])
-            for j in range(n_out):
-                out[s, j] += x0 * W[i0, j] + x1 * W[i1, j] + x2 * W[i2, j] + x3 * W[i3, j]
-            p += 4
-        while p < end:
+    j0 = 0
+    while j0 < full:           # a block of W's columns for every row: it stays in the cache
+        lines = min(MAX_LINES, (full - j0) // lanes)
+        for s in range(s0, s1):
+            _rows_axpy(out, s, j0, lines, W, cols[s], vals[s], _row0(), nnz[s])
+        j0 += lines * lanes
+    for s in range(s0, s1):
+        for p in range(nnz[s]):
             x0, i0 = vals[s, p], _unsigned(cols[s, p])
-            for j in range(n_out):
+            for j in range(full, n_out):
                 out[s, j] += x0 * W[i0, j]
-            p += 1
     _bias_activation_rows(out, b, kind, s0, s1)
 
 
@@ -972,10 +1211,14 @@ def sparse_gather_forward_par(X, rows, scale, batch, W, b, kind, out, dropout, p
     region for all three: a thread gathers its rows (sample positions pos0 +
     s of the epoch for ``dropout``, a :class:`Dropout`) and computes their
     outputs while they are in its cache. Every row is computed as by the
-    serial kernels, so the results are the same bits.
+    serial kernels, so the results are the same bits. Rows of W wider than
+    :data:`OUTER_MIN_SORT_BYTES` come in fewer, longer blocks (four per
+    thread), so that each block of W's columns serves more rows while it is
+    in the cache (see :func:`_sparse_forward_rows`).
     """
     n = rows.shape[0]
-    n_blocks = min(n, 32)
+    wide = W.shape[1] * W.itemsize >= OUTER_MIN_SORT_BYTES
+    n_blocks = min(n, 4 * _iget_num_threads() if wide else 32)
     step = -(-n // max(n_blocks, 1))
     for blk in prange(n_blocks):
         lo, hi = blk * step, min(n, (blk + 1) * step)
@@ -1025,8 +1268,9 @@ def _dense_row(a, Wt, out, s):
 def dense_forward(a, Wt, b, kind, out):
     """out = f(a · W + b), given ``Wt`` = Wᵀ: BLAS for large products, else dot products of rows."""
     n, n_in = a.shape
-    if n * n_in * Wt.shape[0] >= BLAS_MIN_FLOPS:
-        np.dot(a, Wt.T, out)
+    if n * n_in * Wt.shape[0] >= BLAS_MIN_FLOPS:      # out = a · Wtᵀ, blocks of out's columns
+        _gemm_blocks(out.dtype.type(1), a, _runtime_false(n), Wt, _runtime_true(n),
+                     out.dtype.type(0), out, _runtime_false(n))
     else:
         for s in range(n):
             _dense_row(a, Wt, out, s)
@@ -1193,8 +1437,9 @@ def backprop_delta(d, Wt, a, kind, out, mask):
     n = d.shape[0]
     n_out, n_in = Wt.shape
     blas = n * n_in * n_out >= BLAS_MIN_FLOPS
-    if blas:
-        np.dot(d, Wt, out)
+    if blas:                                         # out = d · Wt, blocks of out's columns
+        _gemm_blocks(out.dtype.type(1), d, _runtime_false(n), Wt, _runtime_false(n),
+                     out.dtype.type(0), out, _runtime_false(n))
     for s in range(n):               # row by row: the row is still in L1 for ⊙ m and ⊙ f'
         if not blas:
             _backprop_row(d, Wt, out, s)
@@ -1241,8 +1486,9 @@ def dense_gradient(a, d, Gt, gb):
     n, n_in = a.shape
     n_out = d.shape[1]
     column_sums(d, gb)
-    if n * n_in * n_out >= BLAS_MIN_FLOPS:
-        np.dot(d.T, a, Gt)
+    if n * n_in * n_out >= BLAS_MIN_FLOPS:           # Gt = dᵀ · a, blocks of Gt's rows
+        _gemm_blocks(Gt.dtype.type(1), d, _runtime_true(n), a, _runtime_false(n),
+                     Gt.dtype.type(0), Gt, _runtime_true(n))
         return Gt
     for k in range(n_out):
         _gradient_row(a, d, Gt, k)
@@ -1254,9 +1500,14 @@ def dense_sgd_plain(a, d, Wt, lr):
     """Plain SGD of a dense layer fused with its gradient: Wt[k] ← Wt[k] − Σ_s (η δ[s, k]) a[s].
 
     No gradient array and no second pass (what :func:`dense_gradient` +
-    :func:`sgd_update` do, up to rounding: η multiplies each term).
+    :func:`sgd_update` do, up to rounding: η multiplies each term). Large
+    products go to BLAS as W ← W − η (δᵀa), with β = 1 (:func:`_gemm_blocks`).
     """
     n, n_in = a.shape
+    if n * n_in * Wt.shape[0] >= BLAS_MIN_FLOPS:     # BLAS: Wt ← 1·Wt + (−η)·dᵀa, in place
+        _gemm_blocks(-lr, d, _runtime_true(n), a, _runtime_false(n), Wt.dtype.type(1), Wt,
+                     _runtime_true(n))
+        return Wt
     for k in range(Wt.shape[0]):
         s = 0
         while s + 4 <= n:
@@ -1303,19 +1554,24 @@ def _entries_in(cols, s, n, i0, i1):
     return _first_at_least(cols, s, n, i0), _first_at_least(cols, s, n, i1)
 
 
-@_kernel(fastmath=_FAST)
-def _sparse_outer_rows(batch, d, A, coef, i0, i1):
-    """Rows i0 … i1-1 of A += coef · xᵀ · δ.
+#: :func:`_sparse_outer_rows` sorts the entries of this many batch rows at a time by column
+OUTER_ROWS = 128
+#: and adds fewer rows than this one row at a time (sorting would cost more than it saves),
+OUTER_MIN_SORT = 32
+#: as it does rows of A narrower than this many bytes (measured: docs/performance.md)
+OUTER_MIN_SORT_BYTES = 1024
 
-    Each x[s, i] ≠ 0 adds (coef · x) δ[s] to row i, in batch order. Four
-    non-zeros of a row of x at a time: four rows of A take their share of
-    δ[s] in one pass, so δ[s] is loaded once for four rows (each still gets
-    one multiply-add per non-zero). coef = 1 accumulates the gradient;
-    coef = −η applies plain SGD directly.
+
+@_inline(fastmath=_FAST)
+def _outer_by_row(batch, d, A, coef, i0, i1, s0, s1):
+    """Rows i0 … i1-1 of A += coef · x[s0:s1]ᵀ · δ[s0:s1], one batch row at a time.
+
+    Four non-zeros of a row of x at a time: four rows of A take their
+    share of δ[s] in one pass, so δ[s] is loaded once for four rows.
     """
     nnz, cols, vals = batch
     n_out = _unsigned(d.shape[1])
-    for s in range(d.shape[0]):
+    for s in range(s0, s1):
         ds = d[s]
         p, end = _entries_in(cols, s, nnz[s], i0, i1)
         while p + 4 <= end:
@@ -1335,6 +1591,92 @@ def _sparse_outer_rows(batch, d, A, coef, i0, i1):
             for k in range(n_out):
                 A[a, k] += c0 * ds[k]
             p += 1
+
+
+class _ByColumn(NamedTuple):
+    """Work arrays of :func:`_outer_by_column` (entries of OUTER_ROWS batch rows at most)."""
+    first: np.ndarray    #: (OUTER_ROWS,) int64: each row's first entry in the column range
+    last: np.ndarray     #: and the end of its entries there
+    starts: np.ndarray   #: (columns + 1,) int64: column i's entries are starts[i] … starts[i+1]-1
+    fill: np.ndarray     #: (columns,) int64: where the counting sort writes next
+    samples: np.ndarray  #: int64: the batch row of each entry, in column order
+    terms: np.ndarray    #: coef · x of each entry, in column order
+
+
+@_inline(fastmath=_FAST)
+def _outer_by_column(batch, d, A, coef, i0, i1, s0, s1, work):
+    """:func:`_outer_by_row`'s sum, its entries sorted by column (work: a :class:`_ByColumn`).
+
+    A counting sort keeps batch order within each column; then each row i of
+    A takes its terms with a block of the row in vector registers while the
+    rows δ[s] stream through (:func:`_rows_axpy`): A is read and written
+    once per block of the row, not once per term. Every A[i, k] gets the same
+    multiply-adds in the same order as by :func:`_outer_by_row`.
+    """
+    nnz, cols, vals = batch
+    first, last, starts, fill, samples, terms = work
+    m = i1 - i0
+    for i in range(m + 1):
+        starts[i] = 0
+    for s in range(s0, s1):
+        p, end = _entries_in(cols, s, nnz[s], i0, i1)
+        first[s - s0], last[s - s0] = p, end
+        for q in range(p, end):
+            starts[cols[s, q] - i0 + 1] += 1
+    for i in range(m):
+        starts[i + 1] += starts[i]
+        fill[i] = starts[i]
+    for s in range(s0, s1):
+        for q in range(first[s - s0], last[s - s0]):
+            k = cols[s, q] - i0
+            samples[fill[k]] = s
+            terms[fill[k]] = coef * vals[s, q]
+            fill[k] += 1
+    n_out = d.shape[1]
+    lanes, full = _line_blocks(n_out, A.itemsize)
+    j0 = 0
+    while j0 < full:           # a block of δ's columns for every row of A: it stays in the cache
+        lines = min(MAX_LINES, (full - j0) // lanes)
+        for i in range(i0, i1):
+            lo, hi = starts[i - i0], starts[i - i0 + 1]
+            if lo < hi:
+                _rows_axpy(A, i, j0, lines, d, samples, terms, lo, hi)
+        j0 += lines * lanes
+    for i in range(i0, i1):
+        lo, hi = starts[i - i0], starts[i - i0 + 1]
+        for q in range(lo, hi):
+            t, s = terms[q], samples[q]
+            for k in range(full, n_out):
+                A[i, k] += t * d[s, k]
+
+
+@_kernel(fastmath=_FAST)
+def _sparse_outer_rows(batch, d, A, coef, i0, i1):
+    """Rows i0 … i1-1 of A += coef · xᵀ · δ.
+
+    Each x[s, i] ≠ 0 adds (coef · x) δ[s] to row i, in batch order (one
+    multiply-add each). For wide rows (:data:`OUTER_MIN_SORT_BYTES`), blocks of
+    :data:`OUTER_ROWS` batch rows are sorted by column and added a row of A at
+    a time (:func:`_outer_by_column`); narrow rows, and blocks shorter than
+    :data:`OUTER_MIN_SORT` rows, are added a batch row at a time
+    (:func:`_outer_by_row`). Both give the same bits. coef = 1
+    accumulates the gradient; coef = −η applies plain SGD directly.
+    """
+    n = d.shape[0]
+    if n < OUTER_MIN_SORT or d.shape[1] * d.itemsize < OUTER_MIN_SORT_BYTES:
+        _outer_by_row(batch, d, A, coef, i0, i1, _row0(), n)
+        return
+    rows = min(n, OUTER_ROWS)
+    entries = min(batch.nnz[:n].sum(), rows * (i1 - i0))   # at most, in one block
+    work = _ByColumn(np.empty(rows, np.int64), np.empty(rows, np.int64),
+                     np.empty(i1 - i0 + 1, np.int64), np.empty(i1 - i0, np.int64),
+                     np.empty(entries, np.int64), np.empty(entries, A.dtype))
+    for s0 in range(0, n, OUTER_ROWS):
+        s1 = min(n, s0 + OUTER_ROWS)
+        if s1 - s0 < OUTER_MIN_SORT:
+            _outer_by_row(batch, d, A, coef, i0, i1, s0, s1)
+        else:
+            _outer_by_column(batch, d, A, coef, i0, i1, s0, s1, work)
 
 
 @_kernel()
@@ -1888,8 +2230,12 @@ def _workspace(W0, Wts, batch_size, sparse, sparse_batch, dropout):
     gbs = []
     for l in range(nl):
         n_out = W0.shape[1] if l == 0 else Wts[l].shape[0]
-        acts.append(np.empty((batch_size, n_out), dtype))
-        deltas.append(np.empty((batch_size, n_out), dtype))
+        if l == 0 and sparse:         # rows on 64-byte boundaries, as W¹'s (_rows_axpy)
+            acts.append(_aligned_zeros(batch_size, n_out, W0))
+            deltas.append(_aligned_zeros(batch_size, n_out, W0))
+        else:
+            acts.append(np.empty((batch_size, n_out), dtype))
+            deltas.append(np.empty((batch_size, n_out), dtype))
         if l == 0 and sparse:
             grads.append(np.zeros(W0.shape, dtype))
         else:
@@ -2014,9 +2360,8 @@ def _backward(work, wk, nb, model, sgd, plan, update):
                 sparse_gradient(work.batch, d, work.grads[0], work.gbs[0], work.touched)
         else:
             a = _layer_input(work, l, nb)
-            plain = (update and mu == 0 and wd == 0
-                     and nb * a.shape[1] * d.shape[1] < BLAS_MIN_FLOPS)
-            # small layer, plain SGD: fused, no gradient array
+            # plain SGD: fused, no gradient array (BLAS adds −η δᵀa to W for large layers)
+            plain = update and mu == 0 and wd == 0
             if plain:
                 column_sums(d, work.gbs[l])
             else:

@@ -22,6 +22,7 @@ chunk boundaries, so a chunked epoch equals one call):
   ``--threads N`` bounds everything.
 """
 
+import contextlib
 import os
 import threading
 import time
@@ -230,13 +231,24 @@ def _predict_in_parts(args, parts):
 
 def _on_threads(run, parts):
     """run(0) here and run(1) … run(parts − 1) on threads of their own (the kernels release
-    the GIL), returning when all are done; a failure in run(0) still waits for the others."""
-    threads = [threading.Thread(target=run, args=(t,)) for t in range(1, parts)]
+    the GIL), returning when all are done; a failure in run(0) still waits for the others.
+
+    Each run sees one Numba thread (Numba's count is per thread), so the kernels it calls
+    start no parallel loop of their own (a BLAS product's blocks, :func:`K._gemm_blocks`,
+    run in turn): the parts are the parallelism. This thread's count is restored after.
+    """
+    def alone(t):
+        numba.set_num_threads(1)
+        run(t)
+    threads = [threading.Thread(target=alone, args=(t,)) for t in range(1, parts)]
     for th in threads:
         th.start()
+    n = numba.get_num_threads()
     try:
+        numba.set_num_threads(1)
         run(0)
     finally:
+        numba.set_num_threads(n)
         for th in threads:
             th.join()
 
@@ -272,6 +284,33 @@ def _blas_controller():
     if not _CONTROLLER:
         _CONTROLLER.append(ThreadpoolController())
     return _CONTROLLER[0]
+
+
+@contextlib.contextmanager
+def _one_pool_of_threads(net, plan):
+    """Train ``plan``'s batches of ``net`` on plan.threads of Numba's threads, BLAS on one.
+
+    The kernels split large BLAS products into blocks that Numba's threads
+    share (:func:`mlp.kernels._gemm_blocks`), so training needs no BLAS
+    threads; they would only spin beside Numba's between calls and take
+    cores from them. Numba's count is lowered to plan.threads for the call
+    (the blocks, and so the bits, do not depend on it). Nothing changes for
+    networks whose products all stay below :data:`mlp.kernels.BLAS_MIN_FLOPS`.
+    """
+    dense = list(zip(net.sizes[:-1], net.sizes[1:]))[1 if plan.sparse else 0:]
+    if plan.sparse and dense:         # the layer after a sparse one reads its padded width
+        per_line = 64 // net.dtype.itemsize
+        dense[0] = (-(-dense[0][0] // per_line) * per_line, dense[0][1])
+    if all(plan.batch_size * a * b < K.BLAS_MIN_FLOPS for a, b in dense):
+        yield                           # no BLAS: nothing to set (that costs ~60 µs a call)
+        return
+    numba_threads = numba.get_num_threads()
+    numba.set_num_threads(min(plan.threads, numba_threads))
+    try:
+        with _blas_controller().limit(limits=1, user_api="blas"):
+            yield
+    finally:
+        numba.set_num_threads(numba_threads)
 
 
 class _OtherLoad:
@@ -438,9 +477,10 @@ class NumbaBackend:
                       int(batch_size))
         buffers = self._sparse_buffers(plan.batch_size, net, plan.sparse,
                                        max_row_nnz(X_in) if is_csr else None)
-        K.train_chunk(data, params_of(net, opt), model_of(net),
-                      opt_params_of(opt, net, len(losses)), plan, int(start), int(stop), losses,
-                      buffers, _dropout(extras, net))
+        with _one_pool_of_threads(net, plan):
+            K.train_chunk(data, params_of(net, opt), model_of(net),
+                          opt_params_of(opt, net, len(losses)), plan, int(start), int(stop),
+                          losses, buffers, _dropout(extras, net))
         opt.t += len(losses)
         return losses
 

@@ -5,10 +5,14 @@ compiling mlp's kernels takes memory that stays taken until the process
 ends (docs/performance.md has the figures). A process that finds them in
 Numba's on-disk cache only loads their machine code. So when the cache is
 cold (the first run on a machine, or after mlp, Numba or Python changed),
-``python -m mlp.train`` first runs two short-lived children
-(``python -m mlp.precompile``), one compiling the kernels of training, one
-those of prediction, each writing them to the cache and exiting; the
-training process then loads them from there.
+``python -m mlp.train`` first runs three short-lived children
+(``python -m mlp.precompile``, :data:`STEPS`), each writing what it compiled
+to the cache and exiting: one compiles the kernels that ``train_chunk``
+calls (:func:`compile_callees`), the next ``train_chunk`` itself (loading
+those from the cache), the last the kernels of prediction; the training
+process then loads them from there. No child holds the compiler memory of
+all of training: ``train_chunk`` with its callees was the largest process
+of a cold run (docs/performance.md).
 
 This module does not import Numba, so that the training process is still
 small while a child compiles: :func:`looks_compiled` checks for Numba's
@@ -20,6 +24,7 @@ children itself should anything be missing (this process then holds Numba
 already while they compile).
 """
 
+import contextlib
 import hashlib
 import json
 import os
@@ -38,6 +43,10 @@ from .optimizers import SGD
 PARTS = ("train", "predict")
 #: the compiled functions that a run calls from Python, one per part
 ENTRY_POINTS = ("train_chunk", "predict")
+#: the child that compiles the kernels train_chunk calls, but not train_chunk
+CALLEES = "train-callees"
+#: what the children of a cold compile do, one child each, in this order
+STEPS = (CALLEES, *PARTS)
 
 _KERNELS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels.py")
 
@@ -109,7 +118,8 @@ def make_spec(sizes, activation="sigmoid", loss="ce", output=None, dtype="float3
 
 
 def compile_in_child(spec, part, threads=None):
-    """Compile (or load) the kernels of ``part`` for ``spec`` in a child Python; True on success.
+    """Compile (or load) the kernels of ``part`` (one of :data:`STEPS`) for ``spec`` in a child
+    Python; True on success.
 
     The child is this interpreter running this ``mlp`` (its folder goes first
     on PYTHONPATH), with this environment (so the same NUMBA_CACHE_DIR), on
@@ -129,11 +139,11 @@ def compile_in_child(spec, part, threads=None):
 
 
 def compile_in_children(spec, threads=None):
-    """:func:`compile_in_child` for each of :data:`PARTS` in turn; True if all succeeded.
+    """:func:`compile_in_child` for each of :data:`STEPS` in turn; True if all succeeded.
 
-    One child per part: neither holds the other's compiler memory.
+    One child per step: none holds another's compiler memory.
     """
-    return all([compile_in_child(spec, part, threads) for part in PARTS])
+    return all([compile_in_child(spec, step, threads) for step in STEPS])
 
 
 def compile_ahead(spec, threads=None):
@@ -179,24 +189,130 @@ class CompileRefused(RuntimeError):
     """A function was about to be compiled inside :func:`refuse_compiling`."""
 
 
-def refuse_compiling(module):
+def refuse_compiling(module, when=None, refused=None):
     """A context in which compiling any Numba function of ``module`` raises :class:`CompileRefused`.
 
-    Loading from Numba's cache goes on as usual: Numba announces a compilation
-    (the "numba:compile" event) only on a cache miss, before it starts, so
-    nothing is left half done and a later call compiles normally.
+    Only while ``when()`` is true, if given; each refused function's name is
+    appended to the list ``refused``, if given. Loading from Numba's cache
+    goes on as usual: Numba announces a compilation (the "numba:compile"
+    event) only on a cache miss, before it starts, so nothing is left half
+    done and a later call compiles normally.
     """
     from numba.core import event  # Numba's internals, imported only where they are used
 
     class Refuse(event.Listener):
         def on_start(self, e):
             fn = e.data["dispatcher"].py_func
-            if fn.__module__ == module:
+            if fn.__module__ == module and (when is None or when()):
+                if refused is not None:
+                    refused.append(fn.__name__)
                 raise CompileRefused(f"{module}.{fn.__name__} is not in Numba's cache")
 
         def on_end(self, e):
             pass
     return event.install_listener("numba:compile", Refuse())
+
+
+_TYPE_ONLY = []     # the compiler class of compile_callees, made once (Numba registers its pass)
+
+
+def _type_only_compiler():
+    """A Numba compiler class that runs a function's untyped and typed passes, then stops.
+
+    Typing a call to another kernel compiles that kernel (and caches it); the
+    function itself is never lowered, so nothing of it is compiled or cached.
+    """
+    from numba.core import compiler, compiler_machinery  # Numba's internals: only in a child
+    if not _TYPE_ONLY:
+        @compiler_machinery.register_pass(mutates_CFG=False, analysis_only=True)
+        class MlpStopBeforeLowering(compiler_machinery.FunctionPass):
+            _name = "mlp_stop_before_lowering"
+
+            def __init__(self):
+                compiler_machinery.FunctionPass.__init__(self)
+
+            def run_pass(self, state):
+                raise compiler._EarlyPipelineCompletion(True)
+
+        class TypeOnly(compiler.CompilerBase):
+            def define_pipelines(self):
+                build = compiler.DefaultPassBuilder
+                pm = build.define_untyped_pipeline(self.state, "mlp type only")
+                pm.passes.extend(build.define_typed_pipeline(self.state).passes)
+                pm.add_pass(MlpStopBeforeLowering, "stop before lowering")
+                pm.finalize()
+                return [pm]
+        _TYPE_ONLY.append(TypeOnly)
+    return _TYPE_ONLY[0]
+
+
+def _peak_mb():
+    """This process's peak resident memory so far, in MB."""
+    import resource  # not on Windows: only where compile_callees runs, in a child
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10     # bytes there, else kB
+
+
+def compile_callees(kernel, args, budget_mb=None):
+    """Compile kernels that Numba dispatcher ``kernel`` calls for ``args``, but not ``kernel``.
+
+    Each goes to Numba's cache (they are ``cache=True``) with the exact types
+    that compiling ``kernel`` for these ``args`` gives it, so ``kernel``'s own
+    compile, in another process, loads them and compiles only what is left.
+    Numba never frees what it compiled (numba/numba#5976): with ``budget_mb``,
+    no further kernel starts compiling once this process's peak memory has
+    grown by that much, and the rest is left to ``kernel``'s process, so that
+    the two share the compiler memory. Returns the names of the kernels left.
+    """
+    from numba.core import compiler  # Numba's internals: only in a child
+    from numba.core.compiler_lock import global_compiler_lock  # the same
+    flags = compiler.Flags()
+    kernel.targetdescr.options.parse_as_flags(flags, kernel.targetoptions)
+    types = tuple(kernel.typeof_pyval(a) for a in args)
+    start, refused = _peak_mb(), []
+    def spent():
+        return budget_mb is not None and _peak_mb() - start > budget_mb
+    with global_compiler_lock, refuse_compiling(kernel.py_func.__module__, spent, refused):
+        kernel.targetdescr.typing_context.refresh()
+        kernel.targetdescr.target_context.refresh()
+        try:
+            compiler.compile_extra(kernel.targetdescr.typing_context,
+                                   kernel.targetdescr.target_context, kernel.py_func,
+                                   args=types, return_type=None, flags=flags, locals={},
+                                   pipeline_class=_type_only_compiler())
+        except Exception:
+            if not refused:      # a real error: kernel's own compile will show it
+                raise
+    return refused
+
+
+#: the child of :data:`CALLEES` starts no kernel once it has grown by this many MB; the child of
+#: "train" compiles the rest with train_chunk (measured: docs/performance.md)
+CALLEES_MB = 170
+
+
+@contextlib.contextmanager
+def callees_only(module, name, budget_mb=None):
+    """A context in which calling kernel ``module.name`` only compiles what it calls.
+
+    The call computes nothing (:func:`compile_callees` with ``budget_mb``).
+    """
+    kernel = getattr(module, name)
+    setattr(module, name, lambda *args: compile_callees(kernel, args, budget_mb))
+    try:
+        yield
+    finally:
+        setattr(module, name, kernel)
+
+
+def prepare_step(spec, step):
+    """What the child of ``step`` (one of :data:`STEPS`) does for the training run ``spec``."""
+    if step != CALLEES:
+        return prepare_spec(spec, (step,))
+    from . import kernels  # imports Numba: only in a child or after the children
+    with callees_only(kernels, "train_chunk", CALLEES_MB):
+        return prepare_spec(spec, ("train",))
 
 
 def prepare_spec(spec, parts=PARTS):
@@ -217,13 +333,13 @@ def prepare_spec(spec, parts=PARTS):
 
 
 def main(argv=None):
-    """``python -m mlp.precompile SPEC PART``: compile (or load) PART's kernels for a JSON SPEC."""
+    """``python -m mlp.precompile SPEC STEP``: compile (or load) STEP's kernels for a JSON SPEC."""
     argv = sys.argv[1:] if argv is None else argv
-    usage = (f"usage: python -m mlp.precompile SPEC {{{','.join(PARTS)}}}\n"
+    usage = (f"usage: python -m mlp.precompile SPEC {{{','.join(STEPS)}}}\n"
              f"SPEC: a JSON object with the keys of mlp.precompile.make_spec, e.g.\n"
              f"{json.dumps(make_spec([784, 256, 10]))}")
     try:
-        spec = make_spec(**json.loads(argv[0])) if len(argv) == 2 and argv[1] in PARTS else None
+        spec = make_spec(**json.loads(argv[0])) if len(argv) == 2 and argv[1] in STEPS else None
     except (ValueError, TypeError) as e:
         print(f"error: bad SPEC ({e})", file=sys.stderr)
         spec = None
@@ -231,7 +347,7 @@ def main(argv=None):
         print(usage, file=sys.stderr)
         return 2
     try:
-        prepare_spec(spec, (argv[1],))
+        prepare_step(spec, argv[1])
     except ValueError as e:              # a setting the network or optimizer refuses
         print(f"error: bad SPEC: {e}", file=sys.stderr)
         return 2

@@ -9,6 +9,16 @@ from mlp.data import _missing_files, find_mnist_dir
 from mlp.errors import DataError
 
 
+def pytest_xdist_auto_num_workers(config):
+    """Workers for ``pytest -n auto``: one per core, at most 4.
+
+    Each worker loads (or, on a cold cache, compiles) the Numba kernels and holds
+    about 400 MB while it does, and the Numba tests already run on two threads:
+    more workers than that only add memory.
+    """
+    return max(1, min(4, os.cpu_count() or 1))
+
+
 @pytest.fixture(scope="session")
 def mnist_dir():
     """Absolute path of the folder holding the real MNIST files, or skip.

@@ -60,14 +60,13 @@ def expected_failures(estimator):
                                          or estimator.solver == "adam"):
         # measured: the float32 classifiers' probabilities (some small) differ by 3e-7 … 5e-7
         # relative; the float32 SGD regressors' predictions (near 1) by 2e-8, and pass; the
-        # Adam regressor's (one near 0.12) by 1.8e-7
+        # Adam regressor's (one near 0.12) by 1.8e-7, on sparse data by 3.8e-7 since the
+        # sparse layer's rows are summed in vector registers (#15; it passed before by luck)
         why = ("compares weighted and repeated fits' predict_proba at rtol=1e-7, finer than "
                "float32 resolution (eps 1.2e-7); the float64 instances pass it, and "
                "test_integer_weights_equal_repeated_rows checks float32 at rtol 1e-5")
-        out = {"check_sample_weight_equivalence_on_dense_data": why}
-        if isinstance(estimator, MLPClassifier):     # measured: the regressor's sparse run passes
-            out["check_sample_weight_equivalence_on_sparse_data"] = why
-        return out
+        return {"check_sample_weight_equivalence_on_dense_data": why,
+                "check_sample_weight_equivalence_on_sparse_data": why}
     return {}
 
 

@@ -5,6 +5,7 @@ import io
 import json
 import math
 import os
+import random
 import struct
 import subprocess
 import sys
@@ -114,7 +115,11 @@ def test_a_pickle_inside_is_never_executed(tmp_path):
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("content", [b"", b"PK\x03\x04garbage", os.urandom(300), b"\x93NUMPY"])
+# fixed random bytes (not os.urandom): the same tests are collected in every process,
+# which pytest-xdist requires of its workers
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04garbage", random.Random(0).randbytes(300),
+                                     b"\x93NUMPY"],
+                         ids=["empty", "zip-garbage", "random", "npy-magic"])
 def test_not_an_npz(tmp_path, content):
     path = tmp_path / "x.npz"
     path.write_bytes(content)

@@ -800,6 +800,90 @@ def test_predict_against_its_twin(act, loss, out_kind, dtype):
     close(out, R.predict(X, dtype(1 / 255), weights, biases, model), dtype)
 
 
+# ----------------------------------------- vector blocks, sorted entries, BLAS in blocks
+#: shapes (n, n_in, n_out) past the small ones above: rows of whole 64-byte lines and a
+#: remainder (float32 lines are 16 wide: 149 = 9 lines + 5, 1040 = 65 lines), batches that
+#: are sorted by column (≥ OUTER_MIN_SORT rows, rows of ≥ OUTER_MIN_SORT_BYTES) in one block
+#: and in several (> OUTER_ROWS), and the same added row by row (narrower rows)
+WIDE = [(40, 30, 149), (300, 50, 260), (45, 20, 1040), (300, 50, 37)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n, n_in, n_out", WIDE)
+def test_sparse_kernels_on_wide_rows_and_long_batches(n, n_in, n_out, dtype):
+    rng = np.random.default_rng(n_out)
+    X, nnz, cols, vals = sparse_batch(rng, n, n_in, dtype)
+    batch = K.SparseBatch(nnz, cols, vals)
+    W = rng.standard_normal((n_in, n_out)).astype(dtype)
+    b = rng.standard_normal(n_out).astype(dtype)
+    out = K.sparse_forward(batch, W, b, K.IDENTITY, np.empty((n, n_out), dtype))
+    close(out, R.sparse_forward(batch, W, b, K.IDENTITY), dtype)
+    d = rng.standard_normal((n, n_out)).astype(dtype)
+    G, gb, touched = np.zeros_like(W), np.empty(n_out, dtype), np.empty(n_in, np.uint8)
+    K.sparse_gradient(batch, d, G, gb, touched)
+    close(G, R.sparse_gradient(batch, d, n_in)[0], dtype)
+    close(K.sparse_sgd_plain(batch, d, W.copy(), dtype(0.3)),
+          R.sparse_sgd_plain(batch, d, W.copy(), 0.3), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_sorted_by_column_and_row_by_row_give_the_same_bits(dtype):
+    """_sparse_outer_rows sorts ≥ OUTER_MIN_SORT rows by column, adds fewer a row at a time.
+
+    Both add each term with one multiply-add in batch order: the whole batch (sorted)
+    equals the same rows added in pieces too short to be sorted, one after another.
+    """
+    n, n_in, n_out = 3 * K.OUTER_MIN_SORT, 40, 300
+    assert n_out * np.dtype(dtype).itemsize >= K.OUTER_MIN_SORT_BYTES
+    rng = np.random.default_rng(3)
+    _, nnz, cols, vals = sparse_batch(rng, n, n_in, dtype)
+    d = rng.standard_normal((n, n_out)).astype(dtype)
+    A = rng.standard_normal((n_in, n_out)).astype(dtype)
+    whole = A.copy()
+    K._sparse_outer_rows(K.SparseBatch(nnz, cols, vals), d, whole, dtype(-0.1), 3, n_in - 2)
+    pieces = A.copy()
+    for s0 in range(0, n, K.OUTER_MIN_SORT - 1):
+        s1 = min(n, s0 + K.OUTER_MIN_SORT - 1)
+        part = K.SparseBatch(nnz[s0:s1], cols[s0:s1], vals[s0:s1])
+        K._sparse_outer_rows(part, d[s0:s1], pieces, dtype(-0.1), 3, n_in - 2)
+    np.testing.assert_array_equal(whole, pieces)
+    assert not np.array_equal(whole, A)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("ta, tb", [(False, False), (False, True), (True, False), (True, True)])
+@pytest.mark.parametrize("by_rows", [False, True])
+def test_gemm_blocks_against_numpy(ta, tb, by_rows, dtype):
+    """C ← α·op(A)·op(B) + β·C in blocks of C's rows or columns (several blocks, ragged end)."""
+    m, n, k = 300, 2 * K.BLAS_BLOCK + 40, 33
+    rng = np.random.default_rng(int(ta) + 2 * int(tb))
+    A = rng.standard_normal((k, m) if ta else (m, k)).astype(dtype)
+    B = rng.standard_normal((n, k) if tb else (k, n)).astype(dtype)
+    C = rng.standard_normal((m, n)).astype(dtype)
+    A64, B64 = (A.T if ta else A).astype(np.float64), (B.T if tb else B).astype(np.float64)
+    expected = -0.5 * (A64 @ B64) + 2 * C
+    got = K._gemm_blocks(dtype(-0.5), A, ta, B, tb, dtype(2), C.copy(), by_rows)
+    close(got, expected, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_sparse_gather_forward_par_on_wide_rows_is_the_serial_pair(dtype):
+    """Rows of W ≥ OUTER_MIN_SORT_BYTES come in fewer, longer blocks: the same bits still."""
+    n, n_in, n_out = 50, 64, 300
+    assert n_out * np.dtype(dtype).itemsize >= K.OUTER_MIN_SORT_BYTES
+    rng = np.random.default_rng(8)
+    X = sparse_uint8(rng, 80, n_in, 0.3)
+    rows = rng.integers(0, 80, n)
+    W = rng.standard_normal((n_in, n_out)).astype(dtype)
+    b = rng.standard_normal(n_out).astype(dtype)
+    batches = [K.sparse_buffers(n, W) for _ in range(2)]
+    K.gather_sparse(X, rows, dtype(1 / 255), batches[0])
+    serial = K.sparse_forward(batches[0], W, b, K.SIGMOID, np.empty((n, n_out), dtype))
+    parallel = K.sparse_gather_forward_par(X, rows, dtype(1 / 255), batches[1], W, b, K.SIGMOID,
+                                           np.empty((n, n_out), dtype), NO_DROPOUT[dtype], 0)
+    np.testing.assert_array_equal(parallel, serial)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("act, loss, out_kind", CONFIGS)
 @pytest.mark.parametrize("layout", ["dense", "sparse", "csr"])

@@ -250,6 +250,23 @@ def test_auto_mode_goes_parallel_only_on_free_cores(monkeypatch):
         nb.NumbaBackend(parallel="yes")
 
 
+def test_blocks_on_threads_start_no_parallel_loop_and_the_caller_keeps_its_count():
+    """_on_threads (prediction in parts, L-BFGS's blocks): each run sees one Numba thread (its
+    BLAS blocks run in turn, no nested parallel launch); the caller's count is as before."""
+    import numba
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("Numba has one thread here: nothing to restore")
+    old = numba.get_num_threads()
+    numba.set_num_threads(2)
+    try:
+        seen = {}
+        nb._on_threads(lambda t: seen.setdefault(t, numba.get_num_threads()), 3)
+        assert seen == {0: 1, 1: 1, 2: 1}
+        assert numba.get_num_threads() == 2
+    finally:
+        numba.set_num_threads(old)
+
+
 def test_other_load_is_machine_busy_time_minus_ours(monkeypatch):
     samples = iter([(0.0, 10.0, 3.0), (0.1, 10.1, 3.1), (1.0, 11.9, 3.9), (2.0, 12.9, 4.9)])
     monkeypatch.setattr(nb._OtherLoad, "_sample", staticmethod(lambda: next(samples)))
@@ -299,6 +316,7 @@ def test_parallel_predict_holds_blas_to_one_thread(monkeypatch):
     import numba
     from threadpoolctl import threadpool_info
     monkeypatch.setattr(numba, "get_num_threads", lambda: 3)
+    monkeypatch.setattr(numba, "set_num_threads", lambda n: None)   # 3 may be more than there are
 
     def blas_threads():
         return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]

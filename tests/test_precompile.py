@@ -36,6 +36,33 @@ def test_refusing_to_compile_leaves_the_function_usable():
     assert plus_one(2.5) == 3.5
 
 
+@njit
+def _inner(x):
+    return x * 2
+
+
+@njit
+def _outer(x):
+    return _inner(x) + 1
+
+
+def test_compile_callees_compiles_what_a_kernel_calls_and_not_the_kernel():
+    assert precompile.compile_callees(_outer, (3,)) == []
+    assert len(_inner.signatures) == 1 and _outer.signatures == []
+    assert _outer(3) == 7 and len(_outer.signatures) == 1
+    # the same with a spent budget: nothing starts compiling, and the names say what is left
+    @njit
+    def inner(x):
+        return x - 1
+
+    @njit
+    def outer(x):
+        return inner(x) * 3
+    assert precompile.compile_callees(outer, (2.5,), budget_mb=-1) == ["inner"]
+    assert inner.signatures == [] and outer.signatures == []
+    assert outer(2.5) == 4.5
+
+
 def test_looks_compiled_finds_numbas_own_index_files():
     """The names and folders precompile computes are those Numba writes.
 
@@ -94,7 +121,8 @@ def test_when_kernels_are_missing_children_compile_them_and_else_this_process(mo
         lambda spec, part, threads=None: calls.append((spec, part, threads)) or False)
     # the children "failed": compiled (or loaded) here
     assert precompile.compile_ahead(SPEC) > 0
-    assert calls == [(SPEC, "train", None), (SPEC, "predict", None)] * 2
+    assert calls == [(SPEC, "train-callees", None), (SPEC, "train", None),
+                     (SPEC, "predict", None)] * 2
 
 
 def test_a_child_runs_this_mlp_with_the_threads_asked_for(monkeypatch):
@@ -115,7 +143,8 @@ def test_a_child_runs_this_mlp_with_the_threads_asked_for(monkeypatch):
 
 def test_the_child_entry_point_refuses_bad_arguments(capsys):
     assert precompile.main([json.dumps(SPEC), "everything"]) == 2
-    assert "usage: python -m mlp.precompile SPEC {train,predict}" in capsys.readouterr().err
+    usage = "usage: python -m mlp.precompile SPEC {train-callees,train,predict}"
+    assert usage in capsys.readouterr().err
     assert precompile.main(['{"sizes": [4, 2], "colour": "red"}', "train"]) == 2
     err = capsys.readouterr().err
     assert "bad SPEC" in err and "colour" in err and "usage" in err

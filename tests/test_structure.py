@@ -5,6 +5,7 @@ every module, including code paths that no other test runs.
 """
 
 import ast
+import os
 import pathlib
 
 import pytest
@@ -137,3 +138,15 @@ def test_networks_are_built_through_their_constructors():
 def test_the_estimators_module_stays_small():
     """Its training policy lives in estimator_training.py, in named pieces."""
     assert len(MODULES["estimators"].read_text(encoding="utf-8").splitlines()) < 500
+
+
+def test_pytest_n_auto_runs_one_worker_per_core_at_most_four(monkeypatch):
+    """README's `pytest -n auto`: the workers tests/conftest.py asks pytest-xdist for."""
+    import importlib.util  # here: the one test that loads conftest.py as a module
+    spec = importlib.util.spec_from_file_location("_conftest", pathlib.Path(__file__).with_name(
+        "conftest.py"))
+    conftest = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(conftest)
+    for cores, workers in [(None, 1), (1, 1), (2, 2), (4, 4), (64, 4)]:
+        monkeypatch.setattr(os, "cpu_count", lambda cores=cores: cores)
+        assert conftest.pytest_xdist_auto_num_workers(config=None) == workers
