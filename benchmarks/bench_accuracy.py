@@ -90,7 +90,7 @@ NIELSEN3 = dict(hidden_layer_sizes=(100,), activation="logistic", loss="bce", so
 #: the same with softmax outputs, as scikit-learn's MLPClassifier has them
 SKLEARN_SETTINGS = dict(NIELSEN3, loss="ce")
 
-#: mlp's best sigmoid recipe: one wide sigmoid layer regularised by dropout (50% of the
+#: mlp's first sigmoid recipe: one wide sigmoid layer regularised by dropout (50% of the
 #: hidden units, 20% of the input pixels), Nesterov momentum, and a learning rate that
 #: warms up for one epoch and then falls linearly (see warm_then_linear)
 RECIPE = dict(hidden_layer_sizes=(1024,), activation="logistic", loss="ce", solver="sgd",
