@@ -1,6 +1,6 @@
 """Seconds per epoch of the dropout recipe: mlp-numba against mlp-numpy and PyTorch.
 
-The recipe of ``bench_accuracy.py --only best`` (mlp's best sigmoid row of the
+The recipe of ``bench_accuracy.py --only best`` (mlp's first sigmoid recipe in the
 README): 784-1024-10, sigmoid hidden layer, softmax cross-entropy, dropout
 0.5 on the hidden units and 0.2 on the input pixels (inverted dropout),
 SGD with Nesterov momentum 0.9, learning rate 0.1, batch 100, one epoch over
