@@ -44,7 +44,7 @@ import numpy as np
 from mlp.backends import get_backend
 from mlp.network import Network
 from mlp.schedules import Schedule
-from mlp.train import DEFAULTS, make_optimizer, make_schedule, parse_args, split_train
+from mlp.train import DEFAULT_LR, DEFAULTS, make_optimizer, make_schedule, parse_args, split_train
 from mlp.trainer import Trainer, evaluate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -62,7 +62,7 @@ def recipe(args):
     if args.nesterov:
         r["nesterov"] = True
     if args.optimizer is not None and args.lr is None:   # that optimizer's own default rate
-        r["lr"] = parse_args(["--optimizer", args.optimizer]).lr
+        r["lr"] = DEFAULT_LR[args.optimizer]
     return r
 
 
