@@ -72,12 +72,11 @@ sys.path.insert(0, str(ROOT))
 
 from mlp import train as cli  # noqa: E402
 from mlp.backends import BACKENDS, get_backend, set_threads  # noqa: E402
-from mlp.batches import Extras  # noqa: E402
 from mlp.data import load_mnist  # noqa: E402
 from mlp.errors import MLPError  # noqa: E402
 from mlp.estimators import MLPClassifier  # noqa: E402
 from mlp.network import Network  # noqa: E402
-from mlp.trainer import Trainer, evaluate  # noqa: E402
+from mlp.trainer import evaluate  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CLASSES = np.arange(10)
@@ -238,11 +237,8 @@ def train_like_cli(argv, epochs, data, backend, seed, log=print):
     X, y, X_val, y_val, X_test, y_test = data
     net = Network([X.shape[1], *args.hidden, len(CLASSES)], args.activation, args.loss,
                   dtype=args.dtype, seed=args.seed)
-    optimizer = cli.make_optimizer(args)
-    optimizer.schedule = cli.make_schedule(args, X.shape[0])
     runner = get_backend(args.backend)
-    trainer = Trainer(net, optimizer, runner, args.batch_size, args.seed)
-    trainer.extras = Extras(dropout=cli.dropout_rates(args, len(args.hidden)), seed=args.seed)
+    trainer = cli.make_trainer(args, net, cli.make_optimizer(args), X.shape[0], runner)
     curve = []
 
     def after_epoch(tr):

@@ -44,8 +44,16 @@ import numpy as np
 from mlp.backends import get_backend
 from mlp.network import Network
 from mlp.schedules import Schedule
-from mlp.train import DEFAULT_LR, DEFAULTS, make_optimizer, make_schedule, parse_args, split_train
-from mlp.trainer import Trainer, evaluate
+from mlp.train import (
+    DEFAULT_LR,
+    DEFAULTS,
+    make_optimizer,
+    make_schedule,
+    make_trainer,
+    parse_args,
+    split_train,
+)
+from mlp.trainer import evaluate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
@@ -84,9 +92,8 @@ def run_once(r, data, target):
     backend = get_backend(r["backend"])
     net = Network([X_tr.shape[1], *r["hidden"], data.n_classes], r["activation"], r["loss"],
                   dtype=r["dtype"], seed=r["seed"])
-    opt = make_optimizer(settings(r))
-    opt.schedule = schedule_of(r, X_tr.shape[0])
-    trainer = Trainer(net, opt, backend, r["batch_size"], r["seed"])
+    args = settings(r)
+    trainer = make_trainer(args, net, make_optimizer(args), X_tr.shape[0], backend)
     records = []
 
     def after_epoch(tr):

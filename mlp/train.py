@@ -393,6 +393,19 @@ def make_schedule(args, n_train):
                     args.lr_step_gamma)
 
 
+def make_trainer(args, net, opt, n_train, backend, **options):
+    """The :class:`Trainer` that ``args`` describe for ``net`` and ``opt``.
+
+    Sets ``opt``'s schedule over ``n_train`` training rows and the dropout
+    rates; ``options`` go to :class:`Trainer` (progress, log). Also used by
+    the benchmarks, so that they train exactly as this command does.
+    """
+    opt.schedule = make_schedule(args, n_train)
+    trainer = Trainer(net, opt, backend, args.batch_size, args.seed, **options)
+    trainer.extras = Extras(dropout=dropout_rates(args, len(args.hidden)), seed=args.seed)
+    return trainer
+
+
 def early_stopping_state(history, patience):
     """(best epoch, whether to stop) under --early-stopping ``patience``, from the epochs' records.
 
@@ -512,7 +525,7 @@ def run(args, stdout=None):
     if args.resume:
         args, ckpt = resume_args(args)
     check_optimizer_args(args)
-    rates = dropout_rates(args, len(args.hidden))   # a bad --dropout stops the run before anything
+    dropout_rates(args, len(args.hidden))        # a bad --dropout stops the run before anything
     data_dir = find_data(args, say)              # a missing dataset stops the run before compiling
     compile_seconds = compile_ahead(args, ckpt)  # before Numba is imported: see there
     threads = use_threads(args.backend, args.threads)
@@ -533,7 +546,6 @@ def run(args, stdout=None):
     else:
         net = Network(sizes, args.activation, args.loss, dtype=args.dtype, seed=args.seed)
         opt = make_optimizer(args)
-    opt.schedule = make_schedule(args, X_tr.shape[0])
     if args.early_stopping and not len(y_val):
         raise MLPError(f"--early-stopping {args.early_stopping} watches the validation "
                        "accuracy, and --validation 0 leaves none: give --validation N > 0")
@@ -548,9 +560,8 @@ def run(args, stdout=None):
     meta = {"dataset": data.name, "scale": data.scale, "image_shape": list(data.image_shape),
             "classes": list(data.classes) if data.classes is not None else None,
             "label_column": label_column, "split_seed": args.seed}
-    trainer = Trainer(net, opt, backend, args.batch_size, args.seed,
-                      progress=sys.stderr.isatty(), log=say)
-    trainer.extras = Extras(dropout=rates, seed=args.seed)
+    trainer = make_trainer(args, net, opt, X_tr.shape[0], backend,
+                           progress=sys.stderr.isatty(), log=say)
     if ckpt:
         trainer.load_state(ckpt["trainer"])
         say(f"mlp: resuming {out} at epoch {trainer.epoch + 1}, batch {trainer.position + 1}")
