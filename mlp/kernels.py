@@ -1960,15 +1960,19 @@ def _adam_range(p, g, m, v, adam, j0, j1):
     step, b1, b2, eps, wd, decay = adam
     one = p.dtype.type(1)
     c1, c2, keep = one - b1, one - b2, one - decay
+    # Slices looped from 0: a loop from a run-time j0 > 0 did not vectorise (its
+    # indices might be negative, so every access kept Numba's wraparound branch),
+    # which made sparse_adam_par's threads compute square roots one at a time.
+    p, g, m, v = p[j0:j1], g[j0:j1], m[j0:j1], v[j0:j1]
     if wd != 0:
-        for j in range(j0, j1):
+        for j in range(_row0(), j1 - j0):
             gj = g[j] + wd * p[j]
             m[j] = b1 * m[j] + c1 * gj
             v[j] = b2 * v[j] + c2 * (gj * gj)
             p[j] -= (step * m[j]) / (math.sqrt(v[j]) + eps)
             g[j] = 0
     else:
-        for j in range(j0, j1):
+        for j in range(_row0(), j1 - j0):
             gj = g[j]
             p[j] *= keep                  # AdamW's decay; × 1 (no change) for Adam
             m[j] = b1 * m[j] + c1 * gj
