@@ -1555,10 +1555,13 @@ def _entries_in(cols, s, n, i0, i1):
 
 
 #: :func:`_sparse_outer_rows` sorts the entries of this many batch rows at a time by column
-OUTER_ROWS = 128
-#: and adds fewer rows than this one row at a time (sorting would cost more than it saves),
+#: (a block of δ's rows then stays in the cache while a row of A takes its terms; measured in
+#: blocks of 16 … 256 rows: docs/performance.md)
+OUTER_ROWS = 64
+#: and adds fewer rows than this one row at a time (sorting would cost more than it saves)
 OUTER_MIN_SORT = 32
-#: as it does rows of A narrower than this many bytes (measured: docs/performance.md)
+#: rows of W¹ at least this many bytes are "wide": :func:`sparse_gather_forward_par` gives them
+#: fewer, longer blocks of the batch
 OUTER_MIN_SORT_BYTES = 1024
 
 
@@ -1655,15 +1658,14 @@ def _sparse_outer_rows(batch, d, A, coef, i0, i1):
     """Rows i0 … i1-1 of A += coef · xᵀ · δ.
 
     Each x[s, i] ≠ 0 adds (coef · x) δ[s] to row i, in batch order (one
-    multiply-add each). For wide rows (:data:`OUTER_MIN_SORT_BYTES`), blocks of
-    :data:`OUTER_ROWS` batch rows are sorted by column and added a row of A at
-    a time (:func:`_outer_by_column`); narrow rows, and blocks shorter than
-    :data:`OUTER_MIN_SORT` rows, are added a batch row at a time
+    multiply-add each). Blocks of :data:`OUTER_ROWS` batch rows are sorted by
+    column and added a row of A at a time (:func:`_outer_by_column`); blocks
+    shorter than :data:`OUTER_MIN_SORT` rows are added a batch row at a time
     (:func:`_outer_by_row`). Both give the same bits. coef = 1
     accumulates the gradient; coef = −η applies plain SGD directly.
     """
     n = d.shape[0]
-    if n < OUTER_MIN_SORT or d.shape[1] * d.itemsize < OUTER_MIN_SORT_BYTES:
+    if n < OUTER_MIN_SORT:
         _outer_by_row(batch, d, A, coef, i0, i1, _row0(), n)
         return
     rows = min(n, OUTER_ROWS)

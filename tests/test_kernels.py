@@ -803,8 +803,7 @@ def test_predict_against_its_twin(act, loss, out_kind, dtype):
 # ----------------------------------------- vector blocks, sorted entries, BLAS in blocks
 #: shapes (n, n_in, n_out) past the small ones above: rows of whole 64-byte lines and a
 #: remainder (float32 lines are 16 wide: 149 = 9 lines + 5, 1040 = 65 lines), batches that
-#: are sorted by column (≥ OUTER_MIN_SORT rows, rows of ≥ OUTER_MIN_SORT_BYTES) in one block
-#: and in several (> OUTER_ROWS), and the same added row by row (narrower rows)
+#: are sorted by column (≥ OUTER_MIN_SORT rows) in one block and in several (> OUTER_ROWS)
 WIDE = [(40, 30, 149), (300, 50, 260), (45, 20, 1040), (300, 50, 37)]
 
 
@@ -834,7 +833,6 @@ def test_sorted_by_column_and_row_by_row_give_the_same_bits(dtype):
     equals the same rows added in pieces too short to be sorted, one after another.
     """
     n, n_in, n_out = 3 * K.OUTER_MIN_SORT, 40, 300
-    assert n_out * np.dtype(dtype).itemsize >= K.OUTER_MIN_SORT_BYTES
     rng = np.random.default_rng(3)
     _, nnz, cols, vals = sparse_batch(rng, n, n_in, dtype)
     d = rng.standard_normal((n, n_out)).astype(dtype)
