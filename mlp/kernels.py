@@ -1310,14 +1310,16 @@ def output_delta(z, Y, model, delta, w):
             se = zero
             ysum = zero                  # ∂L/∂z = ŷ Σ_k y_k − y (Σ y = 1 for one-hot rows)
             for k in range(n_out):
-                se += _exp(z[s, k] - m)
+                e = _exp(z[s, k] - m)
+                delta[s, k] = e          # kept for ŷ below: one exponential per output, not two
+                se += e
                 ysum += Y[s, k]
             lse = math.log(se)
             for k in range(n_out):
                 y = Y[s, k]
                 shifted = z[s, k] - m
                 row -= y * (shifted - lse)
-                yhat = _exp(shifted) / se
+                yhat = delta[s, k] / se
                 z[s, k] = yhat
                 delta[s, k] = ws * (yhat * ysum - y) / nf
         elif loss == BCE:
