@@ -9,11 +9,15 @@ in both dtypes: float32 is the default, and the one with kernel-only code
 (the polynomial exp, AVX-512's compress).
 """
 
+import platform
+import re
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from numba import njit
 
 pytest.importorskip("numba", reason="numba is not installed: the kernels need it")
 
@@ -644,6 +648,25 @@ def test_adam_update_is_the_reference_bit_for_bit(wd, decay, dtype):
         for a, b, name in zip(got, ref, "pgmv"):
             np.testing.assert_array_equal(a.reshape(b.shape), b, err_msg=name)
     assert not ref[1].any()                         # g left zero, ready for sparse_gradient
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"),
+                    reason="reads x86 assembly (packed square roots: sqrtps)")
+def test_adam_range_from_a_run_time_entry_is_vectorised():
+    """_adam_range on entries j0 … j1-1, as sparse_adam_par's threads call it, compiles to
+    packed square roots. Its loop once ran from a run-time j0: Numba kept a negative-index
+    branch on every access, LLVM left the loop scalar, and the 2-thread Adam step was slower
+    than the 1-thread one (docs/performance.md, session 7). Compiled here without the cache,
+    whose code cannot be inspected."""
+    @njit(error_model="numpy")
+    def entries(p, g, m, v, adam, j0, j1):
+        K._adam_range(p, g, m, v, adam, j0, j1)
+
+    p, g, m, v = _adam_arrays(np.random.default_rng(0), (64,), np.float32)
+    adam = K.AdamParams(*(np.float32(x) for x in (0.003, 0.9, 0.999, 1e-8, 0.0, 0.0)))
+    entries(p, g, m, v, adam, 3, 60)
+    asm = "".join(entries.inspect_asm().values())
+    assert re.search(r"\bv?sqrtps\b", asm), "the Adam loop was not vectorised"
 
 
 @SETTINGS
