@@ -26,8 +26,11 @@ already while they compile).
 
 import contextlib
 import hashlib
+import importlib.metadata
+import io
 import json
 import os
+import pickle
 import subprocess
 import sys
 import time
@@ -88,17 +91,78 @@ def _index_name(source, name):
             f".py{sys.version_info[0]}{sys.version_info[1]}{getattr(sys, 'abiflags', '')}.nbi")
 
 
+class _Stub:
+    """Stands for every class named in a Numba cache index read by :func:`_index_header`."""
+
+    def __new__(cls, *args, **kwargs):
+        return object.__new__(cls)
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __setstate__(self, state):
+        pass
+
+
+class _WithoutImports(pickle.Unpickler):
+    """An unpickler that imports nothing: each class it meets is a :class:`_Stub`."""
+
+    def find_class(self, module, name):
+        return _Stub
+
+
+def _index_header(path):
+    """(Numba's version, the source stamp) recorded in the cache index ``path``, or None.
+
+    Read without importing Numba: the index is Numba's version, pickled, then
+    the pickled pair (stamp, overloads), whose Numba types become stubs.
+    """
+    try:
+        with open(path, "rb") as f:
+            version = _WithoutImports(f).load()
+            stamp = _WithoutImports(io.BytesIO(f.read())).load()[0]
+    except Exception:           # not an index this reader understands: count it as missing
+        return None
+    return version, stamp
+
+
+def _fresh(path, source):
+    """Whether the cache index ``path`` is valid for ``source`` as Numba judges it.
+
+    Numba keeps an index while its version and the source's stamp are those
+    it recorded: the source's SHA-256 (Numba 0.62 and later) or its (mtime,
+    size) (earlier). A test of the file times alone took an index for stale
+    whenever the source was rewritten unchanged (a checkout, a reinstall):
+    every run then started the compile children, which found everything in
+    the cache, printed that they were compiling and took seconds to load.
+    """
+    header = _index_header(path)
+    if header is None:
+        return False
+    version, stamp = header
+    try:
+        if version != importlib.metadata.version("numba"):
+            return False
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    st = os.stat(source)
+    if isinstance(stamp, bytes):
+        with open(source, "rb") as f:
+            return stamp == hashlib.sha256(f.read()).digest()
+    return tuple(stamp) == (st.st_mtime, st.st_size)
+
+
 def looks_compiled(source=_KERNELS, names=ENTRY_POINTS):
     """Whether Numba's cache seems to hold the functions ``names`` of ``source``.
 
     Checked without importing Numba: True when an index file of each exists
-    in a cache folder and is newer than the source. (Whether it holds the
-    exact types a run needs, only Numba can say.)
+    in a cache folder and is valid for this source and this Numba
+    (:func:`_fresh`). (Whether it holds the exact types a run needs, only
+    Numba can say.)
     """
-    stamp = os.stat(source).st_mtime
     for folder in _numba_cache_dirs(source):
         paths = [os.path.join(folder, _index_name(source, n)) for n in names]
-        if all(os.path.exists(p) and os.stat(p).st_mtime >= stamp for p in paths):
+        if all(os.path.exists(p) and _fresh(p, source) for p in paths):
             return True
     return False
 

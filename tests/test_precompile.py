@@ -77,7 +77,21 @@ def test_looks_compiled_finds_numbas_own_index_files():
         assert os.path.exists(os.path.join(folder, precompile._index_name(K.__file__, name)))
 
 
-def test_looks_compiled_wants_every_index_and_newer_than_the_source(tmp_path, monkeypatch):
+def _write_index(path, version, stamp):
+    """A cache index as Numba writes one: its version, then (source stamp, overloads)."""
+    import pickle
+    with open(path, "wb") as f:
+        pickle.dump(version, f, protocol=-1)
+        f.write(pickle.dumps((stamp, {("sig", object): "kernels.x-1.py311.1.nbc"}), protocol=-1))
+
+
+def test_looks_compiled_wants_every_index_valid_for_this_source(tmp_path, monkeypatch):
+    """An index counts when Numba would use it: its Numba version, and the source's SHA-256
+    (Numba ≥ 0.62) or (mtime, size) (earlier). The source rewritten unchanged with a new
+    mtime (a checkout, a reinstall) keeps it valid: the file-time test took that for stale,
+    and every run then started the compile children."""
+    import hashlib
+    from importlib.metadata import version
     source = tmp_path / "pkg" / "kernels.py"
     source.parent.mkdir()
     source.write_text("import x\n\n@decorate()\n@twice\ndef train_chunk(a):\n    pass\n\n"
@@ -90,14 +104,27 @@ def test_looks_compiled_wants_every_index_and_newer_than_the_source(tmp_path, mo
     tag = f"py{sys.version_info[0]}{sys.version_info[1]}{sys.abiflags}"
     index = {name: os.path.join(folder, f"kernels.{name}-{line}.{tag}.nbi")
              for name, line in [("train_chunk", 3), ("predict", 8)]}
+    numba_version = version("numba")
+    digest = hashlib.sha256(source.read_bytes()).digest()
     assert not precompile.looks_compiled(source)
-    open(index["train_chunk"], "w").close()
+    _write_index(index["train_chunk"], numba_version, digest)
     assert not precompile.looks_compiled(source)           # predict's is missing
-    open(index["predict"], "w").close()
+    _write_index(index["predict"], numba_version, digest)
     assert precompile.looks_compiled(source)
     stamp = os.stat(source).st_mtime
-    os.utime(index["predict"], (stamp - 10, stamp - 10))   # older than the source: stale
+    os.utime(source, (stamp + 100, stamp + 100))            # rewritten unchanged: still valid
+    assert precompile.looks_compiled(source)
+    _write_index(index["predict"], "0.1.0", digest)         # another Numba's
     assert not precompile.looks_compiled(source)
+    st = os.stat(source)
+    _write_index(index["predict"], numba_version, (st.st_mtime, st.st_size))  # older Numbas
+    assert precompile.looks_compiled(source)
+    source.write_text(source.read_text() + "# changed\n")
+    assert not precompile.looks_compiled(source)           # neither stamp matches now
+    _write_index(index["train_chunk"], numba_version, hashlib.sha256(source.read_bytes()).digest())
+    with open(index["predict"], "wb") as f:
+        f.write(b"not a pickle")
+    assert not precompile.looks_compiled(source)           # unreadable: as if missing
 
 
 def test_when_kernels_are_missing_children_compile_them_and_else_this_process(monkeypatch):
