@@ -518,6 +518,10 @@ class NumbaBackend:
         prepare (training's, prediction's).
         """
         t0 = time.perf_counter()
+        # open the window of the other programs' load now: the first chunk then chooses its
+        # threads from the seconds this takes, not blind (on a busy machine a first chunk on
+        # two threads took 0.5-2 s against 0.03 s on one: docs/performance.md, session 7)
+        _other_load()
         _blas_threads_at_most_numba()
         net2 = net.copy()
         opt2 = type(opt)(**opt.config())

@@ -277,6 +277,23 @@ def test_other_load_is_machine_busy_time_minus_ours(monkeypatch):
     assert load() == pytest.approx(0.0)  # all of the machine's busy time was ours
 
 
+def test_the_first_chunk_after_prepare_sees_the_other_load(monkeypatch, two_numba_threads):
+    """prepare() opens the window of the other programs' load, so the first chunk of a fit
+    already runs on one thread when another program keeps a core busy (before, the first
+    call had nothing to compare with and took every thread)."""
+    clock = iter(range(10**6))
+    # each sample 1 s later; the machine 1.9 s busier, 0.9 s of it ours: another core busy
+    monkeypatch.setattr(nb._OtherLoad, "_sample", staticmethod(
+        lambda: (lambda t: (float(t), 1.9 * t, 0.9 * t))(next(clock))))
+    monkeypatch.setattr(nb, "_other_load", nb._OtherLoad())
+    net = Network([784, 100, 10], seed=0)
+    X, y = np.zeros((256, 784), np.uint8), np.zeros(256, np.int64)
+    backend = nb.NumbaBackend()
+    assert nb.batch_threads(net, 128) == 2
+    backend.prepare(net, SGD(0.1), X, y, 128, 1 / 255, parts=("train",))
+    assert backend.threads_for(net, 128) == 1
+
+
 def test_chunked_calls_equal_one_call():
     X, y, scale = image_data(257, 64, 10, seed=6)
     whole, t1 = trained_params(NUMBA, X, y, scale, chunk_size=10**6)
