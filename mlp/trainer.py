@@ -24,6 +24,10 @@ from .errors import DivergenceError
 #: a chunk whose mean batch loss is above this multiple of the run's first
 #: batch loss has diverged (see Trainer._first_diverged)
 DIVERGENCE_FACTOR = 10.0
+#: samples in a Trainer's first chunk (unless chunk_size is given)
+FIRST_CHUNK_SAMPLES = 4096
+#: and the seconds each later chunk aims at (Trainer._update_chunk_size)
+CHUNK_SECONDS = 0.1
 
 
 def epoch_order(seed, epoch, n):
@@ -65,9 +69,13 @@ class Trainer:
         self.backend = backend
         self.batch_size = int(batch_size)
         self.seed = int(seed)
-        # about 4096 samples per call to the backend: small enough to stop
-        # promptly, large enough that the call overhead is negligible
-        self.chunk_size = chunk_size or max(1, 4096 // self.batch_size)
+        # batches per call to the backend: chunk_size if given, else FIRST_CHUNK_SAMPLES
+        # at first and then about CHUNK_SECONDS' worth (_update_chunk_size)
+        if chunk_size:
+            self.chunk_size = chunk_size
+        else:
+            self._chunk_size = max(1, FIRST_CHUNK_SAMPLES // self.batch_size)
+            self._chunk_fixed = False
         self.progress = progress
         self.log = log
         # None: only NaN and infinity count as divergence
@@ -104,6 +112,31 @@ class Trainer:
         self.history[:] = state["history"]
         self.compile_seconds = float(state["compile_seconds"])
         self.initial_loss = state.get("initial_loss")
+
+    @property
+    def chunk_size(self):
+        """Batches per call to the backend; setting it fixes it (no more adapting)."""
+        return self._chunk_size
+
+    @chunk_size.setter
+    def chunk_size(self, n):
+        self._chunk_size = max(1, int(n))
+        self._chunk_fixed = True
+
+    def _update_chunk_size(self, seconds, n_batches):
+        """Size the next chunk to about :data:`CHUNK_SECONDS` from the last one's seconds per batch.
+
+        A call to the backend costs a fixed share (with threads, waking them;
+        the working copies of the weights), so the fewer the calls the better:
+        4096 samples a call cost 5-10% of an epoch of the small default nets on
+        two threads (docs/performance.md, session 7). A tenth of a second
+        still stops promptly and reports progress often. Chunking changes no
+        result (the same batches in the same order); a chunk_size the caller
+        set is kept.
+        """
+        if self._chunk_fixed or n_batches < 1 or seconds <= 0:
+            return
+        self._chunk_size = max(1, int(CHUNK_SECONDS * n_batches / seconds))
 
     def request_stop(self):
         """Ask the loop to stop at the next batch boundary (safe from a signal handler)."""
@@ -144,7 +177,9 @@ class Trainer:
                 losses = self.backend.train_batches(
                     self.net, self.optimizer, X, y, order, start, stop, self.batch_size,
                     self.extras._replace(scale=scale, epoch=self.epoch))
-                self.epoch_seconds += time.perf_counter() - t0
+                seconds = time.perf_counter() - t0
+                self.epoch_seconds += seconds
+                self._update_chunk_size(seconds, stop - start)
                 if self.initial_loss is None and len(losses):
                     self.initial_loss = float(losses[0])
                 bad = self._first_diverged(losses)

@@ -48,6 +48,31 @@ def test_chunking_does_not_change_the_result(digits):
     assert a.history[-1]["train_loss"] == b.history[-1]["train_loss"]
 
 
+def test_chunks_adapt_to_about_chunk_seconds_and_change_nothing(digits, monkeypatch):
+    """Without chunk_size the first chunk has FIRST_CHUNK_SAMPLES samples and each later one
+    about CHUNK_SECONDS of the last one's seconds per batch; the weights are those of a run
+    in one call per epoch. A chunk_size given, or set later, stays."""
+    import mlp.trainer as trainer_module
+    clock = iter(np.arange(0.0, 1e6, 0.02))        # every reading 20 ms after the last
+    monkeypatch.setattr(trainer_module.time, "perf_counter", lambda: next(clock))
+    auto, whole = _trainer(batch_size=8), _trainer(batch_size=8, chunk_size=10**6)
+    assert auto.chunk_size == trainer_module.FIRST_CHUNK_SAMPLES // 8
+    sizes = []
+    auto.on_chunk = lambda tr: sizes.append(tr.chunk_size)
+    for t in (auto, whole):
+        t.fit(digits.X_train, digits.y_train, 2, digits.scale)
+    # each chunk took 20 ms on the fake clock, so the next gets 0.1 s / (20 ms / its batches)
+    n_batches = -(-digits.X_train.shape[0] // 8)
+    first = min(n_batches, trainer_module.FIRST_CHUNK_SAMPLES // 8)
+    assert abs(sizes[0] - trainer_module.CHUNK_SECONDS / 0.02 * first) <= 1   # float round-off
+    for p, q in zip(auto.net.params(), whole.net.params()):
+        np.testing.assert_array_equal(p, q)
+    assert whole.chunk_size == 10**6
+    auto.chunk_size = 5
+    auto.fit(digits.X_train, digits.y_train, 3, digits.scale)
+    assert auto.chunk_size == 5
+
+
 def test_stop_and_continue_from_state_matches_an_uninterrupted_run(digits):
     full = _trainer(chunk_size=7)
     full.fit(digits.X_train, digits.y_train, 2, digits.scale)
