@@ -2412,16 +2412,17 @@ def _max_norm_all(wk, c, sparse):
 
 @_kernel()
 def train_chunk(data, params, model, opt, plan, start, stop, losses, sparse_batch, dropout):
-    """Train on batches start … stop-1 of an epoch in place; losses[k] = loss of batch start+k.
+    """Train on batches start … stop-1 of an epoch in place with SGD; losses[k] = loss of
+    batch start+k.
 
     ``data``: a :class:`Data` (batch b is rows ``order[b*batch_size:(b+1)*batch_size]``
     of X, uint8 pixels times ``scale`` or floats with scale 1; its targets
     are the one-hot ``labels`` of those rows, or rows of T when labels is
     empty; their sample weights, unless empty). ``params``: a :class:`Params`, updated as
-    the ``step`` of :class:`mlp.optimizers.SGD` or :class:`~mlp.optimizers.Adam` would
-    with the :class:`OptParams` ``opt`` (batch k of the chunk at rate
-    ``opt.lrs[k]``; then max-norm). SGD updates each layer inside the
-    backward pass; Adam takes all the gradients first (:func:`_adam_all`).
+    the ``step`` of :class:`mlp.optimizers.SGD` would with the :class:`OptParams`
+    ``opt`` (batch k of the chunk at rate ``opt.lrs[k]``; then max-norm): each
+    layer is updated inside the backward pass. :func:`train_chunk_adam` is the
+    same for Adam (``opt.adam``); :func:`train_chunk_for` picks one.
     ``model``: a :class:`Model`. ``plan``: a :class:`Plan`.
     ``sparse_batch``: a :class:`SparseBatch` of ``plan.batch_size`` rows
     (:func:`sparse_buffers`), passed in so that calls can reuse it (fresh
@@ -2429,9 +2430,44 @@ def train_chunk(data, params, model, opt, plan, start, stop, losses, sparse_batc
     :class:`Dropout` (the sample at position p of ``order`` draws its masks
     from p).
     """
+    return _train_batches(data, params, model, opt, plan, (start, stop), losses, sparse_batch,
+                          dropout, True)
+
+
+@_kernel()
+def train_chunk_adam(data, params, model, opt, plan, start, stop, losses, sparse_batch,
+                     dropout):
+    """:func:`train_chunk` with Adam's step (:class:`mlp.optimizers.Adam`): all the gradients
+    first, then :func:`_adam_all`."""
+    return _train_batches(data, params, model, opt, plan, (start, stop), losses, sparse_batch,
+                          dropout, False)
+
+
+def train_chunk_for(opt):
+    """:func:`train_chunk` or :func:`train_chunk_adam`, as the :class:`OptParams` ``opt`` needs.
+
+    Two kernels rather than a run-time choice: a run compiles only its own
+    optimizer's kernels (Numba never frees compiled code, and a cold compile
+    of the default run, Adam, took a third longer with SGD's sparse kernels in
+    it: docs/performance.md).
+    """
+    return train_chunk_adam if opt.adam else train_chunk
+
+
+@_inline()
+def _train_batches(data, params, model, opt, plan, span, losses, sparse_batch, dropout, sgd):
+    """The body of :func:`train_chunk` (``sgd`` literally True) and :func:`train_chunk_adam`
+    (False) for batches span[0] … span[1]-1.
+
+    ``sgd`` is a literal: Numba prunes the other optimizer's branches before
+    typing them, so their kernels are never compiled here.
+    """
+    if opt.adam == sgd:
+        raise ValueError("train_chunk takes SGD's OptParams, train_chunk_adam Adam's")
+    start, stop = span
     n = data.order.shape[0]
     bsz = plan.batch_size
-    n_state = 2 if opt.adam else (1 if opt.mu != 0 else 0)
+    n_state = (1 if opt.mu != 0 else 0) if sgd else 2
     wk = _working_copies(params, plan.sparse, n_state)
     work = _workspace(wk.W0 if plan.sparse else params.weights[0], wk.Wts, bsz, plan.sparse,
                       sparse_batch, dropout)
@@ -2442,9 +2478,8 @@ def train_chunk(data, params, model, opt, plan, start, stop, losses, sparse_batc
         if b + 1 < stop and data.X.shape[0] > 0:   # the next batch's rows load meanwhile
             _prefetch_rows(data.X, data.order[lo + bsz:min(lo + 2 * bsz, n)])
         losses[b - start] = _forward(work, wk, data, rows, model, plan, dropout, lo)
-        _backward(work, wk, rows.shape[0], model, _sgd_of(opt, b - start, wk.bs[0]), plan,
-                  not opt.adam)
-        if opt.adam:
+        _backward(work, wk, rows.shape[0], model, _sgd_of(opt, b - start, wk.bs[0]), plan, sgd)
+        if not sgd:
             _adam_all(work, wk, rows.shape[0], _adam_of(opt, b - start, wk.bs[0]), plan)
         if opt.max_norm > 0:
             _max_norm_all(wk, opt.max_norm, plan.sparse)
@@ -2510,7 +2545,7 @@ def block_gradient(data, weights, biases, model, dropout, plan, lo, hi, g):
             c = w / dtype.type(n)
             for k in range(d.shape[1]):
                 d[s, k] *= c
-        _backward(work, wk, nb, model, sgd, serial, not _runtime_true(nb))
+        _backward(work, wk, nb, model, sgd, serial, False)   # literal: no update branch
         for l in range(nl):
             if l > 0 or not sparse:
                 A, Gt = acc[l], work.grads[l]

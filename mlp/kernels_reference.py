@@ -287,6 +287,12 @@ def train_chunk(data, params, model, opt, plan, start, stop, losses, dropout):
     return losses
 
 
+def train_chunk_adam(data, params, model, opt, plan, start, stop, losses, dropout):
+    """Twin of :func:`mlp.kernels.train_chunk_adam`: :func:`train_chunk` (which takes the
+    optimizer from ``opt.adam``)."""
+    return train_chunk(data, params, model, opt, plan, start, stop, losses, dropout)
+
+
 def _extras_of(data, dropout):
     """The reference's :class:`mlp.batches.Extras` of a :class:`~mlp.kernels.Data` (its scale
     and sample weights) and a :class:`~mlp.kernels.Dropout`."""

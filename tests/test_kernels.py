@@ -775,9 +775,10 @@ def _train_chunk_against_its_twin(act, loss, out_kind, sparse, threads, dtype, o
     copies = [tuple(a.copy() for a in group) for group in (weights, biases, vw, vb, sw, sb)]
     losses_ref = R.train_chunk(data, K.Params(*copies), model, opt, plan, 1, 7, np.empty(6),
                                dropout)
-    losses = K.train_chunk(data, K.Params(weights, biases, vw, vb, sw, sb), model, opt, plan,
-                           1, 7, np.empty(6), K.sparse_buffers(8 if sparse else 0, weights[0]),
-                           dropout)
+    kernel = K.train_chunk_for(opt)
+    assert kernel is (K.train_chunk_adam if adam else K.train_chunk)
+    losses = kernel(data, K.Params(weights, biases, vw, vb, sw, sb), model, opt, plan, 1, 7,
+                    np.empty(6), K.sparse_buffers(8 if sparse else 0, weights[0]), dropout)
     close(losses, losses_ref, dtype)
     used = 6 if opt.adam else 4
     for got, ref in zip((weights + biases + vw + vb + sw + sb)[:used * 3],

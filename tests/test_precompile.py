@@ -18,8 +18,8 @@ from mlp import compile_notice, precompile  # noqa: E402
 from mlp.data import SHAPES, load_digits  # noqa: E402
 from mlp.precompile import CompileRefused, refuse_compiling  # noqa: E402
 
-SPEC = precompile.make_spec([64, 16, 10], "sigmoid", "ce", dtype="float32", lr=0.1,
-                            momentum=0.9, batch_size=8)
+SPEC = precompile.make_spec([64, 16, 10], "sigmoid", "ce", dtype="float32", optimizer="sgd",
+                            batch_size=8)
 
 
 def test_refusing_to_compile_leaves_the_function_usable():
