@@ -24,8 +24,8 @@ NumPy does in separate passes::
 
 and parallel kernels for the sparse first layer, which split the work between threads::
 
-    sparse_gather_forward_par      gather_sparse, then sparse_forward (blocks of batch rows)
-    sparse_forward_par             sparse_forward of a gathered (CSR) batch (blocks of rows)
+    sparse_gather_forward_par      gather_sparse, then sparse_forward (blocks of batch rows);
+                                   the forward pass only for a batch gathered already (CSR)
     sparse_update_par              its SGD step: sparse_sgd_plain or sparse_update
                                    (blocks of rows of W)
     sparse_adam_par                its Adam step: sparse_gradient and adam_update (blocks
@@ -1210,34 +1210,30 @@ def sparse_gather_forward_par(X, rows, scale, batch, W, b, kind, out, dropout, p
     Blocks of the batch's rows are split between threads, in one parallel
     region for all three: a thread gathers its rows (sample positions pos0 +
     s of the epoch for ``dropout``, a :class:`Dropout`) and computes their
-    outputs while they are in its cache. Every row is computed as by the
+    outputs while they are in its cache. An empty X (no rows: CSR data)
+    means ``batch`` holds the rows gathered already (:func:`gather_csr`,
+    dropout done): only the forward pass is left. Every row is computed as by the
     serial kernels, so the results are the same bits. Rows of W wider than
     :data:`OUTER_MIN_SORT_BYTES` come in fewer, longer blocks (four per
     thread), so that each block of W's columns serves more rows while it is
     in the cache (see :func:`_sparse_forward_rows`).
+
+    (One kernel for both kinds of rows rather than a second one for CSR
+    batches: a parallel kernel took 3 s and 20 MB of a cold compile, and
+    every run compiled both: docs/performance.md.)
     """
     n = rows.shape[0]
     wide = W.shape[1] * W.itemsize >= OUTER_MIN_SORT_BYTES
     n_blocks = min(n, 4 * _iget_num_threads() if wide else 32)
     step = -(-n // max(n_blocks, 1))
+    gather = X.shape[0] > 0
     for blk in prange(n_blocks):
         lo, hi = blk * step, min(n, (blk + 1) * step)
-        _gather_sparse_rows(X, rows, scale, batch, lo, hi)
-        if dropout.thresholds[0] != 0:
-            _drop_entries_rows(batch, dropout, pos0, lo, hi)
+        if gather:
+            _gather_sparse_rows(X, rows, scale, batch, lo, hi)
+            if dropout.thresholds[0] != 0:
+                _drop_entries_rows(batch, dropout, pos0, lo, hi)
         _sparse_forward_rows(batch, W, b, kind, out, lo, hi)
-    return out
-
-
-@_kernel(parallel=True)
-def sparse_forward_par(batch, W, b, kind, out):
-    """:func:`sparse_forward` on several threads (blocks of the batch's rows), for batches
-    gathered already (:func:`gather_csr`). Every row is computed as by the serial kernel."""
-    n = out.shape[0]
-    n_blocks = min(n, 32)
-    step = -(-n // max(n_blocks, 1))
-    for blk in prange(n_blocks):
-        _sparse_forward_rows(batch, W, b, kind, out, blk * step, min(n, (blk + 1) * step))
     return out
 
 
@@ -2314,9 +2310,7 @@ def _forward_layers(work, wk, data, rows, model, plan, dropout, pos0):
         kind = model.act if l < nl - 1 else IDENTITY
         out = work.acts[l + 1][:nb]
         if l == 0 and plan.sparse:
-            if plan.threads > 1 and data.csr.indptr.shape[0] > 0:
-                sparse_forward_par(work.batch, wk.W0, wk.bs[0], kind, out)
-            elif plan.threads > 1:
+            if plan.threads > 1:      # CSR rows (X empty) were gathered by _gather
                 sparse_gather_forward_par(data.X, rows, data.scale, work.batch, wk.W0, wk.bs[0],
                                           kind, out, dropout, pos0)
             else:

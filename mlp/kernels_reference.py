@@ -96,11 +96,6 @@ def sparse_forward(batch, W, b, kind):
     return dense_forward(densify(batch, W.shape[0]), W, b, kind)
 
 
-def sparse_forward_par(batch, W, b, kind):
-    """Twin of :func:`mlp.kernels.sparse_forward_par`: the serial kernel's twin."""
-    return sparse_forward(batch, W, b, kind)
-
-
 def output_delta(z, Y, model, w=None):
     """Twin of :func:`mlp.kernels.output_delta`: (loss, ŷ, δ) from the reference loss.
 
