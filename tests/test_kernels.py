@@ -795,6 +795,32 @@ def _train_chunk_against_its_twin(act, loss, out_kind, sparse, threads, dtype, o
         close(got, ref, dtype)
 
 
+def test_each_optimizer_has_its_training_kernel_and_the_other_refuses():
+    """train_chunk compiles SGD's step only, train_chunk_adam Adam's (the optimizer is a literal
+    in their shared body): each refuses the other's OptParams rather than take a wrong step.
+
+    The types are those of the twin tests above (3 layers, float32, sparse), whose kernels
+    are compiled already: this test compiles nothing new.
+    """
+    dtype = np.float32
+    rng = np.random.default_rng(3)
+    sizes = [12, 9, 7, 4]
+    X = sparse_uint8(rng, 16, 12, 0.3)
+    weights = tuple(rng.standard_normal((a, b)).astype(dtype) for a, b in zip(sizes, sizes[1:]))
+    biases = tuple(np.zeros(b, dtype) for b in sizes[1:])
+    params = K.Params(weights, biases, weights, biases, weights, biases)
+    data = K.Data(X, dtype(1 / 255), rng.integers(0, 4, 16), np.empty((0, 4), dtype),
+                  rng.permutation(16), K.no_csr(dtype), np.empty(0, dtype))
+    model = K.Model(K.SIGMOID, K.CE, K.SOFTMAX)
+    rates = (np.full(2, 0.1), np.full(2, 0.01))
+    for adam, wrong in ((True, K.train_chunk), (False, K.train_chunk_adam)):
+        opt = K.opt_params(dtype, adam, rates, 0)
+        assert K.train_chunk_for(opt) is not wrong
+        with pytest.raises(ValueError, match="train_chunk takes SGD's OptParams"):
+            wrong(data, params, model, opt, K.Plan(True, 1, 8), 0, 2, np.empty(2),
+                  K.sparse_buffers(8, weights[0]), K.dropout_of(None, 3, dtype))
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("act, loss, out_kind", CONFIGS)
 def test_predict_against_its_twin(act, loss, out_kind, dtype):
