@@ -2442,8 +2442,8 @@ def train_chunk_for(opt):
 
     Two kernels rather than a run-time choice: a run compiles only its own
     optimizer's kernels (Numba never frees compiled code, and a cold compile
-    of the default run, Adam, took a third longer with SGD's sparse kernels in
-    it: docs/performance.md).
+    of the default run, Adam, took a fifth more CPU seconds with SGD's sparse
+    kernels in it: docs/performance.md).
     """
     return train_chunk_adam if opt.adam else train_chunk
 

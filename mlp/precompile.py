@@ -116,7 +116,7 @@ def make_spec(sizes, activation="sigmoid", loss="ce", output=None, dtype="float3
 
     The network (the arguments of :class:`mlp.network.Network`), the
     optimizer's name (a key of :data:`mlp.optimizers.OPTIMIZERS`: its kernels
-    are compiled, see :class:`mlp.kernels.AdamOptParams`) and the batch
+    are compiled: :func:`mlp.kernels.train_chunk_for`) and the batch
     size; the kernels' types depend on the depth, dtype and optimizer only.
     """
     return dict(sizes=[int(s) for s in sizes], activation=str(activation), loss=str(loss),
