@@ -24,8 +24,8 @@ NumPy does in separate passes::
 
 and parallel kernels for the sparse first layer, which split the work between threads::
 
-    sparse_gather_forward_par      gather_sparse, then sparse_forward (blocks of batch rows)
-    sparse_forward_par             sparse_forward of a gathered (CSR) batch (blocks of rows)
+    sparse_gather_forward_par      gather_sparse, then sparse_forward (blocks of batch rows);
+                                   the forward pass only for a batch gathered already (CSR)
     sparse_update_par              its SGD step: sparse_sgd_plain or sparse_update
                                    (blocks of rows of W)
     sparse_adam_par                its Adam step: sparse_gradient and adam_update (blocks
@@ -1210,34 +1210,30 @@ def sparse_gather_forward_par(X, rows, scale, batch, W, b, kind, out, dropout, p
     Blocks of the batch's rows are split between threads, in one parallel
     region for all three: a thread gathers its rows (sample positions pos0 +
     s of the epoch for ``dropout``, a :class:`Dropout`) and computes their
-    outputs while they are in its cache. Every row is computed as by the
+    outputs while they are in its cache. An empty X (no rows: CSR data)
+    means ``batch`` holds the rows gathered already (:func:`gather_csr`,
+    dropout done): only the forward pass is left. Every row is computed as by the
     serial kernels, so the results are the same bits. Rows of W wider than
     :data:`OUTER_MIN_SORT_BYTES` come in fewer, longer blocks (four per
     thread), so that each block of W's columns serves more rows while it is
     in the cache (see :func:`_sparse_forward_rows`).
+
+    (One kernel for both kinds of rows rather than a second one for CSR
+    batches: a parallel kernel took 3 s and 20 MB of a cold compile, and
+    every run compiled both: docs/performance.md.)
     """
     n = rows.shape[0]
     wide = W.shape[1] * W.itemsize >= OUTER_MIN_SORT_BYTES
     n_blocks = min(n, 4 * _iget_num_threads() if wide else 32)
     step = -(-n // max(n_blocks, 1))
+    gather = X.shape[0] > 0
     for blk in prange(n_blocks):
         lo, hi = blk * step, min(n, (blk + 1) * step)
-        _gather_sparse_rows(X, rows, scale, batch, lo, hi)
-        if dropout.thresholds[0] != 0:
-            _drop_entries_rows(batch, dropout, pos0, lo, hi)
+        if gather:
+            _gather_sparse_rows(X, rows, scale, batch, lo, hi)
+            if dropout.thresholds[0] != 0:
+                _drop_entries_rows(batch, dropout, pos0, lo, hi)
         _sparse_forward_rows(batch, W, b, kind, out, lo, hi)
-    return out
-
-
-@_kernel(parallel=True)
-def sparse_forward_par(batch, W, b, kind, out):
-    """:func:`sparse_forward` on several threads (blocks of the batch's rows), for batches
-    gathered already (:func:`gather_csr`). Every row is computed as by the serial kernel."""
-    n = out.shape[0]
-    n_blocks = min(n, 32)
-    step = -(-n // max(n_blocks, 1))
-    for blk in prange(n_blocks):
-        _sparse_forward_rows(batch, W, b, kind, out, blk * step, min(n, (blk + 1) * step))
     return out
 
 
@@ -2330,9 +2326,7 @@ def _forward_layers(work, wk, data, rows, model, plan, dropout, pos0):
         kind = model.act if l < nl - 1 else IDENTITY
         out = work.acts[l + 1][:nb]
         if l == 0 and plan.sparse:
-            if plan.threads > 1 and data.csr.indptr.shape[0] > 0:
-                sparse_forward_par(work.batch, wk.W0, wk.bs[0], kind, out)
-            elif plan.threads > 1:
+            if plan.threads > 1:      # CSR rows (X empty) were gathered by _gather
                 sparse_gather_forward_par(data.X, rows, data.scale, work.batch, wk.W0, wk.bs[0],
                                           kind, out, dropout, pos0)
             else:
@@ -2428,16 +2422,17 @@ def _max_norm_all(wk, c, sparse):
 
 @_kernel()
 def train_chunk(data, params, model, opt, plan, start, stop, losses, sparse_batch, dropout):
-    """Train on batches start … stop-1 of an epoch in place; losses[k] = loss of batch start+k.
+    """Train on batches start … stop-1 of an epoch in place with SGD; losses[k] = loss of
+    batch start+k.
 
     ``data``: a :class:`Data` (batch b is rows ``order[b*batch_size:(b+1)*batch_size]``
     of X, uint8 pixels times ``scale`` or floats with scale 1; its targets
     are the one-hot ``labels`` of those rows, or rows of T when labels is
     empty; their sample weights, unless empty). ``params``: a :class:`Params`, updated as
-    the ``step`` of :class:`mlp.optimizers.SGD` or :class:`~mlp.optimizers.Adam` would
-    with the :class:`OptParams` ``opt`` (batch k of the chunk at rate
-    ``opt.lrs[k]``; then max-norm). SGD updates each layer inside the
-    backward pass; Adam takes all the gradients first (:func:`_adam_all`).
+    the ``step`` of :class:`mlp.optimizers.SGD` would with the :class:`OptParams`
+    ``opt`` (batch k of the chunk at rate ``opt.lrs[k]``; then max-norm): each
+    layer is updated inside the backward pass. :func:`train_chunk_adam` is the
+    same for Adam (``opt.adam``); :func:`train_chunk_for` picks one.
     ``model``: a :class:`Model`. ``plan``: a :class:`Plan`.
     ``sparse_batch``: a :class:`SparseBatch` of ``plan.batch_size`` rows
     (:func:`sparse_buffers`), passed in so that calls can reuse it (fresh
@@ -2445,9 +2440,44 @@ def train_chunk(data, params, model, opt, plan, start, stop, losses, sparse_batc
     :class:`Dropout` (the sample at position p of ``order`` draws its masks
     from p).
     """
+    return _train_batches(data, params, model, opt, plan, (start, stop), losses, sparse_batch,
+                          dropout, True)
+
+
+@_kernel()
+def train_chunk_adam(data, params, model, opt, plan, start, stop, losses, sparse_batch,
+                     dropout):
+    """:func:`train_chunk` with Adam's step (:class:`mlp.optimizers.Adam`): all the gradients
+    first, then :func:`_adam_all`."""
+    return _train_batches(data, params, model, opt, plan, (start, stop), losses, sparse_batch,
+                          dropout, False)
+
+
+def train_chunk_for(opt):
+    """:func:`train_chunk` or :func:`train_chunk_adam`, as the :class:`OptParams` ``opt`` needs.
+
+    Two kernels rather than a run-time choice: a run compiles only its own
+    optimizer's kernels (Numba never frees compiled code, and a cold compile
+    of the default run, Adam, took a fifth more CPU seconds with SGD's sparse
+    kernels in it: docs/performance.md).
+    """
+    return train_chunk_adam if opt.adam else train_chunk
+
+
+@_inline()
+def _train_batches(data, params, model, opt, plan, span, losses, sparse_batch, dropout, sgd):
+    """The body of :func:`train_chunk` (``sgd`` literally True) and :func:`train_chunk_adam`
+    (False) for batches span[0] … span[1]-1.
+
+    ``sgd`` is a literal: Numba prunes the other optimizer's branches before
+    typing them, so their kernels are never compiled here.
+    """
+    if opt.adam == sgd:
+        raise ValueError("train_chunk takes SGD's OptParams, train_chunk_adam Adam's")
+    start, stop = span
     n = data.order.shape[0]
     bsz = plan.batch_size
-    n_state = 2 if opt.adam else (1 if opt.mu != 0 else 0)
+    n_state = (1 if opt.mu != 0 else 0) if sgd else 2
     wk = _working_copies(params, plan.sparse, n_state)
     work = _workspace(wk.W0 if plan.sparse else params.weights[0], wk.Wts, bsz, plan.sparse,
                       sparse_batch, dropout)
@@ -2458,9 +2488,8 @@ def train_chunk(data, params, model, opt, plan, start, stop, losses, sparse_batc
         if b + 1 < stop and data.X.shape[0] > 0:   # the next batch's rows load meanwhile
             _prefetch_rows(data.X, data.order[lo + bsz:min(lo + 2 * bsz, n)])
         losses[b - start] = _forward(work, wk, data, rows, model, plan, dropout, lo)
-        _backward(work, wk, rows.shape[0], model, _sgd_of(opt, b - start, wk.bs[0]), plan,
-                  not opt.adam)
-        if opt.adam:
+        _backward(work, wk, rows.shape[0], model, _sgd_of(opt, b - start, wk.bs[0]), plan, sgd)
+        if not sgd:
             _adam_all(work, wk, rows.shape[0], _adam_of(opt, b - start, wk.bs[0]), plan)
         if opt.max_norm > 0:
             _max_norm_all(wk, opt.max_norm, plan.sparse)
@@ -2526,7 +2555,7 @@ def block_gradient(data, weights, biases, model, dropout, plan, lo, hi, g):
             c = w / dtype.type(n)
             for k in range(d.shape[1]):
                 d[s, k] *= c
-        _backward(work, wk, nb, model, sgd, serial, not _runtime_true(nb))
+        _backward(work, wk, nb, model, sgd, serial, False)   # literal: no update branch
         for l in range(nl):
             if l > 0 or not sparse:
                 A, Gt = acc[l], work.grads[l]

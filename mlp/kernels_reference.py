@@ -96,11 +96,6 @@ def sparse_forward(batch, W, b, kind):
     return dense_forward(densify(batch, W.shape[0]), W, b, kind)
 
 
-def sparse_forward_par(batch, W, b, kind):
-    """Twin of :func:`mlp.kernels.sparse_forward_par`: the serial kernel's twin."""
-    return sparse_forward(batch, W, b, kind)
-
-
 def output_delta(z, Y, model, w=None):
     """Twin of :func:`mlp.kernels.output_delta`: (loss, ŷ, δ) from the reference loss.
 
@@ -285,6 +280,12 @@ def train_chunk(data, params, model, opt, plan, start, stop, losses, dropout):
         losses[k] = run_batches(net, ref, X, targets, data.order, b, b + 1, plan.batch_size,
                                 extras)[0]
     return losses
+
+
+def train_chunk_adam(data, params, model, opt, plan, start, stop, losses, dropout):
+    """Twin of :func:`mlp.kernels.train_chunk_adam`: :func:`train_chunk` (which takes the
+    optimizer from ``opt.adam``)."""
+    return train_chunk(data, params, model, opt, plan, start, stop, losses, dropout)
 
 
 def _extras_of(data, dropout):

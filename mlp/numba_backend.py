@@ -478,9 +478,10 @@ class NumbaBackend:
         buffers = self._sparse_buffers(plan.batch_size, net, plan.sparse,
                                        max_row_nnz(X_in) if is_csr else None)
         with _one_pool_of_threads(net, plan):
-            K.train_chunk(data, params_of(net, opt), model_of(net),
-                          opt_params_of(opt, net, len(losses)), plan, int(start), int(stop),
-                          losses, buffers, _dropout(extras, net))
+            opt_params = opt_params_of(opt, net, len(losses))
+            K.train_chunk_for(opt_params)(data, params_of(net, opt), model_of(net), opt_params,
+                                          plan, int(start), int(stop), losses, buffers,
+                                          _dropout(extras, net))
         opt.t += len(losses)
         return losses
 

@@ -39,12 +39,13 @@ import numpy as np
 
 from .compile_notice import Ticker, quiet
 from .network import Network
-from .optimizers import SGD
+from .optimizers import OPTIMIZERS
 
 #: the kernels of training, and those of prediction (one child each): the
 #: ``parts`` of :meth:`mlp.numba_backend.NumbaBackend.prepare`
 PARTS = ("train", "predict")
-#: the compiled functions that a run calls from Python, one per part
+#: the compiled functions that a run calls from Python, one per part (SGD's training kernel;
+#: Adam's is ``train_chunk_adam``: :func:`entry_points`)
 ENTRY_POINTS = ("train_chunk", "predict")
 #: the child that compiles the kernels train_chunk calls, but not train_chunk
 CALLEES = "train-callees"
@@ -167,18 +168,24 @@ def looks_compiled(source=_KERNELS, names=ENTRY_POINTS):
     return False
 
 
-def make_spec(sizes, activation="sigmoid", loss="ce", output=None, dtype="float32", lr=0.1,
-              momentum=0.0, nesterov=False, weight_decay=0.0, batch_size=32):
+def entry_points(spec):
+    """:data:`ENTRY_POINTS` of the run ``spec`` (:func:`make_spec`): its optimizer's training
+    kernel (:func:`mlp.kernels.train_chunk_for`) and prediction's."""
+    return ("train_chunk_adam" if spec["optimizer"] == "adam" else "train_chunk", "predict")
+
+
+def make_spec(sizes, activation="sigmoid", loss="ce", output=None, dtype="float32",
+              optimizer="sgd", batch_size=32):
     """A training run as the kernels' types see it, in JSON-able values.
 
-    The network, optimizer and batch size: the arguments are those of
-    :class:`mlp.network.Network`, :class:`mlp.optimizers.SGD` and the batch
-    size; the kernels' types depend on the depth and dtype only.
+    The network (the arguments of :class:`mlp.network.Network`), the
+    optimizer's name (a key of :data:`mlp.optimizers.OPTIMIZERS`: its kernels
+    are compiled: :func:`mlp.kernels.train_chunk_for`) and the batch
+    size; the kernels' types depend on the depth, dtype and optimizer only.
     """
     return dict(sizes=[int(s) for s in sizes], activation=str(activation), loss=str(loss),
                 output=None if output is None else str(output), dtype=str(np.dtype(dtype)),
-                lr=float(lr), momentum=float(momentum), nesterov=bool(nesterov),
-                weight_decay=float(weight_decay), batch_size=int(batch_size))
+                optimizer=str(optimizer), batch_size=int(batch_size))
 
 
 def compile_in_child(spec, part, threads=None):
@@ -218,7 +225,7 @@ def compile_ahead(spec, threads=None):
     before this process imports Numba.
     """
     t0 = time.perf_counter()
-    if not looks_compiled():
+    if not looks_compiled(names=entry_points(spec)):
         with Ticker():
             compile_in_children(spec, threads)
     from .backends import set_threads  # imports Numba: only now that the children are done
@@ -375,7 +382,7 @@ def prepare_step(spec, step):
     if step != CALLEES:
         return prepare_spec(spec, (step,))
     from . import kernels  # imports Numba: only in a child or after the children
-    with callees_only(kernels, "train_chunk", CALLEES_MB):
+    with callees_only(kernels, entry_points(spec)[0], CALLEES_MB):
         return prepare_spec(spec, ("train",))
 
 
@@ -388,7 +395,10 @@ def prepare_spec(spec, parts=PARTS):
     from .numba_backend import NumbaBackend  # imports Numba: only in a child or after the children
     net = Network(spec["sizes"], spec["activation"], spec["loss"], spec["output"],
                   dtype=spec["dtype"])
-    opt = SGD(spec["lr"], spec["momentum"], spec["nesterov"], spec["weight_decay"])
+    if spec["optimizer"] not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {spec['optimizer']!r} (known: "
+                         f"{', '.join(OPTIMIZERS)})")
+    opt = OPTIMIZERS[spec["optimizer"]]()
     n = 2 * spec["batch_size"]
     rng = np.random.default_rng(0)
     X = ((rng.random((n, net.sizes[0])) < 0.2) * 255).astype(np.uint8)   # MNIST-like: sparse

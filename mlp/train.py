@@ -482,17 +482,13 @@ def compile_ahead(args, ckpt=None):
     from . import precompile  # the Numba path's module: a numpy run never imports it (nor Numba)
     if ckpt:
         net, opt = ckpt["net"], ckpt["optimizer"]
-        # the kernels' types are the same for every optimizer (a run-time code picks it)
         spec = precompile.make_spec(net.sizes, net.activation, net.loss.name, net.loss.output,
-                                    net.dtype, opt.lr, getattr(opt, "momentum", 0.0),
-                                    getattr(opt, "nesterov", False), opt.weight_decay,
-                                    args.batch_size)
+                                    net.dtype, opt.name, args.batch_size)
     else:
         n_in, n_out = SHAPES[args.dataset]
-        sgd = args.optimizer == "sgd"
         spec = precompile.make_spec([n_in, *args.hidden, n_out], args.activation, args.loss,
-                                    None, args.dtype, args.lr, args.momentum if sgd else 0.0,
-                                    args.nesterov and sgd, args.weight_decay, args.batch_size)
+                                    None, args.dtype, "sgd" if args.optimizer == "sgd" else "adam",
+                                    args.batch_size)                 # adamw is an Adam
     return precompile.compile_ahead(spec, threads=args.threads)
 
 

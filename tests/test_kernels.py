@@ -232,17 +232,25 @@ def test_sparse_gather_forward_par_is_the_serial_pair_bit_for_bit(shape, xdtype,
 
 @SETTINGS
 @given(shapes, st.sampled_from(KINDS), st.sampled_from(DTYPES))
-def test_sparse_forward_par_is_the_serial_kernel_bit_for_bit(shape, kind, dtype):
+def test_sparse_gather_forward_par_of_a_gathered_batch_is_the_serial_kernel_bit_for_bit(
+        shape, kind, dtype):
+    """An empty X (CSR data): the batch is gathered already, only the forward pass runs."""
     n, n_in, n_out, seed = shape
     rng = np.random.default_rng(seed)
     X, nnz, cols, vals = sparse_batch(rng, 40 + n, n_in, dtype)
     batch = K.SparseBatch(nnz, cols, vals)
+    before = [a.copy() for a in batch]
     W = rng.standard_normal((n_in, n_out)).astype(dtype)
     b = rng.standard_normal(n_out).astype(dtype)
     serial = K.sparse_forward(batch, W, b, kind, np.empty((len(nnz), n_out), dtype))
-    parallel = K.sparse_forward_par(batch, W, b, kind, np.empty((len(nnz), n_out), dtype))
+    dropout = K.dropout_of([0.5], 1, dtype, seed=3)      # done by gather_csr's caller: not here
+    parallel = K.sparse_gather_forward_par(np.empty((0, n_in), dtype), np.arange(len(nnz)),
+                                           dtype(1), batch, W, b, kind,
+                                           np.empty((len(nnz), n_out), dtype), dropout, 0)
     np.testing.assert_array_equal(parallel, serial)
-    close(parallel, R.sparse_forward_par(batch, W, b, kind), dtype)
+    for a, a0 in zip(batch, before):
+        np.testing.assert_array_equal(a, a0)               # the batch is left as it was
+    close(parallel, R.sparse_forward(batch, W, b, kind), dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -798,15 +806,42 @@ def _train_chunk_against_its_twin(act, loss, out_kind, sparse, threads, dtype, o
     copies = [tuple(a.copy() for a in group) for group in (weights, biases, vw, vb, sw, sb)]
     losses_ref = R.train_chunk(data, K.Params(*copies), model, opt, plan, 1, 7, np.empty(6),
                                dropout)
-    losses = K.train_chunk(data, K.Params(weights, biases, vw, vb, sw, sb), model, opt, plan,
-                           1, 7, np.empty(6), K.sparse_buffers(8 if sparse else 0, weights[0]),
-                           dropout)
+    kernel = K.train_chunk_for(opt)
+    assert kernel is (K.train_chunk_adam if adam else K.train_chunk)
+    losses = kernel(data, K.Params(weights, biases, vw, vb, sw, sb), model, opt, plan, 1, 7,
+                    np.empty(6), K.sparse_buffers(8 if sparse else 0, weights[0]), dropout)
     close(losses, losses_ref, dtype)
     used = 6 if opt.adam else 4
     for got, ref in zip((weights + biases + vw + vb + sw + sb)[:used * 3],
                         sum(copies, ())[:used * 3]):
         assert got.dtype == dtype
         close(got, ref, dtype)
+
+
+def test_each_optimizer_has_its_training_kernel_and_the_other_refuses():
+    """train_chunk compiles SGD's step only, train_chunk_adam Adam's (the optimizer is a literal
+    in their shared body): each refuses the other's OptParams rather than take a wrong step.
+
+    The types are those of the twin tests above (3 layers, float32, sparse), whose kernels
+    are compiled already: this test compiles nothing new.
+    """
+    dtype = np.float32
+    rng = np.random.default_rng(3)
+    sizes = [12, 9, 7, 4]
+    X = sparse_uint8(rng, 16, 12, 0.3)
+    weights = tuple(rng.standard_normal((a, b)).astype(dtype) for a, b in zip(sizes, sizes[1:]))
+    biases = tuple(np.zeros(b, dtype) for b in sizes[1:])
+    params = K.Params(weights, biases, weights, biases, weights, biases)
+    data = K.Data(X, dtype(1 / 255), rng.integers(0, 4, 16), np.empty((0, 4), dtype),
+                  rng.permutation(16), K.no_csr(dtype), np.empty(0, dtype))
+    model = K.Model(K.SIGMOID, K.CE, K.SOFTMAX)
+    rates = (np.full(2, 0.1), np.full(2, 0.01))
+    for adam, wrong in ((True, K.train_chunk), (False, K.train_chunk_adam)):
+        opt = K.opt_params(dtype, adam, rates, 0)
+        assert K.train_chunk_for(opt) is not wrong
+        with pytest.raises(ValueError, match="train_chunk takes SGD's OptParams"):
+            wrong(data, params, model, opt, K.Plan(True, 1, 8), 0, 2, np.empty(2),
+                  K.sparse_buffers(8, weights[0]), K.dropout_of(None, 3, dtype))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

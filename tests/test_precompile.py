@@ -18,8 +18,8 @@ from mlp import compile_notice, precompile  # noqa: E402
 from mlp.data import SHAPES, load_digits  # noqa: E402
 from mlp.precompile import CompileRefused, refuse_compiling  # noqa: E402
 
-SPEC = precompile.make_spec([64, 16, 10], "sigmoid", "ce", dtype="float32", lr=0.1,
-                            momentum=0.9, batch_size=8)
+SPEC = precompile.make_spec([64, 16, 10], "sigmoid", "ce", dtype="float32", optimizer="sgd",
+                            batch_size=8)
 
 
 def test_refusing_to_compile_leaves_the_function_usable():
@@ -179,6 +179,28 @@ def test_the_child_entry_point_refuses_bad_arguments(capsys):
     assert "bad SPEC" in capsys.readouterr().err
     assert precompile.main(['{"sizes": [4, 2], "activation": "swish"}', "train"]) == 2
     assert "swish" in capsys.readouterr().err
+
+
+def test_the_spec_names_the_optimizer_whose_kernel_is_compiled(capsys):
+    """Each optimizer has its own training kernel (mlp.kernels.train_chunk_for): the spec says
+    which one the children compile and the cache must hold."""
+    adam = precompile.make_spec([784, 256, 10], optimizer="adam", batch_size=48)
+    assert precompile.entry_points(adam) == ("train_chunk_adam", "predict")
+    assert precompile.entry_points(SPEC) == ("train_chunk", "predict") == precompile.ENTRY_POINTS
+    assert precompile.main(['{"sizes": [4, 2], "optimizer": "rmsprop"}', "train"]) == 2
+    err = capsys.readouterr().err
+    assert "bad SPEC" in err and "rmsprop" in err and "adam" in err
+
+
+def test_mlp_train_asks_for_the_kernel_of_its_optimizer(monkeypatch):
+    from mlp import train
+    specs = []
+    monkeypatch.setattr(precompile, "compile_ahead", lambda spec, threads: specs.append(spec))
+    for argv in ([], ["--optimizer", "adamw"], ["--optimizer", "sgd"]):
+        train.compile_ahead(train.parse_args(["--dataset", "digits", *argv]))
+    assert [s["optimizer"] for s in specs] == ["adam", "adam", "sgd"]
+    assert specs[0]["sizes"] == [SHAPES["digits"][0], *train.DEFAULTS["hidden"],
+                                 SHAPES["digits"][1]]
 
 
 def test_the_spec_of_a_dataset_matches_the_data():
