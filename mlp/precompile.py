@@ -95,10 +95,7 @@ def _index_name(source, name):
 class _Stub:
     """Stands for every class named in a Numba cache index read by :func:`_index_header`."""
 
-    def __new__(cls, *args, **kwargs):
-        return object.__new__(cls)
-
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, **kwargs):   # (so object.__new__ also takes any arguments)
         pass
 
     def __setstate__(self, state):
