@@ -45,8 +45,16 @@ its epoch: Nielsen picks his best epoch by it, so that is the figure to compare
 with his) beside the final epoch's test and validation accuracy. Nielsen's first network started
 from N(0, 1) weights, mlp's from N(0, 1/fan_in) (his chapter-3 initialisation).
 
+A row can instead train on all 60,000 training images (``train_on="all"`` in
+ROWS, or ``--train-on all`` for every row): its recipe chosen on the validation
+split as above, then retrained on the 50,000 and the 10,000 validation images
+for the same number of epochs, as Srivastava et al. and Hinton et al. report
+theirs. There is no validation set then (the table says so), and the
+command-line rows train as ``python -m mlp.train ... --validation 0``.
+
 Options: ``--only nielsen1,best`` runs a subset, ``--epochs N`` overrides every
-row's epoch count (a quick check), ``--threads N`` limits Numba and BLAS.
+row's epoch count (a quick check), ``--train-on {split,all}`` every row's
+training images, ``--threads N`` limits Numba and BLAS.
 The table is printed as Markdown; everything (per-epoch curves, settings,
 environment) goes to ``benchmarks/results/accuracy-<time>.json``.
 """
