@@ -39,8 +39,8 @@ its arguments (``--threads``, ``--seed`` and ``--backend`` come from here),
 since max-norm and the per-step schedules are the command line's; the others
 train :class:`mlp.MLPClassifier` (the scikit-learn estimator) one epoch per
 ``partial_fit``. The relu and sigmoid rows' hyper-parameters were chosen on
-the validation set only (docs/performance.md and docs/accuracy-trials.md
-have the trials), then the rows retrained on all 60,000 images: the test set
+the validation set only (docs/performance.md has
+the trials), then the rows retrained on all 60,000 images: the test set
 is evaluated after every epoch for the record, never to choose anything.
 
 Every row but ``sklearn`` reports the best test accuracy over the epochs (and
