@@ -143,7 +143,7 @@ from numba.np.ufunc.parallel import _iget_num_threads, _launch_threads
 # the same process (numba/numba#8578, #4807). train_chunk compiled with its parallel kernels from
 # the cache (mlp.precompile's "train" child does that) and loaded by a later process that had not
 # launched the layer got no address for any external symbol, and crashed on its first call
-# (a segmentation fault; tests/test_cache_reload.py). Launching costs ~30 ms.
+# (a segmentation fault; tests/test_cache_reload.py). Launching costs 17-29 ms.
 _launch_threads()
 
 # Activation codes (hidden layers, and the output of mse); SOFTMAX and EXP (poisson's)
