@@ -135,7 +135,16 @@ from numba.np.linalg import check_blas_return, ensure_blas, get_blas_kind
 
 # numba.get_num_threads() compiled: the threading layer's symbol by name, so that the caller can
 # be cached (numba.get_num_threads in njit code holds a ctypes pointer, which cannot)
-from numba.np.ufunc.parallel import _iget_num_threads
+from numba.np.ufunc.parallel import _iget_num_threads, _launch_threads
+
+# The threading layer is launched (its symbols made known to LLVM) on import, before any kernel is
+# loaded from the cache. Numba launches it on loading a cached function only if that function's
+# entry says it needs it, and an entry says so only when its parallel callees were compiled in
+# the same process (numba/numba#8578, #4807). train_chunk compiled with its parallel kernels from
+# the cache (mlp.precompile's "train" child does that) and loaded by a later process that had not
+# launched the layer got no address for any external symbol, and crashed on its first call
+# (a segmentation fault; tests/test_cache_reload.py). Launching costs 17-29 ms.
+_launch_threads()
 
 # Activation codes (hidden layers, and the output of mse); SOFTMAX and EXP (poisson's)
 # only as outputs.
