@@ -123,15 +123,18 @@ def warm_then_linear(lr0, epoch, epochs):
 #: the rows that train as ``python -m mlp.train`` does (max-norm and per-step schedules are
 #: the command line's, not the estimator's): its arguments, less --epochs, --seed and --backend;
 #: every setting is spelled out, so that a change of the command line's defaults changes no row
-RELU_ARGS = ["--hidden", "800", "800", "--activation", "relu", "--batch-size", "100",
-             "--optimizer", "sgd", "--lr", "0.05", "--lr-schedule", "linear",
-             "--momentum", "0.9", "--nesterov",
-             "--dropout", "0.5", "--input-dropout", "0.2", "--max-norm", "3"]
+def dropout_recipe(hidden, activation, batch_size, lr):
+    """The command line of a dropout recipe (Srivastava et al. 2014): dropout 0.5 (inputs 0.2),
+    max-norm 3, Nesterov 0.9, η falling linearly per step; the rest as given (strings)."""
+    return ["--hidden", *hidden, "--activation", activation, "--batch-size", batch_size,
+            "--optimizer", "sgd", "--lr", lr, "--lr-schedule", "linear",
+            "--momentum", "0.9", "--nesterov",
+            "--dropout", "0.5", "--input-dropout", "0.2", "--max-norm", "3"]
+
+
+RELU_ARGS = dropout_recipe(["800", "800"], "relu", "100", "0.05")
 RELU_EPOCHS = 120
-SIGMOID_ARGS = ["--hidden", "2048", "--activation", "sigmoid", "--batch-size", "25",
-                "--optimizer", "sgd", "--lr", "0.1", "--lr-schedule", "linear",
-                "--momentum", "0.9", "--nesterov",
-                "--dropout", "0.5", "--input-dropout", "0.2", "--max-norm", "3"]
+SIGMOID_ARGS = dropout_recipe(["2048"], "sigmoid", "25", "0.1")
 SIGMOID_EPOCHS = 150
 
 

@@ -1852,10 +1852,11 @@ def sparse_update_par(batch, d, layer, sgd, n_blocks):
     W = layer.W
     column_sums(d, layer.gb)
     plain = sgd.mu == 0 and sgd.wd == 0
-    # plain SGD needs the counts only to balance the threads: a sample of the batch will do
-    counts = _column_counts(batch, d.shape[0] if not plain else min(d.shape[0], BALANCE_ROWS),
-                            np.empty(W.shape[0], np.int64))
-    lists = _column_lists(batch, d.shape[0] if not plain else 0, counts)
+    # plain SGD needs the counts only to balance the threads (a sample of the batch will do)
+    # and no column lists (empty ones, for the types)
+    n = min(d.shape[0], BALANCE_ROWS) if plain else d.shape[0]
+    counts = _column_counts(batch, n, np.empty(W.shape[0], np.int64))
+    lists = _column_lists(batch, 0, counts[:0]) if plain else _column_lists(batch, n, counts)
     # a row's share of the work: its non-zeros, and with momentum or decay also the pass
     # over its W and V that every row takes (about two non-zeros' worth)
     bounds = _balanced_ranges(counts if plain else counts + 2, max(1, n_blocks))

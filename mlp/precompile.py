@@ -143,10 +143,10 @@ def _fresh(path, source):
             return False
     except importlib.metadata.PackageNotFoundError:
         return False
-    st = os.stat(source)
     if isinstance(stamp, bytes):
         with open(source, "rb") as f:
             return stamp == hashlib.sha256(f.read()).digest()
+    st = os.stat(source)
     return tuple(stamp) == (st.st_mtime, st.st_size)
 
 
