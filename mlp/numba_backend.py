@@ -171,7 +171,14 @@ def full_batch_blocks(net, n):
 
 
 def _targets(targets, net):
-    """(labels, T) for the kernels: int labels with an empty T, or an empty labels with 2-D T."""
+    """(labels, T) for the kernels: int64 labels with an empty T, or an empty labels with 2-D T
+    in the network's dtype.
+
+    One type each whatever the caller's (int16 labels, float64 targets for a
+    float32 net): every other type would compile the training kernels again, a
+    10–20 s cold compile each. The kernels copy targets into the net's dtype
+    anyway, so converting first gives the same bits.
+    """
     targets = np.asarray(targets)
     n_out = net.sizes[-1]
     if targets.ndim == 1:
@@ -180,11 +187,12 @@ def _targets(targets, net):
         if targets.size and (targets.min() < 0 or targets.max() >= n_out):
             raise ValueError(f"labels must be integers in 0 … {n_out - 1} for a network with "
                              f"{n_out} outputs; found {targets.min()} … {targets.max()}")
-        return np.ascontiguousarray(targets), np.empty((0, n_out), net.dtype)
+        return (np.ascontiguousarray(targets, dtype=np.int64),
+                np.empty((0, n_out), net.dtype))
     if targets.ndim != 2 or targets.shape[1] != n_out:
         raise ValueError(f"targets must be 1-D labels or an (n, {n_out}) array, "
                          f"got shape {targets.shape}")
-    return np.empty(0, np.int64), np.ascontiguousarray(targets)
+    return np.empty(0, np.int64), np.ascontiguousarray(targets, dtype=net.dtype)
 
 
 def _sample_weights(sample_weight, net, n):

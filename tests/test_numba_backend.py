@@ -313,6 +313,20 @@ def test_uint8_with_scale_equals_prescaled_floats():
         np.testing.assert_array_equal(p, q)
 
 
+def test_targets_of_any_type_train_one_compiled_kernel():
+    """Labels of any integer type and 2-D targets of any float type reach the kernels as int64
+    and the net's dtype: the same bits, and no compile of the training kernel for their types."""
+    X, y, scale = image_data(120, 50, 10, seed=8)
+    T = np.eye(10)[y]                                         # float64 targets, float32 net
+    a, _ = trained_params(NUMBA, X, y.astype(np.int64), scale)
+    signatures = set(nb.K.train_chunk.signatures)
+    for targets in (y.astype(np.int16), y.astype(np.uint8), T, T.astype(np.float32)):
+        b, _ = trained_params(NUMBA, X, targets, scale)
+        for p, q in zip(a, b):
+            np.testing.assert_array_equal(p, q)
+    assert set(nb.K.train_chunk.signatures) == signatures     # one type for all of them
+
+
 def test_predict_output_equals_the_reference():
     X, y, scale = image_data(2500, 30, 4, seed=9)
     for loss, output in [("ce", None), ("bce", None), ("mse", "relu")]:
@@ -356,17 +370,29 @@ def test_parallel_predict_holds_blas_to_one_thread(monkeypatch):
     assert_close(got, NUMPY.predict_output(net, X, scale), "float64")
 
 
-def test_prepare_compiles_on_copies_and_reports_seconds():
+def test_prepare_compiles_on_copies_and_reports_seconds(monkeypatch):
     import time
+
+    import numba
     X, y, scale = image_data(100, 20, 3, seed=10)
-    # int16 labels are passed to the kernels as they are (not widened to int64): a type no
-    # other test trains with, so training's kernel is compiled (or loaded) for them here
+    # int16 labels: the kernels get them widened to int64 (one compiled type for all labels)
     y = y.astype(np.int16)
     net = Network([20, 5, 3], seed=0)
     opt = SGD(0.1, momentum=0.9)
     opt.init_state(net)
     opt.state_arrays()[0][...] = 1.0
     before = [p.copy() for p in net.params() + opt.state_arrays()]
+    called = []                         # the argument types of every training kernel call
+    pick = nb.K.train_chunk_for
+
+    def recording(opt_params):
+        kernel = pick(opt_params)
+
+        def call(*args):
+            called.append((kernel, tuple(numba.typeof(a) for a in args)))
+            return kernel(*args)
+        return call
+    monkeypatch.setattr(nb.K, "train_chunk_for", recording)
     t0 = time.perf_counter()
     seconds = NUMBA.prepare(net, opt, X, y, 32, scale)
     elapsed = time.perf_counter() - t0
@@ -374,12 +400,14 @@ def test_prepare_compiles_on_copies_and_reports_seconds():
     for p, q in zip(net.params() + opt.state_arrays(), before):
         np.testing.assert_array_equal(p, q)
     # what prepare compiled is what training and prediction then run: no new specialisation
-    kernels = (nb.K.train_chunk, nb.K.predict)
-    prepared = [set(k.signatures) for k in kernels]
-    assert any("int16" in str(sig) for sig in prepared[0])
+    assert len(called) == 1 and called[0][0] is nb.K.train_chunk
+    assert called[0][1] in nb.K.train_chunk.signatures          # compiled (or loaded) by prepare
+    assert called[0][1][0][2] == numba.int64[::1]                 # Data.labels: widened
+    prepared = [set(k.signatures) for k in (nb.K.train_chunk, nb.K.predict)]
     NUMBA.train_batches(net, opt, X, y, np.arange(100), 0, 3, 32, scale)
     NUMBA.predict_output(net, X, scale)
-    assert [set(k.signatures) for k in kernels] == prepared
+    assert len(called) == 2 and called[1] == called[0]          # the types prepare compiled
+    assert [set(k.signatures) for k in (nb.K.train_chunk, nb.K.predict)] == prepared
 
 
 def test_get_backend_and_empty_range():
