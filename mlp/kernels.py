@@ -383,6 +383,36 @@ class FirstLayer(NamedTuple):
     touched: np.ndarray  #: (n_in,) uint8, written: 1 where the batch has a non-zero input
 
 
+class Head(NamedTuple):
+    """The output layer of a net with one (sparse) hidden layer, for
+    :func:`sparse_gather_forward_par` to run on its blocks of rows (``on``) right after
+    their hidden outputs: the hidden layer's dropout, z = ã · W² + b², ŷ, the rows' losses
+    and δ², and δ¹ = (δ² · W²ᵀ) ⊙ m ⊙ f'(a), as :func:`drop_rows`, :func:`dense_forward`,
+    :func:`output_delta` and :func:`backprop_delta` compute them row by row."""
+    on: bool          #: False: nothing (the fields are then any arrays of these types)
+    Wt: np.ndarray    #: (n_out, hp) the output layer's Wᵀ (read)
+    b: np.ndarray     #: (n_out,) its bias
+    z: np.ndarray     #: (batch, n_out) written: ŷ
+    Y: np.ndarray     #: (batch, n_out) the targets (gathered before)
+    delta: np.ndarray   #: (batch, n_out) written: δ²
+    w: np.ndarray     #: (batch,) sample weights, or empty
+    d1: np.ndarray    #: (batch, hp) written: δ¹
+    mask: np.ndarray  #: (batch, hp) written: the hidden layer's dropout mask (if it has dropout)
+    dropped: np.ndarray  #: (batch, hp) written: a ⊙ mask (idem)
+    terms: np.ndarray    #: (batch,) float64 written: each row's weighted loss
+    act: int          #: the :class:`Model`'s codes (a Model field would be a tuple inside
+    loss: int         #: a tuple, which Numba cannot hand to a parallel loop's body)
+    out_kind: int
+    h: int            #: the hidden layer's true width: columns h … hp-1 of a are set to 0
+
+
+def no_head(dtype):
+    """A :class:`Head` that is off, in ``dtype``: :func:`sparse_gather_forward_par` alone."""
+    e2, e1 = np.empty((0, 0), dtype), np.empty(0, dtype)
+    return Head(False, e2, e1, e2, e2, e2, e1, e2, e2, e2, np.empty(0, np.float64),
+                IDENTITY, MSE, IDENTITY, 0)
+
+
 class Working(NamedTuple):
     """The arrays :func:`train_chunk` trains on (see :func:`_working_copies`)."""
     W0: np.ndarray    #: sparse first layer's padded, aligned W¹ (empty when dense)
@@ -409,6 +439,7 @@ class Workspace(NamedTuple):
     Y: np.ndarray     #: the batch's targets
     batch: SparseBatch  #: the gathered sparse batch
     touched: np.ndarray  #: (n_in,) uint8 for a sparse first layer, else empty
+    terms: np.ndarray    #: (batch,) float64: the rows' losses of a :class:`Head`
 
 
 def dropout_of(rates, n_layers, dtype, seed=0, epoch=0):
@@ -1051,11 +1082,12 @@ def drop_entries(batch, n, dropout, pos0):
 
 
 @_kernel(fastmath=_FAST)
-def _drop_rows(a, layer, dropout, pos0, mask, out):
-    """mask[s] = layer's dropout mask of sample pos0 + s, out[s] = a[s] ⊙ mask[s], every row."""
+def _drop_rows(a, layer, dropout, pos0, mask, out, s0, s1):
+    """mask[s] = layer's dropout mask of sample pos0 + s, out[s] = a[s] ⊙ mask[s], rows
+    s0 … s1-1."""
     thr, keep = dropout.thresholds[layer], dropout.scales[layer]
     zero = a.dtype.type(0)
-    for s in range(a.shape[0]):
+    for s in range(s0, s1):
         key = row_key(dropout.seed, dropout.epoch, pos0 + s, layer)
         for j in range(a.shape[1]):
             m = keep if _keep_bits(key, j) >= thr else zero
@@ -1071,7 +1103,7 @@ def drop_rows(a, layer, dropout, pos0, mask, out):
     (out may be a itself); returns out. Nothing when that layer has no dropout.
     """
     if dropout.thresholds[layer] != 0:
-        _drop_rows(a, layer, dropout, pos0, mask, out)
+        _drop_rows(a, layer, dropout, pos0, mask, out, _row0(), a.shape[0])
     return out
 
 
@@ -1213,8 +1245,15 @@ def sparse_forward(batch, W, b, kind, out):
 
 
 @_kernel(parallel=True)
-def sparse_gather_forward_par(X, rows, scale, batch, W, b, kind, out, dropout, pos0):
+def sparse_gather_forward_par(X, rows, scale, batch, layer, out, dropout, pos0, head):
     """:func:`gather_sparse`, :func:`drop_entries` and :func:`sparse_forward`, on several threads.
+
+    ``layer`` is the first layer's (W, b, kind); with ``head.on`` (a
+    :class:`Head`) each block of rows then goes on through the output layer
+    (:func:`_head_rows`): the serial parts of a step between the sparse
+    layer's forward pass and its update (about a quarter of the dropout
+    recipe's epoch on two threads) run on the threads too, on rows that are
+    still in the cache.
 
     Blocks of the batch's rows are split between threads, in one parallel
     region for all three: a thread gathers its rows (sample positions pos0 +
@@ -1231,6 +1270,7 @@ def sparse_gather_forward_par(X, rows, scale, batch, W, b, kind, out, dropout, p
     batches: a parallel kernel took 3 s and 20 MB of a cold compile, and
     every run compiled both: docs/performance.md.)
     """
+    W, b, kind = layer
     n = rows.shape[0]
     wide = W.shape[1] * W.itemsize >= OUTER_MIN_SORT_BYTES
     n_blocks = min(n, 4 * _iget_num_threads() if wide else 32)
@@ -1243,7 +1283,32 @@ def sparse_gather_forward_par(X, rows, scale, batch, W, b, kind, out, dropout, p
             if dropout.thresholds[0] != 0:
                 _drop_entries_rows(batch, dropout, pos0, lo, hi)
         _sparse_forward_rows(batch, W, b, kind, out, lo, hi)
+        if head.on:
+            _head_rows(out, head, dropout, pos0, n, lo, hi)
     return out
+
+
+@_kernel()
+def _head_rows(a, head, dropout, pos0, n, s0, s1):
+    """Rows s0 … s1-1 (of n) of the :class:`Head` ``head``, from the hidden outputs a.
+
+    Each step is the serial kernel's own row loop (:func:`_drop_rows`,
+    :func:`_dense_rows`, :func:`_bias_activation_rows`,
+    :func:`_output_delta_rows`, :func:`_backprop_rows`), so every row gets
+    the same bits; the caller sums the rows' losses in row order.
+    """
+    for s in range(s0, s1):           # padding units: f(0) may be ½, their output is 0
+        for j in range(head.h, a.shape[1]):
+            a[s, j] = 0
+    x = a
+    if dropout.thresholds[1] != 0:
+        _drop_rows(a, 1, dropout, pos0, head.mask, head.dropped, s0, s1)
+        x = head.dropped
+    _dense_rows(x, head.Wt, head.z, s0, s1)
+    _bias_activation_rows(head.z, head.b, IDENTITY, s0, s1)
+    model = Model(head.act, head.loss, head.out_kind)
+    _output_delta_rows(head.z, head.Y, model, head.delta, head.w, n, s0, s1, head.terms)
+    _backprop_rows(head.delta, head.Wt, a, head.act, head.d1, head.mask, s0, s1, True)
 
 
 @_inline(fastmath=_FAST_SUM)
@@ -1277,9 +1342,15 @@ def dense_forward(a, Wt, b, kind, out):
         _gemm_blocks(out.dtype.type(1), a, _runtime_false(n), Wt, _runtime_true(n),
                      out.dtype.type(0), out, _runtime_false(n))
     else:
-        for s in range(n):
-            _dense_row(a, Wt, out, s)
+        _dense_rows(a, Wt, out, _row0(), n)
     return bias_activation(out, b, kind)
+
+
+@_kernel(fastmath=_FAST_SUM)
+def _dense_rows(a, Wt, out, s0, s1):
+    """out[s] = a[s] · Wᵀ for rows s0 … s1-1 (:func:`_dense_row`), without bias or activation."""
+    for s in range(s0, s1):
+        _dense_row(a, Wt, out, s)
 
 
 # ------------------------------------------------------------------ output
@@ -1297,14 +1368,26 @@ def output_delta(z, Y, model, delta, w):
     none) row s's loss and δ are multiplied by w[s] (as the reference:
     (w[s] · (ŷ − y)) / n).
     """
+    n = z.shape[0]
+    terms = np.empty(n, np.float64)
+    _output_delta_rows(z, Y, model, delta, w, n, _row0(), n, terms)
+    total = 0.0
+    for s in range(n):               # in row order, whatever computed the rows
+        total += terms[s]
+    return total / n
+
+
+@_kernel(fastmath=_FAST)
+def _output_delta_rows(z, Y, model, delta, w, n, s0, s1, terms):
+    """:func:`output_delta` for rows s0 … s1-1 of a batch of n rows; terms[s] = row s's
+    (weighted) loss, which the caller sums in row order."""
     loss, out_kind = model.loss, model.out_kind
-    n, n_out = z.shape
+    n_out = z.shape[1]
     one = z.dtype.type(1)
     zero = z.dtype.type(0)
     nf = z.dtype.type(n)
     weighted = w.shape[0] > 0
-    total = 0.0
-    for s in range(n):
+    for s in range(s0, s1):
         ws = w[s] if weighted else one
         row = zero
         if loss == CE:
@@ -1355,8 +1438,7 @@ def output_delta(z, Y, model, delta, w):
                 z[s, k] = yhat
                 delta[s, k] = ws * err * _fprime(yhat, out_kind, one) / nf
             row *= z.dtype.type(0.5)
-        total += row * ws if weighted else row
-    return total / n
+        terms[s] = row * ws if weighted else row
 
 
 @_kernel()
@@ -1447,14 +1529,22 @@ def backprop_delta(d, Wt, a, kind, out, mask):
     if blas:                                         # out = d · Wt, blocks of out's columns
         _gemm_blocks(out.dtype.type(1), d, _runtime_false(n), Wt, _runtime_false(n),
                      out.dtype.type(0), out, _runtime_false(n))
-    for s in range(n):               # row by row: the row is still in L1 for ⊙ m and ⊙ f'
-        if not blas:
+    _backprop_rows(d, Wt, a, kind, out, mask, _row0(), n, not blas)
+    return out
+
+
+@_kernel(fastmath=_FAST)
+def _backprop_rows(d, Wt, a, kind, out, mask, s0, s1, product):
+    """:func:`backprop_delta` for rows s0 … s1-1; ``product`` False: out holds δ · Wᵀ already
+    (BLAS), only ⊙ m ⊙ f'(a) is left."""
+    n_in = Wt.shape[1]
+    for s in range(s0, s1):          # row by row: the row is still in L1 for ⊙ m and ⊙ f'
+        if product:
             _backprop_row(d, Wt, out, s)
         if mask.shape[0] > 0:
             for i in range(n_in):
                 out[s, i] *= mask[s, i]
         _times_fprime_rows(out, a, kind, s, s + 1)
-    return out
 
 
 @_kernel(fastmath=_FAST)
@@ -2272,7 +2362,7 @@ def _workspace(W0, Wts, batch_size, sparse, sparse_batch, dropout):
     Y = np.empty((batch_size, acts[nl].shape[1]), dtype)
     touched = np.zeros(n_in if sparse else 0, np.uint8)
     return Workspace(acts, masks, dropped, np.empty(batch_size, dtype), deltas, grads, gbs, Y,
-                     sparse_batch, touched)
+                     sparse_batch, touched, np.empty(batch_size, np.float64))
 
 
 @_inline()
@@ -2309,49 +2399,76 @@ def _gather(data, rows, work, plan, dropout, pos0):
 
 
 @_inline()
-def _forward(work, wk, data, rows, model, plan, dropout, pos0):
+def _forward(work, wk, data, rows, model, plan, dropout, pos0, fused):
     """The forward pass of the gathered batch ``rows``; returns its mean loss and leaves δᴸ in work.
 
     The output layer keeps z (identity) for :func:`output_delta`, which
     turns it into ŷ and computes the loss and δᴸ (rows weighted by the
-    sample weights, if any).
+    sample weights, if any). ``fused`` (:func:`_fused_head`): the output
+    layer ran with the first, and δ¹ is known too.
     """
     nb = rows.shape[0]
     nl = len(wk.Wts)
-    _forward_layers(work, wk, data, rows, model, plan, dropout, pos0)
+    _forward_layers(work, wk, data, rows, model, plan, dropout, pos0, fused)
+    if fused:
+        total = 0.0
+        for s in range(nb):          # in row order, as output_delta sums them
+            total += work.terms[s]
+        return total / nb
     weights = work.weights[:nb] if data.weights.shape[0] > 0 else work.weights[:0]
     return output_delta(work.acts[nl][:nb], work.Y[:nb], model, work.deltas[nl][:nb], weights)
 
 
 @_inline()
-def _forward_layers(work, wk, data, rows, model, plan, dropout, pos0):
+def _fused_head(wk, plan, nb):
+    """Whether a batch of nb rows runs its output layer inside the first layer's parallel
+    forward pass (:class:`Head`): a sparse first layer on threads, one hidden layer, and an
+    output layer too small for BLAS (which computes the whole batch at once)."""
+    nl = len(wk.Wts)
+    return (plan.sparse and plan.threads > 1 and nl == 2
+            and nb * wk.Wts[nl - 1].shape[0] * wk.Wts[nl - 1].shape[1] < BLAS_MIN_FLOPS)
+
+
+@_inline()
+def _forward_layers(work, wk, data, rows, model, plan, dropout, pos0, fused):
     """Every layer's forward pass of the gathered batch ``rows``; the output layer keeps z.
 
     Hidden layers' outputs are masked for the layer after them where it has
     dropout (samples at positions pos0, pos0 + 1, … of the epoch's order).
+    ``fused``: the first layer's parallel kernel runs the output layer too
+    (a :class:`Head`), through δ¹.
     """
     nb = rows.shape[0]
     nl = len(wk.Wts)
+    weights = work.weights[:nb] if data.weights.shape[0] > 0 else work.weights[:0]
+    last = nl - 1                     # the Head's fields (its arrays when not fused: unused)
+    head = Head(fused, wk.Wts[last], wk.bs[last], work.acts[nl][:nb], work.Y[:nb],
+                work.deltas[nl][:nb], weights, work.deltas[last][:nb], work.masks[last][:nb],
+                work.dropped[last][:nb], work.terms[:nb], model.act, model.loss,
+                model.out_kind, wk.h)
     for l in range(nl):
+        if l > 0 and fused:
+            break                     # the output layer ran with the first
         kind = model.act if l < nl - 1 else IDENTITY
         out = work.acts[l + 1][:nb]
         if l == 0 and plan.sparse:
             if plan.threads > 1:      # CSR rows (X empty) were gathered by _gather
-                sparse_gather_forward_par(data.X, rows, data.scale, work.batch, wk.W0, wk.bs[0],
-                                          kind, out, dropout, pos0)
+                sparse_gather_forward_par(data.X, rows, data.scale, work.batch,
+                                          (wk.W0, wk.bs[0], kind), out, dropout, pos0, head)
             else:
                 sparse_forward(work.batch, wk.W0, wk.bs[0], kind, out)
             out[:, wk.h:] = 0             # padding units: f(0) may be ½, their output is 0
         else:
             dense_forward(_layer_input(work, l, nb), wk.Wts[l], wk.bs[l], kind, out)
-        if l < nl - 1:
+        if l < nl - 1 and not fused:
             drop_rows(out, l + 1, dropout, pos0, work.masks[l + 1][:nb],
                       work.dropped[l + 1][:nb])
 
 
 @_inline()
-def _backward(work, wk, nb, model, sgd, plan, update):
-    """Backpropagate δᴸ of the first ``nb`` rows down every layer.
+def _backward(work, wk, nb, model, sgd, plan, update, fused):
+    """Backpropagate δᴸ of the first ``nb`` rows down every layer (δ¹ is known already when
+    ``fused``: :func:`_fused_head`).
 
     With ``update`` each layer takes its SGD step (``sgd``) as soon as its
     gradient is known (after the error of the layer below, which needs the
@@ -2386,7 +2503,7 @@ def _backward(work, wk, nb, model, sgd, plan, update):
                 column_sums(d, work.gbs[l])
             else:
                 dense_gradient(a, d, work.grads[l], work.gbs[l])
-            if l > 0:
+            if l > 0 and not fused:
                 backprop_delta(d, wk.Wts[l], work.acts[l][:nb], model.act, work.deltas[l][:nb],
                                work.masks[l][:nb])
             if plain:
@@ -2497,8 +2614,10 @@ def _train_batches(data, params, model, opt, plan, span, losses, sparse_batch, d
         _gather(data, rows, work, plan, dropout, lo)
         if b + 1 < stop and data.X.shape[0] > 0:   # the next batch's rows load meanwhile
             _prefetch_rows(data.X, data.order[lo + bsz:min(lo + 2 * bsz, n)])
-        losses[b - start] = _forward(work, wk, data, rows, model, plan, dropout, lo)
-        _backward(work, wk, rows.shape[0], model, _sgd_of(opt, b - start, wk.bs[0]), plan, sgd)
+        fused = _fused_head(wk, plan, rows.shape[0])
+        losses[b - start] = _forward(work, wk, data, rows, model, plan, dropout, lo, fused)
+        _backward(work, wk, rows.shape[0], model, _sgd_of(opt, b - start, wk.bs[0]), plan, sgd,
+                  fused)
         if not sgd:
             _adam_all(work, wk, rows.shape[0], _adam_of(opt, b - start, wk.bs[0]), plan)
         if opt.max_norm > 0:
@@ -2556,7 +2675,7 @@ def block_gradient(data, weights, biases, model, dropout, plan, lo, hi, g):
         rows = data.order[s0:min(s0 + bsz, hi)]
         nb = rows.shape[0]
         _gather(data, rows, work, serial, dropout, s0)
-        _forward_layers(work, wk, data, rows, model, serial, dropout, s0)
+        _forward_layers(work, wk, data, rows, model, serial, dropout, s0, False)
         z, d = work.acts[nl], work.deltas[nl]
         for s in range(nb):
             w = data.weights[rows[s]] if weighted else one
@@ -2565,7 +2684,7 @@ def block_gradient(data, weights, biases, model, dropout, plan, lo, hi, g):
             c = w / dtype.type(n)
             for k in range(d.shape[1]):
                 d[s, k] *= c
-        _backward(work, wk, nb, model, sgd, serial, False)   # literal: no update branch
+        _backward(work, wk, nb, model, sgd, serial, False, False)   # literal: no update branch
         for l in range(nl):
             if l > 0 or not sparse:
                 A, Gt = acc[l], work.grads[l]

@@ -218,8 +218,9 @@ def test_sparse_gather_forward_par_is_the_serial_pair_bit_for_bit(shape, xdtype,
                              np.empty((n, n_in), dtype)) for _ in range(2)]
     K.gather_sparse(X, rows, scale, buffers[0])
     serial = K.sparse_forward(buffers[0], W, b, kind, np.empty((n, n_out), dtype))
-    parallel = K.sparse_gather_forward_par(X, rows, scale, buffers[1], W, b, kind,
-                                           np.empty((n, n_out), dtype), NO_DROPOUT[dtype], 0)
+    parallel = K.sparse_gather_forward_par(X, rows, scale, buffers[1], (W, b, kind),
+                                           np.empty((n, n_out), dtype), NO_DROPOUT[dtype], 0,
+                                           K.no_head(dtype))
     np.testing.assert_array_equal(parallel, serial)
     (nnz, cols, vals), (nnz2, cols2, vals2) = buffers
     np.testing.assert_array_equal(nnz2, nnz)
@@ -245,8 +246,9 @@ def test_sparse_gather_forward_par_of_a_gathered_batch_is_the_serial_kernel_bit_
     serial = K.sparse_forward(batch, W, b, kind, np.empty((len(nnz), n_out), dtype))
     dropout = K.dropout_of([0.5], 1, dtype, seed=3)      # done by gather_csr's caller: not here
     parallel = K.sparse_gather_forward_par(np.empty((0, n_in), dtype), np.arange(len(nnz)),
-                                           dtype(1), batch, W, b, kind,
-                                           np.empty((len(nnz), n_out), dtype), dropout, 0)
+                                           dtype(1), batch, (W, b, kind),
+                                           np.empty((len(nnz), n_out), dtype), dropout, 0,
+                                           K.no_head(dtype))
     np.testing.assert_array_equal(parallel, serial)
     for a, a0 in zip(batch, before):
         np.testing.assert_array_equal(a, a0)               # the batch is left as it was
@@ -309,8 +311,8 @@ def test_drop_entries_serial_and_in_the_parallel_gather(shape, xdtype, dtype):
     W = rng.standard_normal((n_in, n_out)).astype(dtype)
     b = rng.standard_normal(n_out).astype(dtype)
     par = K.sparse_buffers(n, W)
-    out = K.sparse_gather_forward_par(X, rows, scale, par, W, b, K.TANH,
-                                      np.empty((n, n_out), dtype), dropout, 40)
+    out = K.sparse_gather_forward_par(X, rows, scale, par, (W, b, K.TANH),
+                                      np.empty((n, n_out), dtype), dropout, 40, K.no_head(dtype))
     for got in (batch, par):
         np.testing.assert_array_equal(got.nnz, ref.nnz)
         for s in range(n):
@@ -935,9 +937,66 @@ def test_sparse_gather_forward_par_on_wide_rows_is_the_serial_pair(dtype):
     batches = [K.sparse_buffers(n, W) for _ in range(2)]
     K.gather_sparse(X, rows, dtype(1 / 255), batches[0])
     serial = K.sparse_forward(batches[0], W, b, K.SIGMOID, np.empty((n, n_out), dtype))
-    parallel = K.sparse_gather_forward_par(X, rows, dtype(1 / 255), batches[1], W, b, K.SIGMOID,
-                                           np.empty((n, n_out), dtype), NO_DROPOUT[dtype], 0)
+    parallel = K.sparse_gather_forward_par(X, rows, dtype(1 / 255), batches[1], (W, b, K.SIGMOID),
+                                           np.empty((n, n_out), dtype), NO_DROPOUT[dtype], 0,
+                                           K.no_head(dtype))
     np.testing.assert_array_equal(parallel, serial)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("act, loss, out_kind", CONFIGS)
+@pytest.mark.parametrize("extras", ["none", "dropout", "weights-dropout"])
+def test_the_fused_head_is_the_serial_kernels_bit_for_bit(act, loss, out_kind, extras, dtype):
+    """sparse_gather_forward_par with a Head: the hidden layer's padding zeroed and dropout,
+    the output layer, ŷ, each row's loss and δ², and δ¹, the same bits as the serial kernels
+    one after the other (drop_rows, dense_forward, output_delta, backprop_delta), and the rows'
+    losses sum in row order to output_delta's loss."""
+    n, n_in, h, hp, n_out = 37, 50, 13, 16, 4
+    rng = np.random.default_rng(len(extras) + n_out)
+    kind = K.ACTIVATION_CODES[act]
+    model = K.Model(kind, loss, out_kind)
+    X = sparse_uint8(rng, 60, n_in, 0.3)
+    rows = rng.integers(0, 60, n)
+    scale = dtype(1 / 255)
+    W = rng.standard_normal((n_in, hp)).astype(dtype)
+    W[:, h:] = 0                                            # padding units, as train_chunk's
+    b = np.concatenate([rng.standard_normal(h), np.zeros(hp - h)]).astype(dtype)
+    Wt = (rng.standard_normal((n_out, hp)) / 3).astype(dtype)
+    b2 = rng.standard_normal(n_out).astype(dtype)
+    Y = (np.eye(n_out)[rng.integers(0, n_out, n)] if loss == K.CE
+         else rng.random((n, n_out))).astype(dtype)
+    w = rng.random(n).astype(dtype) + dtype(0.5) if "weights" in extras else np.empty(0, dtype)
+    rates = [0.2, 0.5 if "dropout" in extras else 0.0]
+    dropout = K.dropout_of(rates, 2, dtype, seed=5, epoch=1)
+    on = rates[1] > 0
+
+    def arrays():
+        return (np.empty((n, hp), dtype), np.empty((n, n_out), dtype), np.empty((n, n_out), dtype),
+                np.empty((n, hp), dtype), np.zeros((n if on else 0, hp if on else 0), dtype),
+                np.zeros((n if on else 0, hp if on else 0), dtype))
+    a, z, delta, d1, mask, dropped = arrays()
+    batch = K.sparse_buffers(n, W)
+    K.gather_sparse(X, rows, scale, batch)
+    K.drop_entries(batch, n, dropout, 7)
+    K.sparse_forward(batch, W, b, kind, a)
+    a[:, h:] = 0
+    x = K.drop_rows(a, 1, dropout, 7, mask, dropped) if on else a
+    K.dense_forward(x, Wt, b2, K.IDENTITY, z)
+    loss_value = K.output_delta(z, Y, model, delta, w)
+    K.backprop_delta(delta, Wt, a, kind, d1, mask)
+    got = arrays()
+    terms = np.empty(n, np.float64)
+    head = K.Head(True, Wt, b2, got[1], Y, got[2], w, got[3], got[4], got[5], terms, *model,
+                  h)
+    K.sparse_gather_forward_par(X, rows, scale, K.sparse_buffers(n, W), (W, b, kind), got[0],
+                                dropout, 7, head)
+    for g, e in zip(got, (a, z, delta, d1, mask, dropped)):
+        np.testing.assert_array_equal(g, e)
+    total = 0.0
+    for term in terms:
+        total += term
+    assert total / n == loss_value
+    assert np.all(a[:, h:] == 0) and (not on or 0 < np.count_nonzero(mask) < mask.size)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
