@@ -162,6 +162,11 @@ LOSS_NAMES = {code: name for name, code in LOSS_CODES.items()}
 #: OpenBLAS was faster than the loops on every product of a layer with 10
 #: outputs (docs/performance.md), where 2M (the earlier bound) left them to loops.
 BLAS_MIN_FLOPS = 1 << 20
+#: ... except the forward pass and backpropagated error of a layer with fewer
+#: outputs than this (a 10-class output layer): those stay in the row loops at
+#: every batch size, so that :class:`Head` can run them on the threads, rows
+#: apart, with the serial kernels' bits (with BLAS the batch is one product).
+BLAS_MIN_WIDTH = 16
 #: BLAS products are cut into blocks of about this many rows or columns of the
 #: weight matrix (:func:`_gemm_blocks`), which Numba's threads share.
 BLAS_BLOCK = 256
@@ -1334,11 +1339,18 @@ def _dense_row(a, Wt, out, s):
         k += 1
 
 
+@_inline()
+def _blas_rows(n, n_in, n_out):
+    """Whether :func:`dense_forward` and :func:`backprop_delta` of n rows of a layer
+    n_in → n_out call BLAS (:data:`BLAS_MIN_FLOPS`, :data:`BLAS_MIN_WIDTH`)."""
+    return n * n_in * n_out >= BLAS_MIN_FLOPS and n_out >= BLAS_MIN_WIDTH
+
+
 @_kernel(fastmath=_FAST_SUM)
 def dense_forward(a, Wt, b, kind, out):
     """out = f(a · W + b), given ``Wt`` = Wᵀ: BLAS for large products, else dot products of rows."""
     n, n_in = a.shape
-    if n * n_in * Wt.shape[0] >= BLAS_MIN_FLOPS:      # out = a · Wtᵀ, blocks of out's columns
+    if _blas_rows(n, n_in, Wt.shape[0]):              # out = a · Wtᵀ, blocks of out's columns
         _gemm_blocks(out.dtype.type(1), a, _runtime_false(n), Wt, _runtime_true(n),
                      out.dtype.type(0), out, _runtime_false(n))
     else:
@@ -1525,7 +1537,7 @@ def backprop_delta(d, Wt, a, kind, out, mask):
     """
     n = d.shape[0]
     n_out, n_in = Wt.shape
-    blas = n * n_in * n_out >= BLAS_MIN_FLOPS
+    blas = _blas_rows(n, n_in, n_out)
     if blas:                                         # out = d · Wt, blocks of out's columns
         _gemm_blocks(out.dtype.type(1), d, _runtime_false(n), Wt, _runtime_false(n),
                      out.dtype.type(0), out, _runtime_false(n))
@@ -2423,10 +2435,10 @@ def _forward(work, wk, data, rows, model, plan, dropout, pos0, fused):
 def _fused_head(wk, plan, nb):
     """Whether a batch of nb rows runs its output layer inside the first layer's parallel
     forward pass (:class:`Head`): a sparse first layer on threads, one hidden layer, and an
-    output layer too small for BLAS (which computes the whole batch at once)."""
+    output layer left to the row loops (BLAS computes the whole batch at once)."""
     nl = len(wk.Wts)
     return (plan.sparse and plan.threads > 1 and nl == 2
-            and nb * wk.Wts[nl - 1].shape[0] * wk.Wts[nl - 1].shape[1] < BLAS_MIN_FLOPS)
+            and not _blas_rows(nb, wk.Wts[nl - 1].shape[1], wk.Wts[nl - 1].shape[0]))
 
 
 @_inline()

@@ -951,14 +951,28 @@ def test_the_fused_head_is_the_serial_kernels_bit_for_bit(act, loss, out_kind, e
     the output layer, ŷ, each row's loss and δ², and δ¹, the same bits as the serial kernels
     one after the other (drop_rows, dense_forward, output_delta, backprop_delta), and the rows'
     losses sum in row order to output_delta's loss."""
-    n, n_in, h, hp, n_out = 37, 50, 13, 16, 4
+    check_fused_head(act, loss, out_kind, extras, dtype, (37, 50, 13, 16, 4))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_the_fused_head_of_a_batch_past_blas_size_is_the_serial_kernels(dtype):
+    """A 10-output layer past BLAS_MIN_FLOPS stays in the row loops (BLAS_MIN_WIDTH), serial
+    and fused alike: the same bits."""
+    shape = (1100, 60, 100, 112, 10)
+    assert 1100 * 112 * 10 >= K.BLAS_MIN_FLOPS and 10 < K.BLAS_MIN_WIDTH
+    check_fused_head("sigmoid", K.CE, K.SOFTMAX, "weights-dropout", dtype, shape)
+
+
+def check_fused_head(act, loss, out_kind, extras, dtype, shape):
+    """The fused head's check (above) for a batch of n rows, n_in → hp (h true units) → n_out."""
+    n, n_in, h, hp, n_out = shape
     rng = np.random.default_rng(len(extras) + n_out)
     kind = K.ACTIVATION_CODES[act]
     model = K.Model(kind, loss, out_kind)
     X = sparse_uint8(rng, 60, n_in, 0.3)
     rows = rng.integers(0, 60, n)
     scale = dtype(1 / 255)
-    W = rng.standard_normal((n_in, hp)).astype(dtype)
+    W = (rng.standard_normal((n_in, hp)) / np.sqrt(n_in / 4)).astype(dtype)
     W[:, h:] = 0                                            # padding units, as train_chunk's
     b = np.concatenate([rng.standard_normal(h), np.zeros(hp - h)]).astype(dtype)
     Wt = (rng.standard_normal((n_out, hp)) / 3).astype(dtype)
