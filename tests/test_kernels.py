@@ -534,6 +534,27 @@ def test_sparse_update_par_is_the_serial_kernels_bit_for_bit(shape, blocks, upda
 
 
 @SETTINGS
+@given(shapes, st.integers(0, 2**31))
+def test_column_lists_of_a_range_of_columns_are_the_whole_lists_part(shape, cut):
+    """_column_lists_of(i0, i1): column i's samples and values as _column_lists has them."""
+    n, n_in, _, seed = shape
+    rng = np.random.default_rng(seed)
+    _, nnz, cols, vals = sparse_batch(rng, n, n_in)
+    batch = K.SparseBatch(nnz, cols, vals)
+    i0, i1 = sorted(np.random.default_rng(cut).integers(0, n_in + 1, 2))
+    starts, samples, values = K._column_lists(batch, n, K._column_counts(batch, n, np.empty(
+        n_in, np.int64)))
+    got_starts, got_samples, got_values = K._column_lists_of(batch, n, i0, i1, n_in)
+    assert len(got_samples) == starts[i1] - starts[i0]
+    for i in range(i0, i1):
+        a, b = starts[i], starts[i + 1]
+        c, e = got_starts[i], got_starts[i + 1]
+        np.testing.assert_array_equal(got_samples[c:e], samples[a:b])
+        np.testing.assert_array_equal(got_values[c:e], values[a:b])
+        assert list(samples[a:b]) == [s for s in range(n) if i in cols[s, :nnz[s]]]
+
+
+@SETTINGS
 @given(shapes, st.sampled_from([np.float64, np.float32]))
 def test_sparse_sgd_plain(shape, dtype):
     n, n_in, n_out, seed = shape
