@@ -111,14 +111,15 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as cache:
         env = dict(os.environ, NUMBA_CACHE_DIR=cache,
                    PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-        for step in precompile.STEPS:
+        for i, step in enumerate(precompile.STEPS):
             result, wall, cpu = run_step(spec, step, env)
-            steps[step] = dict(result, wall_seconds=wall, process_cpu_seconds=cpu,
+            child = step if precompile.STEPS.count(step) == 1 else f"{step} ({i + 1})"
+            steps[child] = dict(result, wall_seconds=wall, process_cpu_seconds=cpu,
                                kernels=by_kernel(result["log"]))
-            print(f"{step}: {result['cpu']:.1f} CPU s compiling ({cpu:.1f} with start-up), "
+            print(f"{child}: {result['cpu']:.1f} CPU s compiling ({cpu:.1f} with start-up), "
                   f"{wall:.1f} s wall clock; peak {result['peak']:.0f} MB "
                   f"(from {result['rss_before']:.0f} MB)", flush=True)
-            for name, (n, self_cpu, grown) in list(steps[step]["kernels"].items())[:args.top]:
+            for name, (n, self_cpu, grown) in list(steps[child]["kernels"].items())[:args.top]:
                 print(f"    {name:28s} x{n:<2d} {self_cpu:6.2f} CPU s  {grown:6.1f} MB")
     total = sum(s["process_cpu_seconds"] for s in steps.values())
     load = f"; load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""

@@ -5,9 +5,9 @@ compiling mlp's kernels takes memory that stays taken until the process
 ends (docs/performance.md has the figures). A process that finds them in
 Numba's on-disk cache only loads their machine code. So when the cache is
 cold (the first run on a machine, or after mlp, Numba or Python changed),
-``python -m mlp.train`` first runs three short-lived children
+``python -m mlp.train`` first runs four short-lived children
 (``python -m mlp.precompile``, :data:`STEPS`), each writing what it compiled
-to the cache and exiting: one compiles the kernels that ``train_chunk``
+to the cache and exiting: two compile the kernels that ``train_chunk``
 calls (:func:`compile_callees`), the next ``train_chunk`` itself (loading
 those from the cache), the last the kernels of prediction; the training
 process then loads them from there. No child holds the compiler memory of
@@ -49,8 +49,11 @@ PARTS = ("train", "predict")
 ENTRY_POINTS = ("train_chunk", "predict")
 #: the child that compiles the kernels train_chunk calls, but not train_chunk
 CALLEES = "train-callees"
-#: what the children of a cold compile do, one child each, in this order
-STEPS = (CALLEES, *PARTS)
+#: what the children of a cold compile do, one child each, in this order. Two children of
+#: CALLEES: each stops at its :data:`CALLEES_MB`, the second goes on where the first stopped
+#: (with one, the kernels past the first's budget fell to train_chunk's child, which then
+#: peaked at 407 MB: docs/performance.md, session 8)
+STEPS = (CALLEES, CALLEES, *PARTS)
 
 _KERNELS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels.py")
 
@@ -406,7 +409,7 @@ def prepare_spec(spec, parts=PARTS):
 def main(argv=None):
     """``python -m mlp.precompile SPEC STEP``: compile (or load) STEP's kernels for a JSON SPEC."""
     argv = sys.argv[1:] if argv is None else argv
-    usage = (f"usage: python -m mlp.precompile SPEC {{{','.join(STEPS)}}}\n"
+    usage = (f"usage: python -m mlp.precompile SPEC {{{','.join(dict.fromkeys(STEPS))}}}\n"
              f"SPEC: a JSON object with the keys of mlp.precompile.make_spec, e.g.\n"
              f"{json.dumps(make_spec([784, 256, 10]))}")
     try:
