@@ -140,13 +140,15 @@ SIGMOID_EPOCHS = 150
 
 def cli_setup(argv):
     """A row's setup in words, from its command-line arguments."""
-    args = cli_args(argv, 1, "numba", 0)
+    args = cli_args(argv, 10**6, "numba", 0)
     sizes = "-".join(map(str, [784, *args.hidden, 10]))
     drop = " ".join(f"{p:g}" for p in args.dropout or [0.0])
     momentum = f"{'Nesterov ' if args.nesterov else ''}μ={args.momentum:g}"
     return (f"{sizes} {args.activation}, dropout {drop} (inputs {args.input_dropout:g}), "
             f"max-norm {args.max_norm:g}, {momentum}, η={args.lr:g} {args.lr_schedule}, "
-            f"batch {args.batch_size}")
+            f"batch {args.batch_size}"
+            + (f", mean of the last {args.average_epochs} epochs' weights"
+               if args.average_epochs else ""))
 
 
 ROWS = {
@@ -217,14 +219,21 @@ def warm_up(params, X, y, backend):
     return time.perf_counter() - t0
 
 
-def summary(curve, compile_seconds):
-    """The record of a run from its per-epoch ``curve``: final and best test accuracy, seconds."""
+def summary(curve, compile_seconds, average=None):
+    """The record of a run from its per-epoch ``curve``: final and best test accuracy, seconds.
+
+    ``average``: with ``--average-epochs``, the averaged weights' record (epochs, validation
+    and test accuracy), whose accuracies are then the final ones; the last epoch's own stay
+    in the curve, and the best epoch is the best of the epochs' own weights.
+    """
     best = max(curve, key=lambda r: r["test_accuracy"])
-    return {"final_test_accuracy": curve[-1]["test_accuracy"],
-            "final_val_accuracy": curve[-1]["val_accuracy"],
+    final = average or curve[-1]
+    return {"final_test_accuracy": final["test_accuracy"],
+            "final_val_accuracy": final["val_accuracy"],
+            "last_epoch_test_accuracy": curve[-1]["test_accuracy"],
             "best_test_accuracy": best["test_accuracy"], "best_epoch": best["epoch"],
             "train_seconds": curve[-1]["seconds"], "compile_seconds": compile_seconds,
-            "curve": curve}
+            "average": average, "curve": curve}
 
 
 def log_epoch(record, log):
@@ -258,9 +267,15 @@ def train_by_epochs(params, epochs, data, backend, seed, schedule=None, log=prin
 
 
 def cli_args(argv, epochs, backend, seed):
-    """``python -m mlp.train``'s parsed arguments for a row's ``argv`` and the bench's options."""
-    return cli.parse_args([*argv, "--epochs", str(epochs), "--backend", backend,
+    """``python -m mlp.train``'s parsed arguments for a row's ``argv`` and the bench's options.
+
+    A row's ``--average-epochs K`` becomes all the epochs when ``--epochs`` asks for fewer
+    than K (a quick check of a row), where the command line would refuse it.
+    """
+    args = cli.parse_args([*argv, "--epochs", str(epochs), "--backend", backend,
                            "--seed", str(seed)])
+    args.average_epochs = min(args.average_epochs, args.epochs)
+    return args
 
 
 def train_like_cli(argv, epochs, data, backend, seed, log=print):
@@ -269,8 +284,10 @@ def train_like_cli(argv, epochs, data, backend, seed, log=print):
     The network, optimizer, schedule and dropout rates are built by the command
     line's own functions from its parsed arguments, and
     :class:`mlp.trainer.Trainer` runs the epochs, so the row needs what only the
-    command line has (max-norm, the per-step schedules). The trainer times the
-    batches only; test accuracy is evaluated after each epoch, outside the clock.
+    command line has (max-norm, the per-step schedules, ``--average-epochs``,
+    whose mean weights are then the final model, as the command line's
+    model.npz). The trainer times the batches only; test accuracy is evaluated
+    after each epoch, outside the clock.
     """
     args = cli_args(argv, epochs, backend, seed)
     cli.check_optimizer_args(args)
@@ -292,7 +309,14 @@ def train_like_cli(argv, epochs, data, backend, seed, log=print):
 
     trainer.on_epoch = after_epoch
     trainer.fit(X, y, args.epochs, 1.0, X_val, y_val)
-    return summary(curve, trainer.compile_seconds)
+    average = None
+    if trainer.average:
+        average = cli.finish_average(trainer, net, runner, (X_val, y_val), 1.0)
+        average["test_accuracy"] = evaluate(net, runner, X_test, y_test)[1]
+        val = average["val_accuracy"]
+        log(f"  mean of epochs {average['first_epoch']}–{average['last_epoch']}: val "
+            f"{'—     ' if val is None else f'{val:.4f}'}  test {average['test_accuracy']:.4f}")
+    return summary(curve, trainer.compile_seconds, average)
 
 
 def sklearn_side_by_side(params, epochs, data, backend, seed, log=print):
@@ -349,6 +373,11 @@ def table(results):
             continue
         validation = ("no validation: trained on all 60,000" if res.get("train_on") == "all"
                       else f"validation {pct(res['final_val_accuracy'])}")
+        average = res.get("average")
+        if average:
+            validation = (f"the mean of the weights of epochs {average['first_epoch']}–"
+                          f"{average['last_epoch']}, the last epoch's own: "
+                          f"{pct(res['last_epoch_test_accuracy'])}; {validation}")
         measured = (f"{pct(res['best_test_accuracy'])} best (epoch {res['best_epoch']}), "
                     f"{pct(res['final_test_accuracy'])} final ({validation})")
         published = (pct(row["published"]) + " best" if row["published"] is not None

@@ -49,12 +49,15 @@ def test_a_command_line_row_trains_exactly_as_the_command_line(bench, split, mni
     float pixels scaled once: the same float32 products, so every epoch's loss
     and validation accuracy, and the final test accuracy, must agree exactly.
     Trained on all images, the bench has no validation set, as the command line
-    with ``--validation 0``.
+    with ``--validation 0``. On the split, the run ends with the mean of its two
+    epochs' weights (``--average-epochs 2``), in the bench as in model.npz.
     """
     argv = ["--hidden", "32", "16", "--activation", "relu", "--batch-size", "50",
             "--optimizer", "sgd", "--lr", "0.2",
             "--lr-schedule", "linear", "--momentum", "0.9", "--nesterov", "--dropout", "0.5",
             "--input-dropout", "0.2", "--max-norm", "1.5"]
+    if train_on == "split":
+        argv += ["--average-epochs", "2"]
     X, y, X_val, y_val, X_test, y_test = bench.training_data(split, train_on)
     data = (X[:2000], y[:2000], X_val, y_val, X_test, y_test)
     ours = bench.train_like_cli(argv, 2, data, "numpy", 5, log=lambda line: None)
@@ -71,9 +74,11 @@ def test_a_command_line_row_trains_exactly_as_the_command_line(bench, split, mni
     assert ours["final_test_accuracy"] == theirs["test_accuracy"]
     assert ours["final_test_accuracy"] > 0.5                # it learned: the runs say something
     if train_on == "all":
-        assert ours["final_val_accuracy"] is None
+        assert ours["final_val_accuracy"] is None and ours["average"] is None
     else:
         assert ours["curve"][-1]["val_accuracy"] > 0.5
+        assert ours["final_val_accuracy"] == theirs["average"]["val_accuracy"]
+        assert ours["final_test_accuracy"] != ours["last_epoch_test_accuracy"]
 
 
 def test_training_on_all_takes_the_60000_training_images_in_file_order(bench, split):
