@@ -132,6 +132,12 @@ def build_parser():
                    help="the learning rate of each step: constant; linear from --lr down to "
                         "0 at the last step; cosine from --lr to 0; step: × --lr-step-gamma "
                         "every --lr-step-every epochs")
+    p.add_argument("--lr-floor", type=number(minimum=0.0, below=1.0), default=0.0,
+                   metavar="F",
+                   help="a falling --lr-schedule falls to F × --lr instead of 0; with "
+                        "--average-epochs K it reaches F × --lr where the last K epochs begin "
+                        "and stays there over them (stochastic weight averaging's constant "
+                        "rate)")
     p.add_argument("--lr-step-every", type=positive_int, default=10, metavar="EPOCHS",
                    help="--lr-schedule step: epochs between two steps down")
     p.add_argument("--lr-step-gamma", type=number(above=0.0, maximum=1.0), default=0.1,
@@ -363,7 +369,7 @@ RESUME_OVERRIDES = ("epochs", "data_dir", "no_download", "timeout", "threads",
 #: options added after checkpoints were first written, with the value older runs had
 SETTINGS_SINCE = dict(optimizer="sgd", beta1=0.9, beta2=0.999, eps=1e-8, lr_schedule="constant",
                       lr_step_every=10, lr_step_gamma=0.1, max_norm=0.0, early_stopping=0,
-                      average_epochs=0)
+                      average_epochs=0, lr_floor=0.0)
 
 
 def check_optimizer_args(args):
@@ -382,13 +388,21 @@ def check_optimizer_args(args):
 
 
 def check_average_args(args):
-    """Refuse an --average-epochs that cannot be formed, with an MLPError saying why."""
+    """Refuse an --average-epochs (or --lr-floor) that cannot be formed, with an MLPError."""
+    if getattr(args, "lr_floor", 0.0) and args.lr_schedule == "constant":
+        raise MLPError(f"--lr-floor {args.lr_floor:g} is where a falling --lr-schedule stops, "
+                       "and --lr-schedule constant never falls: give --lr-schedule linear (or "
+                       "cosine, step), or leave --lr-floor out")
     k = getattr(args, "average_epochs", 0)
     if not k:
         return
     if k > args.epochs:
         raise MLPError(f"--average-epochs {k} averages the last {k} epochs, and the run has "
                        f"--epochs {args.epochs}: give --average-epochs at most {args.epochs}")
+    if k == args.epochs and getattr(args, "lr_floor", 0.0):
+        raise MLPError(f"--lr-floor with --average-epochs {k} holds the rate at the floor over "
+                       f"the last {k} epochs, and the run has --epochs {args.epochs}: nothing "
+                       f"would be left for the --lr-schedule; average fewer epochs")
     if args.early_stopping:
         raise MLPError(f"--average-epochs {k} and --early-stopping {args.early_stopping} each "
                        "choose the weights model.npz ends with: give one of them")
@@ -407,8 +421,10 @@ def make_schedule(args, n_train):
     if args.lr_schedule == "constant":
         return None
     per_epoch = -(-n_train // args.batch_size)
+    floor = getattr(args, "lr_floor", 0.0)
+    flat = getattr(args, "average_epochs", 0) * per_epoch if floor else 0
     return Schedule(args.lr_schedule, args.epochs * per_epoch, per_epoch, args.lr_step_every,
-                    args.lr_step_gamma)
+                    args.lr_step_gamma, floor, flat)
 
 
 def make_trainer(args, net, opt, n_train, backend, **options):

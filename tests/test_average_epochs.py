@@ -14,6 +14,7 @@ from mlp.backends import BACKENDS, get_backend
 from mlp.data import load_digits
 from mlp.io import load_checkpoint, load_model
 from mlp.network import Network
+from mlp.schedules import Schedule
 from mlp.train import main
 
 
@@ -162,3 +163,45 @@ def test_a_checkpoint_without_an_average_has_no_sums(tmp_path):
     ckpt = load_checkpoint(tmp_path)
     assert ckpt["sums"] is None and ckpt["trainer"]["average"] is None
     assert "average" not in _history(tmp_path)
+
+
+def test_a_floor_and_the_averaged_epochs_at_the_floor_closed_form():
+    """--lr-floor F: the schedule's factor f becomes F + (1 − F) f over the steps before the
+    last ``flat``, and F over them; without a floor, the schedules are as they were."""
+    swa = Schedule("linear", 12, 1, floor=0.2, flat=4)
+    np.testing.assert_allclose([swa.factor(t) for t in range(13)],
+                               [1 - 0.8 * t / 8 for t in range(9)] + [0.2] * 4, rtol=1e-15)
+    cos = Schedule("cosine", 10, floor=0.5)
+    assert cos.factor(5) == pytest.approx(0.5 + 0.5 * 0.5) and cos.factor(0) == 1.0
+    assert Schedule("linear", 10).factor(5) == 0.5 and Schedule("linear", 10).config()["flat"] == 0
+    for bad in (dict(floor=1.0), dict(floor=-0.1), dict(flat=10)):
+        with pytest.raises(ValueError, match="floor must be in"):
+            Schedule("linear", 10, **bad)
+    args = mlp.train.parse_args(["--epochs", "5", "--batch-size", "10", "--lr-floor", "0.25",
+                                 "--average-epochs", "2"])
+    schedule = mlp.train.make_schedule(args, 100)       # 10 steps an epoch, the last 20 flat
+    assert (schedule.total, schedule.flat, schedule.floor) == (50, 20, 0.25)
+    assert schedule.factor(29) > 0.25 and schedule.factor(30) == schedule.factor(49) == 0.25
+
+
+def test_a_run_with_a_floor_agrees_on_both_backends(tmp_path):
+    """--lr-floor with --average-epochs: recorded in the config, the same weights on both
+    backends to round-off (the rates are computed once, in Python, for both)."""
+    models = {}
+    for backend in BACKENDS:
+        argv = _args(tmp_path / backend, backend, 4, 2, "--lr-floor", "0.3", "--dtype", "float64")
+        assert main(argv) == 0
+        assert _history(tmp_path / backend)["config"]["lr_floor"] == 0.3
+        models[backend] = load_model(tmp_path / backend)
+    for p, q in zip(models["numba"].params(), models["numpy"].params()):
+        np.testing.assert_allclose(p, q, rtol=0, atol=1e-10)
+
+
+def test_a_floor_on_a_constant_rate_is_refused(tmp_path, capsys):
+    assert main(["--dataset", "digits", "--backend", "numpy", "--out", str(tmp_path),
+                 "--lr-schedule", "constant", "--lr-floor", "0.1"]) == 2
+    err = capsys.readouterr().err
+    assert "--lr-floor 0.1" in err and "constant" in err and "Traceback" not in err
+    assert main(["--dataset", "digits", "--backend", "numpy", "--out", str(tmp_path),
+                 "--epochs", "3", "--average-epochs", "3", "--lr-floor", "0.1"]) == 2
+    assert "nothing would be left" in " ".join(capsys.readouterr().err.split())
