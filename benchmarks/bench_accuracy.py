@@ -123,13 +123,14 @@ def warm_then_linear(lr0, epoch, epochs):
 #: the rows that train as ``python -m mlp.train`` does (max-norm and per-step schedules are
 #: the command line's, not the estimator's): its arguments, less --epochs, --seed and --backend;
 #: every setting is spelled out, so that a change of the command line's defaults changes no row
-def dropout_recipe(hidden, activation, batch_size, lr):
+def dropout_recipe(hidden, activation, batch_size, lr, extra=()):
     """The command line of a dropout recipe (Srivastava et al. 2014): dropout 0.5 (inputs 0.2),
-    max-norm 3, Nesterov 0.9, η falling linearly per step; the rest as given (strings)."""
+    max-norm 3, Nesterov 0.9, η falling linearly per step; the rest as given (strings), and
+    ``extra`` arguments at the end."""
     return ["--hidden", *hidden, "--activation", activation, "--batch-size", batch_size,
             "--optimizer", "sgd", "--lr", lr, "--lr-schedule", "linear",
             "--momentum", "0.9", "--nesterov",
-            "--dropout", "0.5", "--input-dropout", "0.2", "--max-norm", "3"]
+            "--dropout", "0.5", "--input-dropout", "0.2", "--max-norm", "3", *extra]
 
 
 RELU_ARGS = dropout_recipe(["800", "800"], "relu", "100", "0.05")
@@ -146,9 +147,17 @@ def cli_setup(argv):
     momentum = f"{'Nesterov ' if args.nesterov else ''}μ={args.momentum:g}"
     return (f"{sizes} {args.activation}, dropout {drop} (inputs {args.input_dropout:g}), "
             f"max-norm {args.max_norm:g}, {momentum}, η={args.lr:g} {args.lr_schedule}, "
-            f"batch {args.batch_size}"
-            + (f", mean of the last {args.average_epochs} epochs' weights"
-               if args.average_epochs else ""))
+            f"batch {args.batch_size}" + averaging_setup(args))
+
+
+def averaging_setup(args):
+    """``--lr-floor`` and ``--average-epochs`` in words (empty without them)."""
+    k, floor = args.average_epochs, args.lr_floor
+    if floor and k:
+        return (f", η held at {floor * args.lr:g} over the last {k} epochs and the model the "
+                f"mean of their weights")
+    return ((f", η falling to {floor * args.lr:g}" if floor else "")
+            + (f", the model the mean of the last {k} epochs' weights" if k else ""))
 
 
 ROWS = {
