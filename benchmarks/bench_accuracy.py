@@ -278,12 +278,13 @@ def train_by_epochs(params, epochs, data, backend, seed, schedule=None, log=prin
 def cli_args(argv, epochs, backend, seed):
     """``python -m mlp.train``'s parsed arguments for a row's ``argv`` and the bench's options.
 
-    A row's ``--average-epochs K`` becomes all the epochs when ``--epochs`` asks for fewer
-    than K (a quick check of a row), where the command line would refuse it.
+    A row's ``--average-epochs K`` shrinks to the epochs there are when ``--epochs`` asks
+    for too few (a quick check of a row), where the command line would refuse it: to all
+    of them, or with ``--lr-floor`` to all but the first (which the schedule falls over).
     """
     args = cli.parse_args([*argv, "--epochs", str(epochs), "--backend", backend,
                            "--seed", str(seed)])
-    args.average_epochs = min(args.average_epochs, args.epochs)
+    args.average_epochs = min(args.average_epochs, args.epochs - (1 if args.lr_floor else 0))
     return args
 
 

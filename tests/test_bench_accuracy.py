@@ -36,7 +36,9 @@ def test_every_command_line_row_parses_and_says_its_settings(bench):
     swa = bench.dropout_recipe(["8"], "relu", "10", "0.05", ["--lr-floor", "0.2",
                                                             "--average-epochs", "4"])
     assert "η held at 0.01 over the last 4 epochs" in bench.cli_setup(swa)
-    assert bench.cli_args(swa, 3, "numba", 0).average_epochs == 3     # a quick check: all 3
+    assert bench.cli_args(swa, 3, "numba", 0).average_epochs == 2     # a quick check: 2 of 3
+    assert bench.cli_args(swa[:-4], 3, "numba", 0).average_epochs == 0
+    assert bench.cli_args([*swa[:-4], "--average-epochs", "5"], 3, "numba", 0).average_epochs == 3
 
 
 @pytest.fixture(scope="module")
