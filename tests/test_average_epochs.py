@@ -12,6 +12,7 @@ import mlp.trainer
 from mlp.averaging import EpochAverage
 from mlp.backends import BACKENDS, get_backend
 from mlp.data import load_digits
+from mlp.errors import ModelFileError
 from mlp.io import load_checkpoint, load_model
 from mlp.network import Network
 from mlp.schedules import Schedule
@@ -205,3 +206,16 @@ def test_a_floor_on_a_constant_rate_is_refused(tmp_path, capsys):
     assert main(["--dataset", "digits", "--backend", "numpy", "--out", str(tmp_path),
                  "--epochs", "3", "--average-epochs", "3", "--lr-floor", "0.1"]) == 2
     assert "nothing would be left" in " ".join(capsys.readouterr().err.split())
+
+
+def test_a_checkpoint_with_bad_sums_is_refused_naming_the_array(tmp_path):
+    """Sums of the wrong shape, or not finite, are refused with the file and array named."""
+    assert main(_args(tmp_path, "numpy", 3, 2, "--checkpoint-every", "1")) == 0
+    path = tmp_path / "checkpoint.npz"
+    with np.load(path) as z:
+        arrays = dict(z)
+    for name, bad, words in (("S0", arrays["S0"][:-1], "'S0' has shape"),
+                             ("S2", arrays["S2"] * np.nan, "'S2' contains NaN")):
+        np.savez(tmp_path / "bad.npz", **{**arrays, name: bad})
+        with pytest.raises(ModelFileError, match=words):
+            load_checkpoint(tmp_path / "bad.npz")
