@@ -340,7 +340,7 @@ def _json_array(obj):
     return np.frombuffer(json.dumps(obj).encode(), dtype=np.uint8)
 
 
-def save_checkpoint(path, net, optimizer, trainer_state, config, meta=None):
+def save_checkpoint(path, net, optimizer, trainer_state, config, meta=None, sums=None):
     """Save everything a resumed run needs, atomically (temporary name, fsync, rename).
 
     The network (as in a model file), the optimizer's state arrays ``V0, V1, …``
@@ -350,12 +350,15 @@ def save_checkpoint(path, net, optimizer, trainer_state, config, meta=None):
     (epoch, batch position, losses so far, history) and the run's settings.
     The sample order of an epoch is a function of (seed, epoch) only (see
     :func:`mlp.trainer.epoch_order`), so the seed and the position are the
-    whole random state.
+    whole random state. ``sums``: the float64 sums ``S0, S1, …`` of W0, b0, … of
+    ``--average-epochs`` (:class:`mlp.averaging.EpochAverage`), if any have begun.
     """
     arrays = model_arrays(net, meta)
     optimizer.ensure_state(net)
     for i, v in enumerate(optimizer.state_arrays()):
         arrays[f"V{i}"] = v
+    for i, s in enumerate(sums or ()):
+        arrays[f"S{i}"] = s
     arrays["checkpoint"] = _json_array({
         "format": "mlp-checkpoint", "format_version": FORMAT_VERSION,
         "optimizer": optimizer_record(optimizer), "trainer": trainer_state, "config": config})
@@ -365,7 +368,10 @@ def save_checkpoint(path, net, optimizer, trainer_state, config, meta=None):
 
 
 def load_checkpoint(path):
-    """Load a checkpoint: returns dict(net, optimizer, trainer, config, meta).
+    """Load a checkpoint: returns dict(net, optimizer, trainer, config, meta, sums).
+
+    ``sums`` are the weight sums of ``--average-epochs`` (float64, the shapes of
+    W0, b0, …), or None where the checkpoint has none (also every older one).
 
     Every problem is a ModelFileError naming the file. Checkpoints from
     before Adam (an SGD record without a name) load as SGD's; an optimizer
@@ -401,7 +407,20 @@ def load_checkpoint(path):
         arrays = _read_checked(archive, specs, f" for sizes {arch[0]}")
         # described just above; read as fresh arrays, so only a Fortran-order one is copied
         velocities = [np.ascontiguousarray(archive.read(name)) for name, _, _ in v_specs]
+        sums = _sums(archive, specs)
     net = _network(arrays, arch, path)
     opt.set_state_arrays(velocities)
     return {"net": net, "optimizer": opt, "trainer": trainer_state, "config": config,
-            "meta": header.get("meta", {})}
+            "meta": header.get("meta", {}), "sums": sums}
+
+
+def _sums(archive, specs):
+    """The float64 weight sums S0, S1, … of a checkpoint (one per parameter), or None."""
+    if "S0" not in archive.members:
+        return None
+    s_specs = [(f"S{i}", shape, np.float64) for i, (_, shape, _) in enumerate(specs)]
+    sums = _read_checked(archive, s_specs, " (the sums of --average-epochs)")
+    for name, s in sums.items():
+        if not np.all(np.isfinite(s)):
+            raise ModelFileError(f"{archive.path}: array {name!r} contains NaN or infinity")
+    return [np.ascontiguousarray(sums[name]) for name, _, _ in s_specs]

@@ -20,6 +20,7 @@ import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 
 from .activations import ACTIVATIONS
+from .averaging import EpochAverage
 from .backends import BACKENDS, get_backend, set_threads
 from .batches import Extras
 from .cli import fraction, nonnegative_float, nonnegative_int, number, positive_float, positive_int
@@ -131,6 +132,12 @@ def build_parser():
                    help="the learning rate of each step: constant; linear from --lr down to "
                         "0 at the last step; cosine from --lr to 0; step: × --lr-step-gamma "
                         "every --lr-step-every epochs")
+    p.add_argument("--lr-floor", type=number(minimum=0.0, below=1.0), default=0.0,
+                   metavar="F",
+                   help="a falling --lr-schedule falls to F × --lr instead of 0; with "
+                        "--average-epochs K it reaches F × --lr where the last K epochs begin "
+                        "and stays there over them (stochastic weight averaging's constant "
+                        "rate)")
     p.add_argument("--lr-step-every", type=positive_int, default=10, metavar="EPOCHS",
                    help="--lr-schedule step: epochs between two steps down")
     p.add_argument("--lr-step-gamma", type=number(above=0.0, maximum=1.0), default=0.1,
@@ -142,6 +149,9 @@ def build_parser():
     p.add_argument("--early-stopping", type=nonnegative_int, default=0, metavar="N",
                    help="stop when the validation accuracy has not improved for N epochs, "
                         "and keep the weights of its best epoch in model.npz; 0: off")
+    p.add_argument("--average-epochs", type=nonnegative_int, default=0, metavar="K",
+                   help="end with the mean of the weights after each of the last K epochs "
+                        "(stochastic weight averaging): model.npz holds it; 0: off")
     p.add_argument("--dropout", type=fraction, nargs="+", default=None, metavar="P",
                    help="inverted dropout of the hidden units: one rate for every hidden layer, "
                         "or one per hidden layer (default: none)")
@@ -358,7 +368,8 @@ RESUME_OVERRIDES = ("epochs", "data_dir", "no_download", "timeout", "threads",
 
 #: options added after checkpoints were first written, with the value older runs had
 SETTINGS_SINCE = dict(optimizer="sgd", beta1=0.9, beta2=0.999, eps=1e-8, lr_schedule="constant",
-                      lr_step_every=10, lr_step_gamma=0.1, max_norm=0.0, early_stopping=0)
+                      lr_step_every=10, lr_step_gamma=0.1, max_norm=0.0, early_stopping=0,
+                      average_epochs=0, lr_floor=0.0)
 
 
 def check_optimizer_args(args):
@@ -376,6 +387,27 @@ def check_optimizer_args(args):
                        "Leave them out.")
 
 
+def check_average_args(args):
+    """Refuse an --average-epochs (or --lr-floor) that cannot be formed, with an MLPError."""
+    if getattr(args, "lr_floor", 0.0) and args.lr_schedule == "constant":
+        raise MLPError(f"--lr-floor {args.lr_floor:g} is where a falling --lr-schedule stops, "
+                       "and --lr-schedule constant never falls: give --lr-schedule linear (or "
+                       "cosine, step), or leave --lr-floor out")
+    k = getattr(args, "average_epochs", 0)
+    if not k:
+        return
+    if k > args.epochs:
+        raise MLPError(f"--average-epochs {k} averages the last {k} epochs, and the run has "
+                       f"--epochs {args.epochs}: give --average-epochs at most {args.epochs}")
+    if k == args.epochs and getattr(args, "lr_floor", 0.0):
+        raise MLPError(f"--lr-floor with --average-epochs {k} holds the rate at the floor over "
+                       f"the last {k} epochs, and the run has --epochs {args.epochs}: nothing "
+                       f"would be left for the --lr-schedule; average fewer epochs")
+    if args.early_stopping:
+        raise MLPError(f"--average-epochs {k} and --early-stopping {args.early_stopping} each "
+                       "choose the weights model.npz ends with: give one of them")
+
+
 def make_optimizer(args):
     """The optimizer ``args`` ask for (without schedule: see :func:`make_schedule`)."""
     if args.optimizer == "sgd":
@@ -389,8 +421,10 @@ def make_schedule(args, n_train):
     if args.lr_schedule == "constant":
         return None
     per_epoch = -(-n_train // args.batch_size)
+    floor = getattr(args, "lr_floor", 0.0)
+    flat = getattr(args, "average_epochs", 0) * per_epoch if floor else 0
     return Schedule(args.lr_schedule, args.epochs * per_epoch, per_epoch, args.lr_step_every,
-                    args.lr_step_gamma)
+                    args.lr_step_gamma, floor, flat)
 
 
 def make_trainer(args, net, opt, n_train, backend, **options):
@@ -403,7 +437,24 @@ def make_trainer(args, net, opt, n_train, backend, **options):
     opt.schedule = make_schedule(args, n_train)
     trainer = Trainer(net, opt, backend, args.batch_size, args.seed, **options)
     trainer.extras = Extras(dropout=dropout_rates(args, len(args.hidden)), seed=args.seed)
+    if getattr(args, "average_epochs", 0):
+        trainer.average = EpochAverage(args.average_epochs, args.epochs)
     return trainer
+
+
+def finish_average(trainer, net, backend, validation, scale):
+    """Put the mean of the last epochs' weights into ``net``; returns history.json's record.
+
+    ``validation``: (X_val, y_val), evaluated on the averaged weights if not empty.
+    """
+    average = trainer.average
+    record = {"epochs": average.k, "first_epoch": average.first_epoch,
+              "last_epoch": average.epochs, "val_loss": None, "val_accuracy": None}
+    average.apply(net)
+    X_val, y_val = validation
+    if len(y_val):
+        record["val_loss"], record["val_accuracy"] = evaluate(net, backend, X_val, y_val, scale)
+    return record
 
 
 def early_stopping_state(history, patience):
@@ -521,6 +572,7 @@ def run(args, stdout=None):
     if args.resume:
         args, ckpt = resume_args(args)
     check_optimizer_args(args)
+    check_average_args(args)
     dropout_rates(args, len(args.hidden))        # a bad --dropout stops the run before anything
     data_dir = find_data(args, say)              # a missing dataset stops the run before compiling
     compile_seconds = compile_ahead(args, ckpt)  # before Numba is imported: see there
@@ -560,6 +612,12 @@ def run(args, stdout=None):
                            progress=sys.stderr.isatty(), log=say)
     if ckpt:
         trainer.load_state(ckpt["trainer"])
+        if trainer.average:
+            try:
+                trainer.average.load_state(ckpt["trainer"]["average"], ckpt["sums"],
+                                           trainer.epoch)
+            except ValueError as e:
+                raise MLPError(f"{args.resume}: {e}") from None
         say(f"mlp: resuming {out} at epoch {trainer.epoch + 1}, batch {trainer.position + 1}")
     else:
         say(f"mlp: {'-'.join(map(str, sizes))} {args.activation}/{args.loss} on {data.name} "
@@ -567,7 +625,8 @@ def run(args, stdout=None):
             f"backend {backend.name}, {config['threads']} threads, output in {out}")
 
     def checkpoint(tr):
-        save_checkpoint(out / "checkpoint.npz", net, opt, tr.state(), {"args": config}, meta)
+        save_checkpoint(out / "checkpoint.npz", net, opt, tr.state(), {"args": config}, meta,
+                        sums=tr.average.sums if tr.average else None)
 
     def checkpoint_on_schedule(tr):
         if args.checkpoint_every and tr.epoch % args.checkpoint_every == 0:
@@ -642,6 +701,12 @@ def run(args, stdout=None):
                                      else None}
         if best is not None:
             _load_weights(net, out / BEST_MODEL)
+    if trainer.average and trainer.average.complete and not status:
+        history["average"] = finish_average(trainer, net, backend, (X_val, y_val), data.scale)
+        val = history["average"]["val_accuracy"]
+        say(f"model.npz: the mean of the weights after epochs {trainer.average.first_epoch}–"
+            f"{trainer.average.epochs}" + ("" if val is None else
+                                          f", validation accuracy {val:.4f}"))
     save_model(out / "model.npz", net, meta)
     _, test_acc = evaluate(net, backend, data.X_test, data.y_test, data.scale)
     history["test_accuracy"] = test_acc

@@ -56,7 +56,9 @@ class Trainer:
 
     State that a checkpoint needs: ``epoch`` (epochs finished), ``position``
     (batches finished in the current epoch), ``batch_losses`` of the current
-    epoch so far, and ``history`` (one dict per finished epoch).
+    epoch so far, ``history`` (one dict per finished epoch), and the sums of
+    ``average`` (an :class:`mlp.averaging.EpochAverage`, which adds the
+    weights after each epoch it averages; the caller applies it at the end).
     """
 
     def __init__(self, net, optimizer, backend, batch_size=32, seed=0,
@@ -92,6 +94,8 @@ class Trainer:
         self.on_epoch = None   # called as on_epoch(trainer) after every finished epoch
         # sample weights and dropout (an mlp.batches.Extras; its scale and epoch are set per call)
         self.extras = Extras()
+        # an mlp.averaging.EpochAverage: the weights summed after each of the last epochs
+        self.average = None
 
     def state(self):
         """The loop's position and records as plain data (for a checkpoint)."""
@@ -99,7 +103,8 @@ class Trainer:
                 "batch_losses": list(self.batch_losses), "epoch_seconds": self.epoch_seconds,
                 "history": list(self.history), "compile_seconds": self.compile_seconds,
                 "batch_size": self.batch_size, "seed": self.seed,
-                "initial_loss": self.initial_loss}
+                "initial_loss": self.initial_loss,
+                "average": self.average.state() if self.average else None}
 
     def load_state(self, state):
         """Restore what :meth:`state` returned (network and optimizer are restored apart)."""
@@ -245,6 +250,8 @@ class Trainer:
                 self.net, self.backend, X_val, y_val, scale)
         self.history.append(record)
         self.epoch += 1
+        if self.average:
+            self.average.add(self.net, self.epoch)
         self.position = 0
         self.batch_losses = []
         self.epoch_seconds = 0.0

@@ -32,6 +32,14 @@ def test_every_command_line_row_parses_and_says_its_settings(bench):
         setup = bench.cli_setup(row["argv"])
         assert "-".join(map(str, [784, *args.hidden, 10])) in setup
         assert f"max-norm {args.max_norm:g}" in setup and f"η={args.lr:g}" in setup
+        k = bench.cli_args(row["argv"], 10**6, "numba", 3).average_epochs     # not cut to 7
+        assert (f"last {k} epochs" in setup) == bool(k)
+    swa = bench.dropout_recipe(["8"], "relu", "10", "0.05", ["--lr-floor", "0.2",
+                                                            "--average-epochs", "4"])
+    assert "η held at 0.01 over the last 4 epochs" in bench.cli_setup(swa)
+    assert bench.cli_args(swa, 3, "numba", 0).average_epochs == 2     # a quick check: 2 of 3
+    assert bench.cli_args(swa[:-4], 3, "numba", 0).average_epochs == 0
+    assert bench.cli_args([*swa[:-4], "--average-epochs", "5"], 3, "numba", 0).average_epochs == 3
 
 
 @pytest.fixture(scope="module")
@@ -49,12 +57,15 @@ def test_a_command_line_row_trains_exactly_as_the_command_line(bench, split, mni
     float pixels scaled once: the same float32 products, so every epoch's loss
     and validation accuracy, and the final test accuracy, must agree exactly.
     Trained on all images, the bench has no validation set, as the command line
-    with ``--validation 0``.
+    with ``--validation 0``. On the split, the run ends with the mean of its two
+    epochs' weights (``--average-epochs 2``), in the bench as in model.npz.
     """
     argv = ["--hidden", "32", "16", "--activation", "relu", "--batch-size", "50",
             "--optimizer", "sgd", "--lr", "0.2",
             "--lr-schedule", "linear", "--momentum", "0.9", "--nesterov", "--dropout", "0.5",
             "--input-dropout", "0.2", "--max-norm", "1.5"]
+    if train_on == "split":
+        argv += ["--average-epochs", "2"]
     X, y, X_val, y_val, X_test, y_test = bench.training_data(split, train_on)
     data = (X[:2000], y[:2000], X_val, y_val, X_test, y_test)
     ours = bench.train_like_cli(argv, 2, data, "numpy", 5, log=lambda line: None)
@@ -71,9 +82,11 @@ def test_a_command_line_row_trains_exactly_as_the_command_line(bench, split, mni
     assert ours["final_test_accuracy"] == theirs["test_accuracy"]
     assert ours["final_test_accuracy"] > 0.5                # it learned: the runs say something
     if train_on == "all":
-        assert ours["final_val_accuracy"] is None
+        assert ours["final_val_accuracy"] is None and ours["average"] is None
     else:
         assert ours["curve"][-1]["val_accuracy"] > 0.5
+        assert ours["final_val_accuracy"] == theirs["average"]["val_accuracy"]
+        assert ours["final_test_accuracy"] != ours["last_epoch_test_accuracy"]
 
 
 def test_training_on_all_takes_the_60000_training_images_in_file_order(bench, split):
