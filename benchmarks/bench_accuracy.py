@@ -137,7 +137,7 @@ def dropout_recipe(hidden, activation, batch_size, lr, extra=()):
 
 
 #: the relu row: η falls from 0.05 to 0.01 over 80 epochs, stays at 0.01 over the last 40, and
-#: the model is the mean of their weights (SWA, chosen on validation: docs/performance.md, accuracy3)
+#: the model is the mean of their weights (SWA, chosen on validation: docs/performance.md)
 RELU_ARGS = dropout_recipe(["800", "800"], "relu", "100", "0.05",
                            ["--lr-floor", "0.2", "--average-epochs", "40"])
 RELU_EPOCHS = 120
