@@ -1383,8 +1383,14 @@ def output_delta(z, Y, model, delta, w):
     n = z.shape[0]
     terms = np.empty(n, np.float64)
     _output_delta_rows(z, Y, model, delta, w, n, _row0(), n, terms)
+    return _mean_in_row_order(terms, n)
+
+
+@_inline()
+def _mean_in_row_order(terms, n):
+    """(Σ terms[:n]) / n, summed in row order: the batch's loss, whatever computed the rows."""
     total = 0.0
-    for s in range(n):               # in row order, whatever computed the rows
+    for s in range(n):
         total += terms[s]
     return total / n
 
@@ -1843,37 +1849,13 @@ def sparse_sgd_plain(batch, d, W, lr):
 
 
 @_kernel()
-def _column_lists(batch, n, counts):
-    """The first n rows' non-zeros column by column: (starts, samples, values).
+def _column_lists_of(batch, n, i0, i1, n_in):
+    """The first n rows' non-zeros in columns i0 … i1-1, column by column: (starts, samples,
+    values); one thread's rows of W¹ builds its own.
 
     Column i's entries are samples[starts[i]:starts[i+1]] (batch rows, increasing)
-    with values values[starts[i]:starts[i+1]]; counts[i] is their number
-    (:func:`_column_counts`).
-    """
-    nnz, cols, vals = batch
-    n_in = counts.shape[0]
-    starts = np.empty(n_in + 1, np.int64)
-    fill = np.empty(n_in, np.int64)
-    starts[0] = 0
-    for i in range(n_in):
-        fill[i] = starts[i]
-        starts[i + 1] = starts[i] + counts[i]
-    samples = np.empty(starts[n_in], np.int64)
-    values = np.empty(starts[n_in], vals.dtype)
-    for s in range(n):
-        for p in range(nnz[s]):
-            i = cols[s, p]
-            q = fill[i]
-            samples[q] = s
-            values[q] = vals[s, p]
-            fill[i] = q + 1
-    return starts, samples, values
-
-
-@_kernel()
-def _column_lists_of(batch, n, i0, i1, n_in):
-    """:func:`_column_lists` of the first n rows for columns i0 … i1-1 only (starts[i] for
-    i in i0 … i1; the rest of starts is not set): one thread's rows of W¹ builds its own.
+    with values values[starts[i]:starts[i+1]], for i in i0 … i1-1 (the rest of
+    starts is not set).
 
     Each row's entries in those columns are found by bisection (columns
     increase along a row), so a thread reads only its share of the batch.
@@ -1922,7 +1904,7 @@ def _sgd_rows_fused(layer, sgd, d, lists, g, i0, i1):
     """Rows i0 … i1-1 of the sparse first layer's SGD step, each row's gradient made on the spot.
 
     Row i's gradient g = Σ_s x[s, i] δ[s] over column i's non-zeros (``lists``
-    from :func:`_column_lists`; four at a time, in batch order) is summed in
+    from :func:`_column_lists_of`; four at a time, in batch order) is summed in
     the row buffer g, which stays in L1, then row i takes the step of
     :func:`_sgd_rows`, in its arithmetic. W and V are read and written once
     per step; there is no gradient array to fill, read and clear. A row
@@ -1980,8 +1962,7 @@ def sparse_update(batch, d, layer, sgd):
     """
     W = layer.W
     column_sums(d, layer.gb)
-    counts = _column_counts(batch, d.shape[0], np.empty(W.shape[0], np.int64))
-    lists = _column_lists(batch, d.shape[0], counts)
+    lists = _column_lists_of(batch, d.shape[0], _row0(), W.shape[0], W.shape[0])
     _sgd_rows_fused(layer, sgd, d, lists, np.empty(W.shape[1], W.dtype), _row0(), W.shape[0])
     return W
 
@@ -2475,10 +2456,7 @@ def _forward(work, wk, data, rows, model, plan, dropout, pos0, fused):
     nl = len(wk.Wts)
     _forward_layers(work, wk, data, rows, model, plan, dropout, pos0, fused)
     if fused:
-        total = 0.0
-        for s in range(nb):          # in row order, as output_delta sums them
-            total += work.terms[s]
-        return total / nb
+        return _mean_in_row_order(work.terms, nb)
     weights = work.weights[:nb] if data.weights.shape[0] > 0 else work.weights[:0]
     return output_delta(work.acts[nl][:nb], work.Y[:nb], model, work.deltas[nl][:nb], weights)
 
@@ -2741,10 +2719,10 @@ def block_gradient(data, weights, biases, model, dropout, plan, lo, hi, g):
         _gather(data, rows, work, serial, dropout, s0)
         _forward_layers(work, wk, data, rows, model, serial, dropout, s0, False)
         z, d = work.acts[nl], work.deltas[nl]
-        for s in range(nb):
+        for s in range(nb):          # each row as a batch of one: δ and loss unscaled
             w = data.weights[rows[s]] if weighted else one
-            total += w * output_delta(z[s:s + 1], work.Y[s:s + 1], model, d[s:s + 1],
-                                      work.weights[:0])
+            _output_delta_rows(z, work.Y, model, d, work.weights[:0], 1, s, s + 1, work.terms)
+            total += w * work.terms[s]
             c = w / dtype.type(n)
             for k in range(d.shape[1]):
                 d[s, k] *= c
