@@ -26,8 +26,10 @@ from .errors import DivergenceError
 DIVERGENCE_FACTOR = 10.0
 #: samples in a Trainer's first chunk (unless chunk_size is given)
 FIRST_CHUNK_SAMPLES = 4096
-#: and the seconds each later chunk aims at (Trainer._update_chunk_size)
+#: and the seconds each later chunk aims at (Trainer._update_chunk_size), but never
+#: fewer than FIRST_CHUNK_SAMPLES samples unless those would take over MAX_CHUNK_SECONDS
 CHUNK_SECONDS = 0.1
+MAX_CHUNK_SECONDS = 1.0
 
 
 def epoch_order(seed, epoch, n):
@@ -135,13 +137,20 @@ class Trainer:
         the working copies of the weights), so the fewer the calls the better:
         4096 samples a call cost 5-10% of an epoch of the small default nets on
         two threads (docs/performance.md, session 7). A tenth of a second
-        still stops promptly and reports progress often. Chunking changes no
-        result (the same batches in the same order); a chunk_size the caller
-        set is kept.
+        still stops promptly and reports progress often. A chunk still has at
+        least :data:`FIRST_CHUNK_SAMPLES` samples where those take at most
+        :data:`MAX_CHUNK_SECONDS`: for wide nets the fixed share is itself
+        about a tenth of a second (784-1024-1024-1024-10: 80 ms a call
+        before its copies were tiled), and chunks sized by time alone
+        shrank to one batch, an epoch taking 7× as long (docs/performance.md,
+        session 9). Chunking changes no result (the same batches in the same
+        order); a chunk_size the caller set is kept.
         """
         if self._chunk_fixed or n_batches < 1 or seconds <= 0:
             return
-        self._chunk_size = max(1, int(CHUNK_SECONDS * n_batches / seconds))
+        per_batch = seconds / n_batches
+        floor = min(FIRST_CHUNK_SAMPLES // self.batch_size, MAX_CHUNK_SECONDS / per_batch)
+        self._chunk_size = max(1, int(max(CHUNK_SECONDS / per_batch, floor)))
 
     def request_stop(self):
         """Ask the loop to stop at the next batch boundary (safe from a signal handler)."""

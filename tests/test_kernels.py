@@ -752,9 +752,11 @@ def test_max_norm_kernels_against_their_twins(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_transpose_into(dtype):
-    A = np.arange(12.0, dtype=dtype).reshape(3, 4)
-    np.testing.assert_array_equal(K.transpose_into(A, np.empty((4, 3), dtype)), A.T)
+@pytest.mark.parametrize("shape", [(3, 4), (8, 8), (17, 9), (1, 30), (64, 10)])
+def test_transpose_into(dtype, shape):
+    """Every shape, whole tiles or not, against NumPy's transpose (a copy: the same bits)."""
+    A = np.random.default_rng(1).standard_normal(shape).astype(dtype)
+    np.testing.assert_array_equal(K.transpose_into(A, np.empty(shape[::-1], dtype)), A.T)
 
 
 # --------------------------------------------------------------- whole loop

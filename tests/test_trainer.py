@@ -73,6 +73,27 @@ def test_chunks_adapt_to_about_chunk_seconds_and_change_nothing(digits, monkeypa
     assert auto.chunk_size == 5
 
 
+@pytest.mark.parametrize("step", [0.5, 4.0])
+def test_chunks_keep_first_chunk_samples_unless_too_slow(digits, monkeypatch, step):
+    """A chunk slower than CHUNK_SECONDS still gets FIRST_CHUNK_SAMPLES samples (the fixed
+    cost of a call is spread over them), unless those would take over MAX_CHUNK_SECONDS."""
+    import mlp.trainer as trainer_module
+    clock = iter(np.arange(0.0, 1e6, step))        # every reading `step` s after the last
+    monkeypatch.setattr(trainer_module.time, "perf_counter", lambda: next(clock))
+    auto = _trainer(batch_size=8)
+    sizes = []
+    auto.on_chunk = lambda tr: sizes.append(tr.chunk_size)
+    auto.fit(digits.X_train, digits.y_train, 1, digits.scale)
+    n_batches = -(-digits.X_train.shape[0] // 8)
+    first = min(n_batches, trainer_module.FIRST_CHUNK_SAMPLES // 8)
+    per_batch = step / first
+    floor = trainer_module.FIRST_CHUNK_SAMPLES // 8
+    by_time = trainer_module.CHUNK_SECONDS / per_batch
+    assert by_time < floor                          # time alone would shrink the chunk
+    expected = min(floor, int(trainer_module.MAX_CHUNK_SECONDS / per_batch))
+    assert sizes[0] == expected
+
+
 def test_stop_and_continue_from_state_matches_an_uninterrupted_run(digits):
     full = _trainer(chunk_size=7)
     full.fit(digits.X_train, digits.y_train, 2, digits.scale)
