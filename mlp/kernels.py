@@ -172,6 +172,8 @@ BLAS_MIN_WIDTH = 16
 BLAS_BLOCK = 256
 #: :func:`transpose_into` copies square tiles of this side
 TRANSPOSE_TILE = 8
+#: a dense layer's SGD step and max-norm pass run on the threads from this many weights on
+PARALLEL_MIN_WEIGHTS = 1 << 16
 
 _FAST = {"contract"}                 # FMA only: a round-off-level change
 _FAST_SUM = {"contract", "reassoc"}  # and a reordered (vectorised) sum
@@ -2057,6 +2059,34 @@ def sgd_update(p, g, v, sgd):
     return p
 
 
+@_kernel(parallel=True)
+def sgd_update_par(p, g, v, sgd, n_blocks):
+    """:func:`sgd_update` with the flat range of p cut into n_blocks blocks, which the
+    threads share (in turn with one thread). Each element's arithmetic is the serial
+    kernel's, so the bits are the same whatever the thread count. Each block's loop runs
+    over slices from 0, so that it vectorises (a loop from a run-time start kept its
+    negative-index branches and did not: docs/performance.md, session 7)."""
+    pf, gf, vf = p.ravel(), g.ravel(), v.ravel()
+    n = pf.shape[0]
+    if _iget_num_threads() > 1:
+        for blk in prange(n_blocks):
+            lo, hi = _block_bounds(n, blk, n_blocks)
+            if lo < hi:
+                _sgd(pf[lo:hi], gf[lo:hi], vf[lo:hi], sgd)
+    else:
+        _sgd(pf, gf, vf, sgd)
+    return p
+
+
+@_inline()
+def _dense_sgd(W, G, V, sgd, threads):
+    """A dense layer's SGD step: on the threads where the layer is large enough."""
+    if threads > 1 and W.size >= PARALLEL_MIN_WEIGHTS:
+        sgd_update_par(W, G, V, sgd, threads)
+    else:
+        sgd_update(W, G, V, sgd)
+
+
 @_kernel()
 def _sgd_rows(layer, sgd, i0, i1):
     """:func:`sgd_update_rows` on rows i0 … i1-1 (one flat loop per case: it vectorises)."""
@@ -2178,8 +2208,14 @@ def sparse_adam_par(batch, d, layer, S, adam, n_blocks):
 @_kernel()
 def max_norm_rows(Wt, c):
     """Max-norm on ``Wt`` = Wᵀ: every row (a unit's incoming weights) longer than c scaled to c."""
-    n_out, n_in = Wt.shape
-    for k in range(n_out):
+    return _max_norm_rows_of(Wt, c, _row0(), Wt.shape[0])
+
+
+@_kernel()
+def _max_norm_rows_of(Wt, c, k0, k1):
+    """:func:`max_norm_rows` on rows k0 … k1-1."""
+    n_in = Wt.shape[1]
+    for k in range(k0, k1):
         sq = Wt.dtype.type(0)
         for i in range(n_in):
             sq += Wt[k, i] * Wt[k, i]
@@ -2194,11 +2230,19 @@ def max_norm_rows(Wt, c):
 @_kernel()
 def max_norm_cols(W, c):
     """Max-norm on W (n_in, n_out): every column longer than c scaled to c (row by row passes)."""
-    n_in, m = W.shape
+    return _max_norm_cols_of(W, c, _row0(), W.shape[1])
+
+
+@_kernel()
+def _max_norm_cols_of(W, c, j0, j1):
+    """:func:`max_norm_cols` on columns j0 … j1-1 (each column's sum in row order)."""
+    n_in = W.shape[0]
+    m = j1 - j0
     f = np.zeros(m, W.dtype)
     for i in range(n_in):
+        row = W[i, j0:j1]             # a contiguous slice from 0: the loop vectorises
         for j in range(m):
-            f[j] += W[i, j] * W[i, j]
+            f[j] += row[j] * row[j]
     long = False
     for j in range(m):
         norm = math.sqrt(f[j])
@@ -2206,9 +2250,35 @@ def max_norm_cols(W, c):
         f[j] = c / norm if norm > c else f.dtype.type(1)
     if long:
         for i in range(n_in):
+            row = W[i, j0:j1]
             for j in range(m):
-                W[i, j] *= f[j]
+                row[j] *= f[j]
     return W
+
+
+@_kernel(parallel=True)
+def max_norm_par(W, c, by_rows, n_blocks):
+    """:func:`max_norm_rows` (``by_rows``) or :func:`max_norm_cols` in n_blocks blocks of
+    rows or columns, which the threads share (in turn with one thread). Every row's or
+    column's sum is the serial kernel's, in its order: the same bits."""
+    n = W.shape[0] if by_rows else W.shape[1]
+    if _iget_num_threads() > 1:
+        for blk in prange(n_blocks):
+            lo, hi = _block_bounds(n, blk, n_blocks)
+            if lo < hi:
+                _max_norm_of(W, c, by_rows, lo, hi)
+    else:   # no parallel launch: callers on several Python threads may run this at once
+        _max_norm_of(W, c, by_rows, _row0(), n)
+    return W
+
+
+@_inline()
+def _max_norm_of(W, c, by_rows, lo, hi):
+    """Rows (``by_rows``) or columns lo … hi-1 of :func:`max_norm_par`."""
+    if by_rows:
+        _max_norm_rows_of(W, c, lo, hi)
+    else:
+        _max_norm_cols_of(W, c, lo, hi)
 
 
 # ------------------------------------------------------------ the batch loop
@@ -2566,7 +2636,7 @@ def _backward(work, wk, nb, model, sgd, plan, update, fused):
             if plain:
                 dense_sgd_plain(a, d, wk.Wts[l], sgd.lr)
             elif update:
-                sgd_update(wk.Wts[l], work.grads[l], wk.Vts[l], sgd)
+                _dense_sgd(wk.Wts[l], work.grads[l], wk.Vts[l], sgd, plan.threads)
         if update:
             sgd_update(wk.bs[l], work.gbs[l], wk.vbs[l], _without_decay(sgd))
 
@@ -2595,13 +2665,19 @@ def _adam_all(work, wk, nb, adam, plan):
 
 
 @_inline()
-def _max_norm_all(wk, c, sparse):
-    """Max-norm (norm ≤ c) of every hidden unit's incoming weights; the output layer is free."""
+def _max_norm_all(wk, c, sparse, threads):
+    """Max-norm (norm ≤ c) of every hidden unit's incoming weights; the output layer is free.
+
+    Large layers' passes run on the threads (:func:`max_norm_par`: the same bits)."""
     for l in range(len(wk.Wts) - 1):
-        if l == 0 and sparse:
-            max_norm_cols(wk.W0, c)
+        first = l == 0 and sparse
+        W = wk.W0 if first else wk.Wts[l]
+        if threads > 1 and W.size >= PARALLEL_MIN_WEIGHTS:
+            max_norm_par(W, c, not first, threads)
+        elif first:
+            max_norm_cols(W, c)
         else:
-            max_norm_rows(wk.Wts[l], c)
+            max_norm_rows(W, c)
 
 
 @_kernel()
@@ -2678,7 +2754,7 @@ def _train_batches(data, params, model, opt, plan, span, losses, sparse_batch, d
         if not sgd:
             _adam_all(work, wk, rows.shape[0], _adam_of(opt, b - start, wk.bs[0]), plan)
         if opt.max_norm > 0:
-            _max_norm_all(wk, opt.max_norm, plan.sparse)
+            _max_norm_all(wk, opt.max_norm, plan.sparse, plan.threads)
     _copy_back(params, wk, plan.sparse, n_state)
     return losses
 

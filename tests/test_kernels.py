@@ -17,6 +17,7 @@ import pytest
 import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
+import numba
 from numba import njit
 
 pytest.importorskip("numba", reason="numba is not installed: the kernels need it")
@@ -621,6 +622,51 @@ def test_sgd_update_is_the_reference_bit_for_bit(mu, wd, nesterov, dtype):
         np.testing.assert_array_equal(p2.reshape(p.shape), p_ref)
         if mu:
             np.testing.assert_array_equal(v2.reshape(v.shape), v_ref)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("mu, wd, nesterov", UPDATES)
+def test_sgd_update_par_is_sgd_update_bit_for_bit(mu, wd, nesterov, dtype, threads):
+    """The threads' blocks of a dense layer's step give the serial kernel's bits: every block
+    count, on one thread or two, at a size with a ragged last block."""
+    rng = np.random.default_rng(5)
+    p, g, v = (rng.standard_normal((37, 29)).astype(dtype) for _ in range(3))
+    sgd = K.sgd_params(dtype, 0.3, mu, wd, nesterov)
+    p1, v1 = p.copy(), v.copy()
+    K.sgd_update(p1, g, v1, sgd)
+    before = numba.get_num_threads()
+    numba.set_num_threads(threads)
+    try:
+        for blocks in (1, 2, 5):
+            p2, v2 = p.copy(), v.copy()
+            K.sgd_update_par(p2, g, v2, sgd, blocks)
+            np.testing.assert_array_equal(p2, p1)
+            np.testing.assert_array_equal(v2, v1)
+    finally:
+        numba.set_num_threads(before)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_max_norm_par_is_the_serial_kernels_bit_for_bit(dtype, threads):
+    """Rows of Wᵀ or columns of W in blocks on the threads: the serial passes' bits, long
+    and short units alike."""
+    rng = np.random.default_rng(2)
+    W = (rng.standard_normal((40, 70)) * rng.uniform(0.05, 0.4, 70)).astype(dtype)
+    c = dtype(1.0)
+    short = np.linalg.norm(W.astype(np.float64), axis=0) <= 1.0
+    assert short.any() and not short.all()
+    cols, rows = K.max_norm_cols(W.copy(), c), K.max_norm_rows(np.ascontiguousarray(W.T), c)
+    before = numba.get_num_threads()
+    numba.set_num_threads(threads)
+    try:
+        for blocks in (1, 2, 3):
+            np.testing.assert_array_equal(K.max_norm_par(W.copy(), c, False, blocks), cols)
+            np.testing.assert_array_equal(
+                K.max_norm_par(np.ascontiguousarray(W.T), c, True, blocks), rows)
+    finally:
+        numba.set_num_threads(before)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
