@@ -12,12 +12,12 @@ in both dtypes: float32 is the default, and the one with kernel-only code
 import platform
 import re
 
+import numba
 import numpy as np
 import pytest
 import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
-import numba
 from numba import njit
 
 pytest.importorskip("numba", reason="numba is not installed: the kernels need it")
