@@ -2079,9 +2079,15 @@ def sgd_update_par(p, g, v, sgd, n_blocks):
 
 
 @_inline()
+def _on_threads(W, threads):
+    """Whether a pass over the weights W goes to the threads (:data:`PARALLEL_MIN_WEIGHTS`)."""
+    return threads > 1 and W.size >= PARALLEL_MIN_WEIGHTS
+
+
+@_inline()
 def _dense_sgd(W, G, V, sgd, threads):
     """A dense layer's SGD step: on the threads where the layer is large enough."""
-    if threads > 1 and W.size >= PARALLEL_MIN_WEIGHTS:
+    if _on_threads(W, threads):
         sgd_update_par(W, G, V, sgd, threads)
     else:
         sgd_update(W, G, V, sgd)
@@ -2672,7 +2678,7 @@ def _max_norm_all(wk, c, sparse, threads):
     for l in range(len(wk.Wts) - 1):
         first = l == 0 and sparse
         W = wk.W0 if first else wk.Wts[l]
-        if threads > 1 and W.size >= PARALLEL_MIN_WEIGHTS:
+        if _on_threads(W, threads):
             max_norm_par(W, c, not first, threads)
         elif first:
             max_norm_cols(W, c)

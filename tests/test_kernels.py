@@ -9,6 +9,7 @@ in both dtypes: float32 is the default, and the one with kernel-only code
 (the polynomial exp, AVX-512's compress).
 """
 
+import contextlib
 import platform
 import re
 
@@ -624,6 +625,17 @@ def test_sgd_update_is_the_reference_bit_for_bit(mu, wd, nesterov, dtype):
             np.testing.assert_array_equal(v2.reshape(v.shape), v_ref)
 
 
+@contextlib.contextmanager
+def numba_threads(n):
+    """Numba's thread count set to n inside the block, and put back after."""
+    before = numba.get_num_threads()
+    numba.set_num_threads(n)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("mu, wd, nesterov", UPDATES)
@@ -635,16 +647,12 @@ def test_sgd_update_par_is_sgd_update_bit_for_bit(mu, wd, nesterov, dtype, threa
     sgd = K.sgd_params(dtype, 0.3, mu, wd, nesterov)
     p1, v1 = p.copy(), v.copy()
     K.sgd_update(p1, g, v1, sgd)
-    before = numba.get_num_threads()
-    numba.set_num_threads(threads)
-    try:
+    with numba_threads(threads):
         for blocks in (1, 2, 5):
             p2, v2 = p.copy(), v.copy()
             K.sgd_update_par(p2, g, v2, sgd, blocks)
             np.testing.assert_array_equal(p2, p1)
             np.testing.assert_array_equal(v2, v1)
-    finally:
-        numba.set_num_threads(before)
 
 
 @pytest.mark.parametrize("threads", [1, 2])
@@ -658,15 +666,11 @@ def test_max_norm_par_is_the_serial_kernels_bit_for_bit(dtype, threads):
     short = np.linalg.norm(W.astype(np.float64), axis=0) <= 1.0
     assert short.any() and not short.all()
     cols, rows = K.max_norm_cols(W.copy(), c), K.max_norm_rows(np.ascontiguousarray(W.T), c)
-    before = numba.get_num_threads()
-    numba.set_num_threads(threads)
-    try:
+    with numba_threads(threads):
         for blocks in (1, 2, 3):
             np.testing.assert_array_equal(K.max_norm_par(W.copy(), c, False, blocks), cols)
             np.testing.assert_array_equal(
                 K.max_norm_par(np.ascontiguousarray(W.T), c, True, blocks), rows)
-    finally:
-        numba.set_num_threads(before)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
